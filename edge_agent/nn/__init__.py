@@ -1,0 +1,22 @@
+"""Network definitions, used offline only (training, export); the running agent never imports this."""
+
+from edge_agent.nn.blocks import (
+    ResidualShrinkageBlock1d,
+    ShrinkageUnit,
+    SoftThreshold,
+    Standardize,
+    soft_threshold,
+)
+from edge_agent.nn.models import ResidualNet1d, get_model, list_models, register_model
+
+__all__ = [
+    "ResidualNet1d",
+    "ResidualShrinkageBlock1d",
+    "ShrinkageUnit",
+    "SoftThreshold",
+    "Standardize",
+    "get_model",
+    "list_models",
+    "register_model",
+    "soft_threshold",
+]
