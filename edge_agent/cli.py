@@ -25,6 +25,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         model=args.model,
         widths=args.widths,
         blocks_per_stage=args.blocks_per_stage,
+        window_samples=args.window_samples,
         epochs=args.epochs,
         steps_per_epoch=args.steps_per_epoch,
         batch_size=args.batch_size,
@@ -81,6 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default="drsn_cw")
     p.add_argument("--widths", type=_parse_ints, default=(4, 8, 16), help="comma-separated, e.g. 4,8,16")
     p.add_argument("--blocks-per-stage", type=int, default=4)
+    p.add_argument("--window-samples", type=int, default=2048)
     p.add_argument("--epochs", type=int, default=100)
     p.add_argument("--steps-per-epoch", type=int, default=64)
     p.add_argument("--batch-size", type=int, default=128)

@@ -107,9 +107,7 @@ class ResidualShrinkageBlock1d(nn.Module):
         self.relu2 = nn.ReLU()
         self.conv2 = nn.Conv1d(out_channels, out_channels, kernel_size, 1, padding, bias=False)
         self.shrinkage: nn.Module = (
-            nn.Identity()
-            if shrinkage == "none"
-            else ShrinkageUnit(out_channels, channel_wise=shrinkage == "cw")
+            nn.Identity() if shrinkage == "none" else ShrinkageUnit(out_channels, channel_wise=shrinkage == "cw")
         )
         self.use_shortcut = shortcut
         self.shortcut = Shortcut1d(in_channels, out_channels, stride)

@@ -77,14 +77,12 @@ def load_cwru(
             signal = np.asarray(pack[str(key)], dtype=np.float32)
             bounds = np.cumsum([0.0, *fractions]) * signal.size
             for name, start, stop in zip(SPLITS, bounds[:-1], bounds[1:], strict=True):
-                piece = signal[int(start) : int(stop)][None, :]
+                piece = signal[round(start) : round(stop)][None, :]
                 splits[name].append(Segment(str(key), int(label), int(load), piece))
     return CwruDataset(class_names, sample_rate_hz, splits, file_sha256(path), fractions)
 
 
-def make_windows(
-    segments: list[Segment], window_samples: int, hop_samples: int
-) -> tuple[np.ndarray, np.ndarray]:
+def make_windows(segments: list[Segment], window_samples: int, hop_samples: int) -> tuple[np.ndarray, np.ndarray]:
     """Cut segments into windows ``(N, channels, window_samples)`` and labels ``(N,)``."""
     if window_samples < 1 or hop_samples < 1:
         raise ValueError(f"window_samples and hop_samples must be >= 1, got {window_samples}, {hop_samples}")

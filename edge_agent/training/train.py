@@ -156,7 +156,13 @@ def train(config: TrainConfig, dataset: CwruDataset, out_dir: Path, *, progress:
         history, train_seconds = state["history"], state["train_seconds"]
         logger.info("resumed %s at epoch %d", out_dir, start_epoch)
     model.train()
-    bar = tqdm(range(start_epoch, config.epochs), desc=out_dir.name, disable=not progress, initial=start_epoch, total=config.epochs)
+    bar = tqdm(
+        range(start_epoch, config.epochs),
+        desc=out_dir.name,
+        disable=not progress,
+        initial=start_epoch,
+        total=config.epochs,
+    )
     for epoch in bar:
         started = time.perf_counter()
         running_loss = 0.0
@@ -173,11 +179,15 @@ def train(config: TrainConfig, dataset: CwruDataset, out_dir: Path, *, progress:
         scheduler.step()
         train_seconds += time.perf_counter() - started
         val_accuracy = validation.accuracy(model)
-        history.append({"epoch": epoch + 1, "loss": running_loss / config.steps_per_epoch, "val_accuracy": val_accuracy})
+        history.append(
+            {"epoch": epoch + 1, "loss": running_loss / config.steps_per_epoch, "val_accuracy": val_accuracy}
+        )
         bar.set_postfix(loss=f"{history[-1]['loss']:.3f}", val=f"{val_accuracy:.4f}")
         if val_accuracy >= best_val:
             best_val = val_accuracy
-            torch.save({"config": config.to_json(), "model": model.state_dict(), "epoch": epoch + 1}, out_dir / "best.pt")
+            torch.save(
+                {"config": config.to_json(), "model": model.state_dict(), "epoch": epoch + 1}, out_dir / "best.pt"
+            )
         torch.save(
             {
                 "config": config.to_json(),
