@@ -62,7 +62,8 @@ def build_pair(
 ) -> tuple[dict[str, Module], dict]:
     """Float32 and int8 TorchScript of a random drsn_cw, built the way ``edge-agent export`` does."""
     from edge_agent.nn import get_model
-    from edge_agent.training.export import build_torchscript, describe_model, quantize_boundaries
+    from edge_agent.training.export import build_torchscript, describe_model
+    from edge_agent.training.quantize import quantize_boundaries
 
     torch.manual_seed(0)
     model = get_model(

@@ -14,15 +14,8 @@ from torch.ao.nn.intrinsic import quantized as nniq
 from edge_agent.cli import main
 from edge_agent.modelfile import load_model, read_meta
 from edge_agent.nn import get_model
-from edge_agent.training.export import (
-    QUANTIZED_ENGINE,
-    conv_module_names,
-    describe_model,
-    export_model,
-    export_run,
-    quantize_boundaries,
-    quantize_int8,
-)
+from edge_agent.training.export import describe_model, export_model, export_run
+from edge_agent.training.quantize import QUANTIZED_ENGINE, conv_module_names, quantize_boundaries, quantize_int8
 
 WINDOW = 256
 LABELS = ["low", "mid", "high"]
