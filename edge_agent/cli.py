@@ -53,7 +53,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 def _cmd_export(args: argparse.Namespace) -> int:
     from edge_agent.training.export import export_run
 
-    meta = export_run(Path(args.run), Path(args.out), data=args.data, quantize=not args.float)
+    meta = export_run(Path(args.run), Path(args.out), data=args.data, quantize=not args.float, engine=args.engine)
     print(json.dumps({k: meta[k] for k in ("name", "quantized_engine", "test_metrics")}, indent=2))
     return 0
 
@@ -115,6 +115,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run", help="run folder written by train")
     p.add_argument("--out", required=True, help="TorchScript file to write")
     p.add_argument("--float", action="store_true", help="export float32 instead of int8")
+    p.add_argument(
+        "--engine",
+        choices=("onednn", "qnnpack", "fbgemm", "x86"),
+        default="onednn",
+        help="quantized engine the int8 file is built for: onednn on x86 gateways, qnnpack on ARM",
+    )
     p.add_argument("--data", help=data_help)
     p.set_defaults(func=_cmd_export)
 

@@ -1,6 +1,6 @@
 """Export a trained run as a self-describing TorchScript file (int8 by default).
 
-int8 is FX static post-training quantisation of the convolutions only (engine ``qnnpack``):
+int8 is FX static post-training quantisation of the convolutions only (engine ``onednn`` by default):
 in every unit ``conv1`` (with ``bn2`` + ``relu2`` folded into it) and ``conv2``, and the
 stem conv only on request (``quantize_stem``). ``conv1``'s int8 output feeds ``conv2``
 directly, so each unit pays one quantize (before ``conv1``) and one dequantize (after
@@ -241,6 +241,7 @@ def export_run(
     quantize: bool = True,
     calibration_windows: int = 512,
     quantize_stem: bool = False,
+    engine: str = QUANTIZED_ENGINE,
 ) -> dict[str, Any]:
     """Export the best checkpoint of ``run_dir`` to ``out`` with test-split metrics; returns the stored meta."""
     summary = _read_summary(run_dir)
@@ -266,7 +267,7 @@ def export_run(
     )
     meta["training"] = _training_meta(summary, config, run_dir)
     calibration = calibration_set(dataset, config, calibration_windows) if quantize else None
-    module, meta = build_torchscript(model, meta, calibration=calibration, quantize_stem=quantize_stem)
+    module, meta = build_torchscript(model, meta, calibration=calibration, engine=engine, quantize_stem=quantize_stem)
     if quantize:
         meta["quantization"]["calibration_data"] = "train split: half clean, half noisy (every type, training SNRs)"
     windows, labels = test_windows(dataset, config.window_samples)
