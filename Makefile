@@ -6,10 +6,25 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 MODEL ?= models/drsn_cw_cwru.pt
+# Debian packages the tests use (a real broker); installed only when a command is missing.
+APT_PACKAGES := mosquitto mosquitto-clients
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+SYSTEM_STAMP := $(VENV)/.system-stamp
 
-.PHONY: setup run test lint report clean
+.PHONY: setup system run test lint report clean
 
 setup: $(STAMP)
+
+system: $(SYSTEM_STAMP)
+
+$(SYSTEM_STAMP): $(STAMP)
+	@missing=""; command -v mosquitto >/dev/null || [ -x /usr/sbin/mosquitto ] || missing="$(APT_PACKAGES)"; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing $$missing"; \
+	  echo "man-db man-db/auto-update boolean false" | $(SUDO) debconf-set-selections; \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; \
+	fi
+	touch $(SYSTEM_STAMP)
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -20,7 +35,7 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	$(PY) -m edge_agent demo --model $(MODEL)
 
-test: $(STAMP)
+test: $(STAMP) $(SYSTEM_STAMP)
 	$(PY) -m ruff check edge_agent tests benchmarks
 	$(PY) -m pytest -q
 

@@ -1,0 +1,161 @@
+"""Every Prometheus metric of the agent, in one registry (names per docs/ARCHITECTURE rules).
+
+Stages receive the :class:`AgentMetrics` object and update the metrics they own. Labels come
+only from configured names (sensor, source, model, label, sink), never from payloads.
+"""
+
+from __future__ import annotations
+
+import platform
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+import edge_agent
+
+LATENCY_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+INFERENCE_BUCKETS_S = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128)
+PAYLOAD_ERROR_REASONS = (
+    "not_json",
+    "bad_field",
+    "non_finite",
+    "empty",
+    "too_large",
+    "wrong_channels",
+    "wrong_rate",
+    "bad_length",
+    "unknown_sensor",
+    "too_many_sensors",
+)
+
+
+class AgentMetrics:
+    """The agent's metrics on a registry of their own (a fresh one per test)."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.build_info = Gauge(
+            "edge_agent_build_info",
+            "Versions of the agent, Python and torch.",
+            ["version", "python", "torch"],
+            registry=r,
+        )
+        self.model_info = Gauge(
+            "edge_agent_model_info", "Loaded models (value 1).", ["model", "sha256", "precision", "engine"], registry=r
+        )
+        self.messages_received = Counter(
+            "edge_agent_messages_received_total", "Messages or blocks received, by source.", ["source"], registry=r
+        )
+        self.samples_received = Counter(
+            "edge_agent_samples_received_total", "Samples accepted (per channel), by sensor.", ["sensor"], registry=r
+        )
+        self.payload_errors = Counter(
+            "edge_agent_payload_errors_total",
+            "Rejected payloads, by source and reason.",
+            ["source", "reason"],
+            registry=r,
+        )
+        self.stream_gaps = Counter(
+            "edge_agent_stream_gaps_total",
+            "Gaps (seq or time jumps) that reset a sensor's buffer.",
+            ["sensor"],
+            registry=r,
+        )
+        self.last_sample = Gauge(
+            "edge_agent_last_sample_timestamp_seconds",
+            "Wall-clock time the sensor's last sample arrived.",
+            ["sensor"],
+            registry=r,
+        )
+        self.source_up = Gauge(
+            "edge_agent_source_up", "1 while a source is connected or running.", ["source"], registry=r
+        )
+        self.windows_emitted = Counter(
+            "edge_agent_windows_total", "Windows cut from the streams, by sensor.", ["sensor"], registry=r
+        )
+        self.windows_processed = Counter(
+            "edge_agent_windows_processed_total", "Windows run through a model.", ["model"], registry=r
+        )
+        self.windows_dropped = Counter(
+            "edge_agent_windows_dropped_total", "Windows dropped before inference, by reason.", ["reason"], registry=r
+        )
+        self.queue_depth = Gauge("edge_agent_inference_queue_windows", "Windows waiting for inference.", registry=r)
+        self.last_processed = Gauge(
+            "edge_agent_inference_last_processed_timestamp_seconds",
+            "Wall-clock time of the last inference.",
+            registry=r,
+        )
+        self.inference_duration = Histogram(
+            "edge_agent_inference_duration_seconds",
+            "Model call duration per batch.",
+            ["model"],
+            buckets=INFERENCE_BUCKETS_S,
+            registry=r,
+        )
+        self.batch_size = Histogram(
+            "edge_agent_inference_batch_windows",
+            "Windows per inference batch.",
+            ["model"],
+            buckets=BATCH_BUCKETS,
+            registry=r,
+        )
+        self.latency = Histogram(
+            "edge_agent_end_to_end_latency_seconds",
+            "From the arrival of a window's last sample to the decision on it.",
+            buckets=LATENCY_BUCKETS_S,
+            registry=r,
+        )
+        self.predictions = Counter(
+            "edge_agent_predictions_total", "Predicted labels.", ["sensor", "model", "label"], registry=r
+        )
+        self.probability = Gauge(
+            "edge_agent_class_probability", "Last class probabilities.", ["sensor", "model", "label"], registry=r
+        )
+        self.alerts = Counter(
+            "edge_agent_alerts_total", "Alert lifecycle events.", ["sensor", "label", "type"], registry=r
+        )
+        self.alert_active = Gauge(
+            "edge_agent_alert_active", "1 while an alert of this kind is active.", ["sensor", "kind"], registry=r
+        )
+        self.mqtt_connected = Gauge(
+            "edge_agent_mqtt_connected", "1 while connected to the broker.", ["client"], registry=r
+        )
+        self.mqtt_publish_failures = Counter(
+            "edge_agent_mqtt_publish_failures_total", "Publishes the client refused.", ["client"], registry=r
+        )
+        self.alerts_queued = Gauge("edge_agent_alerts_queued", "Alerts waiting for delivery to the broker.", registry=r)
+        self.alerts_delivered = Counter(
+            "edge_agent_alerts_delivered_total", "Alerts the broker acknowledged.", registry=r
+        )
+        self.alerts_dropped = Counter(
+            "edge_agent_alerts_dropped_total", "Alerts dropped because the queue was full.", registry=r
+        )
+        self.config_errors = Counter("edge_agent_config_errors_total", "Configuration reloads refused.", registry=r)
+        self.build_info.labels(edge_agent.__version__, platform.python_version(), _torch_version()).set(1)
+
+    def init_sensor(self, sensor: str) -> None:
+        """Create a sensor's series at zero so dashboards see it before its first sample."""
+        self.samples_received.labels(sensor)
+        self.stream_gaps.labels(sensor)
+        self.windows_emitted.labels(sensor)
+        for kind in ("fault", "health"):
+            self.alert_active.labels(sensor, kind).set(0)
+
+    def init_source(self, source: str) -> None:
+        self.messages_received.labels(source)
+        self.source_up.labels(source).set(0)
+        for reason in PAYLOAD_ERROR_REASONS:
+            self.payload_errors.labels(source, reason)
+
+    def serve(self, listen: str, port: int) -> None:
+        """Serve ``/metrics`` on ``listen:port`` from a daemon thread."""
+        start_http_server(port, addr=listen, registry=self.registry)
+
+
+def _torch_version() -> str:
+    try:
+        import torch
+    except ImportError:  # metrics work without torch (e.g. check-config on a bare machine)
+        return "none"
+    return str(torch.__version__)

@@ -1,0 +1,86 @@
+"""Values that flow between the agent's stages (sources -> windowing -> inference -> decision -> sinks).
+
+All are immutable; arrays are numpy float32 shaped ``(channels, samples)``. Times are epoch seconds.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """A contiguous block of samples from one sensor, as a source delivers it.
+
+    ``seq`` is the sender's sequence number (``None`` when the source has none); a jump in ``seq``
+    or a ``t0`` that does not follow the previous chunk is a gap. ``received_at`` is the local
+    monotonic-clock time (``time.monotonic()``) the chunk arrived, used for end-to-end latency.
+    """
+
+    sensor: str
+    t0: float
+    sample_rate_hz: float
+    samples: np.ndarray  # float32 (channels, n)
+    seq: int | None = None
+    received_at: float = 0.0
+
+    @property
+    def channels(self) -> int:
+        return int(self.samples.shape[0])
+
+    @property
+    def n_samples(self) -> int:
+        return int(self.samples.shape[1])
+
+
+@dataclass(frozen=True)
+class Window:
+    """``window_samples`` consecutive samples of one sensor at the model's rate.
+
+    ``t_start``/``t_end`` are the epoch times of the first sample and one past the last;
+    ``completed_at`` is ``time.monotonic()`` when the chunk that completed the window arrived.
+    """
+
+    sensor: str
+    t_start: float
+    t_end: float
+    samples: np.ndarray  # float32 (channels, window_samples)
+    completed_at: float = 0.0
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """A model's output for one window: class probabilities (softmax of the logits)."""
+
+    sensor: str
+    model: str
+    window: Window
+    probabilities: dict[str, float]
+    label: str
+    confidence: float
+    decided_at: float = 0.0  # time.monotonic() when inference finished
+
+
+@dataclass(frozen=True)
+class AlertEvent:
+    """One step of an alert's lifecycle: ``type`` is ``new``, ``update`` or ``end``.
+
+    ``id`` is stable for the whole episode. ``kind`` is ``fault`` (a model's label) or
+    ``health`` (e.g. label ``silent``). Times are epoch seconds; ``ended_at`` only on ``end``.
+    """
+
+    type: str
+    id: str
+    sensor: str
+    kind: str
+    label: str
+    confidence: float
+    started_at: float
+    window_start: float
+    window_end: float
+    model_name: str = ""
+    model_sha256: str = ""
+    probabilities: dict[str, float] = field(default_factory=dict)
+    ended_at: float | None = None
