@@ -1,0 +1,227 @@
+"""Builds the pipeline from the configuration, starts it, supervises it and stops it in order.
+
+sources -> windowing (per source and model) -> inference worker -> decision -> sinks
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+
+from edge_agent.config import AgentConfig, ModelSection, SourceSection
+from edge_agent.decision import DecisionEngine
+from edge_agent.inference import InferenceWorker
+from edge_agent.metrics import AgentMetrics
+from edge_agent.modelfile import LoadedModel, load_model
+from edge_agent.sinks.log import LogAlertSink
+from edge_agent.types import AlertEvent, Chunk, Prediction
+from edge_agent.windowing import WindowAssembler
+
+logger = logging.getLogger(__name__)
+
+TICK_INTERVAL_S = 0.25
+STOP_DRAIN_S = 2.0
+
+
+class App:
+    """The running agent. ``start()`` and ``stop()`` are flat lists of named steps."""
+
+    def __init__(
+        self,
+        config: AgentConfig,
+        *,
+        metrics: AgentMetrics | None = None,
+        echo: Callable[[str], None] | None = None,
+        password: str | None = None,
+    ) -> None:
+        self.config = config
+        self.metrics = metrics or AgentMetrics()
+        self.echo = echo
+        self.password = password
+        self.models: dict[str, LoadedModel] = {}
+        self.decisions: dict[str, DecisionEngine] = {}
+        self.sinks: list[object] = []
+        self.sources: list[object] = []
+        self.worker: InferenceWorker | None = None
+        self.stop_requested = threading.Event()
+        self._finished_sources: set[str] = set()
+        self._lock = threading.Lock()
+
+    # ---------------------------------------------------------------- lifecycle
+
+    def start(self) -> None:
+        for name, step in (
+            ("metrics exporter", self._start_exporter),
+            ("models", self._load_models),
+            ("inference", self._start_inference),
+            ("sinks", self._open_sinks),
+            ("sources", self._start_sources),
+        ):
+            logger.debug("starting %s", name)
+            step()
+        agent_id = self.config.agent.id
+        logger.info("agent %s started: %d sources, %d models", agent_id, len(self.sources), len(self.models))
+
+    def stop(self) -> None:
+        for name, step in (
+            ("sources", self._stop_sources),
+            ("inference", self._stop_inference),
+            ("decisions", self._end_active_alerts),
+            ("sinks", self._close_sinks),
+        ):
+            logger.debug("stopping %s", name)
+            try:
+                step()
+            except Exception:  # keep stopping the other stages; the failure is logged
+                logger.exception("stopping %s failed", name)
+        logger.info("agent %s stopped", self.config.agent.id)
+
+    def run(self, *, exit_when_finished: bool = True) -> int:
+        """Start, then supervise until a stop is requested or every replay source has finished."""
+        self.start()
+        try:
+            while not self.stop_requested.wait(TICK_INTERVAL_S):
+                self.tick()
+                if exit_when_finished and self._all_sources_finished() and self._drained():
+                    break
+        finally:
+            self.stop()
+        return 0
+
+    def tick(self) -> None:
+        """Time-based decisions (hold-off expiry, maximum duration)."""
+        now = time.time()
+        for engine in self.decisions.values():
+            self._deliver(engine.tick(now))
+
+    def healthy(self) -> bool:
+        """True while the inference worker turns and every source thread lives (for the watchdog)."""
+        worker = self.worker
+        worker_ok = worker is not None and worker.alive() and time.monotonic() - worker.last_progress_s < 5.0
+        return worker_ok and all(getattr(source, "alive", lambda: True)() for source in self.sources)
+
+    # ---------------------------------------------------------------- steps
+
+    def _start_exporter(self) -> None:
+        if self.config.metrics.enabled:
+            self.metrics.serve(self.config.metrics.listen, self.config.metrics.port)
+
+    def _load_models(self) -> None:
+        for section in self.config.models:
+            loaded = load_model(section.path)
+            self.models[section.name] = loaded
+            meta = loaded.meta
+            self.metrics.model_info.labels(
+                section.name, loaded.sha256, str(meta["precision"]), str(meta.get("quantized_engine") or "none")
+            ).set(1)
+            self.decisions[section.name] = DecisionEngine(self.config.decision, metrics=self.metrics)
+
+    def _start_inference(self) -> None:
+        self.worker = InferenceWorker(self.models, self.config.inference, self.metrics, self._on_prediction)
+        self.worker.warm_up()
+        self.worker.start()
+
+    def _open_sinks(self) -> None:
+        self.sinks = [LogAlertSink(echo=self.echo)]
+        if self.config.mqtt.enabled:
+            from edge_agent.sinks.mqtt_alerts import MqttAlertSink
+
+            sink = MqttAlertSink(
+                self.config.mqtt, password=self.password, agent_id=self.config.agent.id, metrics=self.metrics
+            )
+            self.sinks.append(sink)
+        for sink in self.sinks:
+            sink.open()
+
+    def _start_sources(self) -> None:
+        for section in self.config.sources:
+            source = self._build_source(section)
+            self.metrics.init_source(section.name)
+            if section.sensor:
+                self.metrics.init_sensor(section.sensor)
+            source.start(self._router(section))
+            self.sources.append(source)
+
+    def _build_source(self, section: SourceSection) -> object:
+        if section.type == "replay":
+            from edge_agent.sources.replay import ReplaySource
+
+            return ReplaySource(section, metrics=self.metrics, on_finished=lambda: self._source_finished(section.name))
+        if section.type == "mqtt":
+            from edge_agent.sources.mqtt import MqttSource
+
+            return MqttSource(
+                section, self.config.mqtt, password=self.password, agent_id=self.config.agent.id, metrics=self.metrics
+            )
+        raise ValueError(f"sources.{section.name}.type: unknown source type {section.type!r}")
+
+    def _router(self, section: SourceSection) -> Callable[[Chunk], None]:
+        """Chunk -> windows for each model of the source -> inference queue (runs on the source's thread)."""
+        assemblers = {}
+        for model_name in section.models:
+            loaded, model_section = self.models[model_name], self._model_section(model_name)
+            hop = model_section.hop_samples or int(loaded.meta["hop_samples"])
+            assemblers[model_name] = WindowAssembler(
+                loaded.window_samples, hop, float(loaded.meta["sample_rate_hz"]), loaded.channels, metrics=self.metrics
+            )
+
+        def route(chunk: Chunk) -> None:
+            self.metrics.last_sample.labels(chunk.sensor).set(time.time())
+            for model_name, assembler in assemblers.items():
+                try:
+                    windows = assembler.push(chunk)
+                except ValueError:  # wrong channel count for this model: counted, chunk skipped
+                    self.metrics.payload_errors.labels(section.name, "wrong_channels").inc()
+                    continue
+                for window in windows:
+                    self.worker.submit(model_name, window)
+
+        return route
+
+    def _model_section(self, name: str) -> ModelSection:
+        return next(m for m in self.config.models if m.name == name)
+
+    def _on_prediction(self, prediction: Prediction) -> None:
+        m = self.metrics
+        m.predictions.labels(prediction.sensor, prediction.model, prediction.label).inc()
+        for label, p in prediction.probabilities.items():
+            m.probability.labels(prediction.sensor, prediction.model, label).set(p)
+        events = self.decisions[prediction.model].update(prediction, model_sha256=self.models[prediction.model].sha256)
+        m.latency.observe(time.monotonic() - prediction.window.completed_at)
+        self._deliver(events)
+
+    def _deliver(self, events: list[AlertEvent]) -> None:
+        for event in events:
+            for sink in self.sinks:
+                try:
+                    sink.send(event)
+                except Exception:  # one failing sink must not block the others; logged with its name
+                    logger.exception("sink %s failed to take alert %s", type(sink).__name__, event.id)
+
+    def _stop_sources(self) -> None:
+        for source in self.sources:
+            source.stop()
+
+    def _stop_inference(self) -> None:
+        if self.worker is not None:
+            self.worker.stop(drain_timeout_s=STOP_DRAIN_S)
+
+    def _end_active_alerts(self) -> None:
+        self.tick()
+
+    def _close_sinks(self) -> None:
+        for sink in self.sinks:
+            sink.close()
+
+    def _source_finished(self, name: str) -> None:
+        with self._lock:
+            self._finished_sources.add(name)
+
+    def _all_sources_finished(self) -> bool:
+        replay = {s.name for s in self.config.sources if s.type == "replay" and not s.loop}
+        return bool(replay) and len(replay) == len(self.config.sources) and replay <= self._finished_sources
+
+    def _drained(self) -> bool:
+        return self.worker is None or len(self.worker.queue) == 0

@@ -1,0 +1,163 @@
+"""One inference worker thread: bounded window queue, batching per model, TorchScript calls.
+
+Windows wait in a bounded queue (overflow drops the oldest and counts it); the worker takes
+up to ``max_batch`` windows of one model, waiting at most ``max_wait_s`` for a batch to fill,
+runs the model under ``torch.inference_mode()`` and hands each :class:`Prediction` to the
+callback (decision and sinks run on this thread; they are fast and never block).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from edge_agent.config import InferenceSection
+from edge_agent.metrics import AgentMetrics
+from edge_agent.modelfile import LoadedModel
+from edge_agent.types import Prediction, Window
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class QueuedWindow:
+    model: str
+    window: Window
+
+
+class WindowQueue:
+    """Bounded FIFO of windows; ``put`` on a full queue drops the oldest window and counts it."""
+
+    def __init__(self, capacity: int, metrics: AgentMetrics) -> None:
+        if capacity < 1:
+            raise ValueError(f"queue capacity must be >= 1, got {capacity}")
+        self._items: deque[QueuedWindow] = deque()
+        self._capacity = capacity
+        self._metrics = metrics
+        self._ready = threading.Condition()
+
+    def put(self, item: QueuedWindow) -> None:
+        with self._ready:
+            if len(self._items) >= self._capacity:
+                self._items.popleft()
+                self._metrics.windows_dropped.labels("queue_full").inc()
+            self._items.append(item)
+            self._metrics.queue_depth.set(len(self._items))
+            self._ready.notify()
+
+    def take_batch(self, max_batch: int, max_wait_s: float, stop: threading.Event) -> list[QueuedWindow]:
+        """Up to ``max_batch`` windows of the oldest window's model; empty if nothing came in 0.2 s."""
+        with self._ready:
+            if not self._items:
+                self._ready.wait(timeout=0.2)
+            if not self._items:
+                return []
+            deadline = time.monotonic() + max_wait_s
+            model = self._items[0].model
+            while self._count(model) < max_batch and not stop.is_set():
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or not self._ready.wait(timeout=remaining):
+                    break
+            batch = [item for item in self._items if item.model == model][:max_batch]
+            for item in batch:
+                self._items.remove(item)
+            self._metrics.queue_depth.set(len(self._items))
+            return batch
+
+    def _count(self, model: str) -> int:
+        return sum(1 for item in self._items if item.model == model)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
+class InferenceWorker:
+    """Runs the models on queued windows in one named thread."""
+
+    def __init__(
+        self,
+        models: dict[str, LoadedModel],
+        config: InferenceSection,
+        metrics: AgentMetrics,
+        on_prediction: Callable[[Prediction], None],
+    ) -> None:
+        self.models = models
+        self.config = config
+        self.metrics = metrics
+        self.on_prediction = on_prediction
+        self.queue = WindowQueue(config.queue_windows, metrics)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.last_progress_s = time.monotonic()  # watchdog: advances on every loop turn
+
+    def submit(self, model: str, window: Window) -> None:
+        self.queue.put(QueuedWindow(model, window))
+
+    def warm_up(self) -> None:
+        """One call per model, so the first real window does not pay for lazy initialisation."""
+        torch.set_num_threads(self.config.threads)
+        for loaded in self.models.values():
+            with torch.inference_mode():
+                loaded.module(torch.zeros(1, loaded.channels, loaded.window_samples))
+
+    def start(self) -> None:
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name="inference", daemon=True)
+        self._thread.start()
+
+    def stop(self, drain_timeout_s: float = 2.0) -> None:
+        """Process what is queued until the deadline, then stop the thread."""
+        deadline = time.monotonic() + drain_timeout_s
+        while len(self.queue) and time.monotonic() < deadline and self.alive():
+            time.sleep(0.01)
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5.0)
+
+    def alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def _run(self) -> None:
+        torch.set_num_threads(self.config.threads)
+        while not self._stop.is_set():
+            self.last_progress_s = time.monotonic()
+            batch = self.queue.take_batch(self.config.max_batch, self.config.max_wait_s, self._stop)
+            if batch:
+                self._process(batch)
+
+    def _process(self, batch: list[QueuedWindow]) -> None:
+        name = batch[0].model
+        loaded = self.models[name]
+        inputs = torch.from_numpy(np.stack([item.window.samples for item in batch]))
+        started = time.perf_counter()
+        with torch.inference_mode():
+            probabilities = torch.softmax(loaded.module(inputs), dim=1).numpy()
+        self.metrics.inference_duration.labels(name).observe(time.perf_counter() - started)
+        self.metrics.batch_size.labels(name).observe(len(batch))
+        self.metrics.windows_processed.labels(name).inc(len(batch))
+        self.metrics.last_processed.set(time.time())
+        labels = loaded.labels
+        decided_at = time.monotonic()
+        for item, row in zip(batch, probabilities, strict=True):
+            best = int(row.argmax())
+            prediction = Prediction(
+                sensor=item.window.sensor,
+                model=name,
+                window=item.window,
+                probabilities={label: float(p) for label, p in zip(labels, row, strict=True)},
+                label=labels[best],
+                confidence=float(row[best]),
+                decided_at=decided_at,
+            )
+            try:
+                self.on_prediction(prediction)
+            except Exception:  # a failing consumer must not kill inference; counted and logged
+                self.metrics.windows_dropped.labels("consumer_error").inc()
+                logger.exception("prediction consumer failed for sensor %s", item.window.sensor)
