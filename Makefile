@@ -33,7 +33,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 run: $(STAMP)
-	$(PY) -m edge_agent demo --model $(MODEL)
+	$(PY) -m edge_agent run --config config.toml
 
 test: $(STAMP) $(SYSTEM_STAMP)
 	$(PY) -m ruff check edge_agent tests benchmarks

@@ -79,6 +79,48 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_check_config(args: argparse.Namespace) -> int:
+    from edge_agent.configload import ConfigError, load_config, missing_model_files
+
+    try:
+        config = load_config(args.path)
+    except ConfigError as error:
+        errors = error.errors
+    else:
+        errors = missing_model_files(config)
+    if errors:
+        print(f"edge-agent check-config: {args.path}: {len(errors)} error(s)", file=sys.stderr)
+        print("\n".join(errors), file=sys.stderr)
+        return 2
+    print(f"config OK: {len(config.sources)} sources, {len(config.models)} models")
+    return 0
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    import dataclasses
+    import signal
+
+    from edge_agent.app import App
+    from edge_agent.configload import ConfigError, load_config, resolve_password
+
+    try:
+        config = load_config(args.config)
+        password = resolve_password(config.mqtt) if config.mqtt.enabled else None
+    except ConfigError as error:
+        print(f"edge-agent run: {args.config}: {len(error.errors)} error(s)", file=sys.stderr)
+        print("\n".join(error.errors), file=sys.stderr)
+        return 2
+    if args.loop:
+        looping = tuple(dataclasses.replace(s, loop=True) if s.type == "replay" else s for s in config.sources)
+        config = dataclasses.replace(config, sources=looping)
+    if not args.verbose:
+        logging.getLogger().setLevel(config.agent.log_level.upper())
+    app = App(config, echo=lambda line: print(line, flush=True), password=password)
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: app.stop_requested.set())
+    return app.run(exit_when_finished=not args.loop)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="edge-agent", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -142,6 +184,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", help="shipped TorchScript model to add (confusion matrix, int8 vs float)")
     p.add_argument("--data", help=data_help)
     p.set_defaults(func=_cmd_report)
+
+    p = sub.add_parser("check-config", help="validate a config file (and that its model files exist); exit 0 or 2")
+    p.add_argument("path", nargs="?", default="config.toml", help="config file (default: config.toml)")
+    p.set_defaults(func=_cmd_check_config)
+
+    p = sub.add_parser("run", help="run the agent (default: config.toml, the embedded CWRU replay)")
+    p.add_argument("--config", default="config.toml", help="configuration file (default: config.toml)")
+    p.add_argument("--loop", action="store_true", help="replay sources start over at the end instead of exiting")
+    p.set_defaults(func=_cmd_run)
     return parser
 
 
