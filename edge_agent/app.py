@@ -41,7 +41,7 @@ class App:
         self.echo = echo
         self.password = password
         self.models: dict[str, LoadedModel] = {}
-        self.decisions: dict[str, DecisionEngine] = {}
+        self.decision = DecisionEngine(config.decision, metrics=self.metrics)
         self.sinks: list[object] = []
         self.sources: list[object] = []
         self.worker: InferenceWorker | None = None
@@ -68,7 +68,6 @@ class App:
         for name, step in (
             ("sources", self._stop_sources),
             ("inference", self._stop_inference),
-            ("decisions", self._end_active_alerts),
             ("sinks", self._close_sinks),
         ):
             logger.debug("stopping %s", name)
@@ -92,9 +91,7 @@ class App:
 
     def tick(self) -> None:
         """Time-based decisions (hold-off expiry, maximum duration)."""
-        now = time.time()
-        for engine in self.decisions.values():
-            self._deliver(engine.tick(now))
+        self._deliver(self.decision.tick(time.time()))
 
     def healthy(self) -> bool:
         """True while the inference worker turns and every source thread lives (for the watchdog)."""
@@ -116,7 +113,6 @@ class App:
             self.metrics.model_info.labels(
                 section.name, loaded.sha256, str(meta["precision"]), str(meta.get("quantized_engine") or "none")
             ).set(1)
-            self.decisions[section.name] = DecisionEngine(self.config.decision, metrics=self.metrics)
 
     def _start_inference(self) -> None:
         self.worker = InferenceWorker(self.models, self.config.inference, self.metrics, self._on_prediction)
@@ -160,11 +156,14 @@ class App:
     def _router(self, section: SourceSection) -> Callable[[Chunk], None]:
         """Chunk -> windows for each model of the source -> inference queue (runs on the source's thread)."""
         assemblers = {}
-        for model_name in section.models:
+        for index, model_name in enumerate(section.models):
             loaded, model_section = self.models[model_name], self._model_section(model_name)
             hop = model_section.hop_samples or int(loaded.meta["hop_samples"])
+            rate_hz = float(loaded.meta["sample_rate_hz"])
+            # per-sensor sample and gap counts come from the first model's assembler only
+            metrics = self.metrics if index == 0 else None
             assemblers[model_name] = WindowAssembler(
-                loaded.window_samples, hop, float(loaded.meta["sample_rate_hz"]), loaded.channels, metrics=self.metrics
+                loaded.window_samples, hop, rate_hz, loaded.channels, metrics=metrics
             )
 
         def route(chunk: Chunk) -> None:
@@ -188,7 +187,7 @@ class App:
         m.predictions.labels(prediction.sensor, prediction.model, prediction.label).inc()
         for label, p in prediction.probabilities.items():
             m.probability.labels(prediction.sensor, prediction.model, label).set(p)
-        events = self.decisions[prediction.model].update(prediction, model_sha256=self.models[prediction.model].sha256)
+        events = self.decision.update(prediction, model_sha256=self.models[prediction.model].sha256)
         m.latency.observe(time.monotonic() - prediction.window.completed_at)
         self._deliver(events)
 
@@ -207,9 +206,6 @@ class App:
     def _stop_inference(self) -> None:
         if self.worker is not None:
             self.worker.stop(drain_timeout_s=STOP_DRAIN_S)
-
-    def _end_active_alerts(self) -> None:
-        self.tick()
 
     def _close_sinks(self) -> None:
         for sink in self.sinks:

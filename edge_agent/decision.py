@@ -1,0 +1,295 @@
+"""Per-sensor alert state machine: predictions in, alert lifecycle events (new/update/end) out.
+
+Pure code: no I/O, starts no threads; the clock is injected. Calls are serialised by a lock, so
+``update`` (inference thread) and ``tick`` (supervisor thread) may interleave. All lifecycle
+times (``started_at``, ``ended_at``, hold-off, cooldown, maximum duration) are on that clock
+(epoch seconds, ``time.time`` by default); ``window_start``/``window_end`` carry the deciding
+window's signal times (the sender's clock).
+
+Fault alerts (``kind="fault"``), at most one per sensor:
+
+- A prediction *votes* for its label when the label is not a normal label and its confidence is
+  at least ``min_confidence``. A label is *confirmed* when at least ``confirm_k`` of the last
+  ``confirm_n`` predictions of one model for that sensor vote for it (histories are kept per
+  model, so two models on one sensor never dilute each other).
+- ``new``: a prediction votes for a confirmed label that is not in cooldown and no fault alert is
+  active. ``started_at`` is the decision time; ``confidence`` is the mean confidence of the votes
+  for that label among the last ``confirm_n``; ``probabilities`` and the window are the deciding
+  prediction's. The id (``uuid4().hex`` by default) stays the same for the whole episode.
+- ``update``: a prediction votes for a confirmed label and that label differs from the last
+  published one, or the mean confidence moved by at least ``update_min_delta`` since then;
+  the update carries that prediction's window and probabilities and the episode's ``started_at``.
+  While the active label stays confirmed it is kept (no flapping between two confirmed labels).
+- ``end``: for ``hold_off_s`` no prediction has found any fault label confirmed (k of n still
+  holding counts, so after the fault stops the alert lasts up to ``n - k`` more windows plus
+  the hold-off; ``ended_at`` is the last such prediction's time plus ``hold_off_s``), or
+  ``max_duration_s`` has passed since ``started_at`` (``ended_at = started_at + max_duration_s``).
+  An end reports the last published label, confidence, probabilities and window. Ends are found
+  by ``update`` and ``tick``, whichever runs first after the deadline; ``ended_at`` does not
+  depend on which.
+- After an end, a ``new`` with the same label waits until ``ended_at + cooldown_s``.
+- When a sensor's predictions stop for more than ``hold_off_s`` its vote histories are cleared,
+  so stale votes never confirm a fault when the stream comes back.
+
+Health alerts (``kind="health"``, e.g. ``silent``), any number of labels per sensor: the caller
+asserts or clears a condition with :meth:`DecisionEngine.health`; asserting starts an episode
+(``new``) at once, clearing ends it at once; maximum duration and cooldown apply as for faults,
+and a still-asserted condition starts a new episode when its cooldown passes (found by ``tick``).
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+import uuid
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+
+from edge_agent.config import DecisionSection
+from edge_agent.metrics import AgentMetrics
+from edge_agent.types import AlertEvent, Prediction
+
+FAULT = "fault"
+HEALTH = "health"
+_EPS = 1e-9  # confidences that differ by update_min_delta up to rounding count as a change
+
+
+@dataclass
+class _Vote:
+    label: str | None  # the fault label this prediction votes for, None if it does not vote
+    confidence: float
+
+
+@dataclass
+class _Episode:
+    """An active alert: the last published event and when it was last confirmed (clock)."""
+
+    last: AlertEvent
+    confirmed_at: float
+
+
+@dataclass
+class _SensorState:
+    votes: dict[str, deque[_Vote]] = field(default_factory=dict)  # model -> last confirm_n votes
+    last_prediction_at: float | None = None
+    fault: _Episode | None = None
+    health: dict[str, _Episode] = field(default_factory=dict)  # label -> episode
+    asserted: set[str] = field(default_factory=set)  # health conditions the caller holds true
+    cooldown_until: dict[tuple[str, str], float] = field(default_factory=dict)  # (kind, label) -> time
+
+
+class DecisionEngine:
+    """Turn :class:`Prediction` s and health conditions into :class:`AlertEvent` s, per sensor."""
+
+    def __init__(
+        self,
+        config: DecisionSection,
+        *,
+        clock: Callable[[], float] = time.time,
+        id_factory: Callable[[], str] | None = None,
+        metrics: AgentMetrics | None = None,
+    ) -> None:
+        _validate(config)
+        self.config = config
+        self._clock = clock
+        self._new_id = id_factory or (lambda: uuid.uuid4().hex)
+        self._metrics = metrics
+        self._normal = frozenset(config.normal_labels)
+        self._sensors: dict[str, _SensorState] = {}
+        self._lock = threading.Lock()  # update (inference thread) and tick (main thread) may interleave
+
+    def update(self, prediction: Prediction, *, model_sha256: str = "") -> list[AlertEvent]:
+        """Take one prediction (decided now, by the clock); return the lifecycle events it causes."""
+        with self._lock:
+            return self._update(prediction, model_sha256, self._clock())
+
+    def tick(self, now: float) -> list[AlertEvent]:
+        """Find time-based transitions at ``now``: ends (hold-off, max duration), health restarts."""
+        with self._lock:
+            events: list[AlertEvent] = []
+            for sensor, state in self._sensors.items():
+                events += self._expire(sensor, state, now)
+                for label in sorted(state.asserted - state.health.keys()):
+                    events += self._start_health(sensor, state, label, now)
+            return events
+
+    def health(self, sensor: str, label: str, active: bool, now: float) -> list[AlertEvent]:
+        """Assert (``active``) or clear a health condition ``label`` of ``sensor`` at ``now``."""
+        with self._lock:
+            return self._health(sensor, label, active, now)
+
+    def active(self, sensor: str) -> AlertEvent | None:
+        """The last published event of the sensor's active fault alert, or None."""
+        with self._lock:
+            state = self._sensors.get(sensor)
+            return state.fault.last if state is not None and state.fault is not None else None
+
+    def active_health(self, sensor: str) -> list[AlertEvent]:
+        """The last published events of the sensor's active health alerts."""
+        with self._lock:
+            state = self._sensors.get(sensor)
+            return [e.last for e in state.health.values()] if state is not None else []
+
+    def _update(self, prediction: Prediction, model_sha256: str, now: float) -> list[AlertEvent]:
+        sensor = prediction.sensor
+        state = self._sensors.setdefault(sensor, _SensorState())
+        events = self._expire(sensor, state, now)
+        if state.last_prediction_at is not None and now - state.last_prediction_at > self.config.hold_off_s:
+            state.votes.clear()
+        state.last_prediction_at = now
+        history = state.votes.setdefault(prediction.model, deque(maxlen=self.config.confirm_n))
+        history.append(self._vote(prediction))
+        if any(self._confirmed(h) for h in state.votes.values()) and state.fault is not None:
+            state.fault.confirmed_at = now
+        label = history[-1].label
+        if label is not None and label in self._confirmed(history):
+            event = self._decide(state, prediction, label, _mean_confidence(history, label), now, model_sha256)
+            if event is not None:
+                events.append(self._publish(event))
+        return events
+
+    def _decide(
+        self, state: _SensorState, prediction: Prediction, label: str, confidence: float, now: float, sha256: str
+    ) -> AlertEvent | None:
+        """The ``new`` or ``update`` a prediction voting for the confirmed ``label`` causes, if any."""
+        if state.fault is None:
+            if now < state.cooldown_until.get((FAULT, label), -math.inf):
+                return None
+            event = self._fault_event("new", self._new_id(), prediction, label, confidence, now, sha256)
+            state.fault = _Episode(event, now)
+            return event
+        last = state.fault.last
+        if label != last.label and any(last.label in self._confirmed(h) for h in state.votes.values()):
+            return None  # the active label is still confirmed: keep it
+        if label == last.label and abs(confidence - last.confidence) < self.config.update_min_delta - _EPS:
+            return None
+        state.fault.last = self._fault_event("update", last.id, prediction, label, confidence, last.started_at, sha256)
+        return state.fault.last
+
+    def _health(self, sensor: str, label: str, active: bool, now: float) -> list[AlertEvent]:
+        state = self._sensors.setdefault(sensor, _SensorState())
+        events = self._expire(sensor, state, now)
+        if active:
+            state.asserted.add(label)
+            if label not in state.health:
+                events += self._start_health(sensor, state, label, now)
+        else:
+            state.asserted.discard(label)
+            if label in state.health:
+                events.append(self._end(sensor, state, HEALTH, label, now))
+        return events
+
+    def _vote(self, prediction: Prediction) -> _Vote:
+        votes = prediction.label not in self._normal and prediction.confidence >= self.config.min_confidence
+        return _Vote(prediction.label if votes else None, float(prediction.confidence))
+
+    def _confirmed(self, history: deque[_Vote]) -> set[str]:
+        """Labels with at least ``confirm_k`` votes in ``history``."""
+        counts: dict[str, int] = {}
+        for vote in history:
+            if vote.label is not None:
+                counts[vote.label] = counts.get(vote.label, 0) + 1
+        return {label for label, count in counts.items() if count >= self.config.confirm_k}
+
+    def _fault_event(
+        self,
+        type_: str,
+        id_: str,
+        prediction: Prediction,
+        label: str,
+        confidence: float,
+        started_at: float,
+        model_sha256: str,
+    ) -> AlertEvent:
+        return AlertEvent(
+            type=type_,
+            id=id_,
+            sensor=prediction.sensor,
+            kind=FAULT,
+            label=label,
+            confidence=confidence,
+            started_at=started_at,
+            window_start=prediction.window.t_start,
+            window_end=prediction.window.t_end,
+            model_name=prediction.model,
+            model_sha256=model_sha256,
+            probabilities=dict(prediction.probabilities),
+        )
+
+    def _start_health(self, sensor: str, state: _SensorState, label: str, now: float) -> list[AlertEvent]:
+        if now < state.cooldown_until.get((HEALTH, label), -math.inf):
+            return []
+        event = AlertEvent(
+            type="new",
+            id=self._new_id(),
+            sensor=sensor,
+            kind=HEALTH,
+            label=label,
+            confidence=1.0,
+            started_at=now,
+            window_start=now,
+            window_end=now,
+        )
+        state.health[label] = _Episode(event, now)
+        return [self._publish(event)]
+
+    def _expire(self, sensor: str, state: _SensorState, now: float) -> list[AlertEvent]:
+        """End the episodes whose hold-off or maximum duration has run out by ``now``."""
+        events = []
+        if state.fault is not None:
+            deadline = min(
+                state.fault.last.started_at + self.config.max_duration_s,
+                state.fault.confirmed_at + self.config.hold_off_s,
+            )
+            if now >= deadline:
+                if deadline < state.fault.last.started_at + self.config.max_duration_s:
+                    state.votes.clear()  # hold-off end: what is left in the histories is stale
+                events.append(self._end(sensor, state, FAULT, state.fault.last.label, deadline))
+        for label, episode in list(state.health.items()):
+            deadline = episode.last.started_at + self.config.max_duration_s
+            if now >= deadline:
+                events.append(self._end(sensor, state, HEALTH, label, deadline))
+        return events
+
+    def _end(self, sensor: str, state: _SensorState, kind: str, label: str, ended_at: float) -> AlertEvent:
+        """Close the active fault episode (or the health episode ``label``); start the label's cooldown."""
+        if kind == FAULT and state.fault is not None:
+            episode, state.fault = state.fault, None
+        elif kind == HEALTH and label in state.health:
+            episode = state.health.pop(label)
+        else:
+            raise ValueError(f"no active {kind} alert {label!r} on sensor {sensor!r} to end")
+        event = replace(episode.last, type="end", ended_at=ended_at)
+        state.cooldown_until[(kind, event.label)] = ended_at + self.config.cooldown_s
+        return self._publish(event)
+
+    def _publish(self, event: AlertEvent) -> AlertEvent:
+        """Count the event and set the sensor's active gauge for its kind."""
+        if self._metrics is not None:
+            self._metrics.alerts.labels(event.sensor, event.label, event.type).inc()
+            state = self._sensors[event.sensor]
+            active = state.fault is not None if event.kind == FAULT else bool(state.health)
+            self._metrics.alert_active.labels(event.sensor, event.kind).set(1 if active else 0)
+        return event
+
+
+def _mean_confidence(history: deque[_Vote], label: str) -> float:
+    confidences = [v.confidence for v in history if v.label == label]
+    return sum(confidences) / len(confidences)
+
+
+def _validate(config: DecisionSection) -> None:
+    """ValueError naming the first bad field of ``config``."""
+    c = config
+    if not 1 <= c.confirm_k <= c.confirm_n:
+        raise ValueError(f"decision.confirm_k must be in 1..confirm_n ({c.confirm_n}), got {c.confirm_k!r}")
+    if not 0.0 <= c.min_confidence <= 1.0:
+        raise ValueError(f"decision.min_confidence must be in [0, 1], got {c.min_confidence!r}")
+    for name in ("hold_off_s", "cooldown_s", "update_min_delta"):
+        value = getattr(c, name)
+        if not (math.isfinite(value) and value >= 0):
+            raise ValueError(f"decision.{name} must be a finite number >= 0, got {value!r}")
+    if not (math.isfinite(c.max_duration_s) and c.max_duration_s > 0):
+        raise ValueError(f"decision.max_duration_s must be a finite number > 0, got {c.max_duration_s!r}")
