@@ -72,7 +72,7 @@ def test_shipped_config_loads_as_the_embedded_default(monkeypatch: pytest.Monkey
     assert config.agent.id == "demo-gateway"
     assert config.mqtt == MqttSection(enabled=False)
     assert config.metrics == MetricsSection(enabled=True, listen="127.0.0.1", port=10041)
-    assert (config.inference, config.decision) == (InferenceSection(), DecisionSection())
+    assert (config.inference, config.decision) == (InferenceSection(), DecisionSection(hold_off_s=2.0))
     assert config.models == (ModelSection(name="bearing", path=str(REPO / "models" / "drsn_cw_cwru.pt")),)
     (source,) = config.sources
     assert (source.type, source.name, source.sensor, source.models) == (
