@@ -82,7 +82,7 @@ def test_shipped_config_loads_as_the_embedded_default(monkeypatch: pytest.Monkey
         ("bearing",),
     )
     assert source.path == str(DEFAULT_DATA_ROOT / "cwru" / "cwru_12k_de_dev.npz")
-    assert source.records == ("097", "105", "097")
+    assert source.records == ("097", "097", "105", "105", "097", "097", "097", "097")
     assert (source.start_fraction, source.speed, source.loop) == (0.8, 1.0, False)
 
 
