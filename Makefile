@@ -6,8 +6,8 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 MODEL ?= models/drsn_cw_cwru.pt
-# Debian packages the tests use (a real broker); installed only when a command is missing.
-APT_PACKAGES := mosquitto mosquitto-clients
+# Debian packages the tests use (a real broker, promtool); installed only when a command is missing.
+APT_PACKAGES := mosquitto mosquitto-clients prometheus
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 SYSTEM_STAMP := $(VENV)/.system-stamp
 
@@ -18,11 +18,13 @@ setup: $(STAMP)
 system: $(SYSTEM_STAMP)
 
 $(SYSTEM_STAMP): $(STAMP)
-	@missing=""; command -v mosquitto >/dev/null || [ -x /usr/sbin/mosquitto ] || missing="$(APT_PACKAGES)"; \
+	@missing=""; \
+	{ command -v mosquitto >/dev/null || [ -x /usr/sbin/mosquitto ]; } || missing="$$missing mosquitto mosquitto-clients"; \
+	command -v promtool >/dev/null || missing="$$missing prometheus"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing $$missing"; \
 	  echo "man-db man-db/auto-update boolean false" | $(SUDO) debconf-set-selections; \
-	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing; \
 	fi
 	touch $(SYSTEM_STAMP)
 

@@ -1,0 +1,99 @@
+"""The agent on its replay source with the shipped model: alerts, and /metrics linted by promtool."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import socket
+import subprocess
+import threading
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from edge_agent.app import App
+from edge_agent.configload import parse_config
+from edge_agent.metrics import AgentMetrics
+
+REPO = Path(__file__).resolve().parents[2]
+MODEL = REPO / "models" / "drsn_cw_cwru.pt"
+CWRU = "${EDGE_AGENT_DATA}/cwru/cwru_12k_de_dev.npz"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def replay_config(records: list[str], *, speed: float, port: int, loop: bool = False) -> dict[str, object]:
+    return {
+        "agent": {"id": "test-agent"},
+        "metrics": {"enabled": True, "listen": "127.0.0.1", "port": port},
+        "decision": {"hold_off_s": 0.5, "cooldown_s": 0.0},
+        "models": [{"name": "bearing", "path": str(MODEL)}],
+        "sources": [
+            {
+                "type": "replay",
+                "name": "replay",
+                "sensor": "motor-1",
+                "path": CWRU,
+                "records": records,
+                "start_fraction": 0.8,
+                "speed": speed,
+                "loop": loop,
+                "models": ["bearing"],
+            }
+        ],
+    }
+
+
+def test_fault_record_raises_an_alert_with_its_label() -> None:
+    lines: list[str] = []
+    config = parse_config(replay_config(["097", "105"], speed=0.0, port=free_port()), base_dir=REPO)
+    app = App(config, metrics=AgentMetrics(), echo=lines.append)
+    timer = threading.Timer(60.0, app.stop_requested.set)  # bound the test even if the run never ends
+    timer.start()
+    try:
+        assert app.run() == 0
+    finally:
+        timer.cancel()
+    new = [line for line in lines if line.startswith("NEW")]
+    assert len(new) == 1, lines
+    assert "fault motor-1: IR007" in new[0]
+
+
+@pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool is installed by `make test`")
+def test_metrics_scraped_during_a_run_pass_promtool() -> None:
+    port = free_port()
+    config = parse_config(replay_config(["097", "105"], speed=4.0, port=port, loop=True), base_dir=REPO)
+    app = App(config, metrics=AgentMetrics())
+    runner = threading.Thread(target=app.run, kwargs={"exit_when_finished": False}, name="agent")
+    runner.start()
+    try:
+        exposition = b""
+        for _ in range(100):  # until a few windows went through the model
+            threading.Event().wait(0.1)
+            try:
+                exposition = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2).read()
+            except OSError:
+                continue
+            if re.search(rb'edge_agent_windows_processed_total\{model="bearing"\} [1-9]', exposition):
+                break
+    finally:
+        app.stop_requested.set()
+        runner.join(timeout=10)
+    result = subprocess.run(["promtool", "check", "metrics"], input=exposition, capture_output=True, timeout=30)
+    assert result.returncode == 0, result.stdout.decode() + result.stderr.decode()
+    text = exposition.decode()
+    for name in (
+        "edge_agent_build_info",
+        "edge_agent_model_info",
+        "edge_agent_samples_received_total",
+        "edge_agent_inference_duration_seconds_bucket",
+        "edge_agent_end_to_end_latency_seconds_bucket",
+        "edge_agent_class_probability",
+        'edge_agent_source_up{source="replay"} 1.0',
+    ):
+        assert name in text, name
