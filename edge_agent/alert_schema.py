@@ -1,0 +1,73 @@
+"""The alert payload on ``<prefix>/<agent>/<sensor>/alert`` (schema version 1, docs/alert.schema.json).
+
+Times are ISO 8601 UTC with milliseconds (``2026-11-22T10:00:00.123Z``); ``ended_at`` is null
+unless ``type`` is ``end``. ``model.name`` / ``model.sha256`` are null for alerts that no model
+raised (e.g. a ``health`` alert for a silent sensor).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from edge_agent.types import AlertEvent
+
+SCHEMA_VERSION = 1
+EVENT_TYPES = ("new", "update", "end")
+ALERT_KINDS = ("fault", "health")
+SCHEMA_PATH = Path(__file__).resolve().parent.parent / "docs" / "alert.schema.json"  # in a source checkout
+
+
+def iso_utc(epoch_s: float) -> str:
+    """``2026-11-22T10:00:00.123Z`` for an epoch time in seconds."""
+    if not math.isfinite(epoch_s):
+        raise ValueError(f"time must be finite, got {epoch_s}")
+    text = datetime.fromtimestamp(epoch_s, tz=UTC).isoformat(timespec="milliseconds")
+    return text.replace("+00:00", "Z")
+
+
+def alert_payload(event: AlertEvent, agent_id: str) -> dict[str, Any]:
+    """The schema-1 document for one lifecycle event; ValueError on a type, kind or value it cannot carry."""
+    if event.type not in EVENT_TYPES:
+        raise ValueError(f"alert type must be one of {EVENT_TYPES}, got {event.type!r}")
+    if event.kind not in ALERT_KINDS:
+        raise ValueError(f"alert kind must be one of {ALERT_KINDS}, got {event.kind!r}")
+    ended_at = None
+    if event.type == "end":
+        if event.ended_at is None:
+            raise ValueError(f"alert {event.id}: an end event needs ended_at")
+        ended_at = iso_utc(event.ended_at)
+    return {
+        "schema": SCHEMA_VERSION,
+        "type": event.type,
+        "id": event.id,
+        "agent": agent_id,
+        "sensor": event.sensor,
+        "kind": event.kind,
+        "label": event.label,
+        "confidence": _probability(event.confidence, "confidence"),
+        "probabilities": {str(k): _probability(v, f"probabilities[{k}]") for k, v in event.probabilities.items()},
+        "started_at": iso_utc(event.started_at),
+        "ended_at": ended_at,
+        "window": {"start": iso_utc(event.window_start), "end": iso_utc(event.window_end)},
+        "model": {"name": event.model_name or None, "sha256": event.model_sha256 or None},
+    }
+
+
+def encode(document: dict[str, Any]) -> bytes:
+    """Compact UTF-8 JSON; NaN or infinity is a ValueError (it would not be JSON)."""
+    return json.dumps(document, separators=(",", ":"), allow_nan=False, ensure_ascii=False).encode()
+
+
+def load_schema(path: Path = SCHEMA_PATH) -> dict[str, Any]:
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def _probability(value: float, name: str) -> float:
+    number = float(value)
+    if not 0.0 <= number <= 1.0:  # also rejects NaN
+        raise ValueError(f"{name} must be within [0, 1], got {number}")
+    return round(number, 6)

@@ -1,0 +1,310 @@
+"""``mqtt`` alert sink: the agent's MQTT contract (see README and docs/alert.schema.json).
+
+Topics under ``<prefix>/<agent_id>``:
+
+- ``<sensor>/alert``: every lifecycle event, QoS 1, not retained (``alert_payload``).
+- ``<sensor>/state``: retained, QoS 1, the sensor's current alert:
+  ``{"label", "kind", "confidence", "since", "alert_id"}``; with no open alert all but ``since``
+  are null (``since`` is when the last alert ended). Null rather than a "normal" label because the
+  sink does not know each model's healthy class name, and "normal" could be a real class. When a
+  sensor has a fault and a health alert open at once, the fault is shown.
+- ``status``: retained ``online`` on every connect, ``stopped`` on :meth:`close`, ``offline`` as the
+  Last Will (the broker publishes it when the agent dies or its link drops).
+
+Delivery: events wait in a bounded outbox (``mqtt.alert_queue_max`` alerts; past it the oldest is
+dropped and counted in ``alerts_dropped``). A pump thread hands them to paho only while connected
+and at most ``inflight_max`` unacknowledged at a time, so the bound is ours, not paho's (paho's
+queue cannot drop its oldest message); delivery is counted on the broker's PUBACK (``on_publish``).
+Messages in flight when the link drops stay in paho, which re-sends them after the reconnect;
+new alerts wait until those are acknowledged, so order is kept. QoS 1 means a re-sent alert may
+arrive twice (same ``id`` and ``type``): consumers de-duplicate on both. Only the latest state per
+sensor waits. Everything is in memory: a restart of the agent loses the outbox.
+
+:meth:`close` first waits (bounded) for the outbox to drain, then publishes ``stopped`` (so it
+follows every alert), then disconnects cleanly; alerts still undelivered then count as dropped.
+The client id is ``<mqtt.client_id or edge-agent-<agent_id>>-alerts``: a client of its own, so
+its Last Will and its in-flight window are separate from the sources' high-volume subscriptions.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+from typing import Any
+
+import paho.mqtt.client as paho
+
+from edge_agent.alert_schema import alert_payload, encode, iso_utc
+from edge_agent.config import MqttSection
+from edge_agent.metrics import AgentMetrics
+from edge_agent.mqttclient import ConnectionTracker, LastWill, base_client_id, create_client, start_client, stop_client
+from edge_agent.payloads import RateLimitedLog
+from edge_agent.types import AlertEvent
+
+logger = logging.getLogger(__name__)
+
+_METRIC_CLIENT = "alerts"
+_ACCEPTED = (paho.MQTT_ERR_SUCCESS, paho.MQTT_ERR_NO_CONN)  # NO_CONN at QoS 1: queued in paho, sent on reconnect
+
+
+@dataclass(frozen=True)
+class _Out:
+    topic: str
+    payload: bytes
+    retain: bool
+    kind: str  # "alert" | "state" | "status"
+    sensor: str = ""
+
+
+class MqttAlertSink:
+    """Publishes alert events, per-sensor state and the agent's status; see the module docstring."""
+
+    def __init__(
+        self,
+        mqtt: MqttSection,
+        *,
+        password: str | None,
+        agent_id: str,
+        metrics: AgentMetrics,
+        inflight_max: int = 32,
+    ) -> None:
+        self._mqtt = mqtt
+        self._password = password
+        self._agent_id = agent_id
+        self._metrics = metrics
+        self._prefix = f"{mqtt.topic_prefix}/{agent_id}"
+        self.status_topic = f"{self._prefix}/status"
+        self._client_id = f"{base_client_id(mqtt, agent_id)}-alerts"
+        self._queue_max = max(1, mqtt.alert_queue_max)
+        self._inflight_max = inflight_max
+        self._cond = threading.Condition()
+        self._outbox: deque[_Out] = deque()  # alerts not yet handed to paho, oldest first
+        self._states: dict[str, _Out] = {}  # latest state per sensor not yet handed to paho
+        self._inflight: dict[int, _Out] = {}  # mid -> message paho holds until the broker's PUBACK
+        self._early_acks: set[int] = set()  # PUBACKs that arrived before publish() returned the mid
+        self._in_hand: _Out | None = None  # taken from the outbox, publish() not yet returned
+        self._resending = False  # after a reconnect, until what was in flight is acknowledged
+        self._active: dict[str, dict[str, AlertEvent]] = {}  # sensor -> kind -> open alert
+        self._closing = False
+        self._stop_pump = False
+        self._client: paho.Client | None = None
+        self._tracker: ConnectionTracker | None = None
+        self._pump_thread: threading.Thread | None = None
+        self._warn = RateLimitedLog(logger)
+        self._failures = metrics.mqtt_publish_failures.labels(_METRIC_CLIENT)
+        metrics.alerts_queued.set(0)
+
+    @property
+    def connected(self) -> threading.Event:
+        """Set while the sink's client is connected (for tests and readiness checks)."""
+        if self._tracker is None:
+            raise RuntimeError("sink not opened")
+        return self._tracker.connected
+
+    def alive(self) -> bool:
+        """False if the pump or paho's network thread died while open (for a watchdog)."""
+        if self._client is None or self._closing or self._tracker is None:
+            return True
+        return self._pump_thread is not None and self._pump_thread.is_alive() and self._tracker.alive()
+
+    def open(self) -> None:
+        """Start the pump and connect in the background; returns at once, broker up or not."""
+        if self._client is not None:
+            raise RuntimeError("alert sink already opened")
+        client, self._tracker = create_client(
+            self._mqtt,
+            client_id=self._client_id,
+            password=self._password,
+            metrics=self._metrics,
+            metric_client=_METRIC_CLIENT,
+            will=LastWill(self.status_topic, "offline", qos=1, retain=True),
+            on_connected=self._on_connected,
+            on_disconnected=self._wake,
+        )
+        client.on_publish = self._on_publish
+        # Our pump keeps <= inflight_max (+ status messages) in paho; the limits are a safety net.
+        client.max_inflight_messages_set(self._inflight_max + 4)
+        client.max_queued_messages_set(self._inflight_max + 16)
+        self._client = client
+        self._pump_thread = threading.Thread(target=self._pump, name="mqtt-alerts-pump", daemon=True)
+        self._pump_thread.start()
+        start_client(client, self._mqtt, self._tracker)
+        logger.info("alert sink: publishing under %s/ on %s:%s", self._prefix, self._mqtt.host, self._mqtt.port)
+
+    def send(self, event: AlertEvent) -> None:
+        """Queue one event (never blocks on the network); its alert and the sensor's state follow."""
+        if not _topic_level_ok(event.sensor):
+            self._reject(event, "sensor id cannot be a topic level")
+            return
+        try:
+            alert = encode(alert_payload(event, self._agent_id))
+        except ValueError as err:
+            self._reject(event, str(err))
+            return
+        base = f"{self._prefix}/{event.sensor}"
+        with self._cond:
+            if self._closing:
+                self._metrics.alerts_dropped.inc()
+                self._warn.warning("closed", "alert sink: event %s %s after close, dropped", event.type, event.id)
+                return
+            state = encode(self._state_document(event))
+            if len(self._outbox) >= self._queue_max:
+                self._outbox.popleft()
+                self._metrics.alerts_dropped.inc()
+                self._warn.warning("full", "alert sink: outbox full (%d alerts), dropped the oldest", self._queue_max)
+            self._outbox.append(_Out(f"{base}/alert", alert, False, "alert", event.sensor))
+            self._states[event.sensor] = _Out(f"{base}/state", state, True, "state", event.sensor)
+            self._update_gauge()
+            self._cond.notify_all()
+
+    def clear_state(self, sensor: str) -> None:
+        """Publish a retained no-alert state (e.g. at start, over a state a previous run left behind)."""
+        if not _topic_level_ok(sensor):
+            raise ValueError(f"sensor id {sensor!r} cannot be an MQTT topic level")
+        doc = {"label": None, "kind": None, "confidence": None, "since": iso_utc(time.time()), "alert_id": None}
+        with self._cond:
+            self._active.pop(sensor, None)
+            self._states[sensor] = _Out(f"{self._prefix}/{sensor}/state", encode(doc), True, "state", sensor)
+            self._cond.notify_all()
+
+    def close(self, timeout_s: float = 2.0) -> None:
+        """Deliver what is queued (bounded by ``timeout_s``), publish ``stopped``, disconnect cleanly."""
+        if self._client is None or self._tracker is None or self._closing:
+            return
+        deadline = time.monotonic() + timeout_s
+        with self._cond:
+            self._closing = True
+            self._cond.wait_for(self._all_delivered, timeout=max(0.0, deadline - time.monotonic()))
+        if self._tracker.connected.is_set():
+            self._publish(_Out(self.status_topic, b"stopped", True, "status"))
+            with self._cond:
+                self._cond.wait_for(lambda: not self._inflight, timeout=max(0.0, deadline - time.monotonic()))
+        with self._cond:
+            lost = len(self._outbox) + sum(1 for m in self._inflight.values() if m.kind == "alert")
+            self._stop_pump = True
+            self._cond.notify_all()
+        if lost:
+            self._metrics.alerts_dropped.inc(lost)
+            logger.warning("alert sink: closing with %d alerts undelivered after %.1f s", lost, timeout_s)
+        if self._pump_thread is not None:
+            self._pump_thread.join(timeout=2.0)
+        stop_client(self._client, self._tracker)
+        self._metrics.alerts_queued.set(0)
+
+    # --- pump thread ---
+
+    def _pump(self) -> None:
+        while True:
+            with self._cond:
+                self._cond.wait_for(lambda: self._stop_pump or self._can_publish())
+                if self._stop_pump:
+                    return
+                out = self._outbox.popleft() if self._outbox else self._states.pop(next(iter(self._states)))
+                self._in_hand = out
+            # Never call paho while holding our lock: paho calls on_publish while holding its own
+            # message lock, and on_publish takes ours (lock-order inversion -> deadlock).
+            if not self._publish(out):
+                with self._cond:  # paho refused it (queue full): put it back, retry after the next ack
+                    if out.kind == "alert":
+                        self._outbox.appendleft(out)
+                    else:
+                        self._states.setdefault(out.sensor, out)
+                    self._cond.wait(timeout=0.5)
+
+    def _can_publish(self) -> bool:
+        return (
+            self._tracker is not None
+            and self._tracker.connected.is_set()
+            and not self._resending
+            and len(self._inflight) < self._inflight_max
+            and bool(self._outbox or self._states)
+        )
+
+    def _publish(self, out: _Out) -> bool:
+        """Hand one message to paho and track its mid; False if paho refused it."""
+        assert self._client is not None
+        info = self._client.publish(out.topic, out.payload, qos=1, retain=out.retain)
+        with self._cond:
+            self._in_hand = None
+            if info.rc not in _ACCEPTED:
+                self._failures.inc()
+                self._warn.warning("refused", "alert sink: paho refused a publish: %s", paho.error_string(info.rc))
+                return False
+            if info.mid in self._early_acks:
+                self._early_acks.discard(info.mid)
+                self._acknowledged(out)
+            else:
+                self._inflight[info.mid] = out
+            return True
+
+    # --- paho callbacks (paho's network thread) ---
+
+    def _on_connected(self, _client: paho.Client) -> None:
+        with self._cond:
+            # paho re-sends the messages still in flight only after this callback returns; new
+            # alerts wait until those are acknowledged, or they would overtake them.
+            self._resending = bool(self._inflight) or self._in_hand is not None
+        self._publish(_Out(self.status_topic, b"online", True, "status"))
+        self._wake()
+
+    def _on_publish(self, _c: paho.Client, _u: Any, mid: int, reason: paho.ReasonCode, _p: Any) -> None:
+        with self._cond:
+            out = self._inflight.pop(mid, None)
+            if out is None:
+                self._early_acks.add(mid)
+                return
+            if reason.is_failure:  # MQTT 5 brokers may refuse a publish in the PUBACK
+                self._failures.inc()
+                self._warn.warning("puback", "alert sink: broker refused a %s message: %s", out.kind, reason)
+            self._acknowledged(out)
+
+    def _wake(self) -> None:
+        with self._cond:
+            self._cond.notify_all()
+
+    # --- helpers (caller holds self._cond) ---
+
+    def _acknowledged(self, out: _Out) -> None:
+        if out.kind == "alert":
+            self._metrics.alerts_delivered.inc()
+        if not self._inflight:
+            self._resending = False
+        self._update_gauge()
+        self._cond.notify_all()
+
+    def _all_delivered(self) -> bool:
+        return not (self._outbox or self._states or self._inflight or self._in_hand)
+
+    def _update_gauge(self) -> None:
+        inflight_alerts = sum(1 for m in self._inflight.values() if m.kind == "alert")
+        in_hand = 1 if self._in_hand is not None and self._in_hand.kind == "alert" else 0
+        self._metrics.alerts_queued.set(len(self._outbox) + inflight_alerts + in_hand)
+
+    def _state_document(self, event: AlertEvent) -> dict[str, Any]:
+        open_alerts = self._active.setdefault(event.sensor, {})
+        if event.type == "end":
+            open_alerts.pop(event.kind, None)
+        else:
+            open_alerts[event.kind] = event
+        current = open_alerts.get("fault") or open_alerts.get("health")
+        if current is None:
+            since = event.ended_at if event.ended_at is not None else event.window_end
+            return {"label": None, "kind": None, "confidence": None, "since": iso_utc(since), "alert_id": None}
+        return {
+            "label": current.label,
+            "kind": current.kind,
+            "confidence": round(float(current.confidence), 6),
+            "since": iso_utc(current.started_at),
+            "alert_id": current.id,
+        }
+
+    def _reject(self, event: AlertEvent, why: str) -> None:
+        self._failures.inc()
+        self._warn.warning("invalid", "alert sink: cannot publish event %s %s: %s", event.type, event.id, why)
+
+
+def _topic_level_ok(level: str) -> bool:
+    return bool(level) and not any(c in level for c in "/+#\0")

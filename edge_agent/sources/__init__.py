@@ -1,0 +1,6 @@
+"""Sources turn the outside world into :class:`edge_agent.types.Chunk` s.
+
+A source is a small class with ``start(emit)`` (non-blocking) and ``stop()`` (idempotent); one
+module per source type (``mqtt``, ``replay``), imported only when a configured source needs it,
+so a machine without an optional library can still run the others.
+"""

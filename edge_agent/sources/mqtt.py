@@ -1,0 +1,203 @@
+"""``mqtt`` source: sensor streams from a broker (JSON or raw little-endian frames, see payloads.py).
+
+The sensor id is topic level ``sensor_level`` (0-based) of each message's topic, e.g. topic filter
+``plant/+/vibration`` with ``sensor_level = 1``. Sensor ids are bounded: either the allow-list
+``sensors`` or at most ``max_sensors`` distinct ids (they become metric labels); a sensor is
+admitted with its first valid payload. Rejected messages are counted by reason and logged at
+most once a minute per reason.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+import paho.mqtt.client as paho
+
+from edge_agent.config import MqttSection, SourceSection
+from edge_agent.metrics import AgentMetrics
+from edge_agent.mqttclient import ConnectionTracker, base_client_id, create_client, start_client, stop_client
+from edge_agent.payloads import FORMATS, MAX_PAYLOAD_BYTES, PayloadError, RateLimitedLog, parse_payload
+from edge_agent.types import Chunk
+
+logger = logging.getLogger(__name__)
+
+
+class MqttSource:
+    """Subscribes to ``section.topic`` and emits a :class:`Chunk` per valid message."""
+
+    def __init__(
+        self,
+        section: SourceSection,
+        mqtt: MqttSection,
+        *,
+        password: str | None,
+        agent_id: str,
+        metrics: AgentMetrics,
+        max_payload_bytes: int = MAX_PAYLOAD_BYTES,
+    ) -> None:
+        if section.format not in FORMATS:
+            raise ValueError(f"sources.{section.name}.format must be one of {', '.join(FORMATS)}: {section.format!r}")
+        if section.format != "json" and section.sample_rate_hz <= 0:
+            raise ValueError(f"sources.{section.name}.sample_rate_hz must be > 0 for format {section.format}")
+        if not _valid_filter(section.topic) or section.sensor_level < 0:
+            raise ValueError(
+                f"sources.{section.name}: a valid topic filter and sensor_level >= 0 are required, "
+                f"got topic {section.topic!r}, sensor_level {section.sensor_level}"
+            )
+        self.name = section.name
+        self._section = section
+        self._mqtt = mqtt
+        self._password = password
+        self._client_id = f"{base_client_id(mqtt, agent_id)}-src-{section.name}"
+        self._metrics = metrics
+        self._max_bytes = max_payload_bytes
+        self._allowed = frozenset(section.sensors)
+        self._known: set[str] = set()  # admitted sensor ids; touched only by paho's thread
+        self._warn = RateLimitedLog(logger)
+        self._emit: Callable[[Chunk], None] | None = None
+        self._client: paho.Client | None = None
+        self._tracker: ConnectionTracker | None = None
+        self._stopped = False
+        self.internal_errors = 0  # exceptions caught in the message callback (emit or a bug)
+        metrics.init_source(self.name)
+        self._up = metrics.source_up.labels(self.name)
+        self._received = metrics.messages_received.labels(self.name)
+        for sensor in self._allowed:
+            metrics.init_sensor(sensor)
+
+    def start(self, emit: Callable[[Chunk], None]) -> None:
+        """Connect in the background (returns at once, broker up or not); ``emit`` runs in paho's thread."""
+        if self._client is not None:
+            raise RuntimeError(f"source {self.name} already started")
+        self._emit = emit
+        client, self._tracker = create_client(
+            self._mqtt,
+            client_id=self._client_id,
+            password=self._password,
+            metrics=self._metrics,
+            metric_client=f"source-{self.name}",
+            on_connected=self._on_connected,
+            on_disconnected=lambda: self._up.set(0),
+        )
+        client.on_subscribe = self._on_subscribe
+        client.on_message = self._on_message
+        self._client = client
+        start_client(client, self._mqtt, self._tracker)
+        logger.info(
+            "source %s: subscribing to %s on %s:%s", self.name, self._section.topic, self._mqtt.host, self._mqtt.port
+        )
+
+    def alive(self) -> bool:
+        """False if paho's network thread died (the app's watchdog); broker outages do not count."""
+        return self._tracker is None or self._tracker.alive()
+
+    def stop(self) -> None:
+        """Disconnect and join paho's thread; safe to call twice or before start."""
+        if self._stopped:
+            return
+        self._stopped = True
+        if self._client is not None and self._tracker is not None:
+            stop_client(self._client, self._tracker)
+        self._up.set(0)
+
+    # --- paho callbacks (paho's network thread) ---
+
+    def _on_connected(self, client: paho.Client) -> None:
+        # paho does not restore subscriptions after a reconnect: subscribe on every connect.
+        result, _mid = client.subscribe(self._section.topic, qos=self._section.qos)
+        if result != paho.MQTT_ERR_SUCCESS:
+            logger.error(
+                "source %s: subscribe to %s failed: %s", self.name, self._section.topic, paho.error_string(result)
+            )
+
+    def _on_subscribe(self, _c: paho.Client, _u: Any, _mid: int, reasons: list[paho.ReasonCode], _p: Any) -> None:
+        if any(r.is_failure for r in reasons):
+            self._up.set(0)
+            logger.error(
+                "source %s: broker refused the subscription to %s: %s",
+                self.name,
+                self._section.topic,
+                ", ".join(str(r) for r in reasons),
+            )
+            return
+        self._up.set(1)
+
+    def _on_message(self, _c: paho.Client, _u: Any, msg: paho.MQTTMessage) -> None:
+        try:
+            self._handle(msg)
+        except Exception:
+            # An exception escaping this callback would end paho's network thread and with it the
+            # source (no more messages, no reconnects). Whatever failed (emit downstream, or a bug)
+            # costs this one message: count it and log with traceback, rate-limited.
+            self.internal_errors += 1
+            self._warn.warning("internal", "source %s: handling a message failed", self.name, exc_info=True)
+
+    def _handle(self, msg: paho.MQTTMessage) -> None:
+        received_at = time.monotonic()
+        wall_time = time.time()
+        self._received.inc()
+        sensor = ""
+        try:
+            sensor = self._sensor_of(msg)
+            section = self._section
+            chunk = parse_payload(
+                msg.payload,
+                fmt=section.format,
+                sensor=sensor,
+                expected_rate_hz=section.sample_rate_hz,
+                channels=section.channels,
+                scale=section.scale,
+                received_at=received_at,
+                wall_time=wall_time,
+                max_bytes=self._max_bytes,
+            )
+        except PayloadError as err:
+            self._metrics.payload_errors.labels(self.name, err.reason).inc()
+            self._warn.warning(
+                err.reason,
+                "source %s: rejected a message for sensor %r: %s (%s)",
+                self.name,
+                sensor[:64],
+                err,
+                err.reason,
+            )
+            return
+        if sensor not in self._known:
+            self._known.add(sensor)
+            self._metrics.init_sensor(sensor)
+        self._metrics.last_sample.labels(sensor).set(wall_time)
+        if self._emit is not None:  # always set: start() assigns it before the client starts
+            self._emit(chunk)
+
+    def _sensor_of(self, msg: paho.MQTTMessage) -> str:
+        try:
+            topic = msg.topic
+        except UnicodeDecodeError:
+            raise PayloadError("unknown_sensor", "topic is not valid UTF-8") from None
+        levels = topic.split("/")
+        level = self._section.sensor_level
+        sensor = levels[level] if level < len(levels) else ""
+        if not sensor:
+            raise PayloadError("unknown_sensor", f"topic has no sensor id at level {level}")
+        if self._allowed:
+            if sensor not in self._allowed:
+                raise PayloadError("unknown_sensor", "sensor is not in the source's sensors list")
+        elif sensor not in self._known and len(self._known) >= self._section.max_sensors:
+            raise PayloadError("too_many_sensors", f"already {len(self._known)} sensors (max_sensors)")
+        return sensor
+
+
+def _valid_filter(topic: str) -> bool:
+    """MQTT filter rules: ``+`` fills a whole level, ``#`` only as the whole last level."""
+    levels = topic.split("/")
+    if not topic or "\0" in topic:
+        return False
+    for i, level in enumerate(levels):
+        if "#" in level and (level != "#" or i != len(levels) - 1):
+            return False
+        if "+" in level and level != "+":
+            return False
+    return True

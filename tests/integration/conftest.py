@@ -1,0 +1,256 @@
+"""A real mosquitto per test on a free loopback port, and a collecting MQTT subscriber.
+
+The broker can be stopped and started again on the same port (broker restart tests). It keeps
+persistent sessions and retained messages across such restarts (``persistence true``), as a
+production broker would. As root it runs as ``nobody`` through ``setpriv`` when that works.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as paho
+import pytest
+
+from edge_agent.config import MqttSection
+
+HOST = "127.0.0.1"
+
+
+@cache
+def _mosquitto() -> str:
+    found = shutil.which(
+        "mosquitto", path=os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/usr/local/sbin"])
+    )
+    if found is None:
+        pytest.fail("mosquitto is not installed: run `make test` (it installs mosquitto and mosquitto-clients)")
+    return found
+
+
+@cache
+def _unprivileged_prefix() -> tuple[str, ...]:
+    if os.geteuid() != 0 or shutil.which("setpriv") is None:
+        return ()
+    prefix = ("setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups")
+    probe = subprocess.run([*prefix, "true"], capture_output=True, timeout=10, check=False)
+    return prefix if probe.returncode == 0 else ()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind((HOST, 0))
+        return int(s.getsockname()[1])
+
+
+class Broker:
+    """One mosquitto process; ``stop()``/``start()`` restart it on the same port."""
+
+    host = HOST
+
+    def __init__(self, workdir: Path) -> None:
+        self.port = free_port()
+        self.workdir = workdir
+        self.log_path = workdir / "mosquitto.log"
+        self.config_path = workdir / "mosquitto.conf"
+        self.config_path.write_text(
+            f"listener {self.port} {HOST}\n"
+            "allow_anonymous true\n"
+            "log_dest stderr\n"
+            "log_type error\nlog_type warning\nlog_type notice\nlog_type information\n"
+            "max_queued_messages 100000\n"
+            "persistence true\n"
+            f"persistence_location {workdir}/\n"
+        )
+        self.config_path.chmod(0o644)
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    def start(self, timeout_s: float = 10.0) -> None:
+        assert not self.running, "broker already running"
+        with open(self.log_path, "ab") as log:  # a file, never a pipe nobody reads (the broker would block)
+            self._proc = subprocess.Popen(
+                [*_unprivileged_prefix(), _mosquitto(), "-c", str(self.config_path)],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+                cwd=self.workdir,
+            )
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self._proc.poll() is not None:
+                pytest.fail(f"mosquitto exited with {self._proc.returncode}:\n{self.log_tail()}")
+            try:
+                socket.create_connection((HOST, self.port), timeout=0.2).close()
+                return
+            except OSError:
+                time.sleep(0.02)
+        self.stop(kill=True)
+        pytest.fail(f"mosquitto did not accept connections on {HOST}:{self.port} in {timeout_s} s:\n{self.log_tail()}")
+
+    def pause(self) -> None:
+        """SIGSTOP: connections stay open but nothing is read or acknowledged (messages pile up in flight)."""
+        assert self._proc is not None
+        self._proc.send_signal(signal.SIGSTOP)
+
+    def stop(self, *, kill: bool = False, timeout_s: float = 10.0) -> None:
+        """SIGTERM (the broker saves its state) or SIGKILL; waits until the process is gone."""
+        if self._proc is None:
+            return
+        if self._proc.poll() is None:
+            self._proc.send_signal(signal.SIGKILL if kill else signal.SIGTERM)
+            self._proc.send_signal(signal.SIGCONT)  # in case it was paused
+            try:
+                self._proc.wait(timeout=timeout_s)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+                self._proc.wait(timeout=timeout_s)
+        self._proc = None
+
+    def log_tail(self, lines: int = 30) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no log)"
+
+
+@pytest.fixture
+def broker() -> Iterator[Broker]:
+    workdir = Path(tempfile.mkdtemp(prefix="mosquitto-"))
+    workdir.chmod(0o755)
+    if _unprivileged_prefix():
+        shutil.chown(workdir, "nobody", "nogroup")  # the broker writes its persistence file here
+    elif os.geteuid() == 0:
+        with contextlib.suppress(LookupError):  # as root mosquitto itself switches to user "mosquitto"
+            shutil.chown(workdir, "mosquitto")
+    b = Broker(workdir)
+    b.start()
+    try:
+        yield b
+    finally:
+        b.stop(kill=True)
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+@pytest.fixture
+def mqtt_config(broker: Broker) -> Callable[..., MqttSection]:
+    """``mqtt_config(**overrides)``: an MqttSection for the test broker with fast reconnects."""
+
+    def make(**overrides: Any) -> MqttSection:
+        values: dict[str, Any] = {
+            "enabled": True,
+            "host": broker.host,
+            "port": broker.port,
+            "reconnect_min_s": 0.1,
+            "reconnect_max_s": 0.5,
+            "keepalive_s": 10,
+        }
+        values.update(overrides)
+        return MqttSection(**values)
+
+    return make
+
+
+@dataclass(frozen=True)
+class Received:
+    topic: str
+    payload: bytes
+    retain: bool
+
+
+class Collector:
+    """A paho client that records every message on its topics (it resubscribes after reconnects)."""
+
+    def __init__(self, broker: Broker, topics: tuple[str, ...], *, persistent: bool, name: str) -> None:
+        self.messages: list[Received] = []
+        self._cond = threading.Condition()
+        self.subscribed = threading.Event()
+        self._topics = topics
+        self._client = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=name, clean_session=not persistent)
+        self._client.reconnect_delay_set(0.05, 0.3)  # type: ignore[arg-type]
+        self._client.on_connect = self._on_connect
+        self._client.on_subscribe = lambda *_: self.subscribed.set()
+        self._client.on_message = self._on_message
+        self._client.connect(broker.host, broker.port, keepalive=10)
+        self._client.loop_start()
+        if not self.subscribed.wait(10):
+            raise AssertionError("test subscriber: no SUBACK within 10 s")
+
+    def _on_connect(self, client: paho.Client, _u: Any, _f: Any, reason: Any, _p: Any) -> None:
+        if not reason.is_failure:
+            client.subscribe([(t, 1) for t in self._topics])
+
+    def _on_message(self, _c: paho.Client, _u: Any, msg: paho.MQTTMessage) -> None:
+        with self._cond:
+            self.messages.append(Received(msg.topic, bytes(msg.payload), bool(msg.retain)))
+            self._cond.notify_all()
+
+    def on(self, topic: str) -> list[Received]:
+        with self._cond:
+            return [m for m in self.messages if m.topic == topic]
+
+    def payloads(self, topic: str) -> list[bytes]:
+        return [m.payload for m in self.on(topic)]
+
+    def last(self, topic: str) -> bytes | None:
+        found = self.payloads(topic)
+        return found[-1] if found else None
+
+    def wait_for(self, predicate: Callable[[Collector], bool], timeout_s: float = 10.0, what: str = "") -> None:
+        """Wait until ``predicate(self)`` holds; AssertionError listing what arrived otherwise."""
+        deadline = time.monotonic() + timeout_s
+        with self._cond:
+            while not predicate(self):
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    seen = [(m.topic, m.payload[:80], m.retain) for m in self.messages[-20:]]
+                    raise AssertionError(f"timed out after {timeout_s} s waiting for {what or predicate}; got {seen}")
+                self._cond.wait(min(remaining, 0.1))
+
+    def close(self) -> None:
+        self._client.disconnect()
+        self._client.loop_stop()
+
+
+@pytest.fixture
+def subscriber(broker: Broker) -> Iterator[Callable[..., Collector]]:
+    """``subscriber(*topics, persistent=False)``: a connected, subscribed :class:`Collector`."""
+    made: list[Collector] = []
+
+    def make(*topics: str, persistent: bool = False) -> Collector:
+        c = Collector(broker, topics or ("#",), persistent=persistent, name=f"test-sub-{len(made)}-{os.getpid()}")
+        made.append(c)
+        return c
+
+    yield make
+    for c in made:
+        c.close()
+
+
+def wait_until(predicate: Callable[[], bool], timeout_s: float = 10.0, what: str = "") -> None:
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s} s waiting for {what or predicate}")
+        time.sleep(0.01)
+
+
+@pytest.fixture
+def until() -> Callable[..., None]:
+    """``until(predicate, timeout_s=10, what="")``: poll a condition with a bounded wait."""
+    return wait_until
