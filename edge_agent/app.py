@@ -23,6 +23,11 @@ logger = logging.getLogger(__name__)
 
 TICK_INTERVAL_S = 0.25
 STOP_DRAIN_S = 2.0
+RETRY_MIN_S, RETRY_MAX_S = 1.0, 30.0
+
+
+class StartAborted(RuntimeError):
+    """A stop was requested while the agent was still acquiring what it needs to start."""
 
 
 class App:
@@ -79,7 +84,12 @@ class App:
 
     def run(self, *, exit_when_finished: bool = True) -> int:
         """Start, then supervise until a stop is requested or every replay source has finished."""
-        self.start()
+        try:
+            self.start()
+        except StartAborted:
+            logger.info("start aborted by a stop request")
+            self.stop()
+            return 0
         try:
             while not self.stop_requested.wait(TICK_INTERVAL_S):
                 self.tick()
@@ -106,13 +116,35 @@ class App:
             self.metrics.serve(self.config.metrics.listen, self.config.metrics.port)
 
     def _load_models(self) -> None:
-        for section in self.config.models:
-            loaded = load_model(section.path)
-            self.models[section.name] = loaded
+        """Load every model, retrying with capped backoff: a file may appear later (never a crash loop)."""
+        delay_s = RETRY_MIN_S
+        while True:
+            try:
+                self.models = {section.name: load_model(section.path) for section in self.config.models}
+                break
+            except (OSError, ValueError) as error:
+                self.metrics.model_load_errors.inc()
+                logger.error("cannot load models, retrying in %.0f s: %s", delay_s, error)
+                if self.stop_requested.wait(delay_s):
+                    raise StartAborted("stopped while waiting for a model file") from error
+                delay_s = min(2 * delay_s, RETRY_MAX_S)
+        self._check_models_against_sources()
+        for name, loaded in self.models.items():
             meta = loaded.meta
             self.metrics.model_info.labels(
-                section.name, loaded.sha256, str(meta["precision"]), str(meta.get("quantized_engine") or "none")
+                name, loaded.sha256, str(meta["precision"]), str(meta.get("quantized_engine") or "none")
             ).set(1)
+
+    def _check_models_against_sources(self) -> None:
+        """A configured channel count must match the model's (``ValueError`` naming both values)."""
+        for index, source in enumerate(self.config.sources):
+            for model_name in source.models:
+                loaded = self.models[model_name]
+                if source.type == "mqtt" and source.channels != loaded.channels:
+                    raise ValueError(
+                        f"sources[{index}].channels = {source.channels}, but model {model_name!r} "
+                        f"({loaded.path}) takes {loaded.channels} channel(s) (meta.json channels)"
+                    )
 
     def _start_inference(self) -> None:
         self.worker = InferenceWorker(self.models, self.config.inference, self.metrics, self._on_prediction)
@@ -135,8 +167,11 @@ class App:
         for section in self.config.sources:
             source = self._build_source(section)
             self.metrics.init_source(section.name)
-            if section.sensor:
-                self.metrics.init_sensor(section.sensor)
+            for sensor in (section.sensor,) if section.sensor else section.sensors:
+                self.metrics.init_sensor(sensor)
+                for sink in self.sinks:  # no alert survives a restart: say so on the retained state topic
+                    if hasattr(sink, "clear_state"):
+                        sink.clear_state(sensor)
             source.start(self._router(section))
             self.sources.append(source)
 

@@ -131,6 +131,9 @@ class AgentMetrics:
         self.alerts_dropped = Counter(
             "edge_agent_alerts_dropped_total", "Alerts dropped because the queue was full.", registry=r
         )
+        self.model_load_errors = Counter(
+            "edge_agent_model_load_errors_total", "Failed attempts to load a model file at start.", registry=r
+        )
         self.config_errors = Counter("edge_agent_config_errors_total", "Configuration reloads refused.", registry=r)
         self.build_info.labels(edge_agent.__version__, platform.python_version(), _torch_version()).set(1)
 
