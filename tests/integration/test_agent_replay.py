@@ -10,10 +10,11 @@ import threading
 import urllib.request
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from edge_agent.app import App
-from edge_agent.configload import parse_config
+from edge_agent.configload import data_root, parse_config
 from edge_agent.metrics import AgentMetrics
 
 REPO = Path(__file__).resolve().parents[2]
@@ -97,3 +98,31 @@ def test_metrics_scraped_during_a_run_pass_promtool() -> None:
         'edge_agent_source_up{source="replay"} 1.0',
     ):
         assert name in text, name
+
+
+def test_one_sensor_runs_two_models() -> None:
+    data = replay_config(["097", "105"], speed=0.0, port=free_port())
+    data["metrics"] = {"enabled": False}
+    data["models"] = [
+        {"name": "bearing", "path": str(MODEL)},
+        {"name": "bearing_float", "path": str(MODEL.with_name("drsn_cw_cwru_float.pt"))},
+    ]
+    data["sources"][0]["models"] = ["bearing", "bearing_float"]
+    metrics = AgentMetrics()
+    app = App(parse_config(data, base_dir=REPO), metrics=metrics)
+    timer = threading.Timer(60.0, app.stop_requested.set)
+    timer.start()
+    try:
+        assert app.run() == 0
+    finally:
+        timer.cancel()
+    processed = {
+        model: metrics.registry.get_sample_value("edge_agent_windows_processed_total", {"model": model})
+        for model in ("bearing", "bearing_float")
+    }
+    assert processed["bearing"] == processed["bearing_float"] > 0, processed
+    # the sensor's samples are counted once, not once per model: whole 1024-sample chunks of each tail
+    with np.load(data_root() / "cwru" / "cwru_12k_de_dev.npz") as pack:
+        tails = [pack[key].size - round(0.8 * pack[key].size) for key in ("097", "105")]
+    expected = sum(tail // 1024 * 1024 for tail in tails)
+    assert metrics.registry.get_sample_value("edge_agent_samples_received_total", {"sensor": "motor-1"}) == expected
