@@ -49,7 +49,11 @@ def int8_module_names(model: nn.Module, *, quantize_stem: bool = False) -> list[
 
 def conv_only_qconfig_mapping(names: list[str], engine: str = QUANTIZED_ENGINE) -> QConfigMapping:
     """Quantise the modules ``names`` only; FX fuses each ``conv1 -> bn2 -> relu2`` into one int8 ConvReLU."""
-    qconfig = get_default_qconfig(engine)
+    with warnings.catch_warnings():
+        # onednn without VNNI "may have accuracy issues": measured on the shipped model instead
+        # (int8 agrees with float32 on 100 % of clean and 99.95 % of -5 dB test windows).
+        warnings.filterwarnings("ignore", message="Default qconfig of oneDNN backend")
+        qconfig = get_default_qconfig(engine)
     mapping = QConfigMapping().set_global(None)
     for name in names:
         mapping.set_module_name(name, qconfig)
