@@ -15,7 +15,9 @@ from edge_agent.training.noise import NOISE_TYPES, snr_label
 
 logger = logging.getLogger(__name__)
 
-RUN_NAME = re.compile(r"^(?P<protocol>augment|clean|matched(?P<snr>[+-]\d+)dB)-(?P<model>\w+?)-s(?P<seed>\d+)$")
+RUN_NAME = re.compile(
+    r"^(?P<protocol>augment|clean|paperrange|matched(?P<snr>[+-]\d+)dB)-(?P<model>\w+?)-s(?P<seed>\d+)$"
+)
 MODEL_ORDER = ("convnet", "resnet", "drsn_cs", "drsn_cw")
 SNR_LABELS = [snr_label(s) for s in EVAL_SNRS_DB]
 
@@ -182,6 +184,13 @@ def write_report(runs_dir: Path, out_dir: Path, *, data: str | None = None, ship
     lines += ["## (c) Clean training, noisy test: accuracy (%), mean over noise types", "", *_table(clean, None), ""]
     if clean:
         lines += ["![clean-trained](accuracy_vs_snr_clean_trained.png)", ""]
+    paper_range = _by_model(runs, "paperrange")
+    lines += [
+        "## (d) Training on the paper's SNR range (−5…5 dB) instead of −12…6 dB: accuracy (%), mean over noise types",
+        "",
+        *_table(paper_range, None),
+        "",
+    ]
     lines += ["## Cost of every run (one thread, 2-core x86 machine)", "", *_cost_table(runs), ""]
     if shipped is not None and shipped.exists():
         from edge_agent.training.shipped import shipped_model_section
