@@ -160,7 +160,9 @@ def write_report(runs_dir: Path, out_dir: Path, *, data: str | None = None, ship
         "Test data: the last 20 % (in time) of every CWRU record in the pack, windows of 2048 at hop 1024, "
         f"{runs[0]['eval']['test_windows'] if runs else '?'} windows; every condition uses the same noise draws for "
         "every model (2 draws per window). Model selection used the validation split only (the 10 % before the test "
-        "split); the test split was never used for tuning.",
+        "split): the epoch with the best validation accuracy over clean windows and Gaussian, Laplacian and pink noise "
+        "at -10, -5 and 0 dB (matched-SNR runs: their own SNR), for clean-trained runs too; the test split was never "
+        "used for tuning.",
         "",
         f"Schedule of every run: {schedule.get('epochs')} epochs × {schedule.get('steps_per_epoch')} steps × batch "
         f"{schedule.get('batch_size')}, SGD momentum {schedule.get('momentum')}, lr {schedule.get('lr')} divided by 10 "
