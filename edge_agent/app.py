@@ -100,8 +100,12 @@ class App:
         return 0
 
     def tick(self) -> None:
-        """Time-based decisions (hold-off expiry, maximum duration)."""
-        self._deliver(self.decision.tick(time.time()))
+        """Time-based decisions (hold-off expiry, maximum duration) and the sources' health conditions."""
+        now = time.time()
+        for source in self.sources:
+            for sensor, label, active in getattr(source, "health", list)():
+                self._deliver(self.decision.health(sensor, label, active, now))
+        self._deliver(self.decision.tick(now))
 
     def healthy(self) -> bool:
         """True while the inference worker turns and every source thread lives (for the watchdog)."""
@@ -140,7 +144,7 @@ class App:
         for index, source in enumerate(self.config.sources):
             for model_name in source.models:
                 loaded = self.models[model_name]
-                if source.type == "mqtt" and source.channels != loaded.channels:
+                if source.type in ("mqtt", "soundcard") and source.channels != loaded.channels:
                     raise ValueError(
                         f"sources[{index}].channels = {source.channels}, but model {model_name!r} "
                         f"({loaded.path}) takes {loaded.channels} channel(s) (meta.json channels)"
@@ -186,6 +190,10 @@ class App:
             return MqttSource(
                 section, self.config.mqtt, password=self.password, agent_id=self.config.agent.id, metrics=self.metrics
             )
+        if section.type == "soundcard":
+            from edge_agent.sources.soundcard import SoundcardSource
+
+            return SoundcardSource(section, metrics=self.metrics)
         raise ValueError(f"sources.{section.name}.type: unknown source type {section.type!r}")
 
     def _router(self, section: SourceSection) -> Callable[[Chunk], None]:

@@ -121,6 +121,22 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return app.run(exit_when_finished=not args.loop)
 
 
+def _cmd_devices(args: argparse.Namespace) -> int:
+    from edge_agent.devices import AudioUnavailableError, format_device_table, import_sounddevice, list_input_devices
+
+    try:
+        devices = list_input_devices(import_sounddevice())
+    except AudioUnavailableError as error:
+        print(f"edge-agent devices: cannot list sound cards: {error}", file=sys.stderr)
+        return 1
+    if not devices:
+        print("PortAudio lists no input device (no sound card, or its server, e.g. PulseAudio, is not running)")
+        return 0
+    print(format_device_table(devices))
+    print("\n* the default input. Set a soundcard source's device to a unique part of the name (or the index).")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="edge-agent", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -188,6 +204,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("check-config", help="validate a config file (and that its model files exist); exit 0 or 2")
     p.add_argument("path", nargs="?", default="config.toml", help="config file (default: config.toml)")
     p.set_defaults(func=_cmd_check_config)
+
+    p = sub.add_parser("devices", help="list the sound-card input devices PortAudio sees (for soundcard sources)")
+    p.set_defaults(func=_cmd_devices)
 
     p = sub.add_parser("run", help="run the agent (default: config.toml, the embedded CWRU replay)")
     p.add_argument("--config", default="config.toml", help="configuration file (default: config.toml)")

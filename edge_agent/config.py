@@ -75,7 +75,7 @@ class DecisionSection:
 
 @dataclass(frozen=True)
 class SourceSection:
-    """One input. ``type`` picks the source: ``mqtt`` or ``replay``.
+    """One input. ``type`` picks the source: ``mqtt``, ``replay`` or ``soundcard``.
 
     mqtt: ``topic`` (wildcards allowed), ``sensor_level`` (index of the topic level that names
     the sensor), ``format`` json | f32le | i16le; for binary formats ``sample_rate_hz``,
@@ -83,6 +83,11 @@ class SourceSection:
     replay: ``path`` (WAV, NPY, CSV or the CWRU npz), ``records`` (npz keys in play order),
     ``start_fraction`` (skip the first part of each record), ``speed`` (1.0 real time, 0 as fast
     as possible), ``loop``, ``chunk_samples``.
+    soundcard: ``sensor``, ``device`` (a unique part of the device name, or its index as digits;
+    empty: the default input), ``sample_rate_hz`` (0: the device's default), ``channels``,
+    ``dtype``, ``chunk_samples`` (frames per block), ``latency_s`` (0: PortAudio's safe default),
+    ``scale`` (sensor units at full scale), ``silence_floor_dbfs`` / ``silence_after_s`` (the
+    ``silent`` health alert; 0 s disables it).
     """
 
     type: str
@@ -106,7 +111,13 @@ class SourceSection:
     start_fraction: float = 0.0
     speed: float = 1.0
     loop: bool = False
-    chunk_samples: int = 1024
+    chunk_samples: int = 1024  # replay: samples per step; soundcard: frames per block
+    # soundcard
+    device: str = ""  # name (a unique part of it) or index as digits; empty: the default input device
+    dtype: str = "float32"  # float32 | int16 | int32: the sample format asked of the device
+    latency_s: float = 0.0  # suggested input latency; 0: PortAudio's default ("high", robust)
+    silence_floor_dbfs: float = -80.0  # a block below this level counts as silence
+    silence_after_s: float = 10.0  # silence (or no samples) this long raises a `silent` health alert; 0: off
 
 
 @dataclass(frozen=True)

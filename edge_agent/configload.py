@@ -34,13 +34,26 @@ DATA_ENV = "EDGE_AGENT_DATA"
 DATA_PLACEHOLDER = "${" + DATA_ENV + "}"
 DEFAULT_DATA_ROOT = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 LOG_LEVELS = ("debug", "info", "warning", "error")
-SOURCE_TYPES = ("mqtt", "replay")
+SOURCE_TYPES = ("mqtt", "replay", "soundcard")
 FORMATS = ("json", "f32le", "i16le")
 BINARY_FORMATS = ("f32le", "i16le")
 QOS_LEVELS = (0, 1)  # QoS 2 stalled under sustained load (ENVIRONMENT.md)
 REPLAY_SUFFIXES = (".wav", ".npy", ".csv", ".npz")
-MQTT_ONLY_KEYS = ("topic", "sensor_level", "format", "qos", "sensors", "max_sensors")
-REPLAY_ONLY_KEYS = ("sensor", "path", "records", "start_fraction", "speed", "loop", "chunk_samples")
+SOUNDCARD_DTYPES = ("float32", "int16", "int32")
+# keys only some source types use (type, name, models, sample_rate_hz, channels, scale: every type)
+TYPE_KEYS: dict[str, tuple[str, ...]] = {
+    "mqtt": ("topic", "sensor_level", "format", "qos", "sensors", "max_sensors"),
+    "replay": ("sensor", "path", "records", "start_fraction", "speed", "loop", "chunk_samples"),
+    "soundcard": (
+        "sensor",
+        "device",
+        "dtype",
+        "chunk_samples",
+        "latency_s",
+        "silence_floor_dbfs",
+        "silence_after_s",
+    ),
+}
 SECTIONS: dict[str, type] = {
     "agent": AgentSection,
     "mqtt": MqttSection,
@@ -335,8 +348,10 @@ def _check_source(table: _Table, base_dir: Path, mqtt_enabled: bool) -> None:
     _reject_keys_of_other_type(table, kind)
     if kind == "mqtt":
         _check_mqtt_source(table, mqtt_enabled)
-    else:
+    elif kind == "replay":
         _check_replay_source(table, base_dir)
+    else:
+        _check_soundcard_source(table)
 
 
 def _check_sensor_ids(table: _Table) -> None:
@@ -350,10 +365,12 @@ def _check_sensor_ids(table: _Table) -> None:
 
 
 def _reject_keys_of_other_type(table: _Table, kind: str) -> None:
-    other = "replay" if kind == "mqtt" else "mqtt"
-    for name in REPLAY_ONLY_KEYS if kind == "mqtt" else MQTT_ONLY_KEYS:
+    own = TYPE_KEYS[kind]
+    others = [name for other in SOURCE_TYPES for name in TYPE_KEYS[other] if name not in own]
+    for name in dict.fromkeys(others):  # each key once, in declaration order
         if name in table.raw and table.ok(name):
-            table.fail(name, f"is not used by {kind} sources", f"remove it or set type = {other!r}")
+            users = " or ".join(repr(t) for t in SOURCE_TYPES if name in TYPE_KEYS[t])
+            table.fail(name, f"is not used by {kind} sources", f"remove it or set type = {users}")
 
 
 def _check_mqtt_source(table: _Table, mqtt_enabled: bool) -> None:
@@ -389,6 +406,15 @@ def _check_replay_source(table: _Table, base_dir: Path) -> None:
         table.check("records", lambda v: not v, "records pick keys of an .npz file", f"is not used for a {suffix} file")
 
 
+def _check_soundcard_source(table: _Table) -> None:
+    _required(table, "sensor", "soundcard sources need the sensor id they capture as")
+    _choice(table, "dtype", SOUNDCARD_DTYPES)
+    _not_negative(table, "latency_s", "silence_after_s")
+    table.check("silence_floor_dbfs", lambda v: v < 0, "must be < 0 (dB below full scale, e.g. -80)")
+    rule = "a device name (or a unique part of it) or index, without surrounding spaces"
+    table.check("device", lambda v: v == v.strip(), rule, reason="is not allowed")
+
+
 # --- cross-checks ------------------------------------------------------------------------------
 
 
@@ -402,6 +428,21 @@ def _unique(tables: list[_Table], name: str, what: str) -> None:
             table.fail(name, "is a duplicate", f"{what} must be unique (first used by {first[value]})")
         else:
             first[value] = table.prefix
+
+
+def _unique_soundcard_sensors(sources: list[_Table]) -> None:
+    """A soundcard source's sensor may not be another replay or soundcard source's (replay pairs: ``_unique``)."""
+    first: dict[Any, _Table] = {}
+    for table in sources:
+        if not table.ok("type", "sensor") or table.values["type"] not in ("replay", "soundcard"):
+            continue
+        sensor = table.values["sensor"]
+        if not sensor:
+            continue
+        earlier = first.setdefault(sensor, table)
+        if earlier is not table and "soundcard" in (table.values["type"], earlier.values["type"]):
+            allowed = f"the sensors of replay and soundcard sources must be unique (first used by {earlier.prefix})"
+            table.fail("sensor", "is a duplicate", allowed)
 
 
 def _check_model_refs(sources: list[_Table], models: list[_Table]) -> None:
@@ -425,6 +466,7 @@ def _cross_check(data: dict[str, Any], models: list[_Table], sources: list[_Tabl
     _unique(sources, "name", "source names")
     replays = [t for t in sources if t.ok("type") and t.values["type"] == "replay"]
     _unique(replays, "sensor", "the sensors of replay sources")
+    _unique_soundcard_sensors(sources)
     if models_valid:
         _check_model_refs(sources, models)
     if raw_sources is None:

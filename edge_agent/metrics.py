@@ -135,6 +135,30 @@ class AgentMetrics:
             "edge_agent_model_load_errors_total", "Failed attempts to load a model file at start.", registry=r
         )
         self.config_errors = Counter("edge_agent_config_errors_total", "Configuration reloads refused.", registry=r)
+        self.source_retries = Counter(
+            "edge_agent_source_retries_total",
+            "Times a source's device could not be opened or was lost; each is retried with backoff.",
+            ["source"],
+            registry=r,
+        )
+        self.audio_overflows = Counter(
+            "edge_agent_audio_input_overflows_total",
+            "Sound-card blocks that arrived after an input overflow (samples were lost before them).",
+            ["source"],
+            registry=r,
+        )
+        self.audio_blocks_dropped = Counter(
+            "edge_agent_audio_blocks_dropped_total",
+            "Captured sound-card blocks dropped because the hand-off queue was full.",
+            ["source"],
+            registry=r,
+        )
+        self.audio_level = Gauge(
+            "edge_agent_audio_level_dbfs",
+            "RMS level of the captured audio over about 1 s, dB relative to full scale; NaN while there is none.",
+            ["source", "sensor"],
+            registry=r,
+        )
         self.build_info.labels(edge_agent.__version__, platform.python_version(), _torch_version()).set(1)
 
     def init_sensor(self, sensor: str) -> None:
@@ -150,6 +174,12 @@ class AgentMetrics:
         self.source_up.labels(source).set(0)
         for reason in PAYLOAD_ERROR_REASONS:
             self.payload_errors.labels(source, reason)
+
+    def init_audio_source(self, source: str) -> None:
+        """Create a sound-card source's counters at zero (its level gauge: the source, NaN until audio arrives)."""
+        self.source_retries.labels(source)
+        self.audio_overflows.labels(source)
+        self.audio_blocks_dropped.labels(source)
 
     def serve(self, listen: str, port: int) -> None:
         """Serve ``/metrics`` on ``listen:port`` from a daemon thread."""

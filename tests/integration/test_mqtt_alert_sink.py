@@ -182,7 +182,10 @@ def alerts(collector, validator, sensor: str = "pumpA") -> list[dict[str, Any]]:
 def test_status_is_online_while_open_and_stopped_after_close(open_sink, subscriber) -> None:
     sink, metrics = open_sink()
     assert sink.connected.wait(10)
-    later = subscriber(STATUS)  # subscribes after the fact: sees the retained message
+    # `connected` is set before `online` is published: once one subscriber has seen it, the broker
+    # holds it, and a subscriber that comes later gets it with the retain flag (a live one does not)
+    subscriber(STATUS).wait_for(lambda c: c.last(STATUS) == b"online", what="online")
+    later = subscriber(STATUS)
     later.wait_for(lambda c: c.last(STATUS) == b"online", what="retained online")
     assert later.on(STATUS)[-1].retain
     assert value(metrics, "edge_agent_mqtt_connected", client="alerts") == 1
