@@ -141,6 +141,19 @@ def _summary(grouped: dict[str, list[dict[str, object]]]) -> list[str]:
     ]
 
 
+def _range_effect(paper: dict[str, list[dict[str, object]]], wide: dict[str, list[dict[str, object]]]) -> list[str]:
+    """One generated line per model: accuracy at −10 and −5 dB after either training range."""
+    lines = []
+    for model in paper:
+        if model not in wide:
+            continue
+        for label in ("-10", "-5"):
+            index = SNR_LABELS.index(label)
+            narrow, broad = _curve(paper[model], None)[:, index].mean(), _curve(wide[model], None)[:, index].mean()
+            lines.append(f"- {model} at {label} dB: {narrow:.2f} % trained on −5…5 dB, {broad:.2f} % on −12…6 dB.")
+    return [*lines, ""] if lines else []
+
+
 def _cost_table(runs: list[dict[str, object]]) -> list[str]:
     lines = ["| run | parameters | MACs / window | training time (s) | best epoch (validation) | best val. acc. |"]
     lines.append("|---|---|---|---|---|---|")
@@ -219,6 +232,7 @@ def write_report(runs_dir: Path, out_dir: Path, *, data: str | None = None, ship
         "",
         *_table(paper_range, None),
         "",
+        *_range_effect(paper_range, augment),
     ]
     lines += ["## Cost of every run (one thread, 2-core x86 machine)", "", *_cost_table(runs), ""]
     if shipped is not None and shipped.exists():
