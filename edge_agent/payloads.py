@@ -98,7 +98,15 @@ def _parse_json(
         t0 = now - samples.shape[1] / rate
     else:
         t0 = _finite_number(ts, "ts")
-    return Chunk(sensor=sensor, t0=t0, sample_rate_hz=rate, samples=samples, seq=seq, received_at=received_at)
+    return Chunk(
+        sensor=sensor,
+        t0=t0,
+        sample_rate_hz=rate,
+        samples=samples,
+        seq=seq,
+        received_at=received_at,
+        t0_estimated=ts is None,
+    )
 
 
 def _json_rate(value: Any, expected_rate_hz: float) -> float:
@@ -168,7 +176,15 @@ def _parse_binary(
     if not np.isfinite(samples).all():
         raise PayloadError("non_finite", "samples contain NaN or infinity")
     t0 = now - samples.shape[1] / rate
-    return Chunk(sensor=sensor, t0=t0, sample_rate_hz=float(rate), samples=samples, seq=None, received_at=received_at)
+    return Chunk(
+        sensor=sensor,
+        t0=t0,
+        sample_rate_hz=float(rate),
+        samples=samples,
+        seq=None,
+        received_at=received_at,
+        t0_estimated=True,
+    )
 
 
 def _is_int(value: Any) -> bool:

@@ -17,6 +17,8 @@ class Chunk:
     ``seq`` is the sender's sequence number (``None`` when the source has none); a jump in ``seq``
     or a ``t0`` that does not follow the previous chunk is a gap. ``received_at`` is the local
     monotonic-clock time (``time.monotonic()``) the chunk arrived, used for end-to-end latency.
+    ``t0_estimated`` marks a ``t0`` derived from the arrival time (binary frames, JSON without
+    ``ts``): arrival jitter under load is not a gap, so the windowing judges it more leniently.
     """
 
     sensor: str
@@ -25,6 +27,7 @@ class Chunk:
     samples: np.ndarray  # float32 (channels, n)
     seq: int | None = None
     received_at: float = 0.0
+    t0_estimated: bool = False  # True when the sender gave no time: t0 derived from the receive time
 
     @property
     def channels(self) -> int:

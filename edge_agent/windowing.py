@@ -9,6 +9,7 @@ Gaps (each counted once in ``stream_gaps``):
 
 - ``seq`` is not the previous chunk's ``seq + 1`` (checked only when both chunks carry a seq);
 - ``t0`` differs from the expected time of the next sample by more than ``gap_tolerance_s``
+  (1 s for a ``t0`` estimated from the arrival time, as for binary frames)
   (default ``max(0.05 s, 2 samples)`` at the chunk's rate: senders' JSON ``ts`` jitter);
 - the sample rate changes;
 - a chunk with the wrong channel count arrives (it is rejected with ``ValueError``, and the
@@ -41,6 +42,7 @@ from edge_agent.types import Chunk, Window
 
 DEFAULT_GAP_TOLERANCE_S = 0.05
 DEFAULT_GAP_TOLERANCE_SAMPLES = 2.0
+ESTIMATED_GAP_TOLERANCE_S = 1.0  # for chunks whose t0 comes from the arrival time
 CLOCK_TRACKING = 0.1  # fraction of each chunk's timing error the segment clock absorbs
 
 
@@ -188,6 +190,10 @@ class WindowAssembler:
         if chunk.seq is not None and state.last_seq is not None and chunk.seq != state.last_seq + 1:
             return None
         error_s = chunk.t0 - (state.origin_s + state.inputs / rate)
+        if chunk.t0_estimated:
+            # t0 is the arrival time minus the chunk's duration: queueing jitter under load is not a
+            # gap (and must not steer the clock), but a pause longer than this still is
+            return 0.0 if abs(error_s) <= max(state.tolerance_s, ESTIMATED_GAP_TOLERANCE_S) else None
         return error_s if abs(error_s) <= state.tolerance_s else None  # a NaN t0 is a gap too
 
     @staticmethod

@@ -230,3 +230,16 @@ def test_rate_limited_log_once_per_interval_with_suppressed_count(caplog: pytest
         assert log.warning("a", "bad %s", "y")
     messages = [r.getMessage() for r in caplog.records]
     assert messages == ["bad x", "other key 1", "bad y (5 similar suppressed in the last 60 s)"]
+
+
+@pytest.mark.parametrize(
+    ("payload", "overrides", "estimated"),
+    [
+        (js({"ts": WALL, "samples": [1.0, 2.0]}), {}, False),
+        (js({"samples": [1.0, 2.0]}), {}, True),
+        (np.ones(4, "<f4").tobytes(), {"fmt": "f32le"}, True),
+        (np.ones(4, "<i2").tobytes(), {"fmt": "i16le"}, True),
+    ],
+)
+def test_chunks_without_a_sender_time_are_marked_estimated(payload: bytes, overrides: dict, estimated: bool) -> None:
+    assert parse(payload, **overrides).t0_estimated is estimated

@@ -266,3 +266,20 @@ def test_resampled_input_gives_windows_at_the_model_rate() -> None:
         np.testing.assert_allclose(
             w.samples[0, 50:] if k == 0 else w.samples[0], ideal[50:] if k == 0 else ideal, atol=0.01
         )
+
+
+def test_arrival_jitter_of_untimed_chunks_is_not_a_gap_but_a_long_pause_is() -> None:
+    from edge_agent.metrics import AgentMetrics
+
+    metrics = AgentMetrics()
+    assembler = WindowAssembler(256, 128, 1000.0, 1, metrics=metrics)
+    block = np.ones((1, 128), np.float32)
+    t = 100.0
+    emitted = []
+    for jitter_s in (0.0, 0.3, -0.2, 0.4, 0.0, 0.25):  # late and early arrivals, as under load
+        emitted += assembler.push(Chunk("s", t + jitter_s, 1000.0, block, None, 0.0, t0_estimated=True))
+        t += 0.128
+    assert metrics.registry.get_sample_value("edge_agent_stream_gaps_total", {"sensor": "s"}) == 0
+    assert len(emitted) == 5
+    assembler.push(Chunk("s", t + 5.0, 1000.0, block, None, 0.0, t0_estimated=True))  # a 5 s outage
+    assert metrics.registry.get_sample_value("edge_agent_stream_gaps_total", {"sensor": "s"}) == 1
