@@ -72,13 +72,6 @@ def _cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_demo(args: argparse.Namespace) -> int:
-    from edge_agent.demo import run_demo
-
-    run_demo(Path(args.model), args.data)
-    return 0
-
-
 def _cmd_check_config(args: argparse.Namespace) -> int:
     from edge_agent.configload import ConfigError, load_config, missing_model_files
 
@@ -188,11 +181,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--only", help="train only runs whose name contains this")
     p.add_argument("--data", help=data_help)
     p.set_defaults(func=_cmd_sweep)
-
-    p = sub.add_parser("demo", help="stream held-out CWRU data through a shipped model and print what it hears")
-    p.add_argument("--model", default="models/drsn_cw_cwru.pt")
-    p.add_argument("--data", help=data_help)
-    p.set_defaults(func=_cmd_demo)
 
     p = sub.add_parser("report", help="evaluate every run and write docs/results")
     p.add_argument("--runs", default="runs")
