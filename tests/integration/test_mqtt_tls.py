@@ -41,6 +41,10 @@ def _make_pki(folder: Path) -> None:
     (folder / "san.ext").write_text("subjectAltName = IP:127.0.0.1\n")
     _run("openssl", "x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
          "-days", "1", "-extfile", "san.ext", "-out", "server.crt", cwd=folder)  # fmt: skip
+    _run("openssl", "req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=gateway",
+         "-keyout", "client.key", "-out", "client.csr", cwd=folder)  # fmt: skip
+    _run("openssl", "x509", "-req", "-in", "client.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
+         "-days", "1", "-out", "client.crt", cwd=folder)  # fmt: skip
     _run("mosquitto_passwd", "-b", "-c", "passwords", "gateway", "right-secret", cwd=folder)
 
 
@@ -52,13 +56,19 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def tls_broker(pki: Path) -> Iterator[int]:
+def tls_broker(pki: Path) -> Iterator[tuple[int, int]]:
+    """Ports of two TLS listeners: CA + password, and CA + a required client certificate."""
     tmp_path = pki
     port = free_port()
+    cert_port = free_port()
+    while cert_port == port:
+        cert_port = free_port()
     user = "user root\n" if os.geteuid() == 0 else ""
+    tls_files = f"cafile {tmp_path}/ca.crt\ncertfile {tmp_path}/server.crt\nkeyfile {tmp_path}/server.key\n"
     (tmp_path / "mosquitto.conf").write_text(
-        f"{user}listener {port} 127.0.0.1\nallow_anonymous false\npassword_file {tmp_path}/passwords\n"
-        f"cafile {tmp_path}/ca.crt\ncertfile {tmp_path}/server.crt\nkeyfile {tmp_path}/server.key\n"
+        f"{user}per_listener_settings true\n"
+        f"listener {port} 127.0.0.1\nallow_anonymous false\npassword_file {tmp_path}/passwords\n{tls_files}"
+        f"listener {cert_port} 127.0.0.1\nallow_anonymous true\nrequire_certificate true\n{tls_files}"
         "log_dest stderr\n"
     )
     with (tmp_path / "mosquitto.log").open("wb") as log:
@@ -73,19 +83,23 @@ def tls_broker(pki: Path) -> Iterator[int]:
                 if time.monotonic() > deadline or proc.poll() is not None:
                     pytest.fail((tmp_path / "mosquitto.log").read_text())
                 time.sleep(0.05)
-        yield port
+        yield port, cert_port
     finally:
         proc.kill()
         proc.wait(timeout=10)
 
 
-def _connects(port: int, folder: Path, *, password: str, tls: bool = True, ca: str = "ca.crt") -> bool:
+def _connects(
+    port: int, folder: Path, *, password: str, tls: bool = True, ca: str = "ca.crt", client_cert: bool = False
+) -> bool:
     section = MqttSection(
         enabled=True,
         port=port,
         username="gateway",
         tls=tls,
         ca_file=str(folder / ca) if tls else "",
+        cert_file=str(folder / "client.crt") if client_cert else "",
+        key_file=str(folder / "client.key") if client_cert else "",
         reconnect_min_s=0.2,
         reconnect_max_s=0.5,
     )
@@ -97,8 +111,8 @@ def _connects(port: int, folder: Path, *, password: str, tls: bool = True, ca: s
         sink.close(timeout_s=0.5)
 
 
-def test_right_ca_and_password_connect(tls_broker: int, pki: Path) -> None:
-    assert _connects(tls_broker, pki, password="right-secret")
+def test_right_ca_and_password_connect(tls_broker: tuple[int, int], pki: Path) -> None:
+    assert _connects(tls_broker[0], pki, password="right-secret")
 
 
 @pytest.mark.parametrize(
@@ -109,5 +123,11 @@ def test_right_ca_and_password_connect(tls_broker: int, pki: Path) -> None:
         ("server certificate from another CA", {"password": "right-secret", "ca": "other-ca.crt"}),
     ],
 )
-def test_refused(tls_broker: int, pki: Path, why: str, options: dict[str, object]) -> None:
-    assert not _connects(tls_broker, pki, **options), why
+def test_refused(tls_broker: tuple[int, int], pki: Path, why: str, options: dict[str, object]) -> None:
+    assert not _connects(tls_broker[0], pki, **options), why
+
+
+def test_listener_requiring_a_client_certificate(tls_broker: tuple[int, int], pki: Path) -> None:
+    port = tls_broker[1]
+    assert _connects(port, pki, password="", client_cert=True)
+    assert not _connects(port, pki, password="")
