@@ -9,6 +9,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from typing import Any
 
 from edge_agent.config import AgentConfig, ModelSection, SourceSection
 from edge_agent.decision import DecisionEngine
@@ -52,6 +53,7 @@ class App:
         self.worker: InferenceWorker | None = None
         self.stop_requested = threading.Event()
         self._finished_sources: set[str] = set()
+        self._children: dict[tuple[str, str], tuple[dict[str, Any], dict[str, Any]]] = {}
         self._lock = threading.Lock()
 
     # ---------------------------------------------------------------- lifecycle
@@ -226,13 +228,27 @@ class App:
         return next(m for m in self.config.models if m.name == name)
 
     def _on_prediction(self, prediction: Prediction) -> None:
-        m = self.metrics
-        m.predictions.labels(prediction.sensor, prediction.model, prediction.label).inc()
+        counters, gauges = self._prediction_metrics(prediction.sensor, prediction.model)
+        counters[prediction.label].inc()
         for label, p in prediction.probabilities.items():
-            m.probability.labels(prediction.sensor, prediction.model, label).set(p)
+            gauges[label].set(p)
         events = self.decision.update(prediction, model_sha256=self.models[prediction.model].sha256)
-        m.latency.observe(time.monotonic() - prediction.window.completed_at)
+        self.metrics.latency.observe(time.monotonic() - prediction.window.completed_at)
         self._deliver(events)
+
+    def _prediction_metrics(self, sensor: str, model: str) -> tuple[dict[str, Any], dict[str, Any]]:
+        """The per-label counter and gauge children of a (sensor, model), looked up once (hot path)."""
+        key = (sensor, model)
+        children = self._children.get(key)
+        if children is None:
+            labels = self.models[model].labels
+            m = self.metrics
+            children = (
+                {label: m.predictions.labels(sensor, model, label) for label in labels},
+                {label: m.probability.labels(sensor, model, label) for label in labels},
+            )
+            self._children[key] = children
+        return children
 
     def _deliver(self, events: list[AlertEvent]) -> None:
         for event in events:
