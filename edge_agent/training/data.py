@@ -14,18 +14,15 @@ from pathlib import Path
 
 import numpy as np
 
-DATA_ROOT_ENV = "EDGE_AGENT_DATA"
-DEFAULT_DATA_ROOT = Path(__file__).resolve().parents[2].parent / "shared" / "data"
+from edge_agent import configload
+
 CWRU_FILE = Path("cwru") / "cwru_12k_de_dev.npz"
 SPLITS = ("train", "val", "test")
 
 
 def data_root(explicit: str | os.PathLike[str] | None = None) -> Path:
-    """The shared data folder: the explicit path, else ``$EDGE_AGENT_DATA``, else ``../shared/data``."""
-    if explicit:
-        return Path(explicit)
-    env = os.environ.get(DATA_ROOT_ENV)
-    return Path(env) if env else DEFAULT_DATA_ROOT
+    """The explicit folder, else the agent's own lookup: ``$EDGE_AGENT_DATA``, else ``../shared/data``."""
+    return Path(explicit) if explicit else configload.data_root()
 
 
 def file_sha256(path: Path) -> str:
@@ -66,7 +63,7 @@ def load_cwru(
     path = data_root(root) / CWRU_FILE
     if not path.is_file():
         raise FileNotFoundError(
-            f"CWRU data not found at {path}; pass --data or set ${DATA_ROOT_ENV} to the folder "
+            f"CWRU data not found at {path}; pass --data or set ${configload.DATA_ENV} to the folder "
             "that holds cwru/cwru_12k_de_dev.npz"
         )
     splits: dict[str, list[Segment]] = {name: [] for name in SPLITS}
