@@ -212,7 +212,6 @@ class App:
             )
 
         def route(chunk: Chunk) -> None:
-            self.metrics.last_sample.labels(chunk.sensor).set(time.time())
             for model_name, assembler in assemblers.items():
                 try:
                     windows = assembler.push(chunk)

@@ -132,6 +132,7 @@ class ReplaySource:
             elif self._stop.is_set():
                 return
             self.metrics.messages_received.labels(self.name).inc()
+            self.metrics.last_sample.labels(self.section.sensor).set(time.time())
             emit(Chunk(self.section.sensor, started_wall + offset_s, rate_hz, samples, seq, time.monotonic()))
         self.finished.set()
         logger.info("replay source %s finished", self.name)

@@ -102,6 +102,7 @@ class SoundcardSource:
         metrics.init_sensor(section.sensor)
         self._up = metrics.source_up.labels(self.name)
         self._received = metrics.messages_received.labels(self.name)
+        self._last_sample = metrics.last_sample.labels(section.sensor)
         self._retries = metrics.source_retries.labels(self.name)
         self._overflows = metrics.audio_overflows.labels(self.name)
         self._dropped = metrics.audio_blocks_dropped.labels(self.name)
@@ -286,6 +287,7 @@ class SoundcardSource:
         if self.section.scale != 1.0:
             samples *= np.float32(self.section.scale)
         self._received.inc()
+        self._last_sample.set(time.time())
         chunk = Chunk(self.section.sensor, self._t0(seq, t0, n), rate_hz, samples, seq, now)
         try:
             emit(chunk)

@@ -96,6 +96,7 @@ def test_metrics_scraped_during_a_run_pass_promtool() -> None:
         "edge_agent_end_to_end_latency_seconds_bucket",
         "edge_agent_class_probability",
         'edge_agent_source_up{source="replay"} 1.0',
+        'edge_agent_last_sample_timestamp_seconds{sensor="motor-1"}',
     ):
         assert name in text, name
 
