@@ -109,10 +109,10 @@ class App:
                 self._deliver(self.decision.health(sensor, label, active, now))
         self._deliver(self.decision.tick(now))
 
-    def healthy(self) -> bool:
+    def healthy(self, max_stall_s: float = 5.0) -> bool:
         """True while the inference worker turns and every source thread lives (for the watchdog)."""
         worker = self.worker
-        worker_ok = worker is not None and worker.alive() and time.monotonic() - worker.last_progress_s < 5.0
+        worker_ok = worker is not None and worker.alive() and time.monotonic() - worker.last_progress_s < max_stall_s
         return worker_ok and all(getattr(source, "alive", lambda: True)() for source in self.sources)
 
     # ---------------------------------------------------------------- steps

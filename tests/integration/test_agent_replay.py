@@ -7,6 +7,7 @@ import shutil
 import socket
 import subprocess
 import threading
+import time
 import urllib.request
 from pathlib import Path
 
@@ -127,3 +128,31 @@ def test_one_sensor_runs_two_models() -> None:
         tails = [pack[key].size - round(0.8 * pack[key].size) for key in ("097", "105")]
     expected = sum(tail // 1024 * 1024 for tail in tails)
     assert metrics.registry.get_sample_value("edge_agent_samples_received_total", {"sensor": "motor-1"}) == expected
+
+
+def test_healthy_while_running_and_not_when_inference_is_stuck() -> None:
+    import dataclasses
+
+    import torch
+
+    config = parse_config(replay_config(["097"], speed=1.0, port=free_port(), loop=True), base_dir=REPO)
+    app = App(config, metrics=AgentMetrics())
+    app.start()
+    release = threading.Event()
+    try:
+        assert app.healthy(max_stall_s=0.5)
+        loaded = app.models["bearing"]
+
+        def stuck_model(inputs: torch.Tensor) -> torch.Tensor:  # a model call that never returns
+            release.wait(30)
+            return torch.zeros(inputs.shape[0], len(loaded.labels))
+
+        app.models["bearing"] = dataclasses.replace(loaded, module=stuck_model)
+        deadline = time.monotonic() + 10
+        while app.healthy(max_stall_s=0.5) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not app.healthy(max_stall_s=0.5)
+    finally:
+        release.set()
+        app.stop()
+    assert not app.healthy()  # the worker thread is gone
