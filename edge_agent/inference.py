@@ -33,49 +33,59 @@ class QueuedWindow:
 
 
 class WindowQueue:
-    """Bounded FIFO of windows; ``put`` on a full queue drops the oldest window and counts it."""
+    """Bounded FIFO of windows; ``put`` on a full queue drops the oldest window and counts it.
+
+    One deque per model, each item tagged with an arrival number, so every operation costs
+    O(number of models) however many windows wait.
+    """
 
     def __init__(self, capacity: int, metrics: AgentMetrics) -> None:
         if capacity < 1:
             raise ValueError(f"queue capacity must be >= 1, got {capacity}")
-        self._items: deque[QueuedWindow] = deque()
+        self._by_model: dict[str, deque[tuple[int, Window]]] = {}
+        self._size = 0
+        self._arrivals = 0
         self._capacity = capacity
         self._metrics = metrics
         self._ready = threading.Condition()
 
     def put(self, item: QueuedWindow) -> None:
         with self._ready:
-            if len(self._items) >= self._capacity:
-                self._items.popleft()
+            if self._size >= self._capacity:
+                self._by_model[self._oldest_model()].popleft()
+                self._size -= 1
                 self._metrics.windows_dropped.labels("queue_full").inc()
-            self._items.append(item)
-            self._metrics.queue_depth.set(len(self._items))
+            self._by_model.setdefault(item.model, deque()).append((self._arrivals, item.window))
+            self._arrivals += 1
+            self._size += 1
+            self._metrics.queue_depth.set(self._size)
             self._ready.notify()
 
     def take_batch(self, max_batch: int, max_wait_s: float, stop: threading.Event) -> list[QueuedWindow]:
         """Up to ``max_batch`` windows of the oldest window's model; empty if nothing came in 0.2 s."""
         with self._ready:
-            if not self._items:
+            if not self._size:
                 self._ready.wait(timeout=0.2)
-            if not self._items:
+            if not self._size:
                 return []
             deadline = time.monotonic() + max_wait_s
-            model = self._items[0].model
-            while self._count(model) < max_batch and not stop.is_set():
+            model = self._oldest_model()
+            waiting = self._by_model[model]
+            while len(waiting) < max_batch and not stop.is_set():
                 remaining = deadline - time.monotonic()
                 if remaining <= 0 or not self._ready.wait(timeout=remaining):
                     break
-            batch = [item for item in self._items if item.model == model][:max_batch]
-            for item in batch:
-                self._items.remove(item)
-            self._metrics.queue_depth.set(len(self._items))
+            batch = [QueuedWindow(model, waiting.popleft()[1]) for _ in range(min(max_batch, len(waiting)))]
+            self._size -= len(batch)
+            self._metrics.queue_depth.set(self._size)
             return batch
 
-    def _count(self, model: str) -> int:
-        return sum(1 for item in self._items if item.model == model)
+    def _oldest_model(self) -> str:
+        """The model whose queue holds the oldest window (call only when the queue is not empty)."""
+        return min((name for name, q in self._by_model.items() if q), key=lambda name: self._by_model[name][0][0])
 
     def __len__(self) -> int:
-        return len(self._items)
+        return self._size
 
 
 class InferenceWorker:
