@@ -121,6 +121,15 @@ class SourceSection:
 
 
 @dataclass(frozen=True)
+class HomeAssistantSection:
+    """Home Assistant MQTT discovery (needs ``mqtt.enabled``): one device per sensor, see sinks/homeassistant.py."""
+
+    enabled: bool = False
+    discovery_prefix: str = "homeassistant"  # Home Assistant's discovery prefix (its MQTT integration setting)
+    birth_topic: str = "homeassistant/status"  # where Home Assistant says `online`: discovery is sent again
+
+
+@dataclass(frozen=True)
 class AgentConfig:
     agent: AgentSection = field(default_factory=AgentSection)
     mqtt: MqttSection = field(default_factory=MqttSection)
@@ -129,3 +138,4 @@ class AgentConfig:
     decision: DecisionSection = field(default_factory=DecisionSection)
     models: tuple[ModelSection, ...] = ()
     sources: tuple[SourceSection, ...] = ()
+    homeassistant: HomeAssistantSection = field(default_factory=HomeAssistantSection)

@@ -23,6 +23,7 @@ from edge_agent.config import (
     AgentConfig,
     AgentSection,
     DecisionSection,
+    HomeAssistantSection,
     InferenceSection,
     MetricsSection,
     ModelSection,
@@ -60,6 +61,7 @@ SECTIONS: dict[str, type] = {
     "metrics": MetricsSection,
     "inference": InferenceSection,
     "decision": DecisionSection,
+    "homeassistant": HomeAssistantSection,
 }
 ARRAYS: dict[str, type] = {"models": ModelSection, "sources": SourceSection}
 EXPECTED = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
@@ -328,6 +330,20 @@ def _check_metrics(table: _Table) -> None:
     _port(table, "port")
 
 
+def _check_homeassistant(table: _Table) -> None:
+    rule = "must be a topic without '+', '#', empty levels or a leading or trailing '/'"
+    for name in ("discovery_prefix", "birth_topic"):
+        table.check(
+            name, lambda v: "+" not in v and "#" not in v and "" not in v.split("/"), rule, reason="is not allowed"
+        )
+
+
+def _check_homeassistant_needs_mqtt(table: _Table | None, mqtt_enabled: bool) -> None:
+    if table is not None and not mqtt_enabled:
+        allowed = "set mqtt.enabled = true in [mqtt] (discovery goes through the broker)"
+        table.check("enabled", lambda v: not v, allowed, reason="is not allowed while mqtt.enabled = false")
+
+
 # --- sources -----------------------------------------------------------------------------------
 
 
@@ -489,6 +505,7 @@ def parse_config(data: dict[str, Any], *, base_dir: Path) -> AgentConfig:
         "metrics": _check_metrics,
         "inference": _check_inference,
         "decision": _check_decision,
+        "homeassistant": _check_homeassistant,
     }
     sections: dict[str, _Table | None] = {}
     for name, cls in SECTIONS.items():
@@ -497,6 +514,7 @@ def parse_config(data: dict[str, Any], *, base_dir: Path) -> AgentConfig:
             checks[name](table)
     mqtt = sections["mqtt"]
     mqtt_enabled = mqtt.values["enabled"] if mqtt is not None and mqtt.ok("enabled") else True
+    _check_homeassistant_needs_mqtt(sections["homeassistant"], mqtt_enabled)
     models = _array(
         ModelSection, data.get("models", []), "models", errors, functools.partial(_check_model, base_dir=base_dir)
     )

@@ -15,6 +15,7 @@ from edge_agent.config import (
     AgentConfig,
     AgentSection,
     DecisionSection,
+    HomeAssistantSection,
     InferenceSection,
     MetricsSection,
     ModelSection,
@@ -86,7 +87,9 @@ def test_shipped_config_loads_as_the_embedded_default(monkeypatch: pytest.Monkey
     assert (source.start_fraction, source.speed, source.loop) == (0.8, 1.0, False)
 
 
-@pytest.mark.parametrize("section", [AgentSection, MqttSection, MetricsSection, InferenceSection, DecisionSection])
+@pytest.mark.parametrize(
+    "section", [AgentSection, MqttSection, MetricsSection, InferenceSection, DecisionSection, HomeAssistantSection]
+)
 def test_shipped_config_documents_every_section_key(section: type) -> None:
     text = SHIPPED.read_text()
     for spec in dataclasses.fields(section):
@@ -115,6 +118,7 @@ def test_minimal_config_takes_every_default(tmp_path: Path) -> None:
     defaults = AgentConfig()
     assert (config.agent, config.mqtt, config.metrics) == (defaults.agent, defaults.mqtt, defaults.metrics)
     assert (config.inference, config.decision) == (defaults.inference, defaults.decision)
+    assert config.homeassistant == HomeAssistantSection(enabled=False)
     assert config.models == (ModelSection(name="bearing", path=str(tmp_path / "model.pt"), hop_samples=None),)
     expected = SourceSection(
         type="replay", name="demo", models=("bearing",), sensor="motor-1", path=str(tmp_path / "data.npz")
@@ -148,7 +152,7 @@ DOTTED_KEY = re.compile(r"^[a-z_]+(\[\d+\])?(\.[a-z_]+(\[\d+\])?)?: ")
 BAD_VALUES: list[Any] = ["x", "", 0, -1, 1.5, math.nan, True, [], [1], {}, {"a": 1}]
 FIELDS = [
     (name, spec.name)
-    for name, cls in [("agent", AgentSection), ("mqtt", MqttSection)]
+    for name, cls in [("agent", AgentSection), ("mqtt", MqttSection), ("homeassistant", HomeAssistantSection)]
     for spec in dataclasses.fields(cls)
 ]
 FIELDS += [("decision", spec.name) for spec in dataclasses.fields(DecisionSection)]
@@ -328,3 +332,13 @@ def test_broken_config_gives_its_exact_error(case: Path) -> None:
         load_config(case)
     assert str(info.value) == case.with_suffix(".expected").read_text().rstrip("\n")
     assert info.value.errors == str(info.value).splitlines()
+
+
+def test_homeassistant_discovery_is_off_by_default_and_on_by_config(tmp_path: Path) -> None:
+    data = _minimal_data()
+    assert not parse_config(data, base_dir=tmp_path).homeassistant.enabled
+    data["mqtt"] = {"enabled": True}
+    data["homeassistant"] = {"enabled": True, "discovery_prefix": "ha/discovery", "birth_topic": "ha/status"}
+    assert parse_config(data, base_dir=tmp_path).homeassistant == HomeAssistantSection(
+        enabled=True, discovery_prefix="ha/discovery", birth_topic="ha/status"
+    )
