@@ -45,6 +45,8 @@ PAYLOAD_ERROR_REASONS = (
     "unknown_sensor",
     "too_many_sensors",
 )
+WINDOW_DROP_REASONS = ("queue_full", "consumer_error")
+ALERT_EVENT_TYPES = ("new", "update", "end")
 
 
 class AgentMetrics:
@@ -99,6 +101,17 @@ class AgentMetrics:
             "edge_agent_windows_dropped_total", "Windows dropped before inference, by reason.", ["reason"], registry=r
         )
         self.queue_depth = Gauge("edge_agent_inference_queue_windows", "Windows waiting for inference.", registry=r)
+        self.queue_capacity = Gauge(
+            "edge_agent_inference_queue_capacity_windows",
+            "Most windows the inference queue holds (inference.queue_windows); past it the oldest is dropped.",
+            registry=r,
+        )
+        self.signal_seconds = Counter(
+            "edge_agent_signal_seconds_total",
+            "Seconds of signal accepted (samples / sample rate), by sensor (for the real-time factor).",
+            ["sensor"],
+            registry=r,
+        )
         self.last_processed = Gauge(
             "edge_agent_inference_last_processed_timestamp_seconds",
             "Wall-clock time of the last inference.",
@@ -152,6 +165,9 @@ class AgentMetrics:
         self.model_load_errors = Counter(
             "edge_agent_model_load_errors_total", "Failed attempts to load a model file at start.", registry=r
         )
+        self.sink_errors = Counter(
+            "edge_agent_sink_errors_total", "Alert events a sink failed to take (internal error).", ["sink"], registry=r
+        )
         self.config_errors = Counter("edge_agent_config_errors_total", "Configuration reloads refused.", registry=r)
         self.source_retries = Counter(
             "edge_agent_source_retries_total",
@@ -183,9 +199,26 @@ class AgentMetrics:
         """Create a sensor's series at zero so dashboards see it before its first sample."""
         self.samples_received.labels(sensor)
         self.stream_gaps.labels(sensor)
+        self.signal_seconds.labels(sensor)
         self.windows_emitted.labels(sensor)
         for kind in ("fault", "health"):
             self.alert_active.labels(sensor, kind).set(0)
+
+    def init_sensor_model(self, sensor: str, model: str, labels: tuple[str, ...], normal: tuple[str, ...]) -> None:
+        """Create the per-label series of a sensor's model at zero (predictions, and alerts of its fault labels)."""
+        for label in labels:
+            self.predictions.labels(sensor, model, label)
+            if label not in normal:
+                for event_type in ALERT_EVENT_TYPES:
+                    self.alerts.labels(sensor, label, event_type)
+
+    def init_pipeline(self, queue_capacity_windows: int, sinks: tuple[str, ...]) -> None:
+        """Create the pipeline's series at zero: queue capacity, window drop reasons, sink errors."""
+        self.queue_capacity.set(queue_capacity_windows)
+        for reason in WINDOW_DROP_REASONS:
+            self.windows_dropped.labels(reason)
+        for sink in sinks:
+            self.sink_errors.labels(sink)
 
     def init_source(self, source: str) -> None:
         self.messages_received.labels(source)

@@ -51,6 +51,7 @@ class _SensorMetrics:
     """Metric children of one sensor, looked up once (``labels()`` costs a lock and a dict)."""
 
     samples: Any
+    seconds: Any
     windows: Any
     gaps: Any
 
@@ -137,6 +138,7 @@ class WindowAssembler:
         windows = self._append_and_cut(chunk.sensor, state, model_x, chunk.received_at)
         if state.metrics is not None:
             state.metrics.samples.inc(x.shape[1])
+            state.metrics.seconds.inc(x.shape[1] / rate)
             if windows:
                 state.metrics.windows.inc(len(windows))
         return windows
@@ -160,6 +162,7 @@ class WindowAssembler:
             m = self._metrics
             state.metrics = _SensorMetrics(
                 samples=m.samples_received.labels(sensor),
+                seconds=m.signal_seconds.labels(sensor),
                 windows=m.windows_emitted.labels(sensor),
                 gaps=m.stream_gaps.labels(sensor),
             )
