@@ -166,6 +166,11 @@ class App:
                 self.config.mqtt, password=self.password, agent_id=self.config.agent.id, metrics=self.metrics
             )
             self.sinks.append(sink)
+        if self.config.homeassistant.enabled:
+            from edge_agent.sinks.homeassistant import discovery_sink
+
+            self.sinks.append(discovery_sink(self.config, password=self.password, metrics=self.metrics))
+        self.metrics.init_pipeline(self.config.inference.queue_windows, tuple(_sink_name(s) for s in self.sinks))
         for sink in self.sinks:
             sink.open()
 
@@ -175,6 +180,9 @@ class App:
             self.metrics.init_source(section.name)
             for sensor in (section.sensor,) if section.sensor else section.sensors:
                 self.metrics.init_sensor(sensor)
+                for model in section.models:
+                    labels = tuple(self.models[model].labels)
+                    self.metrics.init_sensor_model(sensor, model, labels, self.config.decision.normal_labels)
                 for sink in self.sinks:  # no alert survives a restart: say so on the retained state topic
                     if hasattr(sink, "clear_state"):
                         sink.clear_state(sensor)
@@ -254,7 +262,8 @@ class App:
             for sink in self.sinks:
                 try:
                     sink.send(event)
-                except Exception:  # one failing sink must not block the others; logged with its name
+                except Exception:  # one failing sink must not block the others; counted, logged with its name
+                    self.metrics.sink_errors.labels(_sink_name(sink)).inc()
                     logger.exception("sink %s failed to take alert %s", type(sink).__name__, event.id)
 
     def _stop_sources(self) -> None:
@@ -279,3 +288,8 @@ class App:
 
     def _drained(self) -> bool:
         return self.worker is None or len(self.worker.queue) == 0
+
+
+def _sink_name(sink: object) -> str:
+    """A sink's metric label: its ``name`` attribute (log, mqtt, homeassistant), else its class name."""
+    return str(getattr(sink, "name", type(sink).__name__))

@@ -22,6 +22,8 @@ def describe(event: AlertEvent) -> str:
 
 
 class LogAlertSink:
+    name = "log"
+
     def __init__(self, *, echo: Callable[[str], None] | None = None) -> None:
         self.echo = echo
 

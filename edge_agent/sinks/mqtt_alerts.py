@@ -62,6 +62,8 @@ class _Out:
 class MqttAlertSink:
     """Publishes alert events, per-sensor state and the agent's status; see the module docstring."""
 
+    name = "mqtt"
+
     def __init__(
         self,
         mqtt: MqttSection,

@@ -1,0 +1,195 @@
+"""Home Assistant MQTT discovery against a real broker: configs, retain, templates, republishing."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import jinja2
+import paho.mqtt.client as paho
+import pytest
+
+from edge_agent.config import HomeAssistantSection, MqttSection
+from edge_agent.metrics import AgentMetrics
+from edge_agent.sinks.homeassistant import HomeAssistantDiscoverySink
+from edge_agent.sinks.mqtt_alerts import MqttAlertSink
+from edge_agent.types import AlertEvent
+
+AGENT = "ha-agent"
+BASE = f"edge-agent/{AGENT}"
+T0 = 1_763_805_600.0
+
+
+def config_topics(sensor_id: str) -> set[str]:
+    return {
+        f"homeassistant/binary_sensor/{AGENT}/{sensor_id}_fault/config",
+        f"homeassistant/sensor/{AGENT}/{sensor_id}_label/config",
+        f"homeassistant/sensor/{AGENT}/{sensor_id}_confidence/config",
+    }
+
+
+def event(type_: str, sensor: str = "pump-1", **kw: Any) -> AlertEvent:
+    values: dict[str, Any] = {
+        "type": type_,
+        "id": "a1",
+        "sensor": sensor,
+        "kind": "fault",
+        "label": "IR007",
+        "confidence": 0.934,
+        "started_at": T0,
+        "window_start": T0,
+        "window_end": T0 + 0.17,
+        "model_name": "bearing",
+        "ended_at": T0 + 1 if type_ == "end" else None,
+    }
+    values.update(kw)
+    return AlertEvent(**values)
+
+
+def render(template: str, payload: bytes) -> str:
+    """A template as Home Assistant renders it: Jinja with ``value`` and ``value_json``."""
+    text = payload.decode()
+    try:
+        value_json = json.loads(text)
+    except ValueError:
+        value_json = None
+    return jinja2.Environment().from_string(template).render(value=text, value_json=value_json)
+
+
+@pytest.fixture
+def open_sinks(mqtt_config: Callable[..., MqttSection]) -> Iterator[Callable[..., Any]]:
+    opened: list[Any] = []
+
+    def make(sensors: dict[str, tuple[str, ...]], *, alerts: bool = False) -> Any:
+        mqtt, metrics = mqtt_config(), AgentMetrics()
+        ha = HomeAssistantSection(enabled=True)
+        sink = HomeAssistantDiscoverySink(ha, mqtt, password=None, agent_id=AGENT, sensors=sensors, metrics=metrics)
+        sink.open()
+        opened.append(sink)
+        assert sink.connected.wait(10)
+        if not alerts:
+            return sink
+        alert_sink = MqttAlertSink(mqtt, password=None, agent_id=AGENT, metrics=metrics)
+        alert_sink.open()
+        opened.append(alert_sink)
+        assert alert_sink.connected.wait(10)
+        return sink, alert_sink
+
+    yield make
+    for sink in reversed(opened):
+        sink.close()
+
+
+def test_each_sensor_gets_a_device_with_three_retained_entities(open_sinks, subscriber) -> None:
+    live = subscriber("homeassistant/#")
+    open_sinks({"pump-1": ("bearing",), "motor.2": ("bearing", "sound")})
+    expected = config_topics("pump-1") | config_topics("motor_2")  # '.' is not allowed in an object id
+    live.wait_for(lambda c: {m.topic for m in c.messages} >= expected, what="6 discovery configs")
+    late = subscriber("homeassistant/#")  # a subscriber that comes later gets them as retained messages
+    late.wait_for(lambda c: {m.topic for m in c.messages} >= expected, what="retained configs")
+    assert {m.topic for m in late.messages} == expected
+    assert all(m.retain for m in late.messages)
+
+    configs = {m.topic: json.loads(m.payload) for m in late.messages}
+    fault = configs[f"homeassistant/binary_sensor/{AGENT}/pump-1_fault/config"]
+    assert fault["device_class"] == "problem"
+    assert fault["state_topic"] == f"{BASE}/pump-1/state"
+    assert fault["availability"] == [
+        {
+            "topic": f"{BASE}/status",
+            "value_template": "{{ 'online' if value == 'online' else 'offline' }}",
+            "payload_available": "online",
+            "payload_not_available": "offline",
+        }
+    ]
+    confidence = configs[f"homeassistant/sensor/{AGENT}/pump-1_confidence/config"]
+    assert (confidence["unit_of_measurement"], confidence["state_class"]) == ("%", "measurement")
+    motor = [doc for topic, doc in configs.items() if "motor_2" in topic]
+    assert {doc["state_topic"] for doc in motor} == {f"{BASE}/motor.2/state"}  # the real sensor id in topics
+    assert {json.dumps(doc["device"], sort_keys=True) for doc in motor} == {
+        json.dumps(
+            {
+                "identifiers": [f"edge-agent_{AGENT}_motor.2"],
+                "manufacturer": "edge-agent",
+                "model": "condition monitoring (bearing, sound)",
+                "name": "motor.2",
+                "sw_version": motor[0]["device"]["sw_version"],
+            },
+            sort_keys=True,
+        )
+    }
+    unique_ids = [doc["unique_id"] for doc in configs.values()]
+    assert len(set(unique_ids)) == 6
+    assert all(doc["qos"] == 1 and doc["json_attributes_topic"] == doc["state_topic"] for doc in configs.values())
+
+
+def test_templates_turn_the_state_and_status_topics_into_entity_states(open_sinks, subscriber) -> None:
+    watch = subscriber("homeassistant/#", f"{BASE}/#")
+    _ha_sink, alert_sink = open_sinks({"pump-1": ("bearing",)}, alerts=True)
+    watch.wait_for(lambda c: len({m.topic for m in c.messages} & config_topics("pump-1")) == 3, what="configs")
+    configs = {m.topic.split("/")[3]: json.loads(m.payload) for m in watch.messages if m.topic.endswith("/config")}
+    states = {name: doc["value_template"] for name, doc in configs.items()}
+    state_topic = f"{BASE}/pump-1/state"
+
+    alert_sink.send(event("new"))
+    watch.wait_for(lambda c: c.last(state_topic) is not None and b"IR007" in c.last(state_topic), what="open state")
+    opened = watch.last(state_topic)
+    assert opened is not None
+    assert render(states["pump-1_fault"], opened) == "ON"
+    assert render(states["pump-1_label"], opened) == "IR007"
+    assert render(states["pump-1_confidence"], opened) == "93.4"
+
+    alert_sink.send(event("end"))
+    watch.wait_for(lambda c: b'"label":null' in (c.last(state_topic) or b"").replace(b" ", b""), what="end state")
+    ended = watch.last(state_topic)
+    assert ended is not None
+    assert render(states["pump-1_fault"], ended) == "OFF"
+    assert render(states["pump-1_label"], ended) == "none"
+    assert render(states["pump-1_confidence"], ended) == "None"  # Home Assistant: unknown
+
+    availability = configs["pump-1_fault"]["availability"][0]
+    assert watch.last(availability["topic"]) == b"online"
+    assert render(availability["value_template"], b"online") == availability["payload_available"]
+    alert_sink.close()
+    watch.wait_for(lambda c: c.last(availability["topic"]) == b"stopped", what="stopped")
+    assert render(availability["value_template"], b"stopped") == availability["payload_not_available"]
+    assert render(availability["value_template"], b"offline") == availability["payload_not_available"]
+
+
+def test_configs_are_published_again_when_home_assistant_says_online(broker, open_sinks, subscriber) -> None:
+    watch = subscriber("homeassistant/#")
+    sink = open_sinks({"pump-1": ("bearing",)})
+    expected = config_topics("pump-1")
+
+    def count(c: Any) -> int:
+        return sum(1 for m in c.messages if m.topic in expected)
+
+    watch.wait_for(lambda c: count(c) == 3, what="first announcement")
+    ha = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id="fake-home-assistant")
+    ha.connect(broker.host, broker.port)
+    ha.loop_start()
+    try:
+        ha.publish("homeassistant/status", "offline", qos=1).wait_for_publish(5)
+        time.sleep(0.5)
+        assert count(watch) == 3, "offline must not republish"
+        ha.publish("homeassistant/status", "online", qos=1).wait_for_publish(5)
+        watch.wait_for(lambda c: count(c) == 6, what="republished configs")
+        assert sink.announcements == 2
+        configs = [m.payload for m in watch.messages if m.topic in expected]
+        assert sorted(configs[3:]) == sorted(configs[:3])
+    finally:
+        ha.disconnect()
+        ha.loop_stop()
+
+
+def test_a_sensor_first_seen_in_an_alert_is_announced(open_sinks, subscriber) -> None:
+    watch = subscriber("homeassistant/#")
+    sink = open_sinks({"pump-1": ("bearing",)})
+    watch.wait_for(lambda c: len(c.messages) == 3, what="configured sensor")
+    sink.send(event("new", sensor="discovered-7"))
+    sink.send(event("update", sensor="discovered-7"))  # announced once
+    watch.wait_for(lambda c: {m.topic for m in c.messages} >= config_topics("discovered-7"), what="new sensor")
+    time.sleep(0.3)
+    assert len(watch.messages) == 6
