@@ -5,7 +5,8 @@ it resolves the template variables through Prometheus' HTTP API, substitutes the
 ``$__rate_interval`` / ``$__range`` into every panel target, and runs each expression through
 ``/api/v1/query``. The agent runs as a subprocess on the shipped ``config.toml`` (the CWRU replay),
 adapted to free ports, with the real mosquitto broker and Home Assistant discovery on, so the MQTT
-panels have data too. The same Prometheus loads the alert rules and must evaluate them without error.
+panels have data too. The same Prometheus loads the alert rules, evaluates them without error and
+fires ``EdgeAgentFaultActive`` when the replay reaches its inner-race fault.
 """
 
 from __future__ import annotations
@@ -231,4 +232,11 @@ def test_every_dashboard_query_returns_data_from_a_real_prometheus(agent_and_pro
             break
         time.sleep(0.5)
     assert rules and all(rule["health"] == "ok" for rule in rules), [(r["name"], r.get("lastError")) for r in rules]
+
+    # the replay reaches its inner-race fault: the agent's alert shows up, and the rule fires on it
+    fired = f'ALERTS{{alertname="EdgeAgentFaultActive", alertstate="firing", sensor="{SENSOR}"}}'
+    while not prometheus.query(fired) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert prometheus.query(fired), "EdgeAgentFaultActive never fired during the replay's fault"
+    assert prometheus.query(f'edge_agent_alerts_total{{sensor="{SENSOR}", label="IR007", type="new"}} >= 1')
     print(f"{len(dashboard_targets())} dashboard queries returned data {time.monotonic() - started:.1f} s after start")
