@@ -86,7 +86,7 @@ SYSCONFDIR ?= /etc/edge-agent
 UNITDIR ?= /etc/systemd/system
 DEST_VENV = $(DESTDIR)$(PREFIX)/venv
 # What pip puts into that venv; tests point these at something cheaper (no torch download).
-INSTALL_REQUIREMENTS ?= torch==2.13.0 .[audio]
+INSTALL_REQUIREMENTS ?= torch==2.13.0 '.[audio]'
 INSTALL_PIP_ARGS ?= --quiet --disable-pip-version-check
 INSTALL_VENV_ARGS ?=
 PATHS_FOR_PREFIX = sed -e 's|/opt/edge-agent|$(PREFIX)|g' -e 's|/etc/edge-agent|$(SYSCONFDIR)|g'
