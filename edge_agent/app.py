@@ -156,7 +156,13 @@ class App:
         if self.read_config is None:
             logger.warning("reload asked for, but this agent was not started from a configuration file")
             return False
-        return reload_app(self, self.read_config)
+        try:
+            return reload_app(self, self.read_config)
+        except Exception:  # a reload must never take the running agent down: counted, logged, old config kept
+            self.metrics.config_reload_failures.inc()
+            self.metrics.config_last_reload_successful.set(0)
+            logger.exception("reload failed unexpectedly; the running configuration is kept")
+            return False
 
     def swap_models(self, changed: dict[str, LoadedModel]) -> None:
         """Replace models by name (a reload); queued windows are run by the new ones."""
