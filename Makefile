@@ -6,8 +6,9 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 MODEL ?= models/drsn_cw_cwru.pt
-# Debian packages the tests use (a real broker, promtool); installed only when a command is missing.
-APT_PACKAGES := mosquitto mosquitto-clients prometheus
+# Debian packages the tests use (a real broker, promtool, systemd-analyze for the unit's checks);
+# installed only when a command is missing.
+APT_PACKAGES := mosquitto mosquitto-clients prometheus systemd
 # PortAudio for sounddevice, and what ../shared/tools/virtual-soundcard.sh installs (a PulseAudio null
 # sink recorded through ALSA's pulse plugin); installed only when a package is missing.
 AUDIO_PACKAGES := libportaudio2 pulseaudio pulseaudio-utils libasound2-plugins sox
@@ -19,7 +20,7 @@ VIRTUAL_SOUNDCARD ?= ../shared/tools/virtual-soundcard.sh
 AUDIO_DIR ?= /tmp/ci-audio
 AUDIO_ENV := XDG_RUNTIME_DIR=$(AUDIO_DIR)/runtime PULSE_SERVER=unix:$(AUDIO_DIR)/runtime/pulse/native
 
-.PHONY: setup system soundcard run test lint report clean
+.PHONY: setup system soundcard run test lint report clean install uninstall
 
 setup: $(STAMP)
 
@@ -29,6 +30,7 @@ $(SYSTEM_STAMP): $(STAMP) Makefile
 	@missing=""; \
 	{ command -v mosquitto >/dev/null || [ -x /usr/sbin/mosquitto ]; } || missing="$$missing mosquitto mosquitto-clients"; \
 	command -v promtool >/dev/null || missing="$$missing prometheus"; \
+	command -v systemd-analyze >/dev/null || missing="$$missing systemd"; \
 	for pkg in $(AUDIO_PACKAGES); do \
 	  dpkg-query -W -f='$${Status}' $$pkg 2>/dev/null | grep -q "ok installed" || missing="$$missing $$pkg"; \
 	done; \
@@ -73,3 +75,56 @@ report: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
+
+# ---------------------------------------------------------------- install as a systemd service
+# `make install` (as root): a venv with the agent under $(PREFIX), the models, the unit, and
+# $(SYSCONFDIR)/config.toml only when there is none (an edited config is never overwritten; the
+# newest default is always written beside it as config.toml.default). Idempotent; DESTDIR stages
+# it into another root. `make uninstall` removes all of it but the edited config.toml.
+PREFIX ?= /opt/edge-agent
+SYSCONFDIR ?= /etc/edge-agent
+UNITDIR ?= /etc/systemd/system
+DEST_VENV = $(DESTDIR)$(PREFIX)/venv
+# What pip puts into that venv; tests point these at something cheaper (no torch download).
+INSTALL_REQUIREMENTS ?= torch==2.13.0 '.[audio]'
+INSTALL_PIP_ARGS ?= --quiet --disable-pip-version-check
+INSTALL_VENV_ARGS ?=
+PATHS_FOR_PREFIX = sed -e 's|/opt/edge-agent|$(PREFIX)|g' -e 's|/etc/edge-agent|$(SYSCONFDIR)|g'
+
+install:
+	@case "$(PREFIX)" in /?*) ;; *) echo "PREFIX must be an absolute path other than /, got '$(PREFIX)'"; exit 2;; esac
+	test -x $(DEST_VENV)/bin/python || $(PYTHON) -m venv $(INSTALL_VENV_ARGS) $(DEST_VENV)
+	$(DEST_VENV)/bin/python -m pip install $(INSTALL_PIP_ARGS) $(INSTALL_REQUIREMENTS)
+	@# a staged install (DESTDIR): pip wrote the staging path into script shebangs; the unit runs
+	@# `python -m edge_agent`, which needs none of them, but the scripts should work once moved too
+	@if [ -n "$(DESTDIR)" ]; then \
+	  for f in $(DEST_VENV)/bin/*; do \
+	    [ -f "$$f" ] && [ ! -L "$$f" ] && head -c 2 "$$f" | grep -q '#!' && sed -i '1s|^#!$(DESTDIR)/|#!/|' "$$f"; \
+	  done; true; \
+	fi
+	install -d $(DESTDIR)$(PREFIX)/models $(DESTDIR)$(SYSCONFDIR) $(DESTDIR)$(UNITDIR)
+	install -m 0644 models/*.pt models/README.md $(DESTDIR)$(PREFIX)/models/
+	install -m 0644 README.md $(DESTDIR)$(PREFIX)/README.md
+	install -m 0644 config.toml $(DESTDIR)$(PREFIX)/config.example.toml
+	$(PATHS_FOR_PREFIX) systemd/config.toml > $(DESTDIR)$(SYSCONFDIR)/config.toml.default
+	chmod 0644 $(DESTDIR)$(SYSCONFDIR)/config.toml.default
+	@if [ -e $(DESTDIR)$(SYSCONFDIR)/config.toml ]; then \
+	  echo "kept $(SYSCONFDIR)/config.toml; the newest default is $(SYSCONFDIR)/config.toml.default"; \
+	else \
+	  install -m 0644 $(DESTDIR)$(SYSCONFDIR)/config.toml.default $(DESTDIR)$(SYSCONFDIR)/config.toml; \
+	  echo "wrote $(SYSCONFDIR)/config.toml"; \
+	fi
+	$(PATHS_FOR_PREFIX) systemd/edge-agent.service > $(DESTDIR)$(UNITDIR)/edge-agent.service
+	chmod 0644 $(DESTDIR)$(UNITDIR)/edge-agent.service
+	@if [ -z "$(DESTDIR)" ] && [ -d /run/systemd/system ]; then systemctl daemon-reload; fi
+	@echo "installed; edit $(SYSCONFDIR)/config.toml, then: systemctl enable --now edge-agent"
+
+uninstall:
+	@case "$(PREFIX)" in /?*) ;; *) echo "PREFIX must be an absolute path other than /, got '$(PREFIX)'"; exit 2;; esac
+	@if [ -z "$(DESTDIR)" ] && [ -d /run/systemd/system ]; then systemctl disable --now edge-agent || true; fi
+	rm -f $(DESTDIR)$(UNITDIR)/edge-agent.service
+	@if [ -z "$(DESTDIR)" ] && [ -d /run/systemd/system ]; then systemctl daemon-reload; fi
+	rm -rf $(DEST_VENV) $(DESTDIR)$(PREFIX)/models
+	rm -f $(DESTDIR)$(PREFIX)/README.md $(DESTDIR)$(PREFIX)/config.example.toml $(DESTDIR)$(SYSCONFDIR)/config.toml.default
+	-rmdir $(DESTDIR)$(PREFIX) 2>/dev/null
+	@if [ -e $(DESTDIR)$(SYSCONFDIR)/config.toml ]; then echo "kept $(SYSCONFDIR)/config.toml (remove it by hand)"; fi

@@ -16,6 +16,7 @@ from edge_agent.decision import DecisionEngine
 from edge_agent.inference import InferenceWorker
 from edge_agent.metrics import AgentMetrics
 from edge_agent.modelfile import LoadedModel, load_model
+from edge_agent.sdnotify import Notifier, Watchdog
 from edge_agent.sinks.log import LogAlertSink
 from edge_agent.types import AlertEvent, Chunk, Prediction
 from edge_agent.windowing import WindowAssembler
@@ -41,6 +42,8 @@ class App:
         metrics: AgentMetrics | None = None,
         echo: Callable[[str], None] | None = None,
         password: str | None = None,
+        notifier: Notifier | None = None,
+        read_config: Callable[[], AgentConfig] | None = None,
     ) -> None:
         self.config = config
         self.metrics = metrics or AgentMetrics()
@@ -52,6 +55,10 @@ class App:
         self.sources: list[object] = []
         self.worker: InferenceWorker | None = None
         self.stop_requested = threading.Event()
+        self.notifier = notifier or Notifier({})  # systemd's notify socket; a no-op by default
+        self.read_config = read_config  # reads the configuration file again (reload); None: no reload
+        self.reload_requested = threading.Event()
+        self._watchdog = Watchdog(self.notifier, self.problem, self.status_line)
         self._finished_sources: set[str] = set()
         self._children: dict[tuple[str, str], tuple[dict[str, Any], dict[str, Any]]] = {}
         self._lock = threading.Lock()
@@ -67,7 +74,10 @@ class App:
             ("sources", self._start_sources),
         ):
             logger.debug("starting %s", name)
+            self.notifier.status(f"starting: {name}")
             step()
+        self.metrics.config_last_reload_successful.set(1)
+        self.metrics.config_last_reload_success.set_to_current_time()
         agent_id = self.config.agent.id
         logger.info("agent %s started: %d sources, %d models", agent_id, len(self.sources), len(self.models))
 
@@ -92,12 +102,18 @@ class App:
             logger.info("start aborted by a stop request")
             self.stop()
             return 0
+        self.notifier.ready(self.status_line())  # config valid, models warm, exporter and sources up
         try:
             while not self.stop_requested.wait(TICK_INTERVAL_S):
                 self.tick()
+                if self.reload_requested.is_set():
+                    self.reload_requested.clear()
+                    self.reload()
+                self._watchdog.poll()
                 if exit_when_finished and self._all_sources_finished() and self._drained():
                     break
         finally:
+            self.notifier.stopping()
             self.stop()
         return 0
 
@@ -110,10 +126,55 @@ class App:
         self._deliver(self.decision.tick(now))
 
     def healthy(self, max_stall_s: float = 5.0) -> bool:
-        """True while the inference worker turns and every source thread lives (for the watchdog)."""
+        """True while the inference worker turns and every source and sink thread lives (for the watchdog)."""
+        return self.problem(max_stall_s) is None
+
+    def problem(self, max_stall_s: float = 5.0) -> str | None:
+        """Why the pipeline is not alive (a stuck or dead inference worker, a dead source or sink thread), or None."""
         worker = self.worker
-        worker_ok = worker is not None and worker.alive() and time.monotonic() - worker.last_progress_s < max_stall_s
-        return worker_ok and all(getattr(source, "alive", lambda: True)() for source in self.sources)
+        if worker is None or not worker.alive():
+            return "the inference worker is not running"
+        stalled_s = time.monotonic() - worker.last_progress_s
+        if stalled_s >= max_stall_s:
+            return f"the inference worker is stuck ({stalled_s:.0f} s without progress)"
+        for kind, stage in [*(("source", s) for s in self.sources), *(("sink", s) for s in self.sinks)]:
+            if not getattr(stage, "alive", lambda: True)():
+                return f"{kind} {getattr(stage, 'name', type(stage).__name__)}'s thread died"
+        return None
+
+    def status_line(self) -> str:
+        return f"running: {len(self.sources)} sources, {len(self.models)} models"
+
+    def request_reload(self) -> None:
+        """Ask the supervisor loop to reload (safe from a signal handler)."""
+        self.reload_requested.set()
+
+    def reload(self) -> bool:
+        """Read the configuration and model files again and apply what can change live (edge_agent.reload)."""
+        from edge_agent.reload import reload_app
+
+        if self.read_config is None:
+            logger.warning("reload asked for, but this agent was not started from a configuration file")
+            return False
+        try:
+            return reload_app(self, self.read_config)
+        except Exception:  # a reload must never take the running agent down: counted, logged, old config kept
+            self.metrics.config_reload_failures.inc()
+            self.metrics.config_last_reload_successful.set(0)
+            logger.exception("reload failed unexpectedly; the running configuration is kept")
+            return False
+
+    def swap_models(self, changed: dict[str, LoadedModel]) -> None:
+        """Replace models by name (a reload); queued windows are run by the new ones."""
+        for name, loaded in changed.items():
+            old = self.models[name]
+            self.metrics.model_info.remove(name, old.sha256, str(old.meta["precision"]), _engine(old))
+            self.metrics.model_info.labels(name, loaded.sha256, str(loaded.meta["precision"]), _engine(loaded)).set(1)
+        models = {**self.models, **changed}
+        self._children = {}  # the labels may have changed
+        self.models = models
+        if self.worker is not None:
+            self.worker.models = models  # the worker reads this dict once per batch
 
     # ---------------------------------------------------------------- steps
 
@@ -131,15 +192,14 @@ class App:
             except (OSError, ValueError) as error:
                 self.metrics.model_load_errors.inc()
                 logger.error("cannot load models, retrying in %.0f s: %s", delay_s, error)
+                self.notifier.status(f"waiting for model files (retry in {delay_s:.0f} s): {error}")
                 if self.stop_requested.wait(delay_s):
                     raise StartAborted("stopped while waiting for a model file") from error
                 delay_s = min(2 * delay_s, RETRY_MAX_S)
         self._check_models_against_sources()
         for name, loaded in self.models.items():
             meta = loaded.meta
-            self.metrics.model_info.labels(
-                name, loaded.sha256, str(meta["precision"]), str(meta.get("quantized_engine") or "none")
-            ).set(1)
+            self.metrics.model_info.labels(name, loaded.sha256, str(meta["precision"]), _engine(loaded)).set(1)
 
     def _check_models_against_sources(self) -> None:
         """A configured channel count must match the model's (``ValueError`` naming both values)."""
@@ -293,3 +353,7 @@ class App:
 def _sink_name(sink: object) -> str:
     """A sink's metric label: its ``name`` attribute (log, mqtt, homeassistant), else its class name."""
     return str(getattr(sink, "name", type(sink).__name__))
+
+
+def _engine(loaded: LoadedModel) -> str:
+    return str(loaded.meta.get("quantized_engine") or "none")

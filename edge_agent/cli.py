@@ -8,6 +8,8 @@ import logging
 import sys
 from pathlib import Path
 
+EXIT_CONFIG = 2  # invalid configuration: systemd must not restart (RestartPreventExitStatus= in the unit)
+
 
 def _parse_floats(text: str) -> tuple[float, ...]:
     return tuple(float(part) for part in text.split(","))
@@ -84,7 +86,7 @@ def _cmd_check_config(args: argparse.Namespace) -> int:
     if errors:
         print(f"edge-agent check-config: {args.path}: {len(errors)} error(s)", file=sys.stderr)
         print("\n".join(errors), file=sys.stderr)
-        return 2
+        return EXIT_CONFIG
     print(f"config OK: {len(config.sources)} sources, {len(config.models)} models")
     return 0
 
@@ -94,7 +96,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
     import signal
 
     from edge_agent.app import App
+    from edge_agent.config import AgentConfig
     from edge_agent.configload import ConfigError, load_config, resolve_password
+    from edge_agent.sdnotify import Notifier
 
     try:
         config = load_config(args.config)
@@ -102,15 +106,27 @@ def _cmd_run(args: argparse.Namespace) -> int:
     except ConfigError as error:
         print(f"edge-agent run: {args.config}: {len(error.errors)} error(s)", file=sys.stderr)
         print("\n".join(error.errors), file=sys.stderr)
-        return 2
-    if args.loop:
-        looping = tuple(dataclasses.replace(s, loop=True) if s.type == "replay" else s for s in config.sources)
-        config = dataclasses.replace(config, sources=looping)
+        return EXIT_CONFIG
+
+    def looping(config: AgentConfig) -> AgentConfig:
+        if not args.loop:
+            return config
+        sources = tuple(dataclasses.replace(s, loop=True) if s.type == "replay" else s for s in config.sources)
+        return dataclasses.replace(config, sources=sources)
+
+    config = looping(config)
     if not args.verbose:
         logging.getLogger().setLevel(config.agent.log_level.upper())
-    app = App(config, echo=lambda line: print(line, flush=True), password=password)
+    app = App(
+        config,
+        echo=lambda line: print(line, flush=True),
+        password=password,
+        notifier=Notifier(),  # systemd (Type=notify): READY=1, STATUS=, WATCHDOG=1, STOPPING=1
+        read_config=lambda: looping(load_config(args.config)),
+    )
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: app.stop_requested.set())
+    signal.signal(signal.SIGHUP, lambda *_: app.request_reload())  # systemctl reload: ExecReload= kill -HUP
     return app.run(exit_when_finished=not args.loop)
 
 
@@ -213,7 +229,7 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args))
     except (FileNotFoundError, ValueError) as error:
         print(f"edge-agent {args.command}: {error}", file=sys.stderr)
-        return 2
+        return EXIT_CONFIG
 
 
 if __name__ == "__main__":

@@ -120,6 +120,20 @@ class DecisionEngine:
         with self._lock:
             return self._health(sensor, label, active, now)
 
+    def reconfigure(self, config: DecisionSection) -> None:
+        """Apply new settings (a reload) keeping open alerts, cooldowns and the newest votes.
+
+        Vote histories are cut to the new ``confirm_n`` (newest kept); new settings apply from
+        the next prediction or tick. ``ValueError`` (naming the key) leaves the old settings.
+        """
+        _validate(config)
+        with self._lock:
+            self.config = config
+            self._normal = frozenset(config.normal_labels)
+            for state in self._sensors.values():
+                for model, votes in state.votes.items():
+                    state.votes[model] = deque(votes, maxlen=config.confirm_n)
+
     def active(self, sensor: str) -> AlertEvent | None:
         """The last published event of the sensor's active fault alert, or None."""
         with self._lock:

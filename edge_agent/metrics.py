@@ -168,7 +168,26 @@ class AgentMetrics:
         self.sink_errors = Counter(
             "edge_agent_sink_errors_total", "Alert events a sink failed to take (internal error).", ["sink"], registry=r
         )
-        self.config_errors = Counter("edge_agent_config_errors_total", "Configuration reloads refused.", registry=r)
+        # reload (SIGHUP): totals and failures apart; the gauges follow Prometheus' own config_last_reload_* names
+        self.config_reloads = Counter("edge_agent_config_reloads_total", "Configuration reloads attempted.", registry=r)
+        self.config_reload_failures = Counter(
+            "edge_agent_config_reload_failures_total",
+            "Configuration reloads refused (the running configuration was kept).",
+            registry=r,
+        )
+        self.config_last_reload_successful = Gauge(
+            "edge_agent_config_last_reload_successful", "1 if the last reload was applied, 0 if refused.", registry=r
+        )
+        self.config_last_reload_success = Gauge(
+            "edge_agent_config_last_reload_success_timestamp_seconds",
+            "Wall-clock time the configuration was last loaded (start or reload).",
+            registry=r,
+        )
+        self.config_restart_required = Gauge(
+            "edge_agent_config_restart_required",
+            "1 when the configuration file holds changes that only a restart applies.",
+            registry=r,
+        )
         self.source_retries = Counter(
             "edge_agent_source_retries_total",
             "Times a source's device could not be opened or was lost; each is retried with backoff.",

@@ -1,0 +1,190 @@
+"""Reload on SIGHUP: re-read the configuration and the model files, apply what can change while running.
+
+Applied live, without touching the window buffers or the inference queue (windows already cut or
+queued are run by the new model):
+
+- ``[decision]`` (every key; open alerts, cooldowns and the newest votes are kept),
+- ``agent.log_level``, ``inference.max_batch``, ``inference.max_wait_s``,
+- ``[[models]]`` files: every model file is read again (a new file at the same path counts too)
+  and swapped in when its content changed, provided it takes the same input (``window_samples``,
+  ``channels``, ``sample_rate_hz``); labels may change.
+
+Everything else needs a restart (sockets, devices and buffers are built from it): ``[mqtt]``,
+``[metrics]``, ``agent.id``, ``inference.threads``, ``inference.queue_windows``, ``[[sources]]``,
+adding, removing or renaming ``[[models]]``, ``hop_samples``, and a model file with another input
+shape. Such changes are logged with their dotted keys and ``edge_agent_config_restart_required``
+is set to 1; the rest of the reload still applies.
+
+A reload is refused as a whole, and the running configuration kept, when the file is invalid or a
+changed model file cannot be loaded: the log names every bad key,
+``edge_agent_config_reload_failures_total`` counts it and ``edge_agent_config_last_reload_successful``
+drops to 0.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from edge_agent.config import AgentConfig, ModelSection
+from edge_agent.configload import ConfigError
+from edge_agent.modelfile import LoadedModel, load_model
+
+if TYPE_CHECKING:
+    from edge_agent.app import App
+
+logger = logging.getLogger(__name__)
+
+# per section, the keys a reload applies; every key of a section not named here needs a restart
+LIVE_KEYS = {
+    "agent": ("log_level",),
+    "inference": ("max_batch", "max_wait_s"),
+    "decision": tuple(f.name for f in dataclasses.fields(AgentConfig().decision)),
+}
+ARRAY_KEYS = ("models", "sources")
+INPUT_META = ("window_samples", "channels", "sample_rate_hz")
+
+
+class ReloadError(ValueError):
+    """A reload that cannot be applied; ``errors`` name the dotted keys."""
+
+    def __init__(self, errors: list[str]) -> None:
+        self.errors = list(errors)
+        super().__init__("; ".join(self.errors))
+
+
+@dataclass(frozen=True)
+class ReloadPlan:
+    """What a reload changes: the configuration that will run, the new model files, what needs a restart."""
+
+    config: AgentConfig
+    models: dict[str, LoadedModel] = field(default_factory=dict)  # only the models whose file changed
+    restart_keys: tuple[str, ...] = ()
+    changed_keys: tuple[str, ...] = ()
+
+
+def plan_reload(
+    running: AgentConfig,
+    new: AgentConfig,
+    loaded: dict[str, LoadedModel],
+    *,
+    load: Callable[[str], LoadedModel] = load_model,
+) -> ReloadPlan:
+    """Compare ``new`` with ``running``; load changed model files. Raises :class:`ReloadError`."""
+    changed: list[str] = []
+    restart: list[str] = []
+    sections = {}
+    for name in (f.name for f in dataclasses.fields(AgentConfig) if f.name not in ARRAY_KEYS):
+        live = LIVE_KEYS.get(name, ())
+        old_section, new_section = getattr(running, name), getattr(new, name)
+        keep = {}
+        for key in (f.name for f in dataclasses.fields(old_section)):
+            if getattr(old_section, key) == getattr(new_section, key):
+                continue
+            if key in live:
+                changed.append(f"{name}.{key}")
+            else:
+                restart.append(f"{name}.{key}")
+                keep[key] = getattr(old_section, key)  # a restart-only key keeps its running value
+        sections[name] = dataclasses.replace(new_section, **keep)
+    restart += _source_changes(running, new)
+    models, model_sections = _model_changes(running, new, loaded, load, changed, restart)
+    merged = dataclasses.replace(new, **sections, models=model_sections, sources=running.sources)
+    return ReloadPlan(merged, models, tuple(restart), tuple(changed))
+
+
+def _source_changes(running: AgentConfig, new: AgentConfig) -> list[str]:
+    if len(running.sources) != len(new.sources):
+        return [f"sources (now {len(running.sources)}, file {len(new.sources)})"]
+    keys = []
+    for index, (old, fresh) in enumerate(zip(running.sources, new.sources, strict=True)):
+        keys += [
+            f"sources[{index}].{f.name}"
+            for f in dataclasses.fields(old)
+            if getattr(old, f.name) != getattr(fresh, f.name)
+        ]
+    return keys
+
+
+def _model_changes(
+    running: AgentConfig,
+    new: AgentConfig,
+    loaded: dict[str, LoadedModel],
+    load: Callable[[str], LoadedModel],
+    changed: list[str],
+    restart: list[str],
+) -> tuple[dict[str, LoadedModel], tuple[ModelSection, ...]]:
+    """Reload every model file of the running model set; ``ReloadError`` if one cannot be loaded."""
+    if [m.name for m in running.models] != [m.name for m in new.models]:
+        restart.append("models (names)")
+        return {}, running.models
+    errors: list[str] = []
+    swapped: dict[str, LoadedModel] = {}
+    sections = []
+    for index, (old, fresh) in enumerate(zip(running.models, new.models, strict=True)):
+        key = f"models[{index}]"
+        if old.hop_samples != fresh.hop_samples:
+            restart.append(f"{key}.hop_samples")
+        try:
+            candidate = load(fresh.path)
+        except (OSError, ValueError) as error:
+            errors.append(f"{key}.path: {fresh.path!r} cannot be loaded: {error}")
+            continue
+        current = loaded[old.name]
+        mismatch = [k for k in INPUT_META if candidate.meta[k] != current.meta[k]]
+        if mismatch:
+            shown = ", ".join(f"{k} {candidate.meta[k]} (running {current.meta[k]})" for k in mismatch)
+            restart.append(f"{key}.path ({fresh.path}: {shown})")
+            sections.append(old)
+            continue
+        sections.append(dataclasses.replace(fresh, hop_samples=old.hop_samples))
+        if candidate.sha256 != current.sha256:
+            swapped[old.name] = candidate
+            changed.append(f"{key}.path (sha256 {current.sha256[:12]} -> {candidate.sha256[:12]})")
+    if errors:
+        raise ReloadError(errors)
+    return swapped, tuple(sections)
+
+
+def reload_app(app: App, read_config: Callable[[], AgentConfig]) -> bool:
+    """Read the configuration again and apply it to the running ``app``; False if it was refused."""
+    metrics, notifier = app.metrics, app.notifier
+    metrics.config_reloads.inc()
+    notifier.reloading("reloading the configuration and model files")
+    try:
+        plan = plan_reload(app.config, read_config(), app.models)
+    except (ConfigError, ReloadError) as error:
+        metrics.config_reload_failures.inc()
+        metrics.config_last_reload_successful.set(0)
+        logger.error("reload refused, the running configuration is kept: %s", "; ".join(error.errors))
+        notifier.reloaded(f"{app.status_line()}; last reload refused: {error.errors[0]}")
+        return False
+    apply_plan(app, plan)
+    metrics.config_last_reload_successful.set(1)
+    metrics.config_last_reload_success.set_to_current_time()
+    metrics.config_restart_required.set(1 if plan.restart_keys else 0)
+    if plan.restart_keys:
+        logger.warning(
+            "reload: %s changed; these apply only after a restart (systemctl restart edge-agent), "
+            "the running values are kept",
+            ", ".join(plan.restart_keys),
+        )
+    logger.info("configuration reloaded: %s", ", ".join(plan.changed_keys) or "no change that applies live")
+    restart_note = "; restart needed for " + ", ".join(plan.restart_keys) if plan.restart_keys else ""
+    notifier.reloaded(f"{app.status_line()}; reloaded{restart_note}")
+    return True
+
+
+def apply_plan(app: App, plan: ReloadPlan) -> None:
+    """Swap in what the plan changes; window buffers and the inference queue stay as they are."""
+    if plan.models:
+        app.swap_models(plan.models)
+    if app.worker is not None:
+        app.worker.config = plan.config.inference  # read once per batch
+    app.decision.reconfigure(plan.config.decision)
+    if plan.config.agent.log_level != app.config.agent.log_level:
+        logging.getLogger().setLevel(plan.config.agent.log_level.upper())
+    app.config = plan.config

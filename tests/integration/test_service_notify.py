@@ -1,0 +1,154 @@
+"""systemd readiness and watchdog, in-process: the agent on a replay source with the shipped model, a
+real AF_UNIX notify socket bound by the test, and fakes only at seams we own (a model call that
+blocks, a source whose thread dies)."""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import torch
+from notify_socket import NotifyListener
+from test_agent_replay import MODEL, free_port, replay_config
+
+from edge_agent.app import App
+from edge_agent.configload import parse_config
+from edge_agent.metrics import AgentMetrics
+from edge_agent.sdnotify import WATCHDOG_MIN_STALL_S, Notifier
+
+WATCHDOG_USEC = 600_000  # a ping every 0.3 s
+
+
+@pytest.fixture
+def listener(tmp_path: Path) -> Iterator[NotifyListener]:
+    notify = NotifyListener(tmp_path / "notify.sock")
+    yield notify
+    notify.close()
+
+
+def start_agent(config_data: dict[str, object], listener: NotifyListener) -> tuple[App, threading.Thread]:
+    notifier = Notifier({"NOTIFY_SOCKET": listener.path, "WATCHDOG_USEC": str(WATCHDOG_USEC)})
+    app = App(parse_config(config_data, base_dir=Path("/")), metrics=AgentMetrics(), notifier=notifier)
+    runner = threading.Thread(target=app.run, kwargs={"exit_when_finished": False}, name="agent", daemon=True)
+    runner.start()
+    return app, runner
+
+
+def stop_agent(app: App, runner: threading.Thread, listener: NotifyListener) -> None:
+    app.stop_requested.set()
+    runner.join(timeout=15)
+    assert not runner.is_alive()
+    stopping = listener.wait_for("STOPPING=1", 5)
+    assert "WATCHDOG=1" not in listener.texts()[stopping:]
+
+
+def port_open(port: int) -> bool:
+    with socket.socket() as sock:
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+def test_ready_only_after_the_model_is_loaded_and_everything_started(listener: NotifyListener, tmp_path: Path) -> None:
+    port = free_port()
+    model_path = tmp_path / "late" / "bearing.pt"  # not there yet: the agent waits and retries
+    data = replay_config(["097"], speed=1.0, port=port, loop=True)
+    data["models"] = [{"name": "bearing", "path": str(model_path)}]
+    app, runner = start_agent(data, listener)
+    try:
+        listener.wait_for("STATUS=waiting for model files", 10)
+        time.sleep(1.5)  # it keeps waiting: no READY=1, no pings while the model is missing
+        assert not any("READY=1" in text or text == "WATCHDOG=1" for text in listener.texts()), listener.texts()
+        assert port_open(port)  # /metrics is up early (model_load_errors_total is worth watching)
+        model_path.parent.mkdir()
+        shutil.copy(MODEL, model_path)
+        ready = listener.wait_for("READY=1", 15)
+        # at READY=1: models loaded and warm, the worker runs, the exporter listens, the source runs
+        assert "bearing" in app.models and app.worker is not None and app.worker.alive()
+        assert port_open(port)
+        assert app.metrics.registry.get_sample_value("edge_agent_source_up", {"source": "replay"}) == 1.0
+        texts = listener.texts()
+        assert texts[ready] == "READY=1\nSTATUS=running: 1 sources, 1 models"
+        before = texts[:ready]
+        for step in ("metrics exporter", "models", "inference", "sinks", "sources"):
+            assert f"STATUS=starting: {step}" in before, before
+        first_ping = listener.wait_for("WATCHDOG=1", 5, after=ready)
+        listener.wait_for("WATCHDOG=1", 5, after=first_ping + 1)
+    finally:
+        stop_agent(app, runner, listener)
+
+
+def test_watchdog_pings_stop_while_inference_is_stuck(listener: NotifyListener) -> None:
+    data = replay_config(["097"], speed=1.0, port=free_port(), loop=True)
+    data["metrics"] = {"enabled": False}
+    app, runner = start_agent(data, listener)
+    release = threading.Event()
+    try:
+        ready = listener.wait_for("READY=1", 30)
+        listener.wait_for("WATCHDOG=1", 5, after=ready)
+        loaded = app.models["bearing"]
+
+        def stuck_model(inputs: torch.Tensor) -> torch.Tensor:  # a model call that does not return
+            release.wait(30)
+            return torch.zeros(inputs.shape[0], len(loaded.labels))
+
+        assert app.worker is not None
+        app.worker.models = {**app.worker.models, "bearing": dataclasses.replace(loaded, module=stuck_model)}
+        stuck_at = time.monotonic()
+        unhealthy = listener.wait_for("STATUS=unhealthy: the inference worker is stuck", 10)
+        assert listener.messages[unhealthy][0] - stuck_at >= WATCHDOG_MIN_STALL_S - 0.5  # no hair trigger
+        stopped_at = listener.messages[unhealthy][0]
+        time.sleep(1.2)  # four ping intervals
+        assert listener.pings_between(stopped_at, time.monotonic()) == 0
+        assert not any(t == "WATCHDOG=1" for t in listener.texts()[unhealthy:])
+        release.set()  # the worker turns again: pings come back (if systemd has not restarted us yet)
+        recovered = listener.wait_for("STATUS=running", 5, after=unhealthy)
+        listener.wait_for("WATCHDOG=1", 5, after=recovered)
+    finally:
+        release.set()
+        stop_agent(app, runner, listener)
+
+
+class DyingSource:
+    """A source plugin (start/stop/alive) whose thread ends when told to, as a crashed source thread would."""
+
+    name = "dying"
+
+    def __init__(self) -> None:
+        self.die = threading.Event()
+        self._thread = threading.Thread(target=self.die.wait, name="source-dying", daemon=True)
+
+    def start(self, emit: object) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self.die.set()
+
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
+
+def test_watchdog_pings_stop_when_a_source_thread_dies(listener: NotifyListener) -> None:
+    data = replay_config(["097"], speed=1.0, port=free_port(), loop=True)
+    data["metrics"] = {"enabled": False}
+    app, runner = start_agent(data, listener)
+    try:
+        ready = listener.wait_for("READY=1", 30)
+        listener.wait_for("WATCHDOG=1", 5, after=ready)
+        source = DyingSource()
+        source.start(None)
+        app.sources.append(source)
+        time.sleep(0.5)
+        assert app.healthy()
+        source.die.set()
+        unhealthy = listener.wait_for("STATUS=unhealthy: source dying's thread died", 5)
+        stopped_at = listener.messages[unhealthy][0]
+        time.sleep(1.0)
+        assert listener.pings_between(stopped_at, time.monotonic()) == 0
+        assert not app.healthy()
+    finally:
+        stop_agent(app, runner, listener)
