@@ -16,8 +16,8 @@ from edge_agent.decision import DecisionEngine
 from edge_agent.inference import InferenceWorker
 from edge_agent.metrics import AgentMetrics
 from edge_agent.modelfile import LoadedModel, load_model
+from edge_agent.plugins import build_sinks, build_source, sink_name
 from edge_agent.sdnotify import Notifier, Watchdog
-from edge_agent.sinks.log import LogAlertSink
 from edge_agent.types import AlertEvent, Chunk, Prediction
 from edge_agent.windowing import WindowAssembler
 
@@ -218,19 +218,8 @@ class App:
         self.worker.start()
 
     def _open_sinks(self) -> None:
-        self.sinks = [LogAlertSink(echo=self.echo)]
-        if self.config.mqtt.enabled:
-            from edge_agent.sinks.mqtt_alerts import MqttAlertSink
-
-            sink = MqttAlertSink(
-                self.config.mqtt, password=self.password, agent_id=self.config.agent.id, metrics=self.metrics
-            )
-            self.sinks.append(sink)
-        if self.config.homeassistant.enabled:
-            from edge_agent.sinks.homeassistant import discovery_sink
-
-            self.sinks.append(discovery_sink(self.config, password=self.password, metrics=self.metrics))
-        self.metrics.init_pipeline(self.config.inference.queue_windows, tuple(_sink_name(s) for s in self.sinks))
+        self.sinks = build_sinks(self.config, metrics=self.metrics, password=self.password, echo=self.echo)
+        self.metrics.init_pipeline(self.config.inference.queue_windows, tuple(sink_name(s) for s in self.sinks))
         for sink in self.sinks:
             sink.open()
 
@@ -250,21 +239,10 @@ class App:
             self.sources.append(source)
 
     def _build_source(self, section: SourceSection) -> object:
-        if section.type == "replay":
-            from edge_agent.sources.replay import ReplaySource
+        def finished() -> None:
+            self._source_finished(section.name)
 
-            return ReplaySource(section, metrics=self.metrics, on_finished=lambda: self._source_finished(section.name))
-        if section.type == "mqtt":
-            from edge_agent.sources.mqtt import MqttSource
-
-            return MqttSource(
-                section, self.config.mqtt, password=self.password, agent_id=self.config.agent.id, metrics=self.metrics
-            )
-        if section.type == "soundcard":
-            from edge_agent.sources.soundcard import SoundcardSource
-
-            return SoundcardSource(section, metrics=self.metrics)
-        raise ValueError(f"sources.{section.name}.type: unknown source type {section.type!r}")
+        return build_source(section, self.config, metrics=self.metrics, password=self.password, on_finished=finished)
 
     def _router(self, section: SourceSection) -> Callable[[Chunk], None]:
         """Chunk -> windows for each model of the source -> inference queue (runs on the source's thread)."""
@@ -323,7 +301,7 @@ class App:
                 try:
                     sink.send(event)
                 except Exception:  # one failing sink must not block the others; counted, logged with its name
-                    self.metrics.sink_errors.labels(_sink_name(sink)).inc()
+                    self.metrics.sink_errors.labels(sink_name(sink)).inc()
                     logger.exception("sink %s failed to take alert %s", type(sink).__name__, event.id)
 
     def _stop_sources(self) -> None:
@@ -348,11 +326,6 @@ class App:
 
     def _drained(self) -> bool:
         return self.worker is None or len(self.worker.queue) == 0
-
-
-def _sink_name(sink: object) -> str:
-    """A sink's metric label: its ``name`` attribute (log, mqtt, homeassistant), else its class name."""
-    return str(getattr(sink, "name", type(sink).__name__))
 
 
 def _engine(loaded: LoadedModel) -> str:
