@@ -71,12 +71,14 @@ def quantize_int8(
     engine: str = QUANTIZED_ENGINE,
     quantize_stem: bool = False,
     batch_size: int = 64,
+    drop_relu: bool = True,
 ) -> GraphModule:
     """Static int8 post-training quantisation of the convolutions, calibrated on ``calibration`` ``(N, C, L)``.
 
     ``model`` is left untouched; sets the process-wide ``torch.backends.quantized.engine``.
     The stem stays float unless ``quantize_stem``: it holds ~1 % of the MACs, and quantising the
     raw, heavy-tailed input cost more agreement with float32 than any other layer.
+    ``drop_relu`` applies :func:`drop_relu_before_quantize` (same outputs, one float pass less per unit).
     """
     supported = torch.backends.quantized.supported_engines
     if engine not in supported:
@@ -95,7 +97,8 @@ def quantize_int8(
             for chunk in calibration.split(batch_size):
                 prepared(chunk)
         quantized = convert_fx(prepared)
-    drop_relu_before_quantize(quantized)
+    if drop_relu:
+        drop_relu_before_quantize(quantized)
     logger.debug("int8 graph: %s", quantize_boundaries(quantized))
     return quantized
 
