@@ -6,7 +6,9 @@ features a ``BatchNorm2d``. On this x86 CPU (torch 2.13, one thread) that is wha
 prefer: float32 convolutions run ~1.5x faster than in 1-D, and PyTorch's 1-D quantized
 convolution (internally a 2-D channels-last kernel) no longer copies its input and output
 (``aten::clone``). The soft threshold is written as ``x - clamp(x, -tau, tau)``: for ``tau >= 0``
-the same values as ``sign(x) * max(|x| - tau, 0)`` in two elementwise passes instead of five.
+the same values as ``sign(x) * max(|x| - tau, 0)`` in two elementwise passes instead of five,
+and it and the residual add work in place on the convolution's fresh output (~4 % faster in both
+precisions). That is why the copy is for inference only: its parameters do not require gradients.
 
 No retraining: the weights are copied (viewed) from the 1-D model; outputs match it to float rounding.
 """
@@ -62,7 +64,7 @@ class Shrinkage2d(nn.Module):
         alpha = self.attention(abs_mean)
         tau = alpha * abs_mean if self.channel_wise else alpha * abs_mean.mean(dim=1, keepdim=True)
         tau = tau[:, :, None, None]
-        return x - torch.clamp(x, -tau, tau)
+        return x.sub_(torch.clamp(x, -tau, tau))  # in place: x is the convolution's output, used only here
 
 
 class Block2d(nn.Module):
@@ -93,7 +95,7 @@ class Block2d(nn.Module):
                 shortcut = shortcut[:, :, :, :: self.stride]
             if self.pad_channels > 0:
                 shortcut = nn.functional.pad(shortcut, (0, 0, 0, 0, 0, self.pad_channels))
-            y = y + shortcut
+            y = y.add_(shortcut)  # y is this unit's own fresh tensor
         return y
 
 
@@ -119,7 +121,10 @@ class ResidualNet2d(nn.Module):
 
 
 def to_channels_last_2d(model: nn.Module) -> ResidualNet2d:
-    """A 2-D channels-last copy of ``model`` (a :class:`ResidualNet1d`) in eval mode; ``model`` is untouched."""
+    """A 2-D channels-last copy of ``model`` (a :class:`ResidualNet1d`) for inference; ``model`` is untouched.
+
+    The copy is in eval mode and its parameters do not require gradients (it computes in place).
+    """
     if not isinstance(model, ResidualNet1d):
         raise TypeError(f"expected a ResidualNet1d, got {type(model).__name__}")
-    return ResidualNet2d(model).eval().to(memory_format=torch.channels_last)
+    return ResidualNet2d(model).eval().requires_grad_(False).to(memory_format=torch.channels_last)
