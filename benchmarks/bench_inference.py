@@ -2,11 +2,14 @@
 
     .venv/bin/python benchmarks/bench_inference.py                      # widths 4,8,16 8,16,32 16,32,64
     .venv/bin/python benchmarks/bench_inference.py --widths 4,8,16 --batch 32 --batch 1
-    .venv/bin/python benchmarks/bench_inference.py --model models/a.pt --model models/b.pt
+    .venv/bin/python benchmarks/bench_inference.py --model models/drsn_cw_cwru_float.pt \
+        --model models/drsn_cw_cwru.pt --batch 32 --repeats 300
 
 Random weights (timing does not depend on them); int8 is calibrated on random normal windows.
 float32 and int8 calls alternate inside one loop, so load from other processes hits both alike.
-Prints a markdown table of medians in milliseconds per window.
+Prints a markdown table of medians in milliseconds per window. With ``--model`` files, all files
+alternate in one loop and each gets the ratio (first file's time / its time) per repeat: the
+median of those per-pair ratios and their 10th-90th percentile (put the float32 reference first).
 """
 
 from __future__ import annotations
@@ -39,6 +42,14 @@ def time_alternating(
     modules: dict[str, Module], inputs: torch.Tensor, *, repeats: int, warmup: int
 ) -> dict[str, float]:
     """Median seconds per call of each module; the modules take turns on every repeat."""
+    samples = time_samples(modules, inputs, repeats=repeats, warmup=warmup)
+    return {name: statistics.median(values) for name, values in samples.items()}
+
+
+def time_samples(
+    modules: dict[str, Module], inputs: torch.Tensor, *, repeats: int, warmup: int
+) -> dict[str, list[float]]:
+    """Seconds of every call of each module; the modules take turns on every repeat."""
     samples: dict[str, list[float]] = {name: [] for name in modules}
     with torch.inference_mode():
         for _ in range(warmup):
@@ -49,7 +60,7 @@ def time_alternating(
                 started = time.perf_counter()
                 module(inputs)
                 samples[name].append(time.perf_counter() - started)
-    return {name: statistics.median(values) for name, values in samples.items()}
+    return samples
 
 
 def repeats_for(batch: int, budget_s: float, first_call_s: float) -> int:
@@ -98,14 +109,32 @@ def bench_widths(args: argparse.Namespace) -> list[str]:
 
 
 def bench_files(args: argparse.Namespace) -> list[str]:
+    """All files alternate in one loop; ratios are per repeat against the first file."""
     from edge_agent.modelfile import load_model
 
-    rows = ["| model | precision | batch | ms/window |", "|---|---|---|---|"]
-    for path in args.model:
-        model = load_model(path)  # sets this file's quantized engine (process-global) before loading
-        for batch in args.batch:
-            median = _bench({"m": model.module}, batch, model.window_samples, args.budget_s, channels=model.channels)
-            rows.append(f"| {path} | {model.meta['precision']} | {batch} | {median['m'] / batch * 1e3:.3f} |")
+    models = {str(path): load_model(path) for path in args.model}
+    engines = {m.meta["quantized_engine"] for m in models.values()} - {None}
+    if len(engines) > 1:  # the engine is process-global and decides how int8 weights were packed at load
+        raise SystemExit(f"--model files need one quantized engine per run, got {sorted(engines)}")
+    first = next(iter(models.values()))
+    modules = {name: m.module for name, m in models.items()}
+    rows = [
+        "| model | precision | batch | repeats | ms/window (median) "
+        "| first / this: median of per-repeat ratios (p10-p90) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for batch in args.batch:
+        inputs = torch.randn(batch, first.channels, first.window_samples)
+        samples = time_samples(modules, inputs, repeats=args.repeats, warmup=5)
+        reference = samples[next(iter(samples))]
+        for name, values in samples.items():
+            ratios = sorted(r / v for r, v in zip(reference, values, strict=True))
+            low, high = ratios[len(ratios) // 10], ratios[(9 * len(ratios)) // 10]
+            rows.append(
+                f"| {name} | {models[name].meta['precision']} | {batch} | {len(values)} | "
+                f"{statistics.median(values) / batch * 1e3:.3f} | "
+                f"{statistics.median(ratios):.3f} ({low:.2f}-{high:.2f}) |"
+            )
     return rows
 
 
@@ -132,6 +161,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--quantize-stem", action="store_true", help="int8 stem conv too (export default: float)")
     parser.add_argument("--model", type=Path, action="append", help="exported TorchScript file(s) to time instead")
+    parser.add_argument("--repeats", type=int, default=200, help="alternating repeats with --model files")
     return parser
 
 

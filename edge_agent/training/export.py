@@ -8,6 +8,11 @@ directly, so each unit pays one quantize (before ``conv1``) and one dequantize (
 soft thresholding (``abs``/``sign`` have no quantized kernels), ``bn1``, residual adds and
 the head stay float32.
 
+Both precisions are traced from a 2-D channels-last copy of the network
+(:func:`edge_agent.nn.channels_last.to_channels_last_2d`: ``(N, C, 1, L)`` NHWC, kernels ``(1, k)``),
+the layout this CPU's float and int8 convolution kernels run fastest in; the weights are the
+trained 1-D ones. ``GRAPH_LAYOUT`` names it in ``meta.json``.
+
 The saved module takes raw windows ``(N, channels, window_samples)`` in g and returns logits
 ``(N, len(labels))``; ``meta.json`` rides along through ``_extra_files``
 (see :mod:`edge_agent.modelfile`).
@@ -27,6 +32,7 @@ from torch import nn
 
 import edge_agent
 from edge_agent.modelfile import SCHEMA_VERSION, load_model
+from edge_agent.nn.channels_last import to_channels_last_2d
 from edge_agent.training.complexity import count_macs, count_parameters
 from edge_agent.training.data import CwruDataset, load_cwru, make_windows
 from edge_agent.training.evaluate import EVAL_SEED, accuracy_vs_snr, predict_labels, summarize, test_windows
@@ -46,6 +52,7 @@ logger = logging.getLogger(__name__)
 DEFAULT_HOP_SAMPLES = 1024
 METRIC_SNRS_DB: tuple[float | None, ...] = (-10.0, -5.0, None)
 AGREEMENT_SNR_DB = -5.0
+GRAPH_LAYOUT = "2d-channels-last"  # (N, C, 1, L) NHWC inside the graph; the file's input stays (N, C, L)
 
 
 # ---------------------------------------------------------------- meta
@@ -113,12 +120,17 @@ def build_torchscript(
     engine: str = QUANTIZED_ENGINE,
     quantize_stem: bool = False,
 ) -> tuple[torch.jit.ScriptModule, dict[str, Any]]:
-    """int8 (when ``calibration`` is given) or float32 TorchScript of ``model``, and ``meta`` with its precision."""
+    """int8 (when ``calibration`` is given) or float32 TorchScript of ``model``, and ``meta`` with its precision.
+
+    ``model`` is a :class:`~edge_agent.nn.ResidualNet1d`; the graph is built from its 2-D channels-last copy.
+    """
     model = model.eval()
     example = torch.zeros(2, meta["channels"], meta["window_samples"])
+    network = to_channels_last_2d(model)
+    meta = {**meta, "graph_layout": GRAPH_LAYOUT}
     if calibration is None:
-        return to_torchscript(model, example), {**meta, "precision": "float32", "quantized_engine": None}
-    quantized = quantize_int8(model, calibration, engine=engine, quantize_stem=quantize_stem)
+        return to_torchscript(network, example), {**meta, "precision": "float32", "quantized_engine": None}
+    quantized = quantize_int8(network, calibration, engine=engine, quantize_stem=quantize_stem)
     quantization = {
         "method": "FX static post-training quantisation, activations quint8, weights qint8 per tensor",
         "int8_layers": int8_module_names(model, quantize_stem=quantize_stem),
