@@ -166,6 +166,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--frontend", choices=("raw", "logspec"), default="raw")
     p.add_argument("--window-samples", type=int, default=4096)
     p.add_argument("--steps", type=int, default=1200)
+    p.add_argument("--gap-fraction", type=float, default=0.1, help="training crops with a silent start or end")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu", help="torch device for training, e.g. cuda")
     p.add_argument("--threads", type=int, default=1)

@@ -164,11 +164,21 @@ def clip_windows(clip: Clip, window_samples: int, hop_samples: int) -> np.ndarra
 class BalancedCropSampler:
     """Random crops: a class uniformly, then a clip of that class, then an offset (classes balanced)."""
 
-    def __init__(self, clips: Sequence[Clip], window_samples: int, seed: int, speed_perturb: float = 0.0) -> None:
+    def __init__(
+        self,
+        clips: Sequence[Clip],
+        window_samples: int,
+        seed: int,
+        speed_perturb: float = 0.0,
+        gap_fraction: float = 0.0,
+    ) -> None:
         if not 0.0 <= speed_perturb < 0.5:
             raise ValueError(f"speed_perturb must be in [0, 0.5), got {speed_perturb}")
+        if not 0.0 <= gap_fraction <= 1.0:
+            raise ValueError(f"gap_fraction must be in [0, 1], got {gap_fraction}")
         self.window_samples = window_samples
         self.speed_perturb = speed_perturb
+        self.gap_fraction = gap_fraction
         self.by_class = {}
         for clip in clips:
             self.by_class.setdefault(clip.label, []).append(clip)
@@ -182,6 +192,8 @@ class BalancedCropSampler:
             group = self.by_class[int(label)]
             clip = group[self.rng.integers(len(group))]
             windows[row, 0] = self._crop(clip.samples)
+            if self.rng.random() < self.gap_fraction:
+                self._silence_an_edge(windows[row, 0])
         return windows, labels.astype(np.int64)
 
     def _crop(self, samples: np.ndarray) -> np.ndarray:
@@ -194,3 +206,11 @@ class BalancedCropSampler:
         start = self.rng.integers(len(samples) - span + 1)
         positions = start + np.arange(self.window_samples) * factor
         return np.interp(positions, np.arange(start, start + span), samples[start : start + span]).astype(np.float32)
+
+    def _silence_an_edge(self, window: np.ndarray) -> None:
+        """Zero a random start or end (up to 3/4 of the window): sound starting or stopping mid-window."""
+        length = int(self.rng.integers(1, 3 * self.window_samples // 4))
+        if self.rng.random() < 0.5:
+            window[:length] = 0.0
+        else:
+            window[-length:] = 0.0

@@ -141,6 +141,11 @@ def export_audio(
         "training_windows_accuracy_float32": float((float_pred == labels).float().mean()),
         "note": "all windows of the 31 training clips (not held out): agreement, not generalisation",
     }
+    generator = torch.Generator().manual_seed(config.seed)
+    for snr_db in (10.0, 0.0):  # off the training data: white noise added at this SNR
+        noisy = windows + torch.randn(windows.shape, generator=generator) * windows.std() * 10 ** (-snr_db / 20)
+        same = predictions(float_module, noisy) == predictions(module, noisy)
+        checks[f"int8_agreement_with_float32_white_noise_{snr_db:+.0f}dB"] = float(same.float().mean())
     meta["evaluation"]["export_check"] = checks
     float_meta["evaluation"] = meta["evaluation"]
     save_torchscript(module, out, meta)
@@ -162,7 +167,11 @@ def run_train_audio(args: Any) -> int:
     torch.set_num_threads(args.threads)
     dataset = load_bldc(args.data)
     config = AudioTrainConfig(
-        frontend=args.frontend, window_samples=args.window_samples, steps=args.steps, seed=args.seed
+        frontend=args.frontend,
+        window_samples=args.window_samples,
+        steps=args.steps,
+        gap_fraction=args.gap_fraction,
+        seed=args.seed,
     )
     if args.cv:
         speed = cross_validate(config, speed_folds(dataset), args.seeds, device=args.device)

@@ -37,6 +37,7 @@ class AudioTrainConfig:
     lr: float = 3e-3
     weight_decay: float = 1e-4
     speed_perturb: float = 0.0
+    gap_fraction: float = 0.0  # crops with a silent start or end (sound starting/stopping within a window)
     seed: int = 0
 
     @property
@@ -69,7 +70,7 @@ def train_audio(
     """Train on ``clips`` (class-balanced random crops, AdamW, cosine lr); returns the model in eval mode on CPU."""
     torch.manual_seed(config.seed)
     model = build_audio_model(config).to(device)
-    sampler = BalancedCropSampler(clips, config.window_samples, config.seed, config.speed_perturb)
+    sampler = BalancedCropSampler(clips, config.window_samples, config.seed, config.speed_perturb, config.gap_fraction)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, config.steps)
     loss_fn = nn.CrossEntropyLoss()
@@ -99,16 +100,27 @@ def clip_probabilities(
     return torch.softmax(logits, dim=1).cpu().numpy()
 
 
+@torch.inference_mode()
+def edge_predictions(module: nn.Module, clip: Clip, window_samples: int, hop_samples: int, device: str) -> np.ndarray:
+    """Predicted classes of the clip's windows with one half zeroed (first half, then second, alternating)."""
+    windows = torch.from_numpy(clip_windows(clip, window_samples, hop_samples)).to(device)
+    half = window_samples // 2
+    windows[0::2, :, :half] = 0.0
+    windows[1::2, :, half:] = 0.0
+    return torch.cat([module(chunk).argmax(dim=1) for chunk in windows.split(256)]).cpu().numpy()
+
+
 def evaluate_clips(
     module: nn.Module, clips: Sequence[Clip], window_samples: int, hop_samples: int, *, device: str = "cpu"
 ) -> dict[str, Any]:
     """Window accuracy (all windows pooled), clip accuracy (mean probabilities) and per-clip detail."""
-    per_clip, correct_windows, total_windows = [], 0, 0
+    per_clip, correct_windows, total_windows, correct_edges = [], 0, 0, 0
     for clip in clips:
         probs = clip_probabilities(module, clip, window_samples, hop_samples, device=device)
         window_pred = probs.argmax(axis=1)
         correct_windows += int((window_pred == clip.label).sum())
         total_windows += len(window_pred)
+        correct_edges += int((edge_predictions(module, clip, window_samples, hop_samples, device) == clip.label).sum())
         per_clip.append(
             {
                 "path": clip.path,
@@ -122,6 +134,7 @@ def evaluate_clips(
         "window_accuracy": correct_windows / total_windows,
         "clip_accuracy": sum(c["label"] == c["predicted"] for c in per_clip) / len(per_clip),
         "windows": total_windows,
+        "half_silent_window_accuracy": correct_edges / total_windows,
         "clips": per_clip,
     }
 

@@ -73,6 +73,10 @@ def test_windows_and_balanced_crops() -> None:
         ramps = batch[labels == 0, 0]
         steps = np.diff(ramps, axis=1)  # the ramp's slope is the stretch factor
         assert np.all((steps > 1 - perturb - 1e-3) & (steps < 1 + perturb + 1e-3))
+    gapped, _ = BalancedCropSampler(clips[1:], 1024, seed=0, gap_fraction=1.0).sample(100)
+    zeros = (gapped[:, 0] == 0).sum(axis=1)
+    assert np.all((zeros >= 1) & (zeros < 768))  # a silent start or end, up to 3/4 of the window
+    assert (gapped[:, 0, 0] == 0).any() and (gapped[:, 0, -1] == 0).any()
 
 
 def _write_wav(path: Path, rate_hz: int, frequency_hz: float, amplitude: float) -> None:
