@@ -90,3 +90,53 @@ def test_shipped_audio_model() -> None:
     with torch.inference_mode():
         assert torch.allclose(loaded.module(window), loaded.module(window * 10.0), atol=0.2)  # int8: loose
         assert torch.equal(loaded.module(torch.zeros(1, 1, loaded.window_samples)), torch.zeros(1, 3))
+
+
+def _fake_bldc(root: Path) -> Path:
+    """A miniature machine_sound/bldc_motor: 2 motors x 2 speeds, healthy and propeller (noise vs a tone)."""
+    import csv
+    import wave
+
+    folder = root / "machine_sound" / "bldc_motor"
+    rng = np.random.default_rng(1)
+    rows = []
+    for condition in ("healthy", "propeller"):
+        for motor in ("M1", "M2"):
+            for rpm in (1400, 1550):
+                path = f"{condition.title()}/{motor}/{rpm}.wav"
+                tone = np.sin(2 * np.pi * 600 * np.arange(8000) / 16_000) if condition == "propeller" else 0.0
+                signal = rng.standard_normal(8000) * 0.1 + tone
+                pcm = np.round(np.clip(signal * 0.2, -1, 1) * 32767).astype("<i2")
+                (folder / path).parent.mkdir(parents=True, exist_ok=True)
+                with wave.open(str(folder / path), "wb") as handle:
+                    handle.setnchannels(1)
+                    handle.setsampwidth(2)
+                    handle.setframerate(16_000)
+                    handle.writeframes(pcm.tobytes())
+                rows.append([path, condition, motor, rpm])
+    with (folder / "labels.csv").open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["path", "condition", "motor", "nominal_rpm"])
+        writer.writerows(rows)
+    return root
+
+
+def test_train_audio_command_cross_validates_and_exports(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    import json
+
+    from edge_agent.cli import main
+
+    data = str(_fake_bldc(tmp_path / "data"))
+    common = ["train-audio", "--data", data, "--frontend", "logspec", "--window-samples", "1024", "--steps", "3"]
+    assert main([*common, "--cv", str(tmp_path / "cv.json"), "--seeds", "0"]) == 0
+    cv = json.loads((tmp_path / "cv.json").read_text())
+    assert [r["fold"] for r in cv["speed_rows"]] == ["rpm1400", "rpm1550"]
+    assert [r["fold"] for r in cv["motor_rows"]] == ["motorM1", "motorM2"]
+    for row in cv["speed_rows"]:
+        assert {c["path"].rsplit("/", 1)[1] for c in row["clips"]} == {row["fold"].removeprefix("rpm") + ".wav"}
+    model = tmp_path / "m.pt"
+    args = ["--out", str(tmp_path / "run"), "--model-out", str(model), "--float-out", ""]
+    assert main([*common, *args, "--cv-summary", str(tmp_path / "cv.json")]) == 0
+    meta = load_model(model).meta
+    assert meta["window_samples"] == 1024 and meta["evaluation"]["cross_validation"]["leave_one_speed_out"]
+    assert '"export_check"' in capsys.readouterr().out
