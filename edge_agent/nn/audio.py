@@ -23,7 +23,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from edge_agent.nn.models import ResidualNet1d, register_model
+from edge_agent.nn.models import ResidualNet1d
 
 FRONTENDS = ("raw", "logspec")
 DEFAULT_ABSTAIN_RMS = 3.0e-5  # about -90 dBFS for full-scale float input: 16-bit digital silence
@@ -104,9 +104,12 @@ class AudioResidualNet1d(ResidualNet1d):
         return logits * audible
 
 
-@register_model("audio_drsn_cw")
 def audio_drsn_cw(*, num_classes: int, frontend: str, window_samples: int, **kwargs: object) -> AudioResidualNet1d:
-    """DRSN-CW (channel-wise thresholds) behind an audio front-end."""
+    """DRSN-CW (channel-wise thresholds) behind an audio front-end.
+
+    Not in the :func:`~edge_agent.nn.get_model` registry: its models take a front-end and are
+    traced (``super().forward`` is not scriptable), where the registry's are scripted too.
+    """
     return AudioResidualNet1d(
         num_classes=num_classes,
         frontend=frontend,
