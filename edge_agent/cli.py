@@ -44,6 +44,12 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_train_audio(args: argparse.Namespace) -> int:
+    from edge_agent.training.audio_export import run_train_audio
+
+    return run_train_audio(args)
+
+
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from edge_agent.training.evaluate import evaluate_run
 
@@ -171,6 +177,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="run folder (checkpoints; an existing one resumes)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("train-audio", help="train (and export) the DRSN-CW motor-sound model on the BLDC clips")
+    p.add_argument("--frontend", choices=("raw", "logspec"), default="raw")
+    p.add_argument("--window-samples", type=int, default=4096)
+    p.add_argument("--steps", type=int, default=1200)
+    p.add_argument("--gap-fraction", type=float, default=0.1, help="training crops with a silent start or end")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cpu", help="torch device for training, e.g. cuda")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--cv", metavar="JSON", help="instead of training the shipped model: cross-validate, write JSON")
+    p.add_argument("--seeds", type=_parse_ints, default=(0, 1, 2), help="--cv seeds, comma-separated")
+    p.add_argument("--out", default="runs/audio/shipped", help="run folder (checkpoint.pt; an existing one is reused)")
+    p.add_argument("--model-out", default="models/drsn_cw_bldc_audio.pt", help="int8 TorchScript file to write")
+    p.add_argument("--float-out", default="models/drsn_cw_bldc_audio_float.pt", help="float32 file ('' for none)")
+    p.add_argument("--cv-summary", help="cross-validation JSON (from --cv) to record in meta.json")
+    p.add_argument("--data", help="folder holding machine_sound/ (default: $EDGE_AGENT_DATA or ../shared/data)")
+    p.set_defaults(func=_cmd_train_audio)
 
     p = sub.add_parser("evaluate", help="accuracy versus SNR of a trained run on the time-held-out test split")
     p.add_argument("run", help="run folder written by train")

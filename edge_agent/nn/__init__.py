@@ -1,5 +1,6 @@
 """Network definitions, used offline only (training, export); the running agent never imports this."""
 
+from edge_agent.nn.audio import AudioResidualNet1d, audio_drsn_cw
 from edge_agent.nn.blocks import (
     ResidualShrinkageBlock1d,
     ShrinkageUnit,
@@ -10,11 +11,13 @@ from edge_agent.nn.blocks import (
 from edge_agent.nn.models import ResidualNet1d, get_model, list_models, register_model
 
 __all__ = [
+    "AudioResidualNet1d",
     "ResidualNet1d",
     "ResidualShrinkageBlock1d",
     "ShrinkageUnit",
     "SoftThreshold",
     "Standardize",
+    "audio_drsn_cw",
     "get_model",
     "list_models",
     "register_model",
