@@ -22,6 +22,7 @@ import copy
 import torch
 from torch import nn
 
+from edge_agent.nn.audio import AudioResidualNet1d
 from edge_agent.nn.blocks import ResidualShrinkageBlock1d, ShrinkageUnit, Standardize
 from edge_agent.nn.models import ResidualNet1d
 
@@ -122,11 +123,33 @@ class ResidualNet2d(nn.Module):
         return self.fc(x.mean(dim=(2, 3)))
 
 
+class AudioResidualNet2d(ResidualNet2d):
+    """:class:`~edge_agent.nn.audio.AudioResidualNet1d` in 2-D channels-last: same front-end, same abstention.
+
+    Module names match the 1-D model's (``stem``, ``blocks.*``), so the export quantises the same layers.
+    """
+
+    def __init__(self, model: AudioResidualNet1d) -> None:
+        super().__init__(model)
+        self.frontend = copy.deepcopy(model.frontend)
+        self.window_samples = model.window_samples
+        self.abstain_rms = model.abstain_rms
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        centred = x - x.mean(dim=-1, keepdim=True)
+        rms = torch.sqrt(centred.pow(2).mean(dim=(1, 2)))  # (N,)
+        audible = (rms >= self.abstain_rms).to(x.dtype).unsqueeze(1)  # (N, 1)
+        return super().forward(self.frontend(x)) * audible
+
+
 def to_channels_last_2d(model: nn.Module) -> ResidualNet2d:
     """A 2-D channels-last copy of ``model`` (a :class:`ResidualNet1d`) for inference; ``model`` is untouched.
+
+    An :class:`~edge_agent.nn.audio.AudioResidualNet1d` keeps its front-end and abstention.
 
     The copy is in eval mode and its parameters do not require gradients (it computes in place).
     """
     if not isinstance(model, ResidualNet1d):
         raise TypeError(f"expected a ResidualNet1d, got {type(model).__name__}")
-    return ResidualNet2d(model).eval().requires_grad_(False).to(memory_format=torch.channels_last)
+    network = AudioResidualNet2d(model) if isinstance(model, AudioResidualNet1d) else ResidualNet2d(model)
+    return network.eval().requires_grad_(False).to(memory_format=torch.channels_last)

@@ -71,7 +71,7 @@ def agent_config(folder: Path, *, metrics_port: int, broker_port: int) -> Path:
         ("\nport = 10041 ", f"\nport = {metrics_port} "),
         ("[mqtt]\nenabled = false", f'[mqtt]\nenabled = true\nhost = "127.0.0.1"\nport = {broker_port}'),
         ("[homeassistant]\n", "[homeassistant]\nenabled = true\n"),
-        ('path = "models/', f'path = "{REPO}/models/'),
+        ('\npath = "models/', f'\npath = "{REPO}/models/'),  # the active [[models]] entry, not a commented one
     ):
         assert text.count(old) == 1, f"config.toml changed: {old!r} not found once"
         text = text.replace(old, new)

@@ -56,9 +56,9 @@ def test_install_twice_over_an_edited_config_then_uninstall(tmp_path: Path) -> N
         f"{PREFIX[1:]}/README.md",
         f"{PREFIX[1:]}/config.example.toml",
         f"{PREFIX[1:]}/models/README.md",
-        f"{PREFIX[1:]}/models/drsn_cw_cwru.pt",
-        f"{PREFIX[1:]}/models/drsn_cw_cwru_float.pt",
+        *(f"{PREFIX[1:]}/models/{model.name}" for model in sorted((REPO / "models").glob("*.pt"))),
     }
+    assert f"{PREFIX[1:]}/models/drsn_cw_cwru.pt" in expected
     assert installed == expected
 
     # the venv: the package itself (not this checkout) and a script that will work once moved out of DESTDIR

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from edge_agent.nn import get_model, list_models, soft_threshold
+from edge_agent.nn import audio_drsn_cw, get_model, list_models, soft_threshold
 from edge_agent.nn.blocks import ShrinkageUnit
 from edge_agent.nn.channels_last import Shrinkage2d, to_channels_last_2d
 from edge_agent.training.export import GRAPH_LAYOUT, build_torchscript, describe_model
@@ -47,6 +47,21 @@ def test_2d_copy_gives_the_1d_logits(name: str, in_channels: int) -> None:
     assert not any(isinstance(m, nn.Conv1d) for m in network.modules())
     assert all(isinstance(b.bn1, nn.BatchNorm2d) and isinstance(b.conv2, nn.Conv2d) for b in network.blocks)
     assert network.stem.weight.is_contiguous(memory_format=torch.channels_last)
+
+
+@pytest.mark.parametrize("frontend", ["raw", "logspec"])
+def test_2d_copy_of_an_audio_model_keeps_its_front_end_and_abstention(frontend: str) -> None:
+    torch.manual_seed(0)
+    model = audio_drsn_cw(num_classes=3, frontend=frontend, window_samples=1024, n_fft=256, widths=(4, 8)).train()
+    with torch.no_grad():  # move the BN statistics away from their defaults
+        model(torch.randn(16, 1, 1024) * 0.1)
+    model.eval()
+    network = to_channels_last_2d(model)
+    inputs = torch.cat([torch.randn(4, 1, 1024) * 0.05, torch.zeros(1, 1, 1024)])  # the last one is silent
+    with torch.inference_mode():
+        torch.testing.assert_close(network(inputs), model(inputs), atol=1e-5, rtol=1e-5)
+        assert torch.equal(network(inputs)[-1], torch.zeros(3))
+    assert next(n for n, m in network.named_modules() if isinstance(m, nn.Conv2d)) == "stem"
 
 
 @pytest.mark.parametrize("channel_wise", [True, False])
