@@ -15,13 +15,7 @@ from edge_agent.training.quantize import quantize_int8
 WINDOW = 256
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread_and_engine() -> None:
-    threads, engine = torch.get_num_threads(), torch.backends.quantized.engine
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-    torch.backends.quantized.engine = engine
+pytestmark = pytest.mark.usefixtures("one_thread_and_engine")
 
 
 def tiny(name: str, in_channels: int = 1) -> nn.Module:

@@ -23,13 +23,7 @@ FREQUENCIES_HZ = (300.0, 1200.0, 3000.0)
 SAMPLE_RATE_HZ = 12_000
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread_and_engine() -> None:
-    threads, engine = torch.get_num_threads(), torch.backends.quantized.engine
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-    torch.backends.quantized.engine = engine
+pytestmark = pytest.mark.usefixtures("one_thread_and_engine")
 
 
 def sine_windows(count: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
