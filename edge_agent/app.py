@@ -66,6 +66,9 @@ class App:
     # ---------------------------------------------------------------- lifecycle
 
     def start(self) -> None:
+        # load_config has validated the file: the running configuration is good from the first scrape on
+        self.metrics.config_last_reload_successful.set(1)
+        self.metrics.config_last_reload_success.set_to_current_time()
         for name, step in (
             ("metrics exporter", self._start_exporter),
             ("models", self._load_models),
@@ -76,8 +79,6 @@ class App:
             logger.debug("starting %s", name)
             self.notifier.status(f"starting: {name}")
             step()
-        self.metrics.config_last_reload_successful.set(1)
-        self.metrics.config_last_reload_success.set_to_current_time()
         agent_id = self.config.agent.id
         logger.info("agent %s started: %d sources, %d models", agent_id, len(self.sources), len(self.models))
 
@@ -135,7 +136,8 @@ class App:
         if worker is None or not worker.alive():
             return "the inference worker is not running"
         stalled_s = time.monotonic() - worker.last_progress_s
-        if stalled_s >= max_stall_s:
+        # waiting up to max_wait_s (plus the queue's 0.2 s idle poll) for a batch to fill is not a stall
+        if stalled_s >= max(max_stall_s, self.config.inference.max_wait_s + 1.0):
             return f"the inference worker is stuck ({stalled_s:.0f} s without progress)"
         for kind, stage in [*(("source", s) for s in self.sources), *(("sink", s) for s in self.sinks)]:
             if not getattr(stage, "alive", lambda: True)():
@@ -162,6 +164,7 @@ class App:
             self.metrics.config_reload_failures.inc()
             self.metrics.config_last_reload_successful.set(0)
             logger.exception("reload failed unexpectedly; the running configuration is kept")
+            self.notifier.reloaded(f"{self.status_line()}; last reload failed unexpectedly (see the log)")
             return False
 
     def swap_models(self, changed: dict[str, LoadedModel]) -> None:
@@ -179,27 +182,39 @@ class App:
     # ---------------------------------------------------------------- steps
 
     def _start_exporter(self) -> None:
+        """Serve /metrics; a port taken or an address not up yet is retried (never a crash loop)."""
         if self.config.metrics.enabled:
-            self.metrics.serve(self.config.metrics.listen, self.config.metrics.port)
+            listen, port = self.config.metrics.listen, self.config.metrics.port
+            self._retry("serve /metrics", lambda: self.metrics.serve(listen, port), self.metrics.exporter_errors.inc)
 
     def _load_models(self) -> None:
         """Load every model, retrying with capped backoff: a file may appear later (never a crash loop)."""
-        delay_s = RETRY_MIN_S
-        while True:
-            try:
-                self.models = {section.name: load_model(section.path) for section in self.config.models}
-                break
-            except (OSError, ValueError) as error:
-                self.metrics.model_load_errors.inc()
-                logger.error("cannot load models, retrying in %.0f s: %s", delay_s, error)
-                self.notifier.status(f"waiting for model files (retry in {delay_s:.0f} s): {error}")
-                if self.stop_requested.wait(delay_s):
-                    raise StartAborted("stopped while waiting for a model file") from error
-                delay_s = min(2 * delay_s, RETRY_MAX_S)
+
+        def load() -> None:
+            self.models = {section.name: load_model(section.path) for section in self.config.models}
+
+        self._retry("load the model files", load, self.metrics.model_load_errors.inc, status="waiting for model files")
         self._check_models_against_sources()
         for name, loaded in self.models.items():
             meta = loaded.meta
             self.metrics.model_info.labels(name, loaded.sha256, str(meta["precision"]), _engine(loaded)).set(1)
+
+    def _retry(
+        self, what: str, attempt: Callable[[], None], count: Callable[[], None], *, status: str | None = None
+    ) -> None:
+        """Run ``attempt`` until it does not raise ``OSError``/``ValueError``; 1 s to 30 s apart; a stop aborts."""
+        delay_s = RETRY_MIN_S
+        while True:
+            try:
+                attempt()
+                return
+            except (OSError, ValueError) as error:
+                count()
+                logger.error("cannot %s, retrying in %.0f s: %s", what, delay_s, error)
+                self.notifier.status(f"{status or 'cannot ' + what} (retry in {delay_s:.0f} s): {error}")
+                if self.stop_requested.wait(delay_s):
+                    raise StartAborted(f"stopped while trying to {what}") from error
+                delay_s = min(2 * delay_s, RETRY_MAX_S)
 
     def _check_models_against_sources(self) -> None:
         """A configured channel count must match the model's (``ValueError`` naming both values)."""

@@ -6,6 +6,8 @@ import argparse
 import json
 import logging
 import sys
+import threading
+from collections.abc import Callable
 from pathlib import Path
 
 EXIT_CONFIG = 2  # invalid configuration: systemd must not restart (RestartPreventExitStatus= in the unit)
@@ -88,7 +90,7 @@ def _cmd_check_config(args: argparse.Namespace) -> int:
     except ConfigError as error:
         errors = error.errors
     else:
-        errors = missing_model_files(config)
+        errors = [] if args.skip_model_files else missing_model_files(config)
     if errors:
         print(f"edge-agent check-config: {args.path}: {len(errors)} error(s)", file=sys.stderr)
         print("\n".join(errors), file=sys.stderr)
@@ -131,9 +133,24 @@ def _cmd_run(args: argparse.Namespace) -> int:
         read_config=lambda: looping(load_config(args.config)),
     )
     for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda *_: app.stop_requested.set())
-    signal.signal(signal.SIGHUP, lambda *_: app.request_reload())  # systemctl reload: ExecReload= kill -HUP
+        signal.signal(signum, _off_the_main_thread(app.stop_requested.set, "stop"))
+    # systemctl reload: ExecReload= kill -HUP
+    signal.signal(signal.SIGHUP, _off_the_main_thread(app.request_reload, "reload"))
     return app.run(exit_when_finished=not args.loop)
+
+
+def _off_the_main_thread(action: Callable[[], None], name: str) -> Callable[..., None]:
+    """A signal handler that runs ``action`` on a new thread.
+
+    Python runs handlers on the main thread between two bytecodes, possibly while that thread holds
+    the lock of the very ``threading.Event`` the handler would set (inside ``Event.wait`` or
+    ``clear``): setting it there deadlocks. A short thread takes the lock once the main thread lets go.
+    """
+
+    def handler(signum: int, frame: object) -> None:
+        threading.Thread(target=action, name=f"signal-{name}", daemon=True).start()
+
+    return handler
 
 
 def _cmd_devices(args: argparse.Namespace) -> int:
@@ -230,6 +247,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("check-config", help="validate a config file (and that its model files exist); exit 0 or 2")
     p.add_argument("path", nargs="?", default="config.toml", help="config file (default: config.toml)")
+    p.add_argument(
+        "--skip-model-files",
+        action="store_true",
+        help="do not require the model files to exist (the service's pre-start check: `run` waits for them)",
+    )
     p.set_defaults(func=_cmd_check_config)
 
     p = sub.add_parser("devices", help="list the sound-card input devices PortAudio sees (for soundcard sources)")

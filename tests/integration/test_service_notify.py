@@ -9,12 +9,14 @@ import shutil
 import socket
 import threading
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import torch
 from notify_socket import NotifyListener
+from prometheus_client.parser import text_string_to_metric_families
 from test_agent_replay import MODEL, free_port, replay_config
 
 from edge_agent.app import App
@@ -150,5 +152,44 @@ def test_watchdog_pings_stop_when_a_source_thread_dies(listener: NotifyListener)
         time.sleep(1.0)
         assert listener.pings_between(stopped_at, time.monotonic()) == 0
         assert not app.healthy()
+    finally:
+        stop_agent(app, runner, listener)
+
+
+def test_a_taken_metrics_port_is_retried_and_the_reload_gauge_is_good_from_the_first_scrape(
+    listener: NotifyListener,
+) -> None:
+    port = free_port()
+    blocker = socket.socket()
+    blocker.bind(("127.0.0.1", port))
+    blocker.listen()
+    app, runner = start_agent(replay_config(["097"], speed=1.0, port=port, loop=True), listener)
+    try:
+        listener.wait_for("STATUS=cannot serve /metrics", 10)  # bind failed: counted, retried, no crash
+        assert runner.is_alive() and not any("READY=1" in t for t in listener.texts())
+        blocker.close()
+        listener.wait_for("READY=1", 20)
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+            samples = {
+                s.name: s.value for f in text_string_to_metric_families(response.read().decode()) for s in f.samples
+            }
+        assert samples["edge_agent_exporter_errors_total"] >= 1
+        # no reload ever happened: the configuration in use is the good one from start-up on
+        assert app.metrics.registry.get_sample_value("edge_agent_config_last_reload_successful") == 1.0
+    finally:
+        blocker.close()
+        stop_agent(app, runner, listener)
+
+
+def test_waiting_for_a_batch_to_fill_is_not_a_stall(listener: NotifyListener) -> None:
+    data = replay_config(["097"], speed=1.0, port=free_port(), loop=True)
+    data["metrics"] = {"enabled": False}
+    data["inference"] = {"max_batch": 64, "max_wait_s": 3.0}  # a slow sensor: batches wait up to 3 s
+    app, runner = start_agent(data, listener)
+    try:
+        ready = listener.wait_for("READY=1", 30)
+        time.sleep(WATCHDOG_MIN_STALL_S + 2.5)
+        assert not any(t.startswith("STATUS=unhealthy") for t in listener.texts()[ready:]), listener.texts()
+        assert app.healthy(max_stall_s=WATCHDOG_MIN_STALL_S)
     finally:
         stop_agent(app, runner, listener)

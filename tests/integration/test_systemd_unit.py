@@ -71,7 +71,9 @@ def test_the_unit_says_what_the_service_needs() -> None:
     }
     for key, value in expected.items():
         assert settings.get(key) == value, key
-    assert settings["ExecStartPre"][0].endswith("-m edge_agent check-config /etc/edge-agent/config.toml")
+    assert settings["ExecStartPre"][0].endswith(
+        "-m edge_agent check-config --skip-model-files /etc/edge-agent/config.toml"
+    )
     assert settings["ExecStart"][0].endswith("-m edge_agent run --config /etc/edge-agent/config.toml")
     assert int(settings["WatchdogSec"][0]) > 0
     assert "MemoryDenyWriteExecute" not in settings  # breaks oneDNN convolutions and PortAudio callbacks

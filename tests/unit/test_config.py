@@ -304,6 +304,15 @@ def test_check_config_reports_a_missing_model_file(tmp_path: Path, capsys: pytes
     assert capsys.readouterr().err.splitlines()[1:] == [expected]
 
 
+def test_check_config_can_leave_model_files_to_the_agent(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The service's pre-start check: a model file that appears later is waited for by `run`, not refused."""
+    config = _write(tmp_path, MINIMAL)
+    assert main(["check-config", "--skip-model-files", str(config)]) == 0
+    assert capsys.readouterr().out.startswith("config OK")
+    broken = _write(tmp_path, MINIMAL + "\n[agent]\nbogus = 1\n", "broken.toml")
+    assert main(["check-config", "--skip-model-files", str(broken)]) == 2  # the file itself is still checked
+
+
 def test_check_config_names_a_missing_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     missing = tmp_path / "nowhere.toml"
     assert main(["check-config", str(missing)]) == 2
