@@ -9,7 +9,6 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
 
 from edge_agent.config import AgentConfig, ModelSection, SourceSection
 from edge_agent.decision import DecisionEngine
@@ -17,6 +16,7 @@ from edge_agent.inference import InferenceWorker
 from edge_agent.metrics import AgentMetrics
 from edge_agent.modelfile import LoadedModel, load_model
 from edge_agent.plugins import build_sinks, build_source, sink_name
+from edge_agent.prediction_series import PredictionSeries
 from edge_agent.sdnotify import Notifier, Watchdog
 from edge_agent.types import AlertEvent, Chunk, Prediction
 from edge_agent.windowing import WindowAssembler
@@ -60,7 +60,7 @@ class App:
         self.reload_requested = threading.Event()
         self._watchdog = Watchdog(self.notifier, self.problem, self.status_line)
         self._finished_sources: set[str] = set()
-        self._children: dict[tuple[str, str], tuple[dict[str, Any], dict[str, Any]]] = {}
+        self.series = PredictionSeries(self.metrics)
         self._lock = threading.Lock()
 
     # ---------------------------------------------------------------- lifecycle
@@ -169,15 +169,23 @@ class App:
 
     def swap_models(self, changed: dict[str, LoadedModel]) -> None:
         """Replace models by name (a reload); queued windows are run by the new ones."""
-        for name, loaded in changed.items():
-            old = self.models[name]
-            self.metrics.model_info.remove(name, old.sha256, str(old.meta["precision"]), _engine(old))
-            self.metrics.model_info.labels(name, loaded.sha256, str(loaded.meta["precision"]), _engine(loaded)).set(1)
-        models = {**self.models, **changed}
-        self._children = {}  # the labels may have changed
+        previous = self.models
+        models = {**previous, **changed}
         self.models = models
         if self.worker is not None:
             self.worker.models = models  # the worker reads this dict once per batch
+        for name, loaded in changed.items():
+            old = previous[name]
+            self.metrics.model_info.remove(name, old.sha256, str(old.meta["precision"]), _engine(old))
+            self.metrics.model_info.labels(name, loaded.sha256, str(loaded.meta["precision"]), _engine(loaded)).set(1)
+            sensors = self.series.sensors(name) | self._configured_sensors(name)
+            self.series.retire(name, sensors, set(old.labels) - set(loaded.labels))
+            for sensor in sensors:
+                self.metrics.init_sensor_model(sensor, name, tuple(loaded.labels), self.config.decision.normal_labels)
+
+    def _configured_sensors(self, model: str) -> set[str]:
+        sections = (s for s in self.config.sources if model in s.models)
+        return {sensor for s in sections for sensor in ((s.sensor,) if s.sensor else s.sensors)}
 
     # ---------------------------------------------------------------- steps
 
@@ -288,27 +296,11 @@ class App:
         return next(m for m in self.config.models if m.name == name)
 
     def _on_prediction(self, prediction: Prediction) -> None:
-        counters, gauges = self._prediction_metrics(prediction.sensor, prediction.model)
-        counters[prediction.label].inc()
-        for label, p in prediction.probabilities.items():
-            gauges[label].set(p)
-        events = self.decision.update(prediction, model_sha256=self.models[prediction.model].sha256)
+        self.series.record(prediction)
+        sha256 = prediction.model_sha256 or self.models[prediction.model].sha256
+        events = self.decision.update(prediction, model_sha256=sha256)
         self.metrics.latency.observe(time.monotonic() - prediction.window.completed_at)
         self._deliver(events)
-
-    def _prediction_metrics(self, sensor: str, model: str) -> tuple[dict[str, Any], dict[str, Any]]:
-        """The per-label counter and gauge children of a (sensor, model), looked up once (hot path)."""
-        key = (sensor, model)
-        children = self._children.get(key)
-        if children is None:
-            labels = self.models[model].labels
-            m = self.metrics
-            children = (
-                {label: m.predictions.labels(sensor, model, label) for label in labels},
-                {label: m.probability.labels(sensor, model, label) for label in labels},
-            )
-            self._children[key] = children
-        return children
 
     def _deliver(self, events: list[AlertEvent]) -> None:
         for event in events:

@@ -165,6 +165,7 @@ class InferenceWorker:
                 label=labels[best],
                 confidence=float(row[best]),
                 decided_at=decided_at,
+                model_sha256=loaded.sha256,
             )
             try:
                 self.on_prediction(prediction)

@@ -64,6 +64,7 @@ class Prediction:
     label: str
     confidence: float
     decided_at: float = 0.0  # time.monotonic() when inference finished
+    model_sha256: str = ""  # the model file that made it (a reload may swap files between batches)
 
 
 @dataclass(frozen=True)

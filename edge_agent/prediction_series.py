@@ -1,0 +1,52 @@
+"""The per-label prediction series of each sensor's model: counted and set on the hot path, retired on a reload."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterable
+from typing import Any
+
+from edge_agent.metrics import AgentMetrics
+from edge_agent.types import Prediction
+
+
+class PredictionSeries:
+    """``edge_agent_predictions_total`` and ``edge_agent_class_probability`` children, looked up once.
+
+    Children are cached per (sensor, model name, model file hash) and built from the labels of the
+    model that actually made the prediction, so a batch still running on the previous file during
+    a reload never meets the new file's labels.
+    """
+
+    def __init__(self, metrics: AgentMetrics) -> None:
+        self._metrics = metrics
+        self._children: dict[tuple[str, str, str], tuple[dict[str, Any], dict[str, Any]]] = {}
+
+    def record(self, prediction: Prediction) -> None:
+        key = (prediction.sensor, prediction.model, prediction.model_sha256)
+        children = self._children.get(key)
+        if children is None:
+            sensor, model, m = prediction.sensor, prediction.model, self._metrics
+            labels = tuple(prediction.probabilities)
+            children = (
+                {label: m.predictions.labels(sensor, model, label) for label in labels},
+                {label: m.probability.labels(sensor, model, label) for label in labels},
+            )
+            self._children[key] = children
+        counters, gauges = children
+        counters[prediction.label].inc()
+        for label, p in prediction.probabilities.items():
+            gauges[label].set(p)
+
+    def sensors(self, model: str) -> set[str]:
+        """Sensors that have predictions of ``model`` so far."""
+        return {sensor for sensor, name, _ in self._children if name == model}
+
+    def retire(self, model: str, sensors: Iterable[str], labels: Iterable[str]) -> None:
+        """Remove ``model``'s series of ``labels`` (gone from its new file) and forget its cached children."""
+        for sensor in sensors:
+            for label in labels:
+                for family in (self._metrics.predictions, self._metrics.probability):
+                    with contextlib.suppress(KeyError):  # never created for this sensor: nothing to remove
+                        family.remove(sensor, model, label)
+        self._children = {key: value for key, value in self._children.items() if key[1] != model}
