@@ -14,7 +14,7 @@ from edge_agent.config import AgentConfig, ModelSection, SourceSection
 from edge_agent.decision import DecisionEngine
 from edge_agent.inference import InferenceWorker
 from edge_agent.metrics import AgentMetrics
-from edge_agent.modelfile import LoadedModel, load_model
+from edge_agent.modelfile import LoadedModel, load_model, model_engine
 from edge_agent.plugins import build_sinks, build_source, sink_name
 from edge_agent.prediction_series import PredictionSeries
 from edge_agent.sdnotify import Notifier, Watchdog
@@ -167,26 +167,6 @@ class App:
             self.notifier.reloaded(f"{self.status_line()}; last reload failed unexpectedly (see the log)")
             return False
 
-    def swap_models(self, changed: dict[str, LoadedModel]) -> None:
-        """Replace models by name (a reload); queued windows are run by the new ones."""
-        previous = self.models
-        models = {**previous, **changed}
-        self.models = models
-        if self.worker is not None:
-            self.worker.models = models  # the worker reads this dict once per batch
-        for name, loaded in changed.items():
-            old = previous[name]
-            self.metrics.model_info.remove(name, old.sha256, str(old.meta["precision"]), _engine(old))
-            self.metrics.model_info.labels(name, loaded.sha256, str(loaded.meta["precision"]), _engine(loaded)).set(1)
-            sensors = self.series.sensors(name) | self._configured_sensors(name)
-            self.series.retire(name, sensors, set(old.labels) - set(loaded.labels))
-            for sensor in sensors:
-                self.metrics.init_sensor_model(sensor, name, tuple(loaded.labels), self.config.decision.normal_labels)
-
-    def _configured_sensors(self, model: str) -> set[str]:
-        sections = (s for s in self.config.sources if model in s.models)
-        return {sensor for s in sections for sensor in ((s.sensor,) if s.sensor else s.sensors)}
-
     # ---------------------------------------------------------------- steps
 
     def _start_exporter(self) -> None:
@@ -205,7 +185,7 @@ class App:
         self._check_models_against_sources()
         for name, loaded in self.models.items():
             meta = loaded.meta
-            self.metrics.model_info.labels(name, loaded.sha256, str(meta["precision"]), _engine(loaded)).set(1)
+            self.metrics.model_info.labels(name, loaded.sha256, str(meta["precision"]), model_engine(loaded)).set(1)
 
     def _retry(
         self, what: str, attempt: Callable[[], None], count: Callable[[], None], *, status: str | None = None
@@ -251,15 +231,28 @@ class App:
             source = self._build_source(section)
             self.metrics.init_source(section.name)
             for sensor in (section.sensor,) if section.sensor else section.sensors:
-                self.metrics.init_sensor(sensor)
-                for model in section.models:
-                    labels = tuple(self.models[model].labels)
-                    self.metrics.init_sensor_model(sensor, model, labels, self.config.decision.normal_labels)
-                for sink in self.sinks:  # no alert survives a restart: say so on the retained state topic
-                    if hasattr(sink, "clear_state"):
-                        sink.clear_state(sensor)
+                self._init_sensor_metrics(sensor, section.models)
+                self._announce_sensor(sensor)
             source.start(self._router(section))
             self.sources.append(source)
+
+    def _init_sensor_metrics(self, sensor: str, models: tuple[str, ...]) -> None:
+        self.metrics.init_sensor(sensor)
+        for model in models:
+            labels = tuple(self.models[model].labels)
+            self.metrics.init_sensor_model(sensor, model, labels, self.config.decision.normal_labels)
+
+    def _announce_sensor(self, sensor: str, models: tuple[str, ...] = ()) -> None:
+        """A sensor is known: no alert survives a restart (retained no-alert state), Home Assistant learns it."""
+        for sink in self.sinks:
+            try:
+                if hasattr(sink, "clear_state"):
+                    sink.clear_state(sensor)
+                if models and hasattr(sink, "add_sensor"):
+                    sink.add_sensor(sensor, models)
+            except Exception:  # one failing sink must not stop the stream; counted, logged with its name
+                self.metrics.sink_errors.labels(sink_name(sink)).inc()
+                logger.exception("sink %s failed to announce sensor %s", sink_name(sink), sensor)
 
     def _build_source(self, section: SourceSection) -> object:
         def finished() -> None:
@@ -280,7 +273,13 @@ class App:
                 loaded.window_samples, hop, rate_hz, loaded.channels, metrics=metrics
             )
 
+        known = set((section.sensor,) if section.sensor else section.sensors)
+
         def route(chunk: Chunk) -> None:
+            if chunk.sensor not in known:  # first samples of a sensor a wildcard topic found
+                known.add(chunk.sensor)
+                self._init_sensor_metrics(chunk.sensor, section.models)
+                self._announce_sensor(chunk.sensor, section.models)
             for model_name, assembler in assemblers.items():
                 try:
                     windows = assembler.push(chunk)
@@ -333,7 +332,3 @@ class App:
 
     def _drained(self) -> bool:
         return self.worker is None or len(self.worker.queue) == 0
-
-
-def _engine(loaded: LoadedModel) -> str:
-    return str(loaded.meta.get("quantized_engine") or "none")

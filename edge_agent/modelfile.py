@@ -198,3 +198,8 @@ def _check_output_shape(module: torch.jit.ScriptModule, meta: dict[str, Any], pa
 def _first_line(error: BaseException) -> str:
     text = str(error).strip()
     return text.splitlines()[0] if text else type(error).__name__
+
+
+def model_engine(loaded: LoadedModel) -> str:
+    """The quantized engine a model file was built for, ``none`` for float32 (a metric label)."""
+    return str(loaded.meta.get("quantized_engine") or "none")

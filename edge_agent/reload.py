@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING
 
 from edge_agent.config import AgentConfig, ModelSection
 from edge_agent.configload import ConfigError
-from edge_agent.modelfile import LoadedModel, load_model
+from edge_agent.modelfile import LoadedModel, load_model, model_engine
 
 if TYPE_CHECKING:
     from edge_agent.app import App
@@ -181,10 +181,30 @@ def reload_app(app: App, read_config: Callable[[], AgentConfig]) -> bool:
 def apply_plan(app: App, plan: ReloadPlan) -> None:
     """Swap in what the plan changes; window buffers and the inference queue stay as they are."""
     if plan.models:
-        app.swap_models(plan.models)
+        swap_models(app, plan.models)
     if app.worker is not None:
         app.worker.config = plan.config.inference  # read once per batch
     app.decision.reconfigure(plan.config.decision)
     if plan.config.agent.log_level != app.config.agent.log_level:
         logging.getLogger().setLevel(plan.config.agent.log_level.upper())
     app.config = plan.config
+
+
+def swap_models(app: App, changed: dict[str, LoadedModel]) -> None:
+    """Replace ``app``'s models by name; queued windows are run by the new ones, series follow the labels."""
+    previous = app.models
+    models = {**previous, **changed}
+    app.models = models
+    if app.worker is not None:
+        app.worker.models = models  # the worker reads this dict once per batch
+    metrics = app.metrics
+    for name, loaded in changed.items():
+        old = previous[name]
+        metrics.model_info.remove(name, old.sha256, str(old.meta["precision"]), model_engine(old))
+        metrics.model_info.labels(name, loaded.sha256, str(loaded.meta["precision"]), model_engine(loaded)).set(1)
+        sections = (s for s in app.config.sources if name in s.models)
+        configured = {sensor for s in sections for sensor in ((s.sensor,) if s.sensor else s.sensors)}
+        sensors = app.series.sensors(name) | configured
+        app.series.retire(name, sensors, set(old.labels) - set(loaded.labels))
+        for sensor in sensors:
+            metrics.init_sensor_model(sensor, name, tuple(loaded.labels), app.config.decision.normal_labels)

@@ -14,9 +14,10 @@ Availability is the agent's status topic: ``online`` is available; ``offline`` (
 ``<discovery_prefix>/<component>/<agent_id>/<sensor>_<entity>/config``, retained, QoS 1, on every
 connect and again whenever Home Assistant announces itself with ``online`` on its birth topic
 (after a restart it may have lost them). Sensors known from the configuration are announced at
-once; a sensor an MQTT source discovers later is announced with its first alert (its state topic
-appears only then). The sink uses a client of its own (``<client id>-homeassistant``, no Last Will:
-availability comes from the alert sink's status topic); alert events themselves need nothing here.
+once; a sensor an MQTT source discovers later (a wildcard topic) is announced when its first
+samples arrive, right after the alert sink has published its no-alert state. The sink uses a
+client of its own (``<client id>-homeassistant``, no Last Will: availability comes from the alert
+sink's status topic); alert events themselves need nothing here.
 """
 
 from __future__ import annotations
@@ -155,12 +156,15 @@ class HomeAssistantDiscoverySink:
 
     def send(self, event: AlertEvent) -> None:
         """Announce a sensor seen for the first time (an MQTT source's sensor that is not configured)."""
+        self.add_sensor(event.sensor, (event.model_name,) if event.model_name else ())
+
+    def add_sensor(self, sensor: str, models: tuple[str, ...]) -> None:
+        """Announce ``sensor`` unless it is known (the agent calls this when a source first hears a sensor)."""
         with self._lock:
-            if event.sensor in self._sensors:
+            if sensor in self._sensors:
                 return
-            models = (event.model_name,) if event.model_name else ()
-            self._sensors[event.sensor] = models
-        self._announce([event.sensor])
+            self._sensors[sensor] = models
+        self._announce([sensor])
 
     def close(self) -> None:
         """Disconnect; the configs stay retained (the entities turn unavailable through the status topic)."""

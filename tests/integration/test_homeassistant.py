@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import jinja2
@@ -193,3 +194,63 @@ def test_a_sensor_first_seen_in_an_alert_is_announced(open_sinks, subscriber) ->
     watch.wait_for(lambda c: {m.topic for m in c.messages} >= config_topics("discovered-7"), what="new sensor")
     time.sleep(0.3)
     assert len(watch.messages) == 6
+
+
+def test_a_wildcard_sensor_is_announced_and_its_stale_fault_state_cleared_at_its_first_samples(
+    broker, subscriber, tmp_path
+) -> None:
+    """A restart must not leave Home Assistant showing a fault from the previous run for a sensor no
+    config names: its first samples clear the retained state and announce its device."""
+    import threading
+
+    from edge_agent.app import App
+    from edge_agent.configload import parse_config
+
+    state_topic = f"edge-agent/{AGENT}/press-9/state"
+    stale = {"label": "IR007", "kind": "fault", "confidence": 0.9, "since": "2026-01-01T00:00:00Z", "alert_id": "x"}
+    publisher = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id="test-wildcard-pub")
+    publisher.connect(broker.host, broker.port)
+    publisher.loop_start()
+    publisher.publish(state_topic, json.dumps(stale), qos=1, retain=True).wait_for_publish(5)
+    data = {
+        "agent": {"id": AGENT},
+        "mqtt": {"enabled": True, "host": broker.host, "port": broker.port, "reconnect_min_s": 0.1},
+        "metrics": {"enabled": False},
+        "homeassistant": {"enabled": True},
+        "models": [{"name": "bearing", "path": str(Path(__file__).resolve().parents[2] / "models/drsn_cw_cwru.pt")}],
+        "sources": [
+            {
+                "type": "mqtt",
+                "name": "plant",
+                "topic": "plant/+/vibration",
+                "sensor_level": 1,
+                "format": "json",
+                "models": ["bearing"],
+            }
+        ],
+    }
+    app = App(parse_config(data, base_dir=tmp_path), metrics=AgentMetrics())
+    runner = threading.Thread(target=app.run, kwargs={"exit_when_finished": False}, daemon=True)
+    collector = subscriber("homeassistant/#", state_topic)
+    runner.start()
+    try:
+        deadline = time.monotonic() + 30
+        registry = app.metrics.registry
+        while registry.get_sample_value("edge_agent_source_up", {"source": "plant"}) != 1 or not all(
+            sink.connected.is_set() for sink in app.sinks if hasattr(sink, "connected")
+        ):
+            assert time.monotonic() < deadline, "agent did not connect"
+            time.sleep(0.05)
+        time.sleep(0.5)
+        assert not any(m.topic.startswith("homeassistant/") for m in collector.messages), "announced before any sample"
+        chunk = {"seq": 0, "ts": time.time(), "sample_rate_hz": 12_000, "samples": [0.0] * 256}
+        publisher.publish("plant/press-9/vibration", json.dumps(chunk), qos=1)
+        collector.wait_for(lambda c: config_topics("press-9") <= {m.topic for m in c.messages}, 10, "discovery")
+        collector.wait_for(lambda c: json.loads(c.last(state_topic) or b"{}").get("kind", "x") is None, 10, "cleared")
+        fault = json.loads(collector.last(f"homeassistant/binary_sensor/{AGENT}/press-9_fault/config"))
+        assert render(fault["value_template"], collector.last(state_topic)) == "OFF"
+    finally:
+        app.stop_requested.set()
+        runner.join(15)
+        publisher.loop_stop()
+        publisher.disconnect()
