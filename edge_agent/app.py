@@ -56,6 +56,7 @@ class App:
         self.worker: InferenceWorker | None = None
         self.stop_requested = threading.Event()
         self.notifier = notifier or Notifier({})  # systemd's notify socket; a no-op by default
+        self.notifier.on_failure = self.metrics.notify_errors.inc
         self.read_config = read_config  # reads the configuration file again (reload); None: no reload
         self.reload_requested = threading.Event()
         self._watchdog = Watchdog(self.notifier, self.problem, self.status_line)

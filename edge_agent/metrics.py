@@ -162,6 +162,11 @@ class AgentMetrics:
         self.alerts_dropped = Counter(
             "edge_agent_alerts_dropped_total", "Alerts dropped because the queue was full.", registry=r
         )
+        self.notify_errors = Counter(
+            "edge_agent_notify_errors_total",
+            "Messages to systemd's notify socket (READY, WATCHDOG, STATUS) that could not be sent.",
+            registry=r,
+        )
         self.exporter_errors = Counter(
             "edge_agent_exporter_errors_total",
             "Failed attempts to serve /metrics at start (port taken, address not up yet); each is retried.",

@@ -28,6 +28,7 @@ class Notifier:
         self.address = _address(env.get("NOTIFY_SOCKET", ""))
         self.watchdog_interval_s = _watchdog_interval_s(env)
         self.failures = 0  # messages the socket refused (logged once; systemd may be reloading)
+        self.on_failure: Callable[[], None] = lambda: None  # the agent counts them in a metric
 
     @property
     def enabled(self) -> bool:
@@ -43,6 +44,7 @@ class Notifier:
                 sock.sendto(message, self.address)
         except OSError as error:  # counted, logged the first time: the agent runs on without its manager
             self.failures += 1
+            self.on_failure()
             if self.failures == 1:
                 logger.warning("cannot notify the service manager at %r: %s", self.address, error)
             return False

@@ -22,6 +22,7 @@ sink's status topic); alert events themselves need nothing here.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import re
@@ -50,8 +51,12 @@ CONFIDENCE_TEMPLATE = "{{ (value_json.confidence * 100) | round(1) if value_json
 
 
 def discovery_id(text: str) -> str:
-    """``text`` as a discovery node or object id (characters other than ``[a-zA-Z0-9_-]`` become ``_``)."""
-    return _ID_UNSAFE.sub("_", text)
+    """``text`` as a discovery node or object id: characters other than ``[a-zA-Z0-9_-]`` become ``_``,
+    and then a short hash of ``text`` keeps ids apart that would otherwise collide (``pump.1``, ``pump_1``)."""
+    safe = _ID_UNSAFE.sub("_", text)
+    if safe == text:
+        return text
+    return f"{safe}_{hashlib.sha256(text.encode()).hexdigest()[:6]}"
 
 
 def discovery_messages(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from collections.abc import Callable, Iterator
@@ -86,7 +87,8 @@ def open_sinks(mqtt_config: Callable[..., MqttSection]) -> Iterator[Callable[...
 def test_each_sensor_gets_a_device_with_three_retained_entities(open_sinks, subscriber) -> None:
     live = subscriber("homeassistant/#")
     open_sinks({"pump-1": ("bearing",), "motor.2": ("bearing", "sound")})
-    expected = config_topics("pump-1") | config_topics("motor_2")  # '.' is not allowed in an object id
+    motor_id = "motor_2_" + hashlib.sha256(b"motor.2").hexdigest()[:6]  # '.' is not allowed in an object id
+    expected = config_topics("pump-1") | config_topics(motor_id)
     live.wait_for(lambda c: {m.topic for m in c.messages} >= expected, what="6 discovery configs")
     late = subscriber("homeassistant/#")  # a subscriber that comes later gets them as retained messages
     late.wait_for(lambda c: {m.topic for m in c.messages} >= expected, what="retained configs")
@@ -107,7 +109,7 @@ def test_each_sensor_gets_a_device_with_three_retained_entities(open_sinks, subs
     ]
     confidence = configs[f"homeassistant/sensor/{AGENT}/pump-1_confidence/config"]
     assert (confidence["unit_of_measurement"], confidence["state_class"]) == ("%", "measurement")
-    motor = [doc for topic, doc in configs.items() if "motor_2" in topic]
+    motor = [doc for topic, doc in configs.items() if motor_id in topic]
     assert {doc["state_topic"] for doc in motor} == {f"{BASE}/motor.2/state"}  # the real sensor id in topics
     assert {json.dumps(doc["device"], sort_keys=True) for doc in motor} == {
         json.dumps(
@@ -254,3 +256,11 @@ def test_a_wildcard_sensor_is_announced_and_its_stale_fault_state_cleared_at_its
         runner.join(15)
         publisher.loop_stop()
         publisher.disconnect()
+
+
+def test_discovery_ids_of_sensors_that_differ_only_in_unsafe_characters_do_not_collide() -> None:
+    from edge_agent.sinks.homeassistant import discovery_id
+
+    assert discovery_id("pump-1_a") == "pump-1_a"  # safe ids stay as they are
+    ids = {discovery_id(name) for name in ("pump.1", "pump_1", "pump 1", "pump/1")}
+    assert len(ids) == 4 and all(i.startswith("pump_1") for i in ids)

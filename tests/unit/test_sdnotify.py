@@ -68,6 +68,16 @@ def test_a_vanished_socket_is_counted_not_raised(tmp_path: Path) -> None:
     assert notifier.failures == 2
 
 
+def test_the_agent_counts_notify_failures_in_a_metric(tmp_path: Path) -> None:
+    from edge_agent.metrics import AgentMetrics
+
+    metrics = AgentMetrics()
+    notifier = Notifier({"NOTIFY_SOCKET": str(tmp_path / "gone.sock")})
+    notifier.on_failure = metrics.notify_errors.inc  # what App does
+    notifier.status("starting")
+    assert metrics.registry.get_sample_value("edge_agent_notify_errors_total") == 1.0
+
+
 @pytest.mark.parametrize(
     ("env", "interval_s"),
     [
