@@ -88,13 +88,16 @@ DEST_VENV = $(DESTDIR)$(PREFIX)/venv
 # What pip puts into that venv; tests point these at something cheaper (no torch download).
 INSTALL_REQUIREMENTS ?= torch==2.13.0 '.[audio]'
 INSTALL_PIP_ARGS ?= --quiet --disable-pip-version-check
+# Plain PyPI serves x86_64 Linux torch with CUDA (gigabytes); a gateway wants the CPU build:
+# make install TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu (empty: pip's own configuration).
+TORCH_INDEX_URL ?=
 INSTALL_VENV_ARGS ?=
 PATHS_FOR_PREFIX = sed -e 's|/opt/edge-agent|$(PREFIX)|g' -e 's|/etc/edge-agent|$(SYSCONFDIR)|g'
 
 install:
 	@case "$(PREFIX)" in /?*) ;; *) echo "PREFIX must be an absolute path other than /, got '$(PREFIX)'"; exit 2;; esac
 	test -x $(DEST_VENV)/bin/python || $(PYTHON) -m venv $(INSTALL_VENV_ARGS) $(DEST_VENV)
-	$(DEST_VENV)/bin/python -m pip install $(INSTALL_PIP_ARGS) $(INSTALL_REQUIREMENTS)
+	$(DEST_VENV)/bin/python -m pip install $(INSTALL_PIP_ARGS) $(if $(TORCH_INDEX_URL),--extra-index-url $(TORCH_INDEX_URL)) $(INSTALL_REQUIREMENTS)
 	@# a staged install (DESTDIR): pip wrote the staging path into script shebangs; the unit runs
 	@# `python -m edge_agent`, which needs none of them, but the scripts should work once moved too
 	@if [ -n "$(DESTDIR)" ]; then \
