@@ -167,6 +167,8 @@ def test_a_taken_metrics_port_is_retried_and_the_reload_gauge_is_good_from_the_f
     try:
         listener.wait_for("STATUS=cannot serve /metrics", 10)  # bind failed: counted, retried, no crash
         assert runner.is_alive() and not any("READY=1" in t for t in listener.texts())
+        # still starting, no reload ever happened: the configuration in use is the good one (no false alert)
+        assert app.metrics.registry.get_sample_value("edge_agent_config_last_reload_successful") == 1.0
         blocker.close()
         listener.wait_for("READY=1", 20)
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
@@ -174,8 +176,6 @@ def test_a_taken_metrics_port_is_retried_and_the_reload_gauge_is_good_from_the_f
                 s.name: s.value for f in text_string_to_metric_families(response.read().decode()) for s in f.samples
             }
         assert samples["edge_agent_exporter_errors_total"] >= 1
-        # no reload ever happened: the configuration in use is the good one from start-up on
-        assert app.metrics.registry.get_sample_value("edge_agent_config_last_reload_successful") == 1.0
     finally:
         blocker.close()
         stop_agent(app, runner, listener)
