@@ -172,3 +172,27 @@ def test_changes_that_need_a_restart_are_logged_and_flagged(agent: Any, caplog: 
     assert app.config.sources[0].speed == 4.0 and app.config.inference.queue_windows == 512
     assert app.decision.config.cooldown_s == 7.0
     assert sample(metrics, "edge_agent_config_restart_required") == 1
+
+
+def test_an_unexpected_reload_failure_is_counted_and_still_ends_the_reload_for_systemd(tmp_path: Path) -> None:
+    """A bug during a reload must not leave the unit in "reloading": RELOADING=1 is always followed by READY=1."""
+    from notify_socket import NotifyListener
+
+    from edge_agent.configload import parse_config
+    from edge_agent.sdnotify import Notifier
+
+    def broken_read() -> Any:
+        raise RuntimeError("a bug while reading")
+
+    listener = NotifyListener(tmp_path / "notify.sock")
+    try:
+        config = parse_config(replay_config(["097"], speed=1.0, port=free_port()), base_dir=Path("/"))
+        metrics = AgentMetrics()
+        app = App(config, metrics=metrics, notifier=Notifier({"NOTIFY_SOCKET": listener.path}), read_config=broken_read)
+        assert app.reload() is False
+        reloading = listener.wait_for("RELOADING=1", 5)
+        listener.wait_for("READY=1", 5, after=reloading)
+        assert sample(metrics, "edge_agent_config_reload_failures_total") == 1.0
+        assert sample(metrics, "edge_agent_config_last_reload_successful") == 0.0
+    finally:
+        listener.close()
