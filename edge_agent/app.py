@@ -10,12 +10,13 @@ import threading
 import time
 from collections.abc import Callable
 
+from edge_agent.backoff import StartAborted, retry_with_backoff
 from edge_agent.config import AgentConfig, ModelSection, SourceSection
 from edge_agent.decision import DecisionEngine
 from edge_agent.inference import InferenceWorker
 from edge_agent.metrics import AgentMetrics
 from edge_agent.modelfile import LoadedModel, load_model, model_engine
-from edge_agent.plugins import build_sinks, build_source, sink_name
+from edge_agent.plugins import build_sinks, build_source, check_channels, sink_name
 from edge_agent.prediction_series import PredictionSeries
 from edge_agent.sdnotify import Notifier, Watchdog
 from edge_agent.types import AlertEvent, Chunk, Prediction
@@ -25,11 +26,6 @@ logger = logging.getLogger(__name__)
 
 TICK_INTERVAL_S = 0.25
 STOP_DRAIN_S = 2.0
-RETRY_MIN_S, RETRY_MAX_S = 1.0, 30.0
-
-
-class StartAborted(RuntimeError):
-    """A stop was requested while the agent was still acquiring what it needs to start."""
 
 
 class App:
@@ -176,45 +172,22 @@ class App:
             listen, port = self.config.metrics.listen, self.config.metrics.port
             self._retry("serve /metrics", lambda: self.metrics.serve(listen, port), self.metrics.exporter_errors.inc)
 
+    def _retry(self, what: str, attempt: Callable[[], None], count: Callable[[], None], status: str = "") -> None:
+        retry_with_backoff(
+            what, attempt, count=count, stop=self.stop_requested, say=self.notifier.status, status=status or None
+        )
+
     def _load_models(self) -> None:
         """Load every model, retrying with capped backoff: a file may appear later (never a crash loop)."""
 
         def load() -> None:
             self.models = {section.name: load_model(section.path) for section in self.config.models}
 
-        self._retry("load the model files", load, self.metrics.model_load_errors.inc, status="waiting for model files")
-        self._check_models_against_sources()
+        self._retry("load the model files", load, self.metrics.model_load_errors.inc, "waiting for model files")
+        check_channels(self.config, self.models)
         for name, loaded in self.models.items():
             meta = loaded.meta
             self.metrics.model_info.labels(name, loaded.sha256, str(meta["precision"]), model_engine(loaded)).set(1)
-
-    def _retry(
-        self, what: str, attempt: Callable[[], None], count: Callable[[], None], *, status: str | None = None
-    ) -> None:
-        """Run ``attempt`` until it does not raise ``OSError``/``ValueError``; 1 s to 30 s apart; a stop aborts."""
-        delay_s = RETRY_MIN_S
-        while True:
-            try:
-                attempt()
-                return
-            except (OSError, ValueError) as error:
-                count()
-                logger.error("cannot %s, retrying in %.0f s: %s", what, delay_s, error)
-                self.notifier.status(f"{status or 'cannot ' + what} (retry in {delay_s:.0f} s): {error}")
-                if self.stop_requested.wait(delay_s):
-                    raise StartAborted(f"stopped while trying to {what}") from error
-                delay_s = min(2 * delay_s, RETRY_MAX_S)
-
-    def _check_models_against_sources(self) -> None:
-        """A configured channel count must match the model's (``ValueError`` naming both values)."""
-        for index, source in enumerate(self.config.sources):
-            for model_name in source.models:
-                loaded = self.models[model_name]
-                if source.type in ("mqtt", "soundcard") and source.channels != loaded.channels:
-                    raise ValueError(
-                        f"sources[{index}].channels = {source.channels}, but model {model_name!r} "
-                        f"({loaded.path}) takes {loaded.channels} channel(s) (meta.json channels)"
-                    )
 
     def _start_inference(self) -> None:
         self.worker = InferenceWorker(self.models, self.config.inference, self.metrics, self._on_prediction)

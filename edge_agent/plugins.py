@@ -6,10 +6,11 @@ still run the other paths.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from edge_agent.config import AgentConfig, SourceSection
 from edge_agent.metrics import AgentMetrics
+from edge_agent.modelfile import LoadedModel
 from edge_agent.sinks.log import LogAlertSink
 
 SOURCE_TYPES = ("replay", "mqtt", "soundcard")
@@ -37,6 +38,18 @@ def build_source(
 
         return SoundcardSource(section, metrics=metrics)
     raise ValueError(f"sources.{section.name}.type: unknown source type {section.type!r}, allowed: {SOURCE_TYPES}")
+
+
+def check_channels(config: AgentConfig, models: Mapping[str, LoadedModel]) -> None:
+    """A live source's configured channel count must match its models' (``ValueError`` naming both values)."""
+    for index, source in enumerate(config.sources):
+        for model_name in source.models:
+            loaded = models[model_name]
+            if source.type in ("mqtt", "soundcard") and source.channels != loaded.channels:
+                raise ValueError(
+                    f"sources[{index}].channels = {source.channels}, but model {model_name!r} "
+                    f"({loaded.path}) takes {loaded.channels} channel(s) (meta.json channels)"
+                )
 
 
 def build_sinks(

@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 
 from edge_agent.audio_health import LevelMeter, SilenceDetector, dbfs, power
+from edge_agent.backoff import RETRY_MAX_S, RETRY_MIN_S
 from edge_agent.config import SourceSection
 from edge_agent.devices import (
     PORTAUDIO,
@@ -54,7 +55,6 @@ logger = logging.getLogger(__name__)
 
 SILENT = "silent"  # the health alert's label
 FULL_SCALE = {"float32": 1.0, "int16": 32768.0, "int32": 2147483648.0}
-RETRY_MIN_S, RETRY_MAX_S = 1.0, 30.0
 QUEUE_S = 5.0  # audio the hand-off queue holds before it drops blocks
 STALL_MIN_S = 5.0  # no block for this long (or 4 blocks plus the latency, if longer): the stream stalled
 POLL_S = 0.1
