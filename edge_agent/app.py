@@ -204,7 +204,7 @@ class App:
         for section in self.config.sources:
             source = self._build_source(section)
             self.metrics.init_source(section.name)
-            for sensor in (section.sensor,) if section.sensor else section.sensors:
+            for sensor in section.known_sensors:
                 self._init_sensor_metrics(sensor, section.models)
                 self._announce_sensor(sensor)
             source.start(self._router(section))
@@ -247,7 +247,7 @@ class App:
                 loaded.window_samples, hop, rate_hz, loaded.channels, metrics=metrics
             )
 
-        known = set((section.sensor,) if section.sensor else section.sensors)
+        known = set(section.known_sensors)
 
         def route(chunk: Chunk) -> None:
             if chunk.sensor not in known:  # first samples of a sensor a wildcard topic found

@@ -119,6 +119,11 @@ class SourceSection:
     silence_floor_dbfs: float = -80.0  # a block below this level counts as silence
     silence_after_s: float = 10.0  # silence (or no samples) this long raises a `silent` health alert; 0: off
 
+    @property
+    def known_sensors(self) -> tuple[str, ...]:
+        """Sensor ids the configuration names: ``sensor`` (replay, soundcard) or ``sensors`` (mqtt; may be empty)."""
+        return (self.sensor,) if self.sensor else self.sensors
+
 
 @dataclass(frozen=True)
 class HomeAssistantSection:

@@ -36,6 +36,13 @@ def base_client_id(mqtt: MqttSection, agent_id: str) -> str:
     return mqtt.client_id or f"edge-agent-{agent_id}"
 
 
+def opened(tracker: ConnectionTracker | None) -> ConnectionTracker:
+    """A sink's tracker once ``open()`` made it; ``RuntimeError`` before (for its ``connected`` property)."""
+    if tracker is None:
+        raise RuntimeError("sink not opened")
+    return tracker
+
+
 class ConnectionTracker:
     """Connection state of one client: an Event, the ``mqtt_connected`` gauge, one log line per change."""
 

@@ -203,7 +203,7 @@ def swap_models(app: App, changed: dict[str, LoadedModel]) -> None:
         metrics.model_info.remove(name, old.sha256, str(old.meta["precision"]), model_engine(old))
         metrics.model_info.labels(name, loaded.sha256, str(loaded.meta["precision"]), model_engine(loaded)).set(1)
         sections = (s for s in app.config.sources if name in s.models)
-        configured = {sensor for s in sections for sensor in ((s.sensor,) if s.sensor else s.sensors)}
+        configured = {sensor for s in sections for sensor in s.known_sensors}
         sensors = app.series.sensors(name) | configured
         app.series.retire(name, sensors, set(old.labels) - set(loaded.labels))
         for sensor in sensors:

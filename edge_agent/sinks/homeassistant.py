@@ -35,7 +35,7 @@ import paho.mqtt.client as paho
 import edge_agent
 from edge_agent.config import AgentConfig, HomeAssistantSection, MqttSection
 from edge_agent.metrics import AgentMetrics
-from edge_agent.mqttclient import ConnectionTracker, base_client_id, create_client, start_client, stop_client
+from edge_agent.mqttclient import ConnectionTracker, base_client_id, create_client, opened, start_client, stop_client
 from edge_agent.types import AlertEvent
 
 logger = logging.getLogger(__name__)
@@ -135,9 +135,7 @@ class HomeAssistantDiscoverySink:
 
     @property
     def connected(self) -> threading.Event:
-        if self._tracker is None:
-            raise RuntimeError("sink not opened")
-        return self._tracker.connected
+        return opened(self._tracker).connected
 
     def alive(self) -> bool:
         return self._tracker is None or self._tracker.alive()
@@ -211,7 +209,7 @@ def discovery_sink(config: AgentConfig, *, password: str | None, metrics: AgentM
     """The sink for an agent's configuration: every configured sensor with the models that run on it."""
     sensors: dict[str, tuple[str, ...]] = {}
     for section in config.sources:
-        for sensor in (section.sensor,) if section.sensor else section.sensors:
+        for sensor in section.known_sensors:
             sensors[sensor] = tuple(dict.fromkeys(sensors.get(sensor, ()) + section.models))
     return HomeAssistantDiscoverySink(
         config.homeassistant,

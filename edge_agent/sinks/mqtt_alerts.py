@@ -40,7 +40,15 @@ import paho.mqtt.client as paho
 from edge_agent.alert_schema import alert_payload, encode, iso_utc
 from edge_agent.config import MqttSection
 from edge_agent.metrics import AgentMetrics
-from edge_agent.mqttclient import ConnectionTracker, LastWill, base_client_id, create_client, start_client, stop_client
+from edge_agent.mqttclient import (
+    ConnectionTracker,
+    LastWill,
+    base_client_id,
+    create_client,
+    opened,
+    start_client,
+    stop_client,
+)
 from edge_agent.payloads import RateLimitedLog
 from edge_agent.types import AlertEvent
 
@@ -102,9 +110,7 @@ class MqttAlertSink:
     @property
     def connected(self) -> threading.Event:
         """Set while the sink's client is connected (for tests and readiness checks)."""
-        if self._tracker is None:
-            raise RuntimeError("sink not opened")
-        return self._tracker.connected
+        return opened(self._tracker).connected
 
     def alive(self) -> bool:
         """False if the pump or paho's network thread died while open (for a watchdog)."""
