@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import re
 import shutil
-import socket
 import subprocess
 import threading
 import time
@@ -13,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import free_port
 
 from edge_agent.app import App
 from edge_agent.configload import data_root, parse_config
@@ -21,12 +21,6 @@ from edge_agent.metrics import AgentMetrics
 REPO = Path(__file__).resolve().parents[2]
 MODEL = REPO / "models" / "drsn_cw_cwru.pt"
 CWRU = "${EDGE_AGENT_DATA}/cwru/cwru_12k_de_dev.npz"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def replay_config(records: list[str], *, speed: float, port: int, loop: bool = False) -> dict[str, object]:

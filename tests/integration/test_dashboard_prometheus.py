@@ -15,7 +15,6 @@ import json
 import math
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -26,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 DASHBOARD = REPO / "deploy" / "grafana" / "edge-agent.json"
@@ -41,12 +41,6 @@ EXEMPT: dict[str, str] = {}
 REGEX_SPECIAL = re.compile(r"([\\^$.|?*+()\[\]{}])")
 
 pytestmark = pytest.mark.skipif(shutil.which("prometheus") is None, reason="Prometheus is installed by `make test`")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def dashboard_targets() -> list[tuple[str, str]]:

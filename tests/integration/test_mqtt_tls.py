@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from conftest import free_port
 
 from edge_agent.config import MqttSection
 from edge_agent.metrics import AgentMetrics
@@ -19,12 +20,6 @@ from edge_agent.sinks.mqtt_alerts import MqttAlertSink
 
 def _mosquitto() -> str:
     return shutil.which("mosquitto") or "/usr/sbin/mosquitto"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _run(*args: str, cwd: Path) -> None:

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 import torch
+from conftest import wait_until
 from test_agent_replay import MODEL, REPO, free_port, replay_config
 
 from edge_agent.app import App
@@ -46,13 +47,6 @@ def toml(data: dict[str, Any]) -> str:
 
 def sample(metrics: AgentMetrics, name: str, **labels: str) -> float:
     return metrics.registry.get_sample_value(name, labels) or 0.0
-
-
-def wait_until(condition: Any, timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.02)
 
 
 @pytest.fixture

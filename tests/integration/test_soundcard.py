@@ -19,19 +19,18 @@ import logging
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
-import time
 import urllib.request
 import wave
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import jsonschema
 import numpy as np
 import pytest
+from conftest import free_port, wait_until
 from prometheus_client.parser import text_string_to_metric_families
 
 from edge_agent.config import SourceSection
@@ -51,20 +50,6 @@ HEALTHY_CLIP, FAULT_CLIP = "Healthy/M2/1550.wav", "Propeller/M2/1550.wav"
 AGENT = "sound-e2e"
 PREFIX = f"edge-agent/{AGENT}"
 SENSOR = "pump-mic"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_until(predicate: Callable[[], bool], timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
-        time.sleep(0.05)
 
 
 # --- the virtual sound card -------------------------------------------------------------------
