@@ -74,9 +74,9 @@ def payloads(fmt: str, sensors: int, rounds: int) -> list[tuple[str, bytes]]:
 
 def build_app(fmt: str, model: Path) -> Any:
     """An App with the benchmark's configuration, model loaded and warmed, no thread started."""
-    from edge_agent.app import App
     from edge_agent.configload import load_config
-    from edge_agent.inference import InferenceWorker
+    from edge_agent.pipeline.inference import InferenceWorker
+    from edge_agent.service.app import App
 
     workdir = Path(tempfile.mkdtemp(prefix="profile-agent-"))
     config_path = agent_config(
@@ -96,9 +96,9 @@ def section_components(args: argparse.Namespace) -> dict[str, float]:
     import numpy as np
     import torch
 
-    from edge_agent.payloads import parse_payload
+    from edge_agent.pipeline.windowing import WindowAssembler
+    from edge_agent.sources.payloads import parse_payload
     from edge_agent.types import Prediction, Window
-    from edge_agent.windowing import WindowAssembler
 
     out: dict[str, float] = {}
     json_payload = payloads("json", 1, 2)[1][1]
@@ -387,7 +387,7 @@ def rss():
     return [found["VmRSS"], found["RssAnon"], found["RssFile"]]
 steps = [("interpreter up", time.time() - t_spawn, rss())]
 t = time.time(); import torch; steps.append(("import torch", time.time() - t, rss()))
-t = time.time(); import edge_agent.app, edge_agent.sources.mqtt, edge_agent.sinks.mqtt_alerts, prometheus_client
+t = time.time(); import edge_agent.service.app, edge_agent.sources.mqtt, edge_agent.sinks.mqtt_alerts, prometheus_client
 steps.append(("import edge_agent (app, mqtt, prometheus)", time.time() - t, rss()))
 from edge_agent.modelfile import load_model
 t = time.time(); m = load_model(sys.argv[2]); steps.append(("load_model (jit.load)", time.time() - t, rss()))

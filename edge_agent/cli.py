@@ -103,10 +103,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
     import dataclasses
     import signal
 
-    from edge_agent.app import App
     from edge_agent.config import AgentConfig
     from edge_agent.configload import ConfigError, load_config, resolve_password
-    from edge_agent.sdnotify import Notifier
+    from edge_agent.service.app import App
+    from edge_agent.service.sdnotify import Notifier
 
     try:
         config = load_config(args.config)
@@ -154,7 +154,12 @@ def _off_the_main_thread(action: Callable[[], None], name: str) -> Callable[...,
 
 
 def _cmd_devices(args: argparse.Namespace) -> int:
-    from edge_agent.devices import AudioUnavailableError, format_device_table, import_sounddevice, list_input_devices
+    from edge_agent.sources.devices import (
+        AudioUnavailableError,
+        format_device_table,
+        import_sounddevice,
+        list_input_devices,
+    )
 
     try:
         devices = list_input_devices(import_sounddevice())

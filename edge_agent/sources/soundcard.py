@@ -19,7 +19,7 @@ the source's named thread turns blocks into :class:`Chunk` s, measures the level
   (1 s to 30 s). One log line per state change (down, capturing), never a crash loop.
 - Health: ``edge_agent_audio_level_dbfs`` about every second (NaN while there is no audio);
   :meth:`SoundcardSource.health` reports the ``silent`` condition (see
-  :mod:`edge_agent.audio_health`) for the app to raise.
+  :mod:`edge_agent.sources.audio_health`) for the app to raise.
 """
 
 from __future__ import annotations
@@ -35,10 +35,11 @@ from typing import Any
 
 import numpy as np
 
-from edge_agent.audio_health import LevelMeter, SilenceDetector, dbfs, power
-from edge_agent.backoff import RETRY_MAX_S, RETRY_MIN_S
 from edge_agent.config import SourceSection
-from edge_agent.devices import (
+from edge_agent.metrics import AgentMetrics
+from edge_agent.service.backoff import RETRY_MAX_S, RETRY_MIN_S
+from edge_agent.sources.audio_health import LevelMeter, SilenceDetector, dbfs, power
+from edge_agent.sources.devices import (
     PORTAUDIO,
     AudioUnavailableError,
     DeviceNotFoundError,
@@ -47,8 +48,7 @@ from edge_agent.devices import (
     reinitialise,
     resolve_input_device,
 )
-from edge_agent.metrics import AgentMetrics
-from edge_agent.payloads import RateLimitedLog
+from edge_agent.sources.payloads import RateLimitedLog
 from edge_agent.types import Chunk
 
 logger = logging.getLogger(__name__)

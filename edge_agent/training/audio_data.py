@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edge_agent.resample import StreamResampler
+from edge_agent.pipeline.resample import StreamResampler
 from edge_agent.training.data import data_root
 
 BLDC_DIR = Path("machine_sound") / "bldc_motor"

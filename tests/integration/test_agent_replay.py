@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 from conftest import free_port
 
-from edge_agent.app import App
 from edge_agent.configload import data_root, parse_config
 from edge_agent.metrics import AgentMetrics
+from edge_agent.service.app import App
 
 REPO = Path(__file__).resolve().parents[2]
 MODEL = REPO / "models" / "drsn_cw_cwru.pt"

@@ -10,10 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge_agent.app import App
 from edge_agent.config import SourceSection
 from edge_agent.configload import parse_config
 from edge_agent.metrics import AgentMetrics
+from edge_agent.service.app import App
 from edge_agent.sources.replay import read_recording
 
 REPO = Path(__file__).resolve().parents[2]

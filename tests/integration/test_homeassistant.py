@@ -205,8 +205,8 @@ def test_a_wildcard_sensor_is_announced_and_its_stale_fault_state_cleared_at_its
     config names: its first samples clear the retained state and announce its device."""
     import threading
 
-    from edge_agent.app import App
     from edge_agent.configload import parse_config
+    from edge_agent.service.app import App
 
     state_topic = f"edge-agent/{AGENT}/press-9/state"
     stale = {"label": "IR007", "kind": "fault", "confidence": 0.9, "since": "2026-01-01T00:00:00Z", "alert_id": "x"}

@@ -16,9 +16,9 @@ from typing import Any
 import jsonschema
 import pytest
 
-from edge_agent.alert_schema import SCHEMA_PATH, alert_payload, encode, iso_utc, load_schema
 from edge_agent.config import MqttSection
 from edge_agent.metrics import AgentMetrics
+from edge_agent.sinks.alert_schema import SCHEMA_PATH, alert_payload, encode, iso_utc, load_schema
 from edge_agent.sinks.mqtt_alerts import MqttAlertSink
 from edge_agent.types import AlertEvent
 

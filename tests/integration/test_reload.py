@@ -16,9 +16,9 @@ import torch
 from conftest import wait_until
 from test_agent_replay import MODEL, REPO, free_port, replay_config
 
-from edge_agent.app import App
 from edge_agent.configload import load_config
 from edge_agent.metrics import AgentMetrics
+from edge_agent.service.app import App
 
 FLOAT_MODEL = MODEL.with_name("drsn_cw_cwru_float.pt")
 
@@ -127,7 +127,7 @@ def test_an_invalid_file_keeps_the_running_configuration(agent: Any, caplog: pyt
     data["decision"]["confirm_k"] = 9  # more than confirm_n (5)
     data["decision"]["min_confidence"] = 0.9
     path.write_text(toml(data))
-    with caplog.at_level(logging.ERROR, logger="edge_agent.reload"):
+    with caplog.at_level(logging.ERROR, logger="edge_agent.service.reload"):
         assert not app.reload()
     assert "reload refused, the running configuration is kept: decision.confirm_k: 9" in caplog.text
     assert app.config is running and app.models["bearing"] is model
@@ -139,7 +139,7 @@ def test_an_invalid_file_keeps_the_running_configuration(agent: Any, caplog: pyt
     data["models"][0]["path"] = str(REPO / "README.md")
     path.write_text(toml(data))
     caplog.clear()
-    with caplog.at_level(logging.ERROR, logger="edge_agent.reload"):
+    with caplog.at_level(logging.ERROR, logger="edge_agent.service.reload"):
         assert not app.reload()
     assert "models[0].path:" in caplog.text
     assert sample(metrics, "edge_agent_config_reload_failures_total") == 2
@@ -160,7 +160,7 @@ def test_changes_that_need_a_restart_are_logged_and_flagged(agent: Any, caplog: 
     data["inference"] = {"queue_windows": 64}
     data["decision"]["cooldown_s"] = 7.0
     path.write_text(toml(data))
-    with caplog.at_level(logging.WARNING, logger="edge_agent.reload"):
+    with caplog.at_level(logging.WARNING, logger="edge_agent.service.reload"):
         assert app.reload()
     assert "inference.queue_windows, sources[0].speed changed; these apply only after a restart" in caplog.text
     assert app.config.sources[0].speed == 4.0 and app.config.inference.queue_windows == 512
@@ -173,7 +173,7 @@ def test_an_unexpected_reload_failure_is_counted_and_still_ends_the_reload_for_s
     from notify_socket import NotifyListener
 
     from edge_agent.configload import parse_config
-    from edge_agent.sdnotify import Notifier
+    from edge_agent.service.sdnotify import Notifier
 
     def broken_read() -> Any:
         raise RuntimeError("a bug while reading")

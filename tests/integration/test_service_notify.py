@@ -19,10 +19,10 @@ from notify_socket import NotifyListener
 from prometheus_client.parser import text_string_to_metric_families
 from test_agent_replay import MODEL, free_port, replay_config
 
-from edge_agent.app import App
 from edge_agent.configload import parse_config
 from edge_agent.metrics import AgentMetrics
-from edge_agent.sdnotify import WATCHDOG_MIN_STALL_S, Notifier
+from edge_agent.service.app import App
+from edge_agent.service.sdnotify import WATCHDOG_MIN_STALL_S, Notifier
 
 WATCHDOG_USEC = 600_000  # a ping every 0.3 s
 

@@ -11,10 +11,10 @@ from typing import Any
 import numpy as np
 import pytest
 
-from edge_agent.audio_health import MIN_DBFS, LevelMeter, SilenceDetector, dbfs, power
 from edge_agent.cli import main
 from edge_agent.configload import ConfigError, parse_config
-from edge_agent.devices import DeviceNotFoundError, InputDevice, format_device_table, resolve_input_device
+from edge_agent.sources.audio_health import MIN_DBFS, LevelMeter, SilenceDetector, dbfs, power
+from edge_agent.sources.devices import DeviceNotFoundError, InputDevice, format_device_table, resolve_input_device
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -201,7 +201,7 @@ def test_a_soundcard_sensor_may_not_be_another_sources(tmp_path: Path) -> None:
 
 def test_the_soundcard_source_does_not_import_sounddevice_until_it_starts() -> None:
     code = (
-        "import sys, edge_agent.app, edge_agent.sources.soundcard, edge_agent.devices, edge_agent.cli; "
+        "import sys, edge_agent.service.app, edge_agent.sources.soundcard, edge_agent.sources.devices, edge_agent.cli; "
         "assert 'sounddevice' not in sys.modules, 'sounddevice was imported'"
     )
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)

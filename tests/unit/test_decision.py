@@ -15,8 +15,8 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from edge_agent.config import DecisionSection
-from edge_agent.decision import DecisionEngine
 from edge_agent.metrics import AgentMetrics
+from edge_agent.pipeline.decision import DecisionEngine
 from edge_agent.types import AlertEvent, Prediction, Window
 
 BASE = DecisionSection(

@@ -7,8 +7,8 @@ import threading
 import numpy as np
 import pytest
 
-from edge_agent.inference import QueuedWindow, WindowQueue
 from edge_agent.metrics import AgentMetrics
+from edge_agent.pipeline.inference import QueuedWindow, WindowQueue
 from edge_agent.types import Window
 
 

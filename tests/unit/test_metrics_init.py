@@ -7,11 +7,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge_agent.app import App
 from edge_agent.configload import parse_config
 from edge_agent.metrics import AgentMetrics
+from edge_agent.pipeline.windowing import WindowAssembler
+from edge_agent.service.app import App
 from edge_agent.types import AlertEvent, Chunk
-from edge_agent.windowing import WindowAssembler
 
 
 def value(metrics: AgentMetrics, name: str, **labels: str) -> float | None:

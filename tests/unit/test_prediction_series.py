@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from edge_agent.metrics import AgentMetrics
-from edge_agent.prediction_series import PredictionSeries
+from edge_agent.pipeline.prediction_series import PredictionSeries
 from edge_agent.types import Prediction, Window
 
 WINDOW = Window(sensor="pump-1", t_start=0.0, t_end=1.0, samples=np.zeros((1, 8), np.float32))

@@ -10,9 +10,9 @@ import pytest
 
 from edge_agent.config import AgentConfig, DecisionSection
 from edge_agent.configload import parse_config
-from edge_agent.decision import DecisionEngine
 from edge_agent.modelfile import LoadedModel
-from edge_agent.reload import ReloadError, plan_reload
+from edge_agent.pipeline.decision import DecisionEngine
+from edge_agent.service.reload import ReloadError, plan_reload
 from edge_agent.types import Prediction, Window
 
 META = {"window_samples": 2048, "channels": 1, "sample_rate_hz": 12000.0, "labels": ["Normal", "IR007"]}

@@ -7,7 +7,7 @@ import itertools
 import numpy as np
 import pytest
 
-from edge_agent.resample import StreamResampler, rational_factors
+from edge_agent.pipeline.resample import StreamResampler, rational_factors
 
 
 def tone(freq_hz: float, rate_hz: float, seconds: float, channels: int = 1) -> np.ndarray:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from edge_agent.sdnotify import WATCHDOG_MIN_STALL_S, Notifier, Watchdog
+from edge_agent.service.sdnotify import WATCHDOG_MIN_STALL_S, Notifier, Watchdog
 
 
 @pytest.fixture

@@ -18,8 +18,8 @@ import numpy as np
 import pytest
 
 from edge_agent.config import SourceSection
-from edge_agent.devices import AudioUnavailableError
 from edge_agent.metrics import AgentMetrics
+from edge_agent.sources.devices import AudioUnavailableError
 from edge_agent.sources.soundcard import SoundcardSource
 from edge_agent.types import Chunk
 

@@ -13,8 +13,8 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from edge_agent.metrics import AgentMetrics
+from edge_agent.pipeline.windowing import WindowAssembler
 from edge_agent.types import Chunk, Window
-from edge_agent.windowing import WindowAssembler
 
 RATE = 100.0  # Hz: one sample is 10 ms, the default gap tolerance (50 ms) is 5 samples
 T0 = 1_700_000_000.0

@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 
 from edge_agent.metrics import AgentMetrics
-from edge_agent.resample import StreamResampler
+from edge_agent.pipeline.resample import StreamResampler
 from edge_agent.types import Chunk, Window
 
 DEFAULT_GAP_TOLERANCE_S = 0.05

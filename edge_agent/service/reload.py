@@ -34,7 +34,7 @@ from edge_agent.configload import ConfigError
 from edge_agent.modelfile import LoadedModel, load_model, model_engine
 
 if TYPE_CHECKING:
-    from edge_agent.app import App
+    from edge_agent.service.app import App
 
 logger = logging.getLogger(__name__)
 

@@ -10,17 +10,17 @@ import threading
 import time
 from collections.abc import Callable
 
-from edge_agent.backoff import StartAborted, retry_with_backoff
 from edge_agent.config import AgentConfig, ModelSection, SourceSection
-from edge_agent.decision import DecisionEngine
-from edge_agent.inference import InferenceWorker
 from edge_agent.metrics import AgentMetrics
 from edge_agent.modelfile import LoadedModel, load_model, model_engine
+from edge_agent.pipeline.decision import DecisionEngine
+from edge_agent.pipeline.inference import InferenceWorker
+from edge_agent.pipeline.prediction_series import PredictionSeries
+from edge_agent.pipeline.windowing import WindowAssembler
 from edge_agent.plugins import build_sinks, build_source, check_channels, sink_name
-from edge_agent.prediction_series import PredictionSeries
-from edge_agent.sdnotify import Notifier, Watchdog
+from edge_agent.service.backoff import StartAborted, retry_with_backoff
+from edge_agent.service.sdnotify import Notifier, Watchdog
 from edge_agent.types import AlertEvent, Chunk, Prediction
-from edge_agent.windowing import WindowAssembler
 
 logger = logging.getLogger(__name__)
 
@@ -149,8 +149,8 @@ class App:
         self.reload_requested.set()
 
     def reload(self) -> bool:
-        """Read the configuration and model files again and apply what can change live (edge_agent.reload)."""
-        from edge_agent.reload import reload_app
+        """Read the configuration and model files again and apply what can change live (edge_agent.service.reload)."""
+        from edge_agent.service.reload import reload_app
 
         if self.read_config is None:
             logger.warning("reload asked for, but this agent was not started from a configuration file")

@@ -18,7 +18,7 @@ from edge_agent.types import AlertEvent
 SCHEMA_VERSION = 1
 EVENT_TYPES = ("new", "update", "end")
 ALERT_KINDS = ("fault", "health")
-SCHEMA_PATH = Path(__file__).resolve().parent.parent / "docs" / "alert.schema.json"  # in a source checkout
+SCHEMA_PATH = Path(__file__).resolve().parents[2] / "docs" / "alert.schema.json"  # in a source checkout
 
 
 def iso_utc(epoch_s: float) -> str:
