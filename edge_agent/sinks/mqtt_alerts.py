@@ -37,6 +37,7 @@ from typing import Any
 
 import paho.mqtt.client as paho
 
+from edge_agent.common.ratelimit import RateLimitedLog
 from edge_agent.config import MqttSection
 from edge_agent.metrics import AgentMetrics
 from edge_agent.mqttclient import (
@@ -49,7 +50,6 @@ from edge_agent.mqttclient import (
     stop_client,
 )
 from edge_agent.sinks.alert_schema import alert_payload, encode, iso_utc
-from edge_agent.sources.payloads import RateLimitedLog
 from edge_agent.types import AlertEvent
 
 logger = logging.getLogger(__name__)

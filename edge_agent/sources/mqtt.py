@@ -16,10 +16,11 @@ from typing import Any
 
 import paho.mqtt.client as paho
 
+from edge_agent.common.ratelimit import RateLimitedLog
 from edge_agent.config import MqttSection, SourceSection
 from edge_agent.metrics import AgentMetrics
 from edge_agent.mqttclient import ConnectionTracker, base_client_id, create_client, start_client, stop_client
-from edge_agent.sources.payloads import FORMATS, MAX_PAYLOAD_BYTES, PayloadError, RateLimitedLog, parse_payload
+from edge_agent.sources.payloads import FORMATS, MAX_PAYLOAD_BYTES, PayloadError, parse_payload
 from edge_agent.types import Chunk
 
 logger = logging.getLogger(__name__)
