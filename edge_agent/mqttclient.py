@@ -96,7 +96,7 @@ class MqttConnection:
     """One plugin's paho client and its :class:`ConnectionTracker`: built and started by :meth:`open`.
 
     The client id is ``<mqtt.client_id or edge-agent-<agent id>>-<client_suffix>``; ``metric_client``
-    labels the ``mqtt_connected`` gauge. ``on_connected`` runs in paho's thread after every
+    (default: ``client_suffix``) labels the ``mqtt_connected`` gauge. ``on_connected`` runs in paho's thread after every
     successful CONNACK (subscribe or publish ``online`` there); ``on_disconnected`` after every loss.
     The password is used, never logged. :meth:`close` disconnects cleanly (no Last Will) once; it
     does nothing before :meth:`open` or a second time.
@@ -110,14 +110,14 @@ class MqttConnection:
         client_suffix: str,
         password: str | None,
         metrics: AgentMetrics,
-        metric_client: str,
+        metric_client: str = "",
         will: LastWill | None = None,
         on_connected: Callable[[paho.Client], None] | None = None,
         on_disconnected: Callable[[], None] | None = None,
     ) -> None:
         self.mqtt = mqtt
         self.client_id = f"{base_client_id(mqtt, agent_id)}-{client_suffix}"
-        self.metric_client = metric_client
+        self.metric_client = metric_client or client_suffix
         self._password = password
         self._metrics = metrics
         self._will = will

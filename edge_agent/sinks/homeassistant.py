@@ -129,10 +129,9 @@ class HomeAssistantDiscoverySink:
         self._conn = MqttConnection(
             mqtt,
             agent_id=agent_id,
-            client_suffix="homeassistant",
+            client_suffix=_METRIC_CLIENT,
             password=password,
             metrics=metrics,
-            metric_client=_METRIC_CLIENT,
             on_connected=self._on_connected,
         )
         self._failures = metrics.mqtt_publish_failures.labels(_METRIC_CLIENT)

@@ -81,10 +81,9 @@ class MqttAlertSink:
         self._conn = MqttConnection(
             mqtt,
             agent_id=agent_id,
-            client_suffix="alerts",
+            client_suffix=_METRIC_CLIENT,
             password=password,
             metrics=metrics,
-            metric_client=_METRIC_CLIENT,
             will=LastWill(self.status_topic, "offline", qos=1, retain=True),
             on_connected=self._on_connected,
             on_disconnected=self._wake,

@@ -1,4 +1,4 @@
-"""``mqtt`` source: sensor streams from a broker (JSON or raw little-endian frames, see payloads.py).
+"""``mqtt`` source: sensor streams from a broker (JSON or raw little-endian frames, see sources/payloads.py).
 
 The sensor id is topic level ``sensor_level`` (0-based) of each message's topic, e.g. topic filter
 ``plant/+/vibration`` with ``sensor_level = 1``. Sensor ids are bounded: either the allow-list
