@@ -25,6 +25,9 @@ from edge_agent.metrics import AgentMetrics
 
 logger = logging.getLogger(__name__)
 
+# what a QoS 1 publish() may return and still be delivered: NO_CONN means queued in paho, sent on reconnect
+PUBLISH_ACCEPTED = (paho.MQTT_ERR_SUCCESS, paho.MQTT_ERR_NO_CONN)
+
 
 @dataclass(frozen=True)
 class LastWill:

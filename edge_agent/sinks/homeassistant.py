@@ -35,13 +35,12 @@ import paho.mqtt.client as paho
 import edge_agent
 from edge_agent.config import AgentConfig, HomeAssistantSection, MqttSection
 from edge_agent.metrics import AgentMetrics
-from edge_agent.mqttclient import MqttConnection
+from edge_agent.mqttclient import PUBLISH_ACCEPTED, MqttConnection
 from edge_agent.types import AlertEvent
 
 logger = logging.getLogger(__name__)
 
 _METRIC_CLIENT = "homeassistant"
-_ACCEPTED = (paho.MQTT_ERR_SUCCESS, paho.MQTT_ERR_NO_CONN)
 _ID_UNSAFE = re.compile(r"[^a-zA-Z0-9_-]")  # node_id and object_id allow only these characters
 AVAILABILITY_TEMPLATE = "{{ 'online' if value == 'online' else 'offline' }}"  # `stopped` is offline too
 FAULT_TEMPLATE = "{{ 'ON' if value_json.kind == 'fault' else 'OFF' }}"
@@ -196,7 +195,7 @@ class HomeAssistantDiscoverySink:
             )
             for topic, document in messages.items():
                 info = client.publish(topic, json.dumps(document, sort_keys=True), qos=1, retain=True)
-                if info.rc not in _ACCEPTED:
+                if info.rc not in PUBLISH_ACCEPTED:
                     self._failures.inc()
                     logger.warning("Home Assistant discovery: paho refused %s: %s", topic, paho.error_string(info.rc))
         if sensors is None:

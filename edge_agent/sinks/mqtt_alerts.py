@@ -40,14 +40,13 @@ import paho.mqtt.client as paho
 from edge_agent.common.ratelimit import RateLimitedLog
 from edge_agent.config import MqttSection
 from edge_agent.metrics import AgentMetrics
-from edge_agent.mqttclient import LastWill, MqttConnection
+from edge_agent.mqttclient import PUBLISH_ACCEPTED, LastWill, MqttConnection
 from edge_agent.sinks.alert_schema import alert_payload, encode, state_document
 from edge_agent.types import AlertEvent
 
 logger = logging.getLogger(__name__)
 
 _METRIC_CLIENT = "alerts"
-_ACCEPTED = (paho.MQTT_ERR_SUCCESS, paho.MQTT_ERR_NO_CONN)  # NO_CONN at QoS 1: queued in paho, sent on reconnect
 
 
 @dataclass(frozen=True)
@@ -225,7 +224,7 @@ class MqttAlertSink:
         info = self._conn.client.publish(out.topic, out.payload, qos=1, retain=out.retain)
         with self._cond:
             self._in_hand = None
-            if info.rc not in _ACCEPTED:
+            if info.rc not in PUBLISH_ACCEPTED:
                 self._failures.inc()
                 self._warn.warning("refused", "alert sink: paho refused a publish: %s", paho.error_string(info.rc))
                 return False
