@@ -4,9 +4,12 @@ option with a help text and its default shown, and the defaults the commands alw
 from __future__ import annotations
 
 import argparse
+import ast
+from pathlib import Path
 
 import pytest
 
+import edge_agent
 from edge_agent.cli import build_parser, main
 from edge_agent.training.commands import COMMANDS
 
@@ -96,3 +99,23 @@ def test_every_option_has_a_help_text_and_a_shown_default(command: str) -> None:
 def test_the_defaults_did_not_change(command: str) -> None:
     args = vars(build_parser().parse_args([command, *REQUIRED.get(command, [])]))
     assert {key: args[key] for key in DEFAULTS[command]} == DEFAULTS[command]
+
+
+def test_the_training_package_does_not_import_the_config_loader() -> None:
+    """Paths shared by both sides live in ``edge_agent.common.paths``; training never reads agent config code."""
+    root = Path(edge_agent.__file__).parent / "training"
+    imported: dict[str, set[str]] = {}
+    for path in sorted(root.glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                names = {node.module} | {f"{node.module}.{alias.name}" for alias in node.names}
+            elif isinstance(node, ast.Import):
+                names = {alias.name for alias in node.names}
+            else:
+                continue
+            imported.setdefault(path.name, set()).update(names)
+    offending = {
+        name: sorted(n for n in names if n.startswith(("edge_agent.configload", "edge_agent.config")))
+        for name, names in imported.items()
+    }
+    assert not {name: found for name, found in offending.items() if found}
