@@ -41,7 +41,7 @@ BIN_S = 0.1  # publish counts are kept in bins of this width (epoch seconds)
 
 def held_out_chunks(key: str) -> np.ndarray:
     """The last 20 % of a record of the CWRU dev pack (data no shipped model was trained on), as (k, 1024) float32."""
-    from edge_agent.configload import data_root
+    from edge_agent.common.paths import data_root
 
     with np.load(data_root() / "cwru" / "cwru_12k_de_dev.npz", allow_pickle=False) as pack:
         signal_g = pack[key]

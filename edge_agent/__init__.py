@@ -1,3 +1,9 @@
-"""edge-agent: condition monitoring of vibration and sound on industrial gateways."""
+"""edge-agent: condition monitoring of vibration and sound on industrial gateways.
+
+Layout: ``sources/`` -> ``pipeline/`` -> ``sinks/``, run by ``service/``; beside them the
+configuration (``config``, ``configload``), ``metrics``, ``modelfile``, ``mqttclient``, ``plugins``,
+``types`` and ``cli``; ``common/`` holds helpers both sides may import. ``nn/`` and ``training/``
+are offline only: the running agent never imports them.
+"""
 
 __version__ = "0.1.0"

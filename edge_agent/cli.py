@@ -1,85 +1,19 @@
-"""The ``edge-agent`` command line."""
+"""The ``edge-agent`` command line: the runtime commands (run, check-config, devices) wired here; the
+offline ones (train, train-audio, evaluate, export, sweep, report) registered by
+``edge_agent.training.commands`` when the training package can be imported."""
 
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 import threading
 from collections.abc import Callable
-from pathlib import Path
 
+from edge_agent.common.errors import first_line
+
+DESCRIPTION = "Condition monitoring of vibration and sound: run the agent, check its configuration, train models."
 EXIT_CONFIG = 2  # invalid configuration: systemd must not restart (RestartPreventExitStatus= in the unit)
-
-
-def _parse_floats(text: str) -> tuple[float, ...]:
-    return tuple(float(part) for part in text.split(","))
-
-
-def _parse_ints(text: str) -> tuple[int, ...]:
-    return tuple(int(part) for part in text.split(","))
-
-
-def _cmd_train(args: argparse.Namespace) -> int:
-    from edge_agent.training.data import load_cwru
-    from edge_agent.training.train import TrainConfig, train
-
-    config = TrainConfig(
-        model=args.model,
-        widths=args.widths,
-        blocks_per_stage=args.blocks_per_stage,
-        window_samples=args.window_samples,
-        epochs=args.epochs,
-        steps_per_epoch=args.steps_per_epoch,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        mode=args.mode,
-        snr_range_db=args.snr_range,
-        matched_snr_db=args.matched_snr,
-        clean_fraction=args.clean_fraction,
-        seed=args.seed,
-        threads=args.threads,
-    )
-    summary = train(config, load_cwru(args.data), Path(args.out), progress=not args.quiet)
-    print(json.dumps({k: summary[k] for k in ("best_val_accuracy", "best_epoch", "train_seconds")}))
-    return 0
-
-
-def _cmd_train_audio(args: argparse.Namespace) -> int:
-    from edge_agent.training.audio_export import run_train_audio
-
-    return run_train_audio(args)
-
-
-def _cmd_evaluate(args: argparse.Namespace) -> int:
-    from edge_agent.training.evaluate import evaluate_run
-
-    result = evaluate_run(Path(args.run), data=args.data, repeats=args.repeats)
-    print(json.dumps(result["summary"], indent=2))
-    return 0
-
-
-def _cmd_export(args: argparse.Namespace) -> int:
-    from edge_agent.training.export import export_run
-
-    meta = export_run(Path(args.run), Path(args.out), data=args.data, quantize=not args.float, engine=args.engine)
-    print(json.dumps({k: meta[k] for k in ("name", "quantized_engine", "test_metrics")}, indent=2))
-    return 0
-
-
-def _cmd_sweep(args: argparse.Namespace) -> int:
-    from edge_agent.training.sweep import run_sweep
-
-    run_sweep(Path(args.runs), jobs=args.jobs, data=args.data, only=args.only)
-    return 0
-
-
-def _cmd_report(args: argparse.Namespace) -> int:
-    from edge_agent.training.report import write_report
-
-    write_report(Path(args.runs), Path(args.out), data=args.data, shipped=Path(args.model) if args.model else None)
-    return 0
 
 
 def _cmd_check_config(args: argparse.Namespace) -> int:
@@ -175,80 +109,10 @@ def _cmd_devices(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="edge-agent", description=__doc__)
+    parser = argparse.ArgumentParser(prog="edge-agent", description=DESCRIPTION)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
-    data_help = "folder holding cwru/ (default: $EDGE_AGENT_DATA or ../shared/data)"
-
-    p = sub.add_parser("train", help="train a network on CWRU with noise augmentation")
-    p.add_argument("--model", default="drsn_cw")
-    p.add_argument("--widths", type=_parse_ints, default=(4, 8, 16), help="comma-separated, e.g. 4,8,16")
-    p.add_argument("--blocks-per-stage", type=int, default=4)
-    p.add_argument("--window-samples", type=int, default=2048)
-    p.add_argument("--epochs", type=int, default=100)
-    p.add_argument("--steps-per-epoch", type=int, default=64)
-    p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--lr", type=float, default=0.1)
-    p.add_argument("--mode", choices=("augment", "matched", "clean"), default="augment")
-    p.add_argument("--snr-range", type=_parse_floats, default=(-12.0, 6.0), help="low,high in dB")
-    p.add_argument("--matched-snr", type=float, default=0.0)
-    p.add_argument("--clean-fraction", type=float, default=0.15)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--data", help=data_help)
-    p.add_argument("--out", required=True, help="run folder (checkpoints; an existing one resumes)")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.set_defaults(func=_cmd_train)
-
-    p = sub.add_parser("train-audio", help="train (and export) the DRSN-CW motor-sound model on the BLDC clips")
-    p.add_argument("--frontend", choices=("raw", "logspec"), default="raw")
-    p.add_argument("--window-samples", type=int, default=4096)
-    p.add_argument("--steps", type=int, default=1200)
-    p.add_argument("--gap-fraction", type=float, default=0.1, help="training crops with a silent start or end")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="cpu", help="torch device for training, e.g. cuda")
-    p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--cv", metavar="JSON", help="instead of training the shipped model: cross-validate, write JSON")
-    p.add_argument("--seeds", type=_parse_ints, default=(0, 1, 2), help="--cv seeds, comma-separated")
-    p.add_argument("--out", default="runs/audio/shipped", help="run folder (checkpoint.pt; an existing one is reused)")
-    p.add_argument("--model-out", default="models/drsn_cw_bldc_audio.pt", help="int8 TorchScript file to write")
-    p.add_argument("--float-out", default="models/drsn_cw_bldc_audio_float.pt", help="float32 file ('' for none)")
-    p.add_argument("--cv-summary", help="cross-validation JSON (from --cv) to record in meta.json")
-    p.add_argument("--data", help="folder holding machine_sound/ (default: $EDGE_AGENT_DATA or ../shared/data)")
-    p.set_defaults(func=_cmd_train_audio)
-
-    p = sub.add_parser("evaluate", help="accuracy versus SNR of a trained run on the time-held-out test split")
-    p.add_argument("run", help="run folder written by train")
-    p.add_argument("--repeats", type=int, default=2, help="noise draws per test window and condition")
-    p.add_argument("--data", help=data_help)
-    p.set_defaults(func=_cmd_evaluate)
-
-    p = sub.add_parser("export", help="write a self-describing TorchScript model (int8 by default)")
-    p.add_argument("run", help="run folder written by train")
-    p.add_argument("--out", required=True, help="TorchScript file to write")
-    p.add_argument("--float", action="store_true", help="export float32 instead of int8")
-    p.add_argument(
-        "--engine",
-        choices=("onednn", "qnnpack", "fbgemm", "x86"),
-        default="onednn",
-        help="quantized engine the int8 file is built for: onednn on x86 gateways, qnnpack on ARM",
-    )
-    p.add_argument("--data", help=data_help)
-    p.set_defaults(func=_cmd_export)
-
-    p = sub.add_parser("sweep", help="train the runs of the evaluation report that are missing")
-    p.add_argument("--runs", default="runs")
-    p.add_argument("--jobs", type=int, default=2)
-    p.add_argument("--only", help="train only runs whose name contains this")
-    p.add_argument("--data", help=data_help)
-    p.set_defaults(func=_cmd_sweep)
-
-    p = sub.add_parser("report", help="evaluate every run and write docs/results")
-    p.add_argument("--runs", default="runs")
-    p.add_argument("--out", default="docs/results")
-    p.add_argument("--model", help="shipped TorchScript model to add (confusion matrix, int8 vs float)")
-    p.add_argument("--data", help=data_help)
-    p.set_defaults(func=_cmd_report)
+    _register_training(parser, sub)
 
     p = sub.add_parser("check-config", help="validate a config file (and that its model files exist); exit 0 or 2")
     p.add_argument("path", nargs="?", default="config.toml", help="config file (default: config.toml)")
@@ -267,6 +131,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--loop", action="store_true", help="replay sources start over at the end instead of exiting")
     p.set_defaults(func=_cmd_run)
     return parser
+
+
+def _register_training(
+    parser: argparse.ArgumentParser, sub: argparse._SubParsersAction[argparse.ArgumentParser]
+) -> None:
+    """The offline commands (train, evaluate, export, ...) come from the training package, if it imports."""
+    try:
+        from edge_agent.training.commands import register
+    except ImportError as error:  # a runtime-only install: the agent's own commands still work
+        parser.epilog = f"training commands unavailable: {first_line(error)}"
+        return
+    register(sub)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -19,6 +19,7 @@ from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from typing import Any, get_type_hints
 
+from edge_agent.common.paths import DATA_ENV, data_root
 from edge_agent.config import (
     AgentConfig,
     AgentSection,
@@ -31,9 +32,7 @@ from edge_agent.config import (
     SourceSection,
 )
 
-DATA_ENV = "EDGE_AGENT_DATA"
 DATA_PLACEHOLDER = "${" + DATA_ENV + "}"
-DEFAULT_DATA_ROOT = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 LOG_LEVELS = ("debug", "info", "warning", "error")
 SOURCE_TYPES = ("mqtt", "replay", "soundcard")
 FORMATS = ("json", "f32le", "i16le")
@@ -231,12 +230,6 @@ def _topic_filter(text: str) -> bool:
     levels = text.split("/")
     wild_ok = all(level in ("+", "#") or not any(c in level for c in "+#") for level in levels)
     return bool(text) and wild_ok and "#" not in levels[:-1]
-
-
-def data_root() -> Path:
-    """``$EDGE_AGENT_DATA`` (relative to the working folder), else ``<repo>/../shared/data``."""
-    env = os.environ.get(DATA_ENV)
-    return Path(env).absolute() if env else DEFAULT_DATA_ROOT
 
 
 def _resolve_path(table: _Table, name: str, base_dir: Path) -> None:

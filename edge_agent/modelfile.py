@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from edge_agent.common.errors import first_line
+
 if TYPE_CHECKING:
     import torch
 
@@ -93,7 +95,7 @@ def load_model(path: str | Path, *, expected_sha256: str | None = None, check: b
     try:
         module = torch.jit.load(io.BytesIO(data), map_location="cpu")
     except RuntimeError as error:
-        raise ValueError(f"{path}: not a loadable TorchScript model: {_first_line(error)}") from error
+        raise ValueError(f"{path}: not a loadable TorchScript model: {first_line(error)}") from error
     module.eval()
     if check:
         _check_output_shape(module, meta, path)
@@ -188,18 +190,18 @@ def _check_output_shape(module: torch.jit.ScriptModule, meta: dict[str, Any], pa
             output = module(inputs)
     except RuntimeError as error:
         raise ValueError(
-            f"{path}: model fails on a window shaped {tuple(inputs.shape)}: {_first_line(error)}"
+            f"{path}: model fails on a window shaped {tuple(inputs.shape)}: {first_line(error)}"
         ) from error
     expected = (1, len(meta["labels"]))
     if tuple(output.shape) != expected:
         raise ValueError(f"{path}: model returns shape {tuple(output.shape)}, meta.json labels imply {expected}")
 
 
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
-
-
 def model_engine(loaded: LoadedModel) -> str:
     """The quantized engine a model file was built for, ``none`` for float32 (a metric label)."""
     return str(loaded.meta.get("quantized_engine") or "none")
+
+
+def model_info_labels(name: str, loaded: LoadedModel) -> tuple[str, str, str, str]:
+    """The ``edge_agent_model_info`` labels of a loaded model: model, sha256, precision, engine."""
+    return name, loaded.sha256, str(loaded.meta["precision"]), model_engine(loaded)

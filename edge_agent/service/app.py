@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 from edge_agent.config import AgentConfig, ModelSection, SourceSection
 from edge_agent.metrics import AgentMetrics
-from edge_agent.modelfile import LoadedModel, load_model, model_engine
+from edge_agent.modelfile import LoadedModel, load_model, model_info_labels
 from edge_agent.pipeline.decision import DecisionEngine
 from edge_agent.pipeline.inference import InferenceWorker
 from edge_agent.pipeline.prediction_series import PredictionSeries
@@ -186,8 +186,7 @@ class App:
         self._retry("load the model files", load, self.metrics.model_load_errors.inc, "waiting for model files")
         check_channels(self.config, self.models)
         for name, loaded in self.models.items():
-            meta = loaded.meta
-            self.metrics.model_info.labels(name, loaded.sha256, str(meta["precision"]), model_engine(loaded)).set(1)
+            self.metrics.model_info.labels(*model_info_labels(name, loaded)).set(1)
 
     def _start_inference(self) -> None:
         self.worker = InferenceWorker(self.models, self.config.inference, self.metrics, self._on_prediction)

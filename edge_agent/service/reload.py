@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING
 
 from edge_agent.config import AgentConfig, ModelSection
 from edge_agent.configload import ConfigError
-from edge_agent.modelfile import LoadedModel, load_model, model_engine
+from edge_agent.modelfile import LoadedModel, load_model, model_info_labels
 
 if TYPE_CHECKING:
     from edge_agent.service.app import App
@@ -200,8 +200,8 @@ def swap_models(app: App, changed: dict[str, LoadedModel]) -> None:
     metrics = app.metrics
     for name, loaded in changed.items():
         old = previous[name]
-        metrics.model_info.remove(name, old.sha256, str(old.meta["precision"]), model_engine(old))
-        metrics.model_info.labels(name, loaded.sha256, str(loaded.meta["precision"]), model_engine(loaded)).set(1)
+        metrics.model_info.remove(*model_info_labels(name, old))
+        metrics.model_info.labels(*model_info_labels(name, loaded)).set(1)
         sections = (s for s in app.config.sources if name in s.models)
         configured = {sensor for s in sections for sensor in s.known_sensors}
         sensors = app.series.sensors(name) | configured

@@ -1,4 +1,5 @@
-"""The alert payload on ``<prefix>/<agent>/<sensor>/alert`` (schema version 1, docs/alert.schema.json).
+"""The alert payload on ``<prefix>/<agent>/<sensor>/alert`` (schema version 1, docs/alert.schema.json)
+and the retained sensor state on ``<prefix>/<agent>/<sensor>/state``.
 
 Times are ISO 8601 UTC with milliseconds (``2026-11-22T10:00:00.123Z``); ``ended_at`` is null
 unless ``type`` is ``end``. ``model.name`` / ``model.sha256`` are null for alerts that no model
@@ -54,6 +55,20 @@ def alert_payload(event: AlertEvent, agent_id: str) -> dict[str, Any]:
         "ended_at": ended_at,
         "window": {"start": iso_utc(event.window_start), "end": iso_utc(event.window_end)},
         "model": {"name": event.model_name or None, "sha256": event.model_sha256 or None},
+    }
+
+
+def state_document(current: AlertEvent | None, since_s: float) -> dict[str, Any]:
+    """The sensor's state: ``{"label", "kind", "confidence", "since", "alert_id"}`` of the alert shown,
+    or, with none open, all null but ``since`` (``since_s``: when the last alert ended, or now)."""
+    if current is None:
+        return {"label": None, "kind": None, "confidence": None, "since": iso_utc(since_s), "alert_id": None}
+    return {
+        "label": current.label,
+        "kind": current.kind,
+        "confidence": round(float(current.confidence), 6),
+        "since": iso_utc(current.started_at),
+        "alert_id": current.id,
     }
 
 

@@ -35,13 +35,12 @@ import paho.mqtt.client as paho
 import edge_agent
 from edge_agent.config import AgentConfig, HomeAssistantSection, MqttSection
 from edge_agent.metrics import AgentMetrics
-from edge_agent.mqttclient import ConnectionTracker, base_client_id, create_client, opened, start_client, stop_client
+from edge_agent.mqttclient import PUBLISH_ACCEPTED, MqttConnection
 from edge_agent.types import AlertEvent
 
 logger = logging.getLogger(__name__)
 
 _METRIC_CLIENT = "homeassistant"
-_ACCEPTED = (paho.MQTT_ERR_SUCCESS, paho.MQTT_ERR_NO_CONN)
 _ID_UNSAFE = re.compile(r"[^a-zA-Z0-9_-]")  # node_id and object_id allow only these characters
 AVAILABILITY_TEMPLATE = "{{ 'online' if value == 'online' else 'offline' }}"  # `stopped` is offline too
 FAULT_TEMPLATE = "{{ 'ON' if value_json.kind == 'fault' else 'OFF' }}"
@@ -123,38 +122,36 @@ class HomeAssistantDiscoverySink:
     ) -> None:
         self._ha = ha
         self._mqtt = mqtt
-        self._password = password
         self._agent_id = agent_id
-        self._metrics = metrics
         self._sensors: dict[str, tuple[str, ...]] = dict(sensors)  # sensor -> its models
         self._lock = threading.Lock()
-        self._client: paho.Client | None = None
-        self._tracker: ConnectionTracker | None = None
+        self._conn = MqttConnection(
+            mqtt,
+            agent_id=agent_id,
+            client_suffix=_METRIC_CLIENT,
+            password=password,
+            metrics=metrics,
+            on_connected=self._on_connected,
+        )
         self._failures = metrics.mqtt_publish_failures.labels(_METRIC_CLIENT)
         self.announcements = 0  # times the whole set was published (connects and birth messages)
 
     @property
     def connected(self) -> threading.Event:
-        return opened(self._tracker).connected
+        return self._conn.connected
 
     def alive(self) -> bool:
-        return self._tracker is None or self._tracker.alive()
+        return self._conn.alive()
 
     def open(self) -> None:
         """Connect in the background; the configs go out on every connect."""
-        if self._client is not None:
+        if self._conn.opened:
             raise RuntimeError("Home Assistant sink already opened")
-        client, self._tracker = create_client(
-            self._mqtt,
-            client_id=f"{base_client_id(self._mqtt, self._agent_id)}-homeassistant",
-            password=self._password,
-            metrics=self._metrics,
-            metric_client=_METRIC_CLIENT,
-            on_connected=self._on_connected,
-        )
-        client.on_message = self._on_message
-        self._client = client
-        start_client(client, self._mqtt, self._tracker)
+
+        def configure(client: paho.Client) -> None:
+            client.on_message = self._on_message
+
+        self._conn.open(configure)
         logger.info("Home Assistant discovery under %s/ for %d sensors", self._ha.discovery_prefix, len(self._sensors))
 
     def send(self, event: AlertEvent) -> None:
@@ -171,8 +168,7 @@ class HomeAssistantDiscoverySink:
 
     def close(self) -> None:
         """Disconnect; the configs stay retained (the entities turn unavailable through the status topic)."""
-        if self._client is not None and self._tracker is not None:
-            stop_client(self._client, self._tracker)
+        self._conn.close()
 
     # --- paho callbacks (paho's network thread) ---
 
@@ -188,8 +184,9 @@ class HomeAssistantDiscoverySink:
 
     def _announce(self, sensors: list[str] | None = None) -> None:
         """Publish the discovery configs of ``sensors`` (default: all), retained, QoS 1."""
-        if self._client is None:
+        if not self._conn.opened:
             return
+        client = self._conn.client
         with self._lock:
             chosen = {s: self._sensors[s] for s in (sensors if sensors is not None else self._sensors)}
         for sensor, models in chosen.items():
@@ -197,8 +194,8 @@ class HomeAssistantDiscoverySink:
                 self._ha, topic_prefix=self._mqtt.topic_prefix, agent_id=self._agent_id, sensor=sensor, models=models
             )
             for topic, document in messages.items():
-                info = self._client.publish(topic, json.dumps(document, sort_keys=True), qos=1, retain=True)
-                if info.rc not in _ACCEPTED:
+                info = client.publish(topic, json.dumps(document, sort_keys=True), qos=1, retain=True)
+                if info.rc not in PUBLISH_ACCEPTED:
                     self._failures.inc()
                     logger.warning("Home Assistant discovery: paho refused %s: %s", topic, paho.error_string(info.rc))
         if sensors is None:

@@ -37,25 +37,16 @@ from typing import Any
 
 import paho.mqtt.client as paho
 
+from edge_agent.common.ratelimit import RateLimitedLog
 from edge_agent.config import MqttSection
 from edge_agent.metrics import AgentMetrics
-from edge_agent.mqttclient import (
-    ConnectionTracker,
-    LastWill,
-    base_client_id,
-    create_client,
-    opened,
-    start_client,
-    stop_client,
-)
-from edge_agent.sinks.alert_schema import alert_payload, encode, iso_utc
-from edge_agent.sources.payloads import RateLimitedLog
+from edge_agent.mqttclient import PUBLISH_ACCEPTED, LastWill, MqttConnection
+from edge_agent.sinks.alert_schema import alert_payload, encode, state_document
 from edge_agent.types import AlertEvent
 
 logger = logging.getLogger(__name__)
 
 _METRIC_CLIENT = "alerts"
-_ACCEPTED = (paho.MQTT_ERR_SUCCESS, paho.MQTT_ERR_NO_CONN)  # NO_CONN at QoS 1: queued in paho, sent on reconnect
 
 
 @dataclass(frozen=True)
@@ -82,12 +73,20 @@ class MqttAlertSink:
         inflight_max: int = 32,
     ) -> None:
         self._mqtt = mqtt
-        self._password = password
         self._agent_id = agent_id
         self._metrics = metrics
         self._prefix = f"{mqtt.topic_prefix}/{agent_id}"
         self.status_topic = f"{self._prefix}/status"
-        self._client_id = f"{base_client_id(mqtt, agent_id)}-alerts"
+        self._conn = MqttConnection(
+            mqtt,
+            agent_id=agent_id,
+            client_suffix=_METRIC_CLIENT,
+            password=password,
+            metrics=metrics,
+            will=LastWill(self.status_topic, "offline", qos=1, retain=True),
+            on_connected=self._on_connected,
+            on_disconnected=self._wake,
+        )
         self._queue_max = max(1, mqtt.alert_queue_max)
         self._inflight_max = inflight_max
         self._cond = threading.Condition()
@@ -100,8 +99,6 @@ class MqttAlertSink:
         self._active: dict[str, dict[str, AlertEvent]] = {}  # sensor -> kind -> open alert
         self._closing = False
         self._stop_pump = False
-        self._client: paho.Client | None = None
-        self._tracker: ConnectionTracker | None = None
         self._pump_thread: threading.Thread | None = None
         self._warn = RateLimitedLog(logger)
         self._failures = metrics.mqtt_publish_failures.labels(_METRIC_CLIENT)
@@ -110,36 +107,28 @@ class MqttAlertSink:
     @property
     def connected(self) -> threading.Event:
         """Set while the sink's client is connected (for tests and readiness checks)."""
-        return opened(self._tracker).connected
+        return self._conn.connected
 
     def alive(self) -> bool:
         """False if the pump or paho's network thread died while open (for a watchdog)."""
-        if self._client is None or self._closing or self._tracker is None:
+        if not self._conn.opened or self._closing:
             return True
-        return self._pump_thread is not None and self._pump_thread.is_alive() and self._tracker.alive()
+        return self._pump_thread is not None and self._pump_thread.is_alive() and self._conn.alive()
 
     def open(self) -> None:
         """Start the pump and connect in the background; returns at once, broker up or not."""
-        if self._client is not None:
+        if self._conn.opened:
             raise RuntimeError("alert sink already opened")
-        client, self._tracker = create_client(
-            self._mqtt,
-            client_id=self._client_id,
-            password=self._password,
-            metrics=self._metrics,
-            metric_client=_METRIC_CLIENT,
-            will=LastWill(self.status_topic, "offline", qos=1, retain=True),
-            on_connected=self._on_connected,
-            on_disconnected=self._wake,
-        )
-        client.on_publish = self._on_publish
-        # Our pump keeps <= inflight_max (+ status messages) in paho; the limits are a safety net.
-        client.max_inflight_messages_set(self._inflight_max + 4)
-        client.max_queued_messages_set(self._inflight_max + 16)
-        self._client = client
+
+        def configure(client: paho.Client) -> None:
+            client.on_publish = self._on_publish
+            # Our pump keeps <= inflight_max (+ status messages) in paho; the limits are a safety net.
+            client.max_inflight_messages_set(self._inflight_max + 4)
+            client.max_queued_messages_set(self._inflight_max + 16)
+
         self._pump_thread = threading.Thread(target=self._pump, name="mqtt-alerts-pump", daemon=True)
-        self._pump_thread.start()
-        start_client(client, self._mqtt, self._tracker)
+        self._pump_thread.start()  # it waits until the client is connected
+        self._conn.open(configure)
         logger.info("alert sink: publishing under %s/ on %s:%s", self._prefix, self._mqtt.host, self._mqtt.port)
 
     def send(self, event: AlertEvent) -> None:
@@ -172,7 +161,7 @@ class MqttAlertSink:
         """Publish a retained no-alert state (e.g. at start, over a state a previous run left behind)."""
         if not _topic_level_ok(sensor):
             raise ValueError(f"sensor id {sensor!r} cannot be an MQTT topic level")
-        doc = {"label": None, "kind": None, "confidence": None, "since": iso_utc(time.time()), "alert_id": None}
+        doc = state_document(None, time.time())
         with self._cond:
             self._active.pop(sensor, None)
             self._states[sensor] = _Out(f"{self._prefix}/{sensor}/state", encode(doc), True, "state", sensor)
@@ -180,13 +169,13 @@ class MqttAlertSink:
 
     def close(self, timeout_s: float = 2.0) -> None:
         """Deliver what is queued (bounded by ``timeout_s``), publish ``stopped``, disconnect cleanly."""
-        if self._client is None or self._tracker is None or self._closing:
+        if not self._conn.opened or self._closing:
             return
         deadline = time.monotonic() + timeout_s
         with self._cond:
             self._closing = True
             self._cond.wait_for(self._all_delivered, timeout=max(0.0, deadline - time.monotonic()))
-        if self._tracker.connected.is_set():
+        if self._conn.is_connected():
             self._publish(_Out(self.status_topic, b"stopped", True, "status"))
             with self._cond:
                 self._cond.wait_for(lambda: not self._inflight, timeout=max(0.0, deadline - time.monotonic()))
@@ -199,7 +188,7 @@ class MqttAlertSink:
             logger.warning("alert sink: closing with %d alerts undelivered after %.1f s", lost, timeout_s)
         if self._pump_thread is not None:
             self._pump_thread.join(timeout=2.0)
-        stop_client(self._client, self._tracker)
+        self._conn.close()
         self._metrics.alerts_queued.set(0)
 
     # --- pump thread ---
@@ -224,8 +213,7 @@ class MqttAlertSink:
 
     def _can_publish(self) -> bool:
         return (
-            self._tracker is not None
-            and self._tracker.connected.is_set()
+            self._conn.is_connected()
             and not self._resending
             and len(self._inflight) < self._inflight_max
             and bool(self._outbox or self._states)
@@ -233,11 +221,10 @@ class MqttAlertSink:
 
     def _publish(self, out: _Out) -> bool:
         """Hand one message to paho and track its mid; False if paho refused it."""
-        assert self._client is not None
-        info = self._client.publish(out.topic, out.payload, qos=1, retain=out.retain)
+        info = self._conn.client.publish(out.topic, out.payload, qos=1, retain=out.retain)
         with self._cond:
             self._in_hand = None
-            if info.rc not in _ACCEPTED:
+            if info.rc not in PUBLISH_ACCEPTED:
                 self._failures.inc()
                 self._warn.warning("refused", "alert sink: paho refused a publish: %s", paho.error_string(info.rc))
                 return False
@@ -298,16 +285,7 @@ class MqttAlertSink:
         else:
             open_alerts[event.kind] = event
         current = open_alerts.get("fault") or open_alerts.get("health")
-        if current is None:
-            since = event.ended_at if event.ended_at is not None else event.window_end
-            return {"label": None, "kind": None, "confidence": None, "since": iso_utc(since), "alert_id": None}
-        return {
-            "label": current.label,
-            "kind": current.kind,
-            "confidence": round(float(current.confidence), 6),
-            "since": iso_utc(current.started_at),
-            "alert_id": current.id,
-        }
+        return state_document(current, event.ended_at if event.ended_at is not None else event.window_end)
 
     def _reject(self, event: AlertEvent, why: str) -> None:
         self._failures.inc()

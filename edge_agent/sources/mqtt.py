@@ -1,4 +1,4 @@
-"""``mqtt`` source: sensor streams from a broker (JSON or raw little-endian frames, see payloads.py).
+"""``mqtt`` source: sensor streams from a broker (JSON or raw little-endian frames, see sources/payloads.py).
 
 The sensor id is topic level ``sensor_level`` (0-based) of each message's topic, e.g. topic filter
 ``plant/+/vibration`` with ``sensor_level = 1``. Sensor ids are bounded: either the allow-list
@@ -16,10 +16,11 @@ from typing import Any
 
 import paho.mqtt.client as paho
 
+from edge_agent.common.ratelimit import RateLimitedLog
 from edge_agent.config import MqttSection, SourceSection
 from edge_agent.metrics import AgentMetrics
-from edge_agent.mqttclient import ConnectionTracker, base_client_id, create_client, start_client, stop_client
-from edge_agent.sources.payloads import FORMATS, MAX_PAYLOAD_BYTES, PayloadError, RateLimitedLog, parse_payload
+from edge_agent.mqttclient import MqttConnection
+from edge_agent.sources.payloads import FORMATS, MAX_PAYLOAD_BYTES, PayloadError, parse_payload
 from edge_agent.types import Chunk
 
 logger = logging.getLogger(__name__)
@@ -50,57 +51,55 @@ class MqttSource:
         self.name = section.name
         self._section = section
         self._mqtt = mqtt
-        self._password = password
-        self._client_id = f"{base_client_id(mqtt, agent_id)}-src-{section.name}"
         self._metrics = metrics
         self._max_bytes = max_payload_bytes
         self._allowed = frozenset(section.sensors)
         self._known: set[str] = set()  # admitted sensor ids; touched only by paho's thread
         self._warn = RateLimitedLog(logger)
         self._emit: Callable[[Chunk], None] | None = None
-        self._client: paho.Client | None = None
-        self._tracker: ConnectionTracker | None = None
         self._stopped = False
         self.internal_errors = 0  # exceptions caught in the message callback (emit or a bug)
         metrics.init_source(self.name)
         self._up = metrics.source_up.labels(self.name)
         self._received = metrics.messages_received.labels(self.name)
+        self._conn = MqttConnection(
+            mqtt,
+            agent_id=agent_id,
+            client_suffix=f"src-{section.name}",
+            password=password,
+            metrics=metrics,
+            metric_client=f"source-{section.name}",
+            on_connected=self._on_connected,
+            on_disconnected=lambda: self._up.set(0),
+        )
         for sensor in self._allowed:
             metrics.init_sensor(sensor)
 
     def start(self, emit: Callable[[Chunk], None]) -> None:
         """Connect in the background (returns at once, broker up or not); ``emit`` runs in paho's thread."""
-        if self._client is not None:
+        if self._conn.opened:
             raise RuntimeError(f"source {self.name} already started")
         self._emit = emit
-        client, self._tracker = create_client(
-            self._mqtt,
-            client_id=self._client_id,
-            password=self._password,
-            metrics=self._metrics,
-            metric_client=f"source-{self.name}",
-            on_connected=self._on_connected,
-            on_disconnected=lambda: self._up.set(0),
-        )
-        client.on_subscribe = self._on_subscribe
-        client.on_message = self._on_message
-        self._client = client
-        start_client(client, self._mqtt, self._tracker)
+
+        def configure(client: paho.Client) -> None:
+            client.on_subscribe = self._on_subscribe
+            client.on_message = self._on_message
+
+        self._conn.open(configure)
         logger.info(
             "source %s: subscribing to %s on %s:%s", self.name, self._section.topic, self._mqtt.host, self._mqtt.port
         )
 
     def alive(self) -> bool:
         """False if paho's network thread died (the app's watchdog); broker outages do not count."""
-        return self._tracker is None or self._tracker.alive()
+        return self._conn.alive()
 
     def stop(self) -> None:
         """Disconnect and join paho's thread; safe to call twice or before start."""
         if self._stopped:
             return
         self._stopped = True
-        if self._client is not None and self._tracker is not None:
-            stop_client(self._client, self._tracker)
+        self._conn.close()
         self._up.set(0)
 
     # --- paho callbacks (paho's network thread) ---

@@ -35,6 +35,8 @@ from typing import Any
 
 import numpy as np
 
+from edge_agent.common.errors import first_line
+from edge_agent.common.ratelimit import RateLimitedLog
 from edge_agent.config import SourceSection
 from edge_agent.metrics import AgentMetrics
 from edge_agent.service.backoff import RETRY_MAX_S, RETRY_MIN_S
@@ -48,7 +50,6 @@ from edge_agent.sources.devices import (
     reinitialise,
     resolve_input_device,
 )
-from edge_agent.sources.payloads import RateLimitedLog
 from edge_agent.types import Chunk
 
 logger = logging.getLogger(__name__)
@@ -149,7 +150,7 @@ class SoundcardSource:
             try:
                 stream = self._open()
             except Exception as error:  # anything that keeps the device from opening is retried
-                self._down(f"cannot open the sound card: {_describe(error)}", delay_s, error)
+                self._down(f"cannot open the sound card: {first_line(error)}", delay_s, error)
                 if self._stop.wait(delay_s):
                     break
                 delay_s = min(2 * delay_s, self._retry_max_s)
@@ -339,8 +340,3 @@ def _expected(error: BaseException) -> bool:
     return isinstance(error, AudioUnavailableError | DeviceNotFoundError | OSError | ValueError) or (
         type(error).__name__ == "PortAudioError"
     )
-
-
-def _describe(error: BaseException) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__

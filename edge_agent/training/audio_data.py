@@ -19,8 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
+from edge_agent.common.paths import data_root
 from edge_agent.pipeline.resample import StreamResampler
-from edge_agent.training.data import data_root
 
 BLDC_DIR = Path("machine_sound") / "bldc_motor"
 SAMPLE_RATE_HZ = 16_000

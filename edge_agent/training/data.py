@@ -14,15 +14,10 @@ from pathlib import Path
 
 import numpy as np
 
-from edge_agent import configload
+from edge_agent.common.paths import DATA_ENV, data_root
 
 CWRU_FILE = Path("cwru") / "cwru_12k_de_dev.npz"
 SPLITS = ("train", "val", "test")
-
-
-def data_root(explicit: str | os.PathLike[str] | None = None) -> Path:
-    """The explicit folder, else the agent's own lookup: ``$EDGE_AGENT_DATA``, else ``../shared/data``."""
-    return Path(explicit) if explicit else configload.data_root()
 
 
 def file_sha256(path: Path) -> str:
@@ -63,7 +58,7 @@ def load_cwru(
     path = data_root(root) / CWRU_FILE
     if not path.is_file():
         raise FileNotFoundError(
-            f"CWRU data not found at {path}; pass --data or set ${configload.DATA_ENV} to the folder "
+            f"CWRU data not found at {path}; pass --data or set ${DATA_ENV} to the folder "
             "that holds cwru/cwru_12k_de_dev.npz"
         )
     splits: dict[str, list[Segment]] = {name: [] for name in SPLITS}

@@ -15,7 +15,7 @@ import numpy as np
 import paho.mqtt.client as paho
 import pytest
 
-from edge_agent.configload import data_root
+from edge_agent.common.paths import data_root
 
 REPO = Path(__file__).resolve().parents[2]
 SCHEMA = json.loads((REPO / "docs" / "alert.schema.json").read_text())

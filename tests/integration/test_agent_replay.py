@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 from conftest import free_port
 
-from edge_agent.configload import data_root, parse_config
+from edge_agent.common.paths import data_root
+from edge_agent.configload import parse_config
 from edge_agent.metrics import AgentMetrics
 from edge_agent.service.app import App
 

@@ -6,7 +6,7 @@ played into the sink with ``paplay``. No test asserts on the wall-clock time of 
 (ENVIRONMENT.md): every wait is a bounded poll.
 
 The end-to-end test runs the shipped motor-sound model (models/drsn_cw_bldc_audio.pt) on real
-BLDC-motor clips read at run time from the shared data folder (``edge_agent.configload.data_root``),
+BLDC-motor clips read at run time from the shared data folder (``edge_agent.common.paths.data_root``),
 written to a temporary mono 16 kHz WAV and played into the sink: a healthy clip raises no fault, a
 propeller-fault clip raises a ``propeller`` fault. Without the data folder that test is skipped.
 """
@@ -33,8 +33,8 @@ import pytest
 from conftest import free_port, wait_until
 from prometheus_client.parser import text_string_to_metric_families
 
+from edge_agent.common.paths import data_root
 from edge_agent.config import SourceSection
-from edge_agent.configload import data_root
 from edge_agent.metrics import AgentMetrics
 from edge_agent.sources.soundcard import SoundcardSource
 

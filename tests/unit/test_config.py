@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from edge_agent.cli import main
+from edge_agent.common.paths import DEFAULT_DATA_ROOT
 from edge_agent.config import (
     AgentConfig,
     AgentSection,
@@ -22,7 +23,7 @@ from edge_agent.config import (
     MqttSection,
     SourceSection,
 )
-from edge_agent.configload import DEFAULT_DATA_ROOT, ConfigError, load_config, parse_config, resolve_password
+from edge_agent.configload import ConfigError, load_config, parse_config, resolve_password
 
 REPO = Path(__file__).resolve().parents[2]
 SHIPPED = REPO / "config.toml"

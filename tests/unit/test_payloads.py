@@ -10,8 +10,9 @@ from typing import Any
 import numpy as np
 import pytest
 
+from edge_agent.common.ratelimit import RateLimitedLog
 from edge_agent.metrics import PAYLOAD_ERROR_REASONS
-from edge_agent.sources.payloads import PayloadError, RateLimitedLog, parse_payload
+from edge_agent.sources.payloads import PayloadError, parse_payload
 
 WALL = 1_700_000_000.0
 
