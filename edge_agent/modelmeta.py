@@ -141,7 +141,7 @@ def parse_meta(document: object, *, source: str) -> ModelMeta:
     _check_choice(meta, "precision", PRECISIONS, source)
     kind_missing = [key for key in KIND_KEYS[meta["kind"]] if key not in meta]
     if kind_missing:
-        raise ValueError(f"{source}: {META_FILE} of a {meta['kind']} model lacks key(s): {', '.join(kind_missing)}")
+        raise ValueError(f"{source}: {META_FILE} of kind {meta['kind']!r} lacks key(s): {', '.join(kind_missing)}")
     labels = meta["labels"]
     if not isinstance(labels, list) or not labels or not all(isinstance(label, str) for label in labels):
         raise ValueError(f"{source}: {META_FILE} key 'labels' must be a non-empty list of strings, got {labels!r}")

@@ -57,11 +57,12 @@ class SinkFanout:
                     failed.inc()
                     logger.exception("sink %s failed to take alert %s", sink_name(sink), event.id)
 
-    def announce(self, sensor: str, models: tuple[str, ...] = ()) -> None:
-        """A sensor is known: no alert survives a restart (``clear_state``); one found live is added (``models``)."""
+    def announce(self, sensor: str, models: tuple[str, ...] = (), clear: bool = True) -> None:
+        """A sensor is known: no alert survives a restart (``clear``: retained no-alert state), and the
+        sinks learn the ``models`` of a sensor found live (Home Assistant discovery)."""
         for sink in self.sinks:
             try:
-                if hasattr(sink, "clear_state"):
+                if clear and hasattr(sink, "clear_state"):
                     sink.clear_state(sensor)
                 if models and hasattr(sink, "add_sensor"):
                     sink.add_sensor(sensor, models)

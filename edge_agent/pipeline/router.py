@@ -24,7 +24,7 @@ from edge_agent.types import Chunk, Window
 logger = logging.getLogger(__name__)
 
 Submit = Callable[[str, Window], None]  # (model name, window) -> the inference queue
-Announce = Callable[[str, tuple[str, ...]], None]  # (sensor, models found live; () at start) -> the sinks
+Announce = Callable[[str, tuple[str, ...], bool], None]  # (sensor, models found live, new sensor) -> the sinks
 
 
 class SensorSeries:
@@ -55,19 +55,22 @@ class SensorSeries:
                 self._sources.add(source)
                 self._metrics.init_source(source)
 
-    def add(self, sensor: str, models: Iterable[str]) -> bool:
-        """Create ``sensor``'s series and those of its ``models``' labels; False if it had them all."""
+    def add(self, sensor: str, models: Iterable[str]) -> tuple[bool, tuple[str, ...]]:
+        """Create ``sensor``'s series and those of its ``models``' labels, those it lacks.
+
+        Returns whether the sensor is new and which of ``models`` are new for it.
+        """
         with self._lock:
             known = self._sensors.get(sensor)
             new_sensor = known is None
             if known is None:
                 known = self._sensors[sensor] = set()
                 self._metrics.init_sensor(sensor)
-            added = [model for model in models if model not in known]
+            added = tuple(dict.fromkeys(model for model in models if model not in known))
             for model in added:
                 known.add(model)
                 self._init_model(sensor, model)
-            return new_sensor or bool(added)
+            return new_sensor, added
 
     def sensors(self, model: str) -> set[str]:
         """Sensors that have ``model``'s series."""
@@ -105,15 +108,17 @@ def make_router(
     sensors.add_source(section.name)
     known = set(section.known_sensors)
     for sensor in section.known_sensors:
-        if sensors.add(sensor, section.models):
-            announce(sensor, ())
+        new_sensor, _ = sensors.add(sensor, section.models)
+        if new_sensor:  # the sinks know configured sensors from the configuration
+            announce(sensor, (), True)
     wrong_channels = metrics.payload_errors.labels(section.name, "wrong_channels")
 
     def route(chunk: Chunk) -> None:
         if chunk.sensor not in known:  # first samples of a sensor a wildcard topic found
             known.add(chunk.sensor)
-            if sensors.add(chunk.sensor, section.models):
-                announce(chunk.sensor, section.models)
+            new_sensor, added = sensors.add(chunk.sensor, section.models)
+            if new_sensor or added:
+                announce(chunk.sensor, added, new_sensor)
         for name, assembler in assemblers.items():
             try:
                 windows = assembler.push(chunk)
