@@ -61,10 +61,13 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
+    from edge_agent.modelfile import read_meta
     from edge_agent.training.export import export_run
 
-    meta = export_run(Path(args.run), Path(args.out), data=args.data, quantize=not args.float, engine=args.engine)
-    print(json.dumps({k: meta[k] for k in ("name", "quantized_engine", "test_metrics")}, indent=2))
+    export_run(Path(args.run), Path(args.out), data=args.data, quantize=not args.float, engine=args.engine)
+    meta = read_meta(args.out)  # the typed meta of the file just written
+    shown = {"name": meta.name, "quantized_engine": meta.quantized_engine, "test_metrics": dict(meta.metrics)}
+    print(json.dumps(shown, indent=2))
     return 0
 
 

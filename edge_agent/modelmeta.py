@@ -96,6 +96,7 @@ class ModelMeta(Mapping[str, Any]):
     data_sha256: str | None = None  # hash of the training data (training.data_sha256)
     code_version: str | None = None
     metrics: Mapping[str, Any] = field(default_factory=_empty)  # test_metrics of the export, {} if none recorded
+    evaluation: Mapping[str, Any] = field(default_factory=_empty)  # cross-validation and export checks, {} if none
     document: Mapping[str, Any] = field(default_factory=_empty)  # the whole meta.json
 
     @property
@@ -159,7 +160,7 @@ def parse_meta(document: object, *, source: str) -> ModelMeta:
         raise ValueError(f"{source}: {META_FILE} key 'quantized_engine' must be a string or null, got {engine!r}")
     training = meta.get("training")
     data_sha256 = training.get("data_sha256") if isinstance(training, dict) else None
-    metrics = meta.get("test_metrics")
+    metrics, evaluation = meta.get("test_metrics"), meta.get("evaluation")
     return ModelMeta(
         schema=int(meta["schema"]),
         name=_text(meta, "name", source),
@@ -178,6 +179,7 @@ def parse_meta(document: object, *, source: str) -> ModelMeta:
         data_sha256=data_sha256 if isinstance(data_sha256, str) else None,
         code_version=meta.get("code_version") if isinstance(meta.get("code_version"), str) else None,
         metrics=MappingProxyType(metrics if isinstance(metrics, dict) else {}),
+        evaluation=MappingProxyType(evaluation if isinstance(evaluation, dict) else {}),
         document=MappingProxyType(meta),
     )
 
