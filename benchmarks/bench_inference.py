@@ -113,7 +113,7 @@ def bench_files(args: argparse.Namespace) -> list[str]:
     from edge_agent.modelfile import load_model
 
     models = {str(path): load_model(path) for path in args.model}
-    engines = {m.meta["quantized_engine"] for m in models.values()} - {None}
+    engines = {m.meta.quantized_engine for m in models.values()} - {None}
     if len(engines) > 1:  # the engine is process-global and decides how int8 weights were packed at load
         raise SystemExit(f"--model files need one quantized engine per run, got {sorted(engines)}")
     first = next(iter(models.values()))
@@ -131,7 +131,7 @@ def bench_files(args: argparse.Namespace) -> list[str]:
             ratios = sorted(r / v for r, v in zip(reference, values, strict=True))
             low, high = ratios[len(ratios) // 10], ratios[(9 * len(ratios)) // 10]
             rows.append(
-                f"| {name} | {models[name].meta['precision']} | {batch} | {len(values)} | "
+                f"| {name} | {models[name].meta.precision} | {batch} | {len(values)} | "
                 f"{statistics.median(values) / batch * 1e3:.3f} | "
                 f"{statistics.median(ratios):.3f} ({low:.2f}-{high:.2f}) |"
             )

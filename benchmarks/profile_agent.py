@@ -11,7 +11,7 @@ Companion of ``bench_agent.py`` (which measures the agent as a black box over MQ
   batch 1/8/16/32, the per-prediction work after the model (metrics, decision).
 - ``pipeline``: the agent's real code path without the network: ``MqttSource._handle`` on
   ``paho.MQTTMessage`` objects -> parse -> router (windowing, queue) -> ``take_batch`` ->
-  ``InferenceWorker._process`` -> ``App._on_prediction``, for ``--sensors`` sensors, first timed
+  ``InferenceWorker._process`` -> ``DataPath.on_prediction``, for ``--sensors`` sensors, first timed
   per stage (wrappers), then under ``cProfile`` (top functions by own time).
 - ``mqtt``: paho's own cost per received message (subscriber with an empty callback, pinned to
   the agent's core; QoS 1), JSON and f32le payloads, with a real mosquitto on loopback.
@@ -87,7 +87,7 @@ def build_app(fmt: str, model: Path) -> Any:
     shutil.rmtree(workdir, ignore_errors=True)
     app = App(config)
     app._load_models()
-    app.worker = InferenceWorker(app.models, app.config.inference, app.metrics, app._on_prediction)
+    app.worker = InferenceWorker(app.models, app.config.inference, app.metrics, app.datapath.on_prediction)
     app.worker.warm_up()
     return app
 
@@ -146,7 +146,8 @@ def section_components(args: argparse.Namespace) -> dict[str, float]:
     window = Window("s0001", 0.0, 2048 / RATE_HZ, np.zeros((1, 2048), np.float32), now)
     probabilities = {label: (0.99 if label == "Normal" else 0.001) for label in loaded.labels}
     prediction = Prediction("s0001", "bearing", window, probabilities, "Normal", 0.99, now)
-    out["on_prediction_us"] = 1e6 * median_time(lambda: app._on_prediction(prediction), repeats=args.repeats, inner=50)
+    on_prediction = app.datapath.on_prediction
+    out["on_prediction_us"] = 1e6 * median_time(lambda: on_prediction(prediction), repeats=args.repeats, inner=50)
     return out
 
 
@@ -159,7 +160,7 @@ def section_pipeline(args: argparse.Namespace, fmt: str) -> dict[str, Any]:
     app = build_app(fmt, args.model)
     section = app.config.sources[0]
     source = MqttSource(section, app.config.mqtt, password=None, agent_id="profile", metrics=app.metrics)
-    route = app._router(section)
+    route = app.datapath.router(section, app.worker.submit)
     worker = app.worker
     messages = []
     for topic, payload in payloads(fmt, args.sensors, args.rounds):
@@ -201,7 +202,7 @@ def section_pipeline(args: argparse.Namespace, fmt: str) -> dict[str, Any]:
 
     mqtt_source.parse_payload = timed("parse", original_parse)
     mqtt_source.time = clock  # binary chunks are stamped on arrival: arrive on the real-time schedule
-    worker.on_prediction = timed("on_prediction", app._on_prediction)
+    worker.on_prediction = timed("on_prediction", app.datapath.on_prediction)
     source._emit = timed("route", route)
     try:
         started = time.perf_counter()
@@ -228,12 +229,12 @@ def section_pipeline(args: argparse.Namespace, fmt: str) -> dict[str, Any]:
         "batch prep+softmax+predictions us/window": 1e6
         * (totals["process"] - model_s - totals["on_prediction"])
         / windows,
-        "App._on_prediction (metrics, decision) us/window": 1e6 * totals["on_prediction"] / windows,
+        "DataPath.on_prediction (metrics, decision) us/window": 1e6 * totals["on_prediction"] / windows,
     }
     # the same under cProfile (slower; for the function-level split)
     app2 = build_app(fmt, args.model)
     source2 = MqttSource(section, app2.config.mqtt, password=None, agent_id="profile", metrics=app2.metrics)
-    source2._emit = app2._router(section)
+    source2._emit = app2.datapath.router(section, app2.worker.submit)
     worker2 = app2.worker
 
     def run_profiled() -> None:

@@ -1,14 +1,16 @@
 """Every Prometheus metric of the agent, in one registry (names per docs/ARCHITECTURE rules).
 
 Stages receive the :class:`AgentMetrics` object and update the metrics they own. Labels come
-only from configured names (sensor, source, model, label, sink), never from payloads.
+only from configured names (sensor, source, model, label, sink), never from payloads. A sensor's
+and a source's series are created by the router (edge_agent.pipeline.router), /metrics is served
+by edge_agent.service.exporter.
 """
 
 from __future__ import annotations
 
 import platform
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 import edge_agent
 
@@ -175,6 +177,12 @@ class AgentMetrics:
         self.model_load_errors = Counter(
             "edge_agent_model_load_errors_total", "Failed attempts to load a model file at start.", registry=r
         )
+        self.sink_events = Counter(
+            "edge_agent_sink_events_total",
+            "Alert events handed to a sink, failed ones included (those: edge_agent_sink_errors_total).",
+            ["sink"],
+            registry=r,
+        )
         self.sink_errors = Counter(
             "edge_agent_sink_errors_total", "Alert events a sink failed to take (internal error).", ["sink"], registry=r
         )
@@ -241,12 +249,16 @@ class AgentMetrics:
                 for event_type in ALERT_EVENT_TYPES:
                     self.alerts.labels(sensor, label, event_type)
 
-    def init_pipeline(self, queue_capacity_windows: int, sinks: tuple[str, ...]) -> None:
-        """Create the pipeline's series at zero: queue capacity, window drop reasons, sink errors."""
+    def init_pipeline(self, queue_capacity_windows: int, sinks: tuple[str, ...] = ()) -> None:
+        """Create the pipeline's series at zero: queue capacity, window drop reasons, sink events and errors.
+
+        The agent's sink series come from its fan-out (edge_agent.pipeline.fanout), which creates them per sink.
+        """
         self.queue_capacity.set(queue_capacity_windows)
         for reason in WINDOW_DROP_REASONS:
             self.windows_dropped.labels(reason)
         for sink in sinks:
+            self.sink_events.labels(sink)
             self.sink_errors.labels(sink)
 
     def init_source(self, source: str) -> None:
@@ -260,10 +272,6 @@ class AgentMetrics:
         self.source_retries.labels(source)
         self.audio_overflows.labels(source)
         self.audio_blocks_dropped.labels(source)
-
-    def serve(self, listen: str, port: int) -> None:
-        """Serve ``/metrics`` on ``listen:port`` from a daemon thread."""
-        start_http_server(port, addr=listen, registry=self.registry)
 
 
 def _torch_version() -> str:

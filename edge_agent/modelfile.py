@@ -4,6 +4,7 @@ Used by the running agent: imports neither :mod:`edge_agent.nn` nor :mod:`edge_a
 and reads ``meta.json`` without torch. :func:`load_model` sets the quantized engine named in
 the meta before ``torch.jit.load``, because that setting decides how int8 weights are packed.
 Every error is a ``FileNotFoundError`` or ``ValueError`` naming the file and the bad key/value.
+The meta itself (:class:`~edge_agent.modelmeta.ModelMeta`) is parsed in :mod:`edge_agent.modelmeta`.
 """
 
 from __future__ import annotations
@@ -12,68 +13,75 @@ import hashlib
 import io
 import json
 import logging
-import numbers
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from edge_agent.common.errors import first_line
+from edge_agent.modelmeta import (
+    KINDS,
+    META_FILE,
+    PRECISIONS,
+    REQUIRED_KEYS,
+    SCHEMA_VERSION,
+    SUPPORTED_SCHEMAS,
+    ModelMeta,
+    parse_meta,
+    validate_meta,
+)
 
 if TYPE_CHECKING:
     import torch
 
+__all__ = [
+    "KINDS",
+    "META_FILE",
+    "PRECISIONS",
+    "REQUIRED_KEYS",
+    "RUNTIME_KINDS",
+    "SCHEMA_VERSION",
+    "SUPPORTED_SCHEMAS",
+    "LoadedModel",
+    "ModelMeta",
+    "load_model",
+    "model_engine",
+    "parse_meta",
+    "read_meta",
+    "validate_meta",
+]
+
 logger = logging.getLogger(__name__)
 
-META_FILE = "meta.json"
-SCHEMA_VERSION = 1
-SUPPORTED_SCHEMAS = (1,)
-KINDS = ("classifier",)
-PRECISIONS = ("float32", "int8")
-REQUIRED_KEYS = (
-    "schema",
-    "name",
-    "kind",
-    "labels",
-    "sample_rate_hz",
-    "window_samples",
-    "hop_samples",
-    "channels",
-    "input_units",
-    "normalisation",
-    "precision",
-    "quantized_engine",
-)
+RUNTIME_KINDS = ("classifier",)  # the kinds the inference worker runs today (edge_agent.modelmeta.KINDS: all)
 
 
 @dataclass(frozen=True)
 class LoadedModel:
-    """A loaded model file: the TorchScript ``module`` (eval), its ``meta`` and the file's ``sha256``."""
+    """A loaded model file: the TorchScript ``module`` (eval), its typed ``meta`` and the file's ``sha256``."""
 
     path: Path
     module: torch.jit.ScriptModule
-    meta: dict[str, Any]
+    meta: ModelMeta
     sha256: str
 
     @property
     def labels(self) -> list[str]:
-        return list(self.meta["labels"])
+        return list(self.meta.labels)
 
     @property
     def window_samples(self) -> int:
-        return int(self.meta["window_samples"])
+        return self.meta.window_samples
 
     @property
     def channels(self) -> int:
-        return int(self.meta["channels"])
+        return self.meta.channels
 
 
-def read_meta(path: str | Path) -> dict[str, Any]:
-    """The validated ``meta.json`` of a model file, read from the zip without building the model."""
+def read_meta(path: str | Path) -> ModelMeta:
+    """The validated ``meta.json`` of a model file, read from the zip without building the model (nor torch)."""
     path = Path(path)
-    meta = _meta_from_bytes(_read_file(path), path)
-    validate_meta(meta, source=str(path))
-    return meta
+    return parse_meta(_meta_from_bytes(_read_file(path), path), source=str(path))
 
 
 def load_model(path: str | Path, *, expected_sha256: str | None = None, check: bool = True) -> LoadedModel:
@@ -89,9 +97,11 @@ def load_model(path: str | Path, *, expected_sha256: str | None = None, check: b
     sha256 = hashlib.sha256(data).hexdigest()
     if expected_sha256 is not None and sha256 != expected_sha256.lower():
         raise ValueError(f"{path}: sha256 is {sha256}, expected {expected_sha256}")
-    meta = _meta_from_bytes(data, path)
-    validate_meta(meta, source=str(path))
-    _set_engine(meta["quantized_engine"], path)
+    meta = parse_meta(_meta_from_bytes(data, path), source=str(path))
+    if meta.kind not in RUNTIME_KINDS:
+        supported = ", ".join(repr(kind) for kind in RUNTIME_KINDS)
+        raise ValueError(f"{path}: {META_FILE} key 'kind' is {meta.kind!r}; this agent runs: {supported}")
+    _set_engine(meta.quantized_engine, path)
     try:
         module = torch.jit.load(io.BytesIO(data), map_location="cpu")
     except RuntimeError as error:
@@ -99,41 +109,8 @@ def load_model(path: str | Path, *, expected_sha256: str | None = None, check: b
     module.eval()
     if check:
         _check_output_shape(module, meta, path)
-    logger.info("loaded model %s (%s, %s, sha256 %s)", meta["name"], meta["precision"], path, sha256[:12])
+    logger.info("loaded model %s (%s, %s, sha256 %s)", meta.name, meta.precision, path, sha256[:12])
     return LoadedModel(path=path, module=module, meta=meta, sha256=sha256)
-
-
-def validate_meta(meta: object, *, source: str) -> None:
-    """Raise ``ValueError`` naming ``source`` and the first bad key if ``meta`` is not a usable model meta."""
-    if not isinstance(meta, dict):
-        raise ValueError(f"{source}: {META_FILE} must hold a JSON object, got {type(meta).__name__}")
-    missing = [key for key in REQUIRED_KEYS if key not in meta]
-    if missing:
-        raise ValueError(f"{source}: {META_FILE} lacks required key(s): {', '.join(missing)}")
-    _check_choice(meta, "schema", SUPPORTED_SCHEMAS, source)
-    _check_choice(meta, "kind", KINDS, source)
-    _check_choice(meta, "precision", PRECISIONS, source)
-    labels = meta["labels"]
-    if not isinstance(labels, list) or not labels or not all(isinstance(label, str) for label in labels):
-        raise ValueError(f"{source}: {META_FILE} key 'labels' must be a non-empty list of strings, got {labels!r}")
-    for key in ("window_samples", "hop_samples", "channels"):
-        value = meta[key]
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{source}: {META_FILE} key {key!r} must be a positive integer, got {value!r}")
-    rate = meta["sample_rate_hz"]
-    if isinstance(rate, bool) or not isinstance(rate, numbers.Real) or rate <= 0:
-        raise ValueError(f"{source}: {META_FILE} key 'sample_rate_hz' must be a positive number, got {rate!r}")
-    engine = meta["quantized_engine"]
-    if meta["precision"] == "int8" and not isinstance(engine, str):
-        raise ValueError(f"{source}: {META_FILE} key 'quantized_engine' must name an engine for int8, got {engine!r}")
-    if engine is not None and not isinstance(engine, str):
-        raise ValueError(f"{source}: {META_FILE} key 'quantized_engine' must be a string or null, got {engine!r}")
-
-
-def _check_choice(meta: dict[str, Any], key: str, allowed: tuple[object, ...], source: str) -> None:
-    if meta[key] not in allowed:
-        choices = ", ".join(repr(a) for a in allowed)
-        raise ValueError(f"{source}: {META_FILE} key {key!r} is {meta[key]!r}; supported: {choices}")
 
 
 def _read_file(path: Path) -> bytes:
@@ -181,10 +158,10 @@ def _set_engine(engine: str | None, path: Path) -> None:
         torch.backends.quantized.engine = engine
 
 
-def _check_output_shape(module: torch.jit.ScriptModule, meta: dict[str, Any], path: Path) -> None:
+def _check_output_shape(module: torch.jit.ScriptModule, meta: ModelMeta, path: Path) -> None:
     import torch
 
-    inputs = torch.zeros(1, meta["channels"], meta["window_samples"])
+    inputs = torch.zeros(1, meta.channels, meta.window_samples)
     try:
         with torch.inference_mode():
             output = module(inputs)
@@ -192,16 +169,16 @@ def _check_output_shape(module: torch.jit.ScriptModule, meta: dict[str, Any], pa
         raise ValueError(
             f"{path}: model fails on a window shaped {tuple(inputs.shape)}: {first_line(error)}"
         ) from error
-    expected = (1, len(meta["labels"]))
+    expected = (1, meta.output_width)
     if tuple(output.shape) != expected:
         raise ValueError(f"{path}: model returns shape {tuple(output.shape)}, meta.json labels imply {expected}")
 
 
 def model_engine(loaded: LoadedModel) -> str:
     """The quantized engine a model file was built for, ``none`` for float32 (a metric label)."""
-    return str(loaded.meta.get("quantized_engine") or "none")
+    return loaded.meta.engine
 
 
 def model_info_labels(name: str, loaded: LoadedModel) -> tuple[str, str, str, str]:
     """The ``edge_agent_model_info`` labels of a loaded model: model, sha256, precision, engine."""
-    return name, loaded.sha256, str(loaded.meta["precision"]), model_engine(loaded)
+    return name, loaded.sha256, loaded.meta.precision, model_engine(loaded)

@@ -12,7 +12,7 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -93,7 +93,7 @@ class InferenceWorker:
 
     def __init__(
         self,
-        models: dict[str, LoadedModel],
+        models: Mapping[str, LoadedModel],
         config: InferenceSection,
         metrics: AgentMetrics,
         on_prediction: Callable[[Prediction], None],
@@ -106,6 +106,20 @@ class InferenceWorker:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.last_progress_s = time.monotonic()  # watchdog: advances on every loop turn
+
+    def reconfigure(
+        self, *, models: Mapping[str, LoadedModel] | None = None, config: InferenceSection | None = None
+    ) -> None:
+        """Swap the models and/or the settings (a reload); both are read once per batch, so a batch
+        already taken finishes on the old ones and queued windows run on the new ones.
+
+        Only ``max_batch`` and ``max_wait_s`` apply live: ``threads`` and ``queue_windows`` are
+        read at start (the reload planner keeps their running values).
+        """
+        if models is not None:
+            self.models = models
+        if config is not None:
+            self.config = config
 
     def submit(self, model: str, window: Window) -> None:
         self.queue.put(QueuedWindow(model, window))

@@ -1,3 +1,3 @@
 """Service machinery: the app that builds, starts, supervises, reloads and stops the pipeline,
-the reload planner, systemd's notify protocol and the start-up backoff.
+the reload planner, the /metrics exporter, systemd's notify protocol and the start-up backoff.
 """

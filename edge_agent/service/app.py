@@ -1,6 +1,8 @@
-"""Builds the pipeline from the configuration, starts it, supervises it and stops it in order.
+"""Builds the pipeline from the configuration, starts it, supervises it, reloads it and stops it in order.
 
-sources -> windowing (per source and model) -> inference worker -> decision -> sinks
+sources -> router (windowing per source and model) -> inference worker -> decision -> sinks; the
+data path itself is edge_agent.pipeline.datapath, what a reload changes is planned by
+edge_agent.service.reload and applied here.
 """
 
 from __future__ import annotations
@@ -10,17 +12,18 @@ import threading
 import time
 from collections.abc import Callable
 
-from edge_agent.config import AgentConfig, ModelSection, SourceSection
+from edge_agent.config import AgentConfig, SourceSection
+from edge_agent.configload import ConfigError
 from edge_agent.metrics import AgentMetrics
 from edge_agent.modelfile import LoadedModel, load_model, model_info_labels
+from edge_agent.pipeline.datapath import DataPath
 from edge_agent.pipeline.decision import DecisionEngine
 from edge_agent.pipeline.inference import InferenceWorker
-from edge_agent.pipeline.prediction_series import PredictionSeries
-from edge_agent.pipeline.windowing import WindowAssembler
-from edge_agent.plugins import build_sinks, build_source, check_channels, sink_name
+from edge_agent.plugins import build_sinks, build_source, check_channels
 from edge_agent.service.backoff import StartAborted, retry_with_backoff
+from edge_agent.service.exporter import serve_metrics
+from edge_agent.service.reload import ReloadError, ReloadPlan, plan_reload
 from edge_agent.service.sdnotify import Notifier, Watchdog
-from edge_agent.types import AlertEvent, Chunk, Prediction
 
 logger = logging.getLogger(__name__)
 
@@ -47,7 +50,7 @@ class App:
         self.password = password
         self.models: dict[str, LoadedModel] = {}
         self.decision = DecisionEngine(config.decision, metrics=self.metrics)
-        self.sinks: list[object] = []
+        self.datapath = DataPath(self.metrics, self.decision)
         self.sources: list[object] = []
         self.worker: InferenceWorker | None = None
         self.stop_requested = threading.Event()
@@ -57,8 +60,11 @@ class App:
         self.reload_requested = threading.Event()
         self._watchdog = Watchdog(self.notifier, self.problem, self.status_line)
         self._finished_sources: set[str] = set()
-        self.series = PredictionSeries(self.metrics)
         self._lock = threading.Lock()
+
+    @property
+    def sinks(self) -> tuple[object, ...]:
+        return self.datapath.fanout.sinks
 
     # ---------------------------------------------------------------- lifecycle
 
@@ -117,11 +123,8 @@ class App:
 
     def tick(self) -> None:
         """Time-based decisions (hold-off expiry, maximum duration) and the sources' health conditions."""
-        now = time.time()
-        for source in self.sources:
-            for sensor, label, active in getattr(source, "health", list)():
-                self._deliver(self.decision.health(sensor, label, active, now))
-        self._deliver(self.decision.tick(now))
+        conditions = [c for source in self.sources for c in getattr(source, "health", list)()]
+        self.datapath.tick(conditions, time.time())
 
     def healthy(self, max_stall_s: float = 5.0) -> bool:
         """True while the inference worker turns and every source and sink thread lives (for the watchdog)."""
@@ -149,20 +152,56 @@ class App:
         self.reload_requested.set()
 
     def reload(self) -> bool:
-        """Read the configuration and model files again and apply what can change live (edge_agent.service.reload)."""
-        from edge_agent.service.reload import reload_app
-
+        """Read the configuration and model files again and apply what can change live; False if refused."""
         if self.read_config is None:
             logger.warning("reload asked for, but this agent was not started from a configuration file")
             return False
+        metrics = self.metrics
+        metrics.config_reloads.inc()
+        self.notifier.reloading("reloading the configuration and model files")
         try:
-            return reload_app(self, self.read_config)
+            plan = plan_reload(self.config, self.read_config(), self.models)
+            self.apply(plan)
+        except (ConfigError, ReloadError) as error:
+            return self._reload_failed("refused", error.errors[0], "; ".join(error.errors))
         except Exception:  # a reload must never take the running agent down: counted, logged, old config kept
-            self.metrics.config_reload_failures.inc()
-            self.metrics.config_last_reload_successful.set(0)
-            logger.exception("reload failed unexpectedly; the running configuration is kept")
-            self.notifier.reloaded(f"{self.status_line()}; last reload failed unexpectedly (see the log)")
-            return False
+            return self._reload_failed("failed unexpectedly", "see the log", "", exc_info=True)
+        metrics.config_last_reload_successful.set(1)
+        metrics.config_last_reload_success.set_to_current_time()
+        metrics.config_restart_required.set(1 if plan.restart_keys else 0)
+        if plan.restart_keys:
+            logger.warning(
+                "reload: %s changed; these apply only after a restart (systemctl restart edge-agent), "
+                "the running values are kept",
+                ", ".join(plan.restart_keys),
+            )
+        logger.info("configuration reloaded: %s", ", ".join(plan.changed_keys) or "no change that applies live")
+        restart_note = "; restart needed for " + ", ".join(plan.restart_keys) if plan.restart_keys else ""
+        self.notifier.reloaded(f"{self.status_line()}; reloaded{restart_note}")
+        return True
+
+    def apply(self, plan: ReloadPlan) -> None:
+        """Swap in what ``plan`` changes; window buffers and the inference queue stay as they are."""
+        self.decision.reconfigure(plan.config.decision)  # first: if it refuses, nothing has changed yet
+        previous, models = self.models, {**self.models, **plan.models}
+        for name, loaded in plan.models.items():
+            self.metrics.model_info.remove(*model_info_labels(name, previous[name]))
+            self.metrics.model_info.labels(*model_info_labels(name, loaded)).set(1)
+        self.models = models
+        if self.worker is not None:
+            self.worker.reconfigure(models=models, config=plan.config.inference)
+        if plan.config.agent.log_level != self.config.agent.log_level:
+            logging.getLogger().setLevel(plan.config.agent.log_level.upper())
+        self.datapath.retire_labels(previous, plan.models)
+        self.datapath.configure(models, plan.config)
+        self.config = plan.config
+
+    def _reload_failed(self, outcome: str, status: str, errors: str, *, exc_info: bool = False) -> bool:
+        self.metrics.config_reload_failures.inc()
+        self.metrics.config_last_reload_successful.set(0)
+        logger.error("reload %s, the running configuration is kept: %s", outcome, errors or status, exc_info=exc_info)
+        self.notifier.reloaded(f"{self.status_line()}; last reload {outcome}: {status}")
+        return False
 
     # ---------------------------------------------------------------- steps
 
@@ -170,7 +209,8 @@ class App:
         """Serve /metrics; a port taken or an address not up yet is retried (never a crash loop)."""
         if self.config.metrics.enabled:
             listen, port = self.config.metrics.listen, self.config.metrics.port
-            self._retry("serve /metrics", lambda: self.metrics.serve(listen, port), self.metrics.exporter_errors.inc)
+            serve = lambda: serve_metrics(self.metrics, listen, port)  # noqa: E731
+            self._retry("serve /metrics", serve, self.metrics.exporter_errors.inc)
 
     def _retry(self, what: str, attempt: Callable[[], None], count: Callable[[], None], status: str = "") -> None:
         retry_with_backoff(
@@ -187,101 +227,30 @@ class App:
         check_channels(self.config, self.models)
         for name, loaded in self.models.items():
             self.metrics.model_info.labels(*model_info_labels(name, loaded)).set(1)
+        self.datapath.configure(self.models, self.config)
 
     def _start_inference(self) -> None:
-        self.worker = InferenceWorker(self.models, self.config.inference, self.metrics, self._on_prediction)
+        self.worker = InferenceWorker(self.models, self.config.inference, self.metrics, self.datapath.on_prediction)
         self.worker.warm_up()
         self.worker.start()
 
     def _open_sinks(self) -> None:
-        self.sinks = build_sinks(self.config, metrics=self.metrics, password=self.password, echo=self.echo)
-        self.metrics.init_pipeline(self.config.inference.queue_windows, tuple(sink_name(s) for s in self.sinks))
-        for sink in self.sinks:
-            sink.open()
+        sinks = build_sinks(self.config, metrics=self.metrics, password=self.password, echo=self.echo)
+        self.metrics.init_pipeline(self.config.inference.queue_windows)
+        self.datapath.fanout.open(sinks)
 
     def _start_sources(self) -> None:
+        assert self.worker is not None  # the inference step came first
         for section in self.config.sources:
             source = self._build_source(section)
-            self.metrics.init_source(section.name)
-            for sensor in section.known_sensors:
-                self._init_sensor_metrics(sensor, section.models)
-                self._announce_sensor(sensor)
-            source.start(self._router(section))
+            source.start(self.datapath.router(section, self.worker.submit))  # type: ignore[attr-defined]
             self.sources.append(source)
-
-    def _init_sensor_metrics(self, sensor: str, models: tuple[str, ...]) -> None:
-        self.metrics.init_sensor(sensor)
-        for model in models:
-            labels = tuple(self.models[model].labels)
-            self.metrics.init_sensor_model(sensor, model, labels, self.config.decision.normal_labels)
-
-    def _announce_sensor(self, sensor: str, models: tuple[str, ...] = ()) -> None:
-        """A sensor is known: no alert survives a restart (retained no-alert state), Home Assistant learns it."""
-        for sink in self.sinks:
-            try:
-                if hasattr(sink, "clear_state"):
-                    sink.clear_state(sensor)
-                if models and hasattr(sink, "add_sensor"):
-                    sink.add_sensor(sensor, models)
-            except Exception:  # one failing sink must not stop the stream; counted, logged with its name
-                self.metrics.sink_errors.labels(sink_name(sink)).inc()
-                logger.exception("sink %s failed to announce sensor %s", sink_name(sink), sensor)
 
     def _build_source(self, section: SourceSection) -> object:
         def finished() -> None:
             self._source_finished(section.name)
 
         return build_source(section, self.config, metrics=self.metrics, password=self.password, on_finished=finished)
-
-    def _router(self, section: SourceSection) -> Callable[[Chunk], None]:
-        """Chunk -> windows for each model of the source -> inference queue (runs on the source's thread)."""
-        assemblers = {}
-        for index, model_name in enumerate(section.models):
-            loaded, model_section = self.models[model_name], self._model_section(model_name)
-            hop = model_section.hop_samples or int(loaded.meta["hop_samples"])
-            rate_hz = float(loaded.meta["sample_rate_hz"])
-            # per-sensor sample and gap counts come from the first model's assembler only
-            metrics = self.metrics if index == 0 else None
-            assemblers[model_name] = WindowAssembler(
-                loaded.window_samples, hop, rate_hz, loaded.channels, metrics=metrics
-            )
-
-        known = set(section.known_sensors)
-
-        def route(chunk: Chunk) -> None:
-            if chunk.sensor not in known:  # first samples of a sensor a wildcard topic found
-                known.add(chunk.sensor)
-                self._init_sensor_metrics(chunk.sensor, section.models)
-                self._announce_sensor(chunk.sensor, section.models)
-            for model_name, assembler in assemblers.items():
-                try:
-                    windows = assembler.push(chunk)
-                except ValueError:  # wrong channel count for this model: counted, chunk skipped
-                    self.metrics.payload_errors.labels(section.name, "wrong_channels").inc()
-                    continue
-                for window in windows:
-                    self.worker.submit(model_name, window)
-
-        return route
-
-    def _model_section(self, name: str) -> ModelSection:
-        return next(m for m in self.config.models if m.name == name)
-
-    def _on_prediction(self, prediction: Prediction) -> None:
-        self.series.record(prediction)
-        sha256 = prediction.model_sha256 or self.models[prediction.model].sha256
-        events = self.decision.update(prediction, model_sha256=sha256)
-        self.metrics.latency.observe(time.monotonic() - prediction.window.completed_at)
-        self._deliver(events)
-
-    def _deliver(self, events: list[AlertEvent]) -> None:
-        for event in events:
-            for sink in self.sinks:
-                try:
-                    sink.send(event)
-                except Exception:  # one failing sink must not block the others; counted, logged with its name
-                    self.metrics.sink_errors.labels(sink_name(sink)).inc()
-                    logger.exception("sink %s failed to take alert %s", type(sink).__name__, event.id)
 
     def _stop_sources(self) -> None:
         for source in self.sources:
@@ -292,8 +261,7 @@ class App:
             self.worker.stop(drain_timeout_s=STOP_DRAIN_S)
 
     def _close_sinks(self) -> None:
-        for sink in self.sinks:
-            sink.close()
+        self.datapath.fanout.close()
 
     def _source_finished(self, name: str) -> None:
         with self._lock:

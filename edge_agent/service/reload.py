@@ -19,6 +19,9 @@ A reload is refused as a whole, and the running configuration kept, when the fil
 changed model file cannot be loaded: the log names every bad key,
 ``edge_agent_config_reload_failures_total`` counts it and ``edge_agent_config_last_reload_successful``
 drops to 0.
+
+This module only plans: :func:`plan_reload` compares the files with the running configuration
+and returns a :class:`ReloadPlan`; ``App.reload`` (edge_agent.service.app) applies it.
 """
 
 from __future__ import annotations
@@ -27,14 +30,10 @@ import dataclasses
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 from edge_agent.config import AgentConfig, ModelSection
-from edge_agent.configload import ConfigError
-from edge_agent.modelfile import LoadedModel, load_model, model_info_labels
-
-if TYPE_CHECKING:
-    from edge_agent.service.app import App
+from edge_agent.modelfile import LoadedModel, load_model
+from edge_agent.modelmeta import INPUT_KEYS
 
 logger = logging.getLogger(__name__)
 
@@ -45,7 +44,7 @@ LIVE_KEYS = {
     "decision": tuple(f.name for f in dataclasses.fields(AgentConfig().decision)),
 }
 ARRAY_KEYS = ("models", "sources")
-INPUT_META = ("window_samples", "channels", "sample_rate_hz")
+INPUT_META = INPUT_KEYS  # a model file whose meta differs on one of these needs a restart
 
 
 class ReloadError(ValueError):
@@ -134,9 +133,11 @@ def _model_changes(
             errors.append(f"{key}.path: {fresh.path!r} cannot be loaded: {error}")
             continue
         current = loaded[old.name]
-        mismatch = [k for k in INPUT_META if candidate.meta[k] != current.meta[k]]
+        mismatch = current.meta.input_mismatch(candidate.meta)
         if mismatch:
-            shown = ", ".join(f"{k} {candidate.meta[k]} (running {current.meta[k]})" for k in mismatch)
+            shown = ", ".join(
+                f"{k} {getattr(candidate.meta, k)} (running {getattr(current.meta, k)})" for k in mismatch
+            )
             restart.append(f"{key}.path ({fresh.path}: {shown})")
             sections.append(old)
             continue
@@ -147,64 +148,3 @@ def _model_changes(
     if errors:
         raise ReloadError(errors)
     return swapped, tuple(sections)
-
-
-def reload_app(app: App, read_config: Callable[[], AgentConfig]) -> bool:
-    """Read the configuration again and apply it to the running ``app``; False if it was refused."""
-    metrics, notifier = app.metrics, app.notifier
-    metrics.config_reloads.inc()
-    notifier.reloading("reloading the configuration and model files")
-    try:
-        plan = plan_reload(app.config, read_config(), app.models)
-    except (ConfigError, ReloadError) as error:
-        metrics.config_reload_failures.inc()
-        metrics.config_last_reload_successful.set(0)
-        logger.error("reload refused, the running configuration is kept: %s", "; ".join(error.errors))
-        notifier.reloaded(f"{app.status_line()}; last reload refused: {error.errors[0]}")
-        return False
-    apply_plan(app, plan)
-    metrics.config_last_reload_successful.set(1)
-    metrics.config_last_reload_success.set_to_current_time()
-    metrics.config_restart_required.set(1 if plan.restart_keys else 0)
-    if plan.restart_keys:
-        logger.warning(
-            "reload: %s changed; these apply only after a restart (systemctl restart edge-agent), "
-            "the running values are kept",
-            ", ".join(plan.restart_keys),
-        )
-    logger.info("configuration reloaded: %s", ", ".join(plan.changed_keys) or "no change that applies live")
-    restart_note = "; restart needed for " + ", ".join(plan.restart_keys) if plan.restart_keys else ""
-    notifier.reloaded(f"{app.status_line()}; reloaded{restart_note}")
-    return True
-
-
-def apply_plan(app: App, plan: ReloadPlan) -> None:
-    """Swap in what the plan changes; window buffers and the inference queue stay as they are."""
-    if plan.models:
-        swap_models(app, plan.models)
-    if app.worker is not None:
-        app.worker.config = plan.config.inference  # read once per batch
-    app.decision.reconfigure(plan.config.decision)
-    if plan.config.agent.log_level != app.config.agent.log_level:
-        logging.getLogger().setLevel(plan.config.agent.log_level.upper())
-    app.config = plan.config
-
-
-def swap_models(app: App, changed: dict[str, LoadedModel]) -> None:
-    """Replace ``app``'s models by name; queued windows are run by the new ones, series follow the labels."""
-    previous = app.models
-    models = {**previous, **changed}
-    app.models = models
-    if app.worker is not None:
-        app.worker.models = models  # the worker reads this dict once per batch
-    metrics = app.metrics
-    for name, loaded in changed.items():
-        old = previous[name]
-        metrics.model_info.remove(*model_info_labels(name, old))
-        metrics.model_info.labels(*model_info_labels(name, loaded)).set(1)
-        sections = (s for s in app.config.sources if name in s.models)
-        configured = {sensor for s in sections for sensor in s.known_sensors}
-        sensors = app.series.sensors(name) | configured
-        app.series.retire(name, sensors, set(old.labels) - set(loaded.labels))
-        for sensor in sensors:
-            metrics.init_sensor_model(sensor, name, tuple(loaded.labels), app.config.decision.normal_labels)

@@ -59,8 +59,7 @@ class MqttSource:
         self._emit: Callable[[Chunk], None] | None = None
         self._stopped = False
         self.internal_errors = 0  # exceptions caught in the message callback (emit or a bug)
-        metrics.init_source(self.name)
-        self._up = metrics.source_up.labels(self.name)
+        self._up = metrics.source_up.labels(self.name)  # this source's and its sensors' series: the router
         self._received = metrics.messages_received.labels(self.name)
         self._conn = MqttConnection(
             mqtt,
@@ -72,8 +71,6 @@ class MqttSource:
             on_connected=self._on_connected,
             on_disconnected=lambda: self._up.set(0),
         )
-        for sensor in self._allowed:
-            metrics.init_sensor(sensor)
 
     def start(self, emit: Callable[[Chunk], None]) -> None:
         """Connect in the background (returns at once, broker up or not); ``emit`` runs in paho's thread."""
@@ -164,9 +161,7 @@ class MqttSource:
                 err.reason,
             )
             return
-        if sensor not in self._known:
-            self._known.add(sensor)
-            self._metrics.init_sensor(sensor)
+        self._known.add(sensor)
         self._metrics.last_sample.labels(sensor).set(wall_time)
         if self._emit is not None:  # always set: start() assigns it before the client starts
             self._emit(chunk)

@@ -98,9 +98,7 @@ class SoundcardSource:
         self._warn = RateLimitedLog(logger)
         self.internal_errors = 0  # exceptions caught in the callback or around emit (see the log)
         self.close_errors = 0  # closing a dead stream failed (ignored: the stream is discarded anyway)
-        metrics.init_source(self.name)
-        metrics.init_audio_source(self.name)
-        metrics.init_sensor(section.sensor)
+        metrics.init_audio_source(self.name)  # the common source and sensor series: the router
         self._up = metrics.source_up.labels(self.name)
         self._received = metrics.messages_received.labels(self.name)
         self._last_sample = metrics.last_sample.labels(section.sensor)

@@ -154,7 +154,7 @@ def export_audio(
         load_model(float_out)
     loaded = load_model(out)
     logger.info("wrote %s (sha256 %s): %s", out, loaded.sha256[:12], json.dumps(checks))
-    return loaded.meta
+    return dict(loaded.meta)
 
 
 def run_train_audio(args: Any) -> int:

@@ -287,4 +287,4 @@ def export_run(
     save_torchscript(module, out, meta)
     loaded = load_model(out)  # proves the file loads through the runtime path
     logger.info("wrote %s (%s, sha256 %s)", out, precision, loaded.sha256[:12])
-    return loaded.meta
+    return dict(loaded.meta)

@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 
-from edge_agent.configload import parse_config
 from edge_agent.metrics import AgentMetrics
+from edge_agent.pipeline.fanout import SinkFanout
 from edge_agent.pipeline.windowing import WindowAssembler
-from edge_agent.service.app import App
 from edge_agent.types import AlertEvent, Chunk
 
 
@@ -66,16 +63,11 @@ class CollectingSink:
         self.events.append(event)
 
 
-def test_a_failing_sink_is_counted_and_does_not_stop_the_others(tmp_path: Path) -> None:
-    data = {
-        "models": [{"name": "bearing", "path": "model.pt"}],
-        "sources": [{"type": "replay", "name": "r", "sensor": "pump-1", "path": "d.npz", "models": ["bearing"]}],
-    }
+def test_a_failing_sink_is_counted_and_does_not_stop_the_others() -> None:
     metrics = AgentMetrics()
-    app = App(parse_config(data, base_dir=tmp_path), metrics=metrics)
     collecting = CollectingSink()
-    app.sinks = [BrokenSink(), collecting]
+    fanout = SinkFanout(metrics, [BrokenSink(), collecting])  # the sink fan-out left App (edge_agent.pipeline)
     event = AlertEvent("new", "a1", "pump-1", "fault", "IR007", 0.9, 1.0, 1.0, 1.1)
-    app._deliver([event, event])
+    fanout.send([event, event])
     assert value(metrics, "edge_agent_sink_errors_total", sink="broken") == 2
     assert collecting.events == [event, event]

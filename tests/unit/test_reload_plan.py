@@ -10,12 +10,22 @@ import pytest
 
 from edge_agent.config import AgentConfig, DecisionSection
 from edge_agent.configload import parse_config
-from edge_agent.modelfile import LoadedModel
+from edge_agent.modelfile import LoadedModel, parse_meta
 from edge_agent.pipeline.decision import DecisionEngine
 from edge_agent.service.reload import ReloadError, plan_reload
 from edge_agent.types import Prediction, Window
 
 META = {"window_samples": 2048, "channels": 1, "sample_rate_hz": 12000.0, "labels": ["Normal", "IR007"]}
+BASE_META = {  # the rest of a valid meta.json (ModelMeta needs every required key)
+    "schema": 1,
+    "name": "bearing",
+    "kind": "classifier",
+    "hop_samples": 1024,
+    "input_units": "g",
+    "normalisation": {"applied": "inside the graph"},
+    "precision": "float32",
+    "quantized_engine": None,
+}
 
 
 def config(**changes: Any) -> AgentConfig:
@@ -31,7 +41,8 @@ def config(**changes: Any) -> AgentConfig:
 
 
 def model(path: str, sha256: str, **meta: Any) -> LoadedModel:
-    return LoadedModel(path=Path(path), module=None, meta={**META, **meta}, sha256=sha256)  # type: ignore[arg-type]
+    typed = parse_meta({**BASE_META, **META, **meta}, source=path)
+    return LoadedModel(path=Path(path), module=None, meta=typed, sha256=sha256)  # type: ignore[arg-type]
 
 
 FILES = {"/m/a.pt": model("/m/a.pt", "a" * 64), "/m/b.pt": model("/m/b.pt", "b" * 64)}

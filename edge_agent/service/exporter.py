@@ -1,0 +1,17 @@
+"""The Prometheus exporter: ``/metrics`` of the agent's registry, served from a daemon thread."""
+
+from __future__ import annotations
+
+import logging
+
+from prometheus_client import start_http_server
+
+from edge_agent.metrics import AgentMetrics
+
+logger = logging.getLogger(__name__)
+
+
+def serve_metrics(metrics: AgentMetrics, listen: str, port: int) -> None:
+    """Serve ``/metrics`` on ``listen:port``; ``OSError`` if the port is taken or the address not up."""
+    start_http_server(port, addr=listen, registry=metrics.registry)
+    logger.info("serving /metrics on %s:%d", listen, port)

@@ -1,0 +1,216 @@
+"""The data path outside App: routing, sensor discovery, each sensor's series once, the sink fan-out's counters."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edge_agent.config import AgentConfig
+from edge_agent.configload import parse_config
+from edge_agent.metrics import AgentMetrics
+from edge_agent.modelfile import LoadedModel, parse_meta
+from edge_agent.pipeline.datapath import DataPath
+from edge_agent.pipeline.decision import DecisionEngine
+from edge_agent.pipeline.fanout import SinkFanout
+from edge_agent.types import AlertEvent, Chunk, Window
+
+WINDOW = 8
+EVENT = AlertEvent("new", "a1", "pump-1", "fault", "IR007", 0.9, 1.0, 1.0, 1.1)
+
+
+def value(metrics: AgentMetrics, name: str, **labels: str) -> float | None:
+    return metrics.registry.get_sample_value(name, labels)
+
+
+class CollectingSink:
+    name = "collecting"
+
+    def __init__(self) -> None:
+        self.events: list[AlertEvent] = []
+        self.cleared: list[str] = []
+        self.added: list[tuple[str, tuple[str, ...]]] = []
+
+    def open(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+    def send(self, event: AlertEvent) -> None:
+        self.events.append(event)
+
+    def clear_state(self, sensor: str) -> None:
+        self.cleared.append(sensor)
+
+    def add_sensor(self, sensor: str, models: tuple[str, ...]) -> None:
+        self.added.append((sensor, models))
+
+
+class BrokenSink(CollectingSink):
+    name = "broken"
+
+    def send(self, event: AlertEvent) -> None:
+        raise RuntimeError("sink bug")
+
+    def clear_state(self, sensor: str) -> None:
+        raise RuntimeError("sink bug")
+
+
+class CountingMetrics(AgentMetrics):
+    """Counts the series initialisations (the seam under test is who calls them, and how often)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: Counter[tuple[str, ...]] = Counter()
+
+    def init_sensor(self, sensor: str) -> None:
+        self.calls["sensor", sensor] += 1
+        super().init_sensor(sensor)
+
+    def init_sensor_model(self, sensor: str, model: str, labels: tuple[str, ...], normal: tuple[str, ...]) -> None:
+        self.calls["model", sensor, model] += 1
+        super().init_sensor_model(sensor, model, labels, normal)
+
+    def init_source(self, source: str) -> None:
+        self.calls["source", source] += 1
+        super().init_source(source)
+
+
+def loaded(name: str, labels: list[str]) -> LoadedModel:
+    document = {
+        "schema": 1,
+        "name": name,
+        "kind": "classifier",
+        "labels": labels,
+        "sample_rate_hz": 100,
+        "window_samples": WINDOW,
+        "hop_samples": WINDOW,
+        "channels": 1,
+        "input_units": "g",
+        "normalisation": {"applied": "inside the graph"},
+        "precision": "float32",
+        "quantized_engine": None,
+    }
+    meta = parse_meta(document, source=f"{name}.pt")
+    return LoadedModel(path=Path(f"{name}.pt"), module=None, meta=meta, sha256=name[0] * 64)  # type: ignore[arg-type]
+
+
+MODELS = {"bearing": loaded("bearing", ["Normal", "IR007"]), "second": loaded("second", ["healthy", "loose"])}
+
+
+def mqtt_source(name: str, sensors: list[str], models: list[str]) -> dict[str, Any]:
+    return {"type": "mqtt", "name": name, "topic": f"{name}/+/v", "sensors": sensors, "models": models}
+
+
+def config() -> AgentConfig:
+    return parse_config(
+        {
+            "mqtt": {"enabled": True, "host": "broker"},
+            "models": [{"name": "bearing", "path": "/m/bearing.pt"}, {"name": "second", "path": "/m/second.pt"}],
+            "sources": [
+                mqtt_source("vib", ["pump-1", "pump-2"], ["bearing"]),
+                mqtt_source("vib2", ["pump-1"], ["bearing", "second"]),
+                mqtt_source("any", [], ["bearing", "second"]),
+            ],
+        },
+        base_dir=Path("/"),
+    )
+
+
+def chunk(sensor: str, seq: int, channels: int = 1) -> Chunk:
+    return Chunk(sensor, 100.0 + seq * WINDOW / 100, 100.0, np.zeros((channels, WINDOW), np.float32), seq=seq)
+
+
+def datapath(metrics: AgentMetrics, sinks: list[Any]) -> tuple[DataPath, AgentConfig]:
+    cfg = config()
+    path = DataPath(metrics, DecisionEngine(cfg.decision, metrics=metrics))
+    path.configure(MODELS, cfg)
+    path.fanout.open(sinks)
+    return path, cfg
+
+
+def test_each_sink_counts_its_events_and_its_failures_apart() -> None:
+    metrics = AgentMetrics()
+    broken, collecting = BrokenSink(), CollectingSink()
+    fanout = SinkFanout(metrics)
+    fanout.open([broken, collecting])
+    for sink in ("broken", "collecting"):
+        assert value(metrics, "edge_agent_sink_events_total", sink=sink) == 0
+        assert value(metrics, "edge_agent_sink_errors_total", sink=sink) == 0
+    fanout.send([EVENT, EVENT, EVENT])
+    assert collecting.events == [EVENT, EVENT, EVENT]
+    assert value(metrics, "edge_agent_sink_events_total", sink="broken") == 3
+    assert value(metrics, "edge_agent_sink_errors_total", sink="broken") == 3
+    assert value(metrics, "edge_agent_sink_events_total", sink="collecting") == 3
+    assert value(metrics, "edge_agent_sink_errors_total", sink="collecting") == 0
+    fanout.announce("pump-1")  # a failing announcement is a failure of that sink, not an event
+    assert value(metrics, "edge_agent_sink_errors_total", sink="broken") == 4
+    assert value(metrics, "edge_agent_sink_events_total", sink="broken") == 3
+    assert collecting.cleared == ["pump-1"]
+
+
+def test_one_sensor_in_two_sources_gets_its_series_once_and_a_found_sensor_once() -> None:
+    metrics = CountingMetrics()
+    sink = CollectingSink()
+    path, cfg = datapath(metrics, [sink])
+    submitted: list[tuple[str, Window]] = []
+    routes = {s.name: path.router(s, lambda model, window: submitted.append((model, window))) for s in cfg.sources}
+    assert metrics.calls["sensor", "pump-1"] == 1 and metrics.calls["sensor", "pump-2"] == 1
+    assert metrics.calls["model", "pump-1", "bearing"] == 1 and metrics.calls["model", "pump-1", "second"] == 1
+    assert all(metrics.calls["source", name] == 1 for name in ("vib", "vib2", "any"))
+    assert sink.cleared == ["pump-1", "pump-2"] and sink.added == []  # configured: no alert survives a restart
+
+    routes["any"](chunk("pump-3", 0))  # a wildcard topic finds a sensor
+    routes["any"](chunk("pump-3", 1))
+    routes["any"](chunk("pump-1", 0))  # known with both models from the other sources: nothing new
+    routes["any"](chunk("pump-2", 0))  # known; "second" is new for it
+    assert metrics.calls["sensor", "pump-3"] == 1 and metrics.calls["model", "pump-3", "bearing"] == 1
+    assert metrics.calls["sensor", "pump-1"] == 1 and metrics.calls["model", "pump-1", "second"] == 1
+    assert metrics.calls["model", "pump-2", "second"] == 1
+    assert sink.cleared == ["pump-1", "pump-2", "pump-3"]  # once per sensor: an open alert is never cleared
+    assert sink.added == [("pump-3", ("bearing", "second")), ("pump-2", ("second",))]
+    assert [w.sensor for model, w in submitted if model == "bearing"] == ["pump-3", "pump-3", "pump-1", "pump-2"]
+    assert value(metrics, "edge_agent_samples_received_total", sensor="pump-3") == 2 * WINDOW
+
+    routes["vib2"](chunk("pump-1", 1, channels=2))  # wrong channel count: counted once per model, skipped
+    assert value(metrics, "edge_agent_payload_errors_total", source="vib2", reason="wrong_channels") == 2
+
+
+def test_a_configured_sensor_whose_payloads_are_all_rejected_still_has_its_series() -> None:
+    metrics = AgentMetrics()
+    path, cfg = datapath(metrics, [])
+    path.router(cfg.sources[0], lambda model, window: None)  # no chunk of pump-2 ever reaches the router
+    for name in ("samples_received", "signal_seconds", "windows", "stream_gaps"):
+        assert value(metrics, f"edge_agent_{name}_total", sensor="pump-2") == 0, name
+    assert value(metrics, "edge_agent_alert_active", sensor="pump-2", kind="fault") == 0
+    assert value(metrics, "edge_agent_predictions_total", sensor="pump-2", model="bearing", label="Normal") == 0
+    assert value(metrics, "edge_agent_alerts_total", sensor="pump-2", label="IR007", type="new") == 0
+    assert value(metrics, "edge_agent_alerts_total", sensor="pump-2", label="Normal", type="new") is None
+    assert value(metrics, "edge_agent_payload_errors_total", source="vib", reason="not_json") == 0
+
+
+def test_a_reload_with_new_labels_or_normal_labels_creates_the_series_they_need() -> None:
+    metrics = CountingMetrics()
+    path, cfg = datapath(metrics, [])
+    path.router(cfg.sources[0], lambda model, window: None)
+    before = metrics.calls["model", "pump-2", "bearing"]
+    path.configure(MODELS, cfg)  # nothing changed: nothing made again
+    assert metrics.calls["model", "pump-2", "bearing"] == before
+    relabelled = {**MODELS, "bearing": loaded("bearing", ["Normal", "IR007", "OR021"])}
+    path.retire_labels(MODELS, {"bearing": relabelled["bearing"]})
+    path.configure(relabelled, cfg)
+    assert value(metrics, "edge_agent_predictions_total", sensor="pump-2", model="bearing", label="OR021") == 0
+    normal = parse_config({**_data(), "decision": {"normal_labels": ["IR007"]}}, base_dir=Path("/"))
+    path.configure(relabelled, normal)
+    assert value(metrics, "edge_agent_alerts_total", sensor="pump-2", label="Normal", type="new") == 0
+
+
+def _data() -> dict[str, Any]:
+    return {
+        "mqtt": {"enabled": True, "host": "broker"},
+        "models": [{"name": "bearing", "path": "/m/bearing.pt"}, {"name": "second", "path": "/m/second.pt"}],
+        "sources": [mqtt_source("vib", ["pump-2"], ["bearing"])],
+    }
