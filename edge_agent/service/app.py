@@ -11,15 +11,17 @@ import time
 from collections.abc import Callable
 
 from edge_agent.config import AgentConfig, ModelSection, SourceSection
+from edge_agent.config.preflight import check_fit
 from edge_agent.metrics import AgentMetrics
 from edge_agent.modelfile import LoadedModel, load_model, model_engine
 from edge_agent.pipeline.decision import DecisionEngine
 from edge_agent.pipeline.inference import InferenceWorker
 from edge_agent.pipeline.prediction_series import PredictionSeries
 from edge_agent.pipeline.windowing import WindowAssembler
-from edge_agent.plugins import build_sinks, build_source, check_channels, sink_name
 from edge_agent.service.backoff import StartAborted, retry_with_backoff
 from edge_agent.service.sdnotify import Notifier, Watchdog
+from edge_agent.sinks import Sink, SinkBuild, Sinks, build_sinks
+from edge_agent.sources import SOURCES, HealthReporting, Source, SourceBuild, build_source, health_reporting
 from edge_agent.types import AlertEvent, Chunk, Prediction
 
 logger = logging.getLogger(__name__)
@@ -47,8 +49,10 @@ class App:
         self.password = password
         self.models: dict[str, LoadedModel] = {}
         self.decision = DecisionEngine(config.decision, metrics=self.metrics)
-        self.sinks: list[object] = []
-        self.sources: list[object] = []
+        self.sinks: list[Sink] = []
+        self.sink_set = Sinks()  # the sinks by declared capability (sensor-aware, state-clearing)
+        self.sources: list[Source] = []
+        self.health_sources: list[HealthReporting] = []
         self.worker: InferenceWorker | None = None
         self.stop_requested = threading.Event()
         self.notifier = notifier or Notifier({})  # systemd's notify socket; a no-op by default
@@ -118,8 +122,8 @@ class App:
     def tick(self) -> None:
         """Time-based decisions (hold-off expiry, maximum duration) and the sources' health conditions."""
         now = time.time()
-        for source in self.sources:
-            for sensor, label, active in getattr(source, "health", list)():
+        for source in self.health_sources:
+            for sensor, label, active in source.health():
                 self._deliver(self.decision.health(sensor, label, active, now))
         self._deliver(self.decision.tick(now))
 
@@ -137,8 +141,8 @@ class App:
         if stalled_s >= max(max_stall_s, self.config.inference.max_wait_s + 1.0):
             return f"the inference worker is stuck ({stalled_s:.0f} s without progress)"
         for kind, stage in [*(("source", s) for s in self.sources), *(("sink", s) for s in self.sinks)]:
-            if not getattr(stage, "alive", lambda: True)():
-                return f"{kind} {getattr(stage, 'name', type(stage).__name__)}'s thread died"
+            if not stage.alive():
+                return f"{kind} {stage.name}'s thread died"
         return None
 
     def status_line(self) -> str:
@@ -184,7 +188,7 @@ class App:
             self.models = {section.name: load_model(section.path) for section in self.config.models}
 
         self._retry("load the model files", load, self.metrics.model_load_errors.inc, "waiting for model files")
-        check_channels(self.config, self.models)
+        check_fit(self.config, self.models)  # channels and rates against the models' meta
         for name, loaded in self.models.items():
             meta = loaded.meta
             self.metrics.model_info.labels(name, loaded.sha256, str(meta["precision"]), model_engine(loaded)).set(1)
@@ -195,8 +199,9 @@ class App:
         self.worker.start()
 
     def _open_sinks(self) -> None:
-        self.sinks = build_sinks(self.config, metrics=self.metrics, password=self.password, echo=self.echo)
-        self.metrics.init_pipeline(self.config.inference.queue_windows, tuple(sink_name(s) for s in self.sinks))
+        self.sink_set = build_sinks(self.config, SinkBuild(self.metrics, self.password, self.echo))
+        self.sinks = self.sink_set.all
+        self.metrics.init_pipeline(self.config.inference.queue_windows, tuple(s.name for s in self.sinks))
         for sink in self.sinks:
             sink.open()
 
@@ -209,6 +214,7 @@ class App:
                 self._announce_sensor(sensor)
             source.start(self._router(section))
             self.sources.append(source)
+            self.health_sources += health_reporting(section, source)
 
     def _init_sensor_metrics(self, sensor: str, models: tuple[str, ...]) -> None:
         self.metrics.init_sensor(sensor)
@@ -218,21 +224,20 @@ class App:
 
     def _announce_sensor(self, sensor: str, models: tuple[str, ...] = ()) -> None:
         """A sensor is known: no alert survives a restart (retained no-alert state), Home Assistant learns it."""
-        for sink in self.sinks:
+        clear = [(s, lambda s=s: s.clear_state(sensor)) for s in self.sink_set.state_clearing]
+        add = [(s, lambda s=s: s.add_sensor(sensor, models)) for s in self.sink_set.sensor_aware if models]
+        for sink, call in clear + add:
             try:
-                if hasattr(sink, "clear_state"):
-                    sink.clear_state(sensor)
-                if models and hasattr(sink, "add_sensor"):
-                    sink.add_sensor(sensor, models)
+                call()
             except Exception:  # one failing sink must not stop the stream; counted, logged with its name
-                self.metrics.sink_errors.labels(sink_name(sink)).inc()
-                logger.exception("sink %s failed to announce sensor %s", sink_name(sink), sensor)
+                self.metrics.sink_errors.labels(sink.name).inc()
+                logger.exception("sink %s failed to announce sensor %s", sink.name, sensor)
 
-    def _build_source(self, section: SourceSection) -> object:
+    def _build_source(self, section: SourceSection) -> Source:
         def finished() -> None:
             self._source_finished(section.name)
 
-        return build_source(section, self.config, metrics=self.metrics, password=self.password, on_finished=finished)
+        return build_source(section, SourceBuild(self.config, self.metrics, self.password, finished))
 
     def _router(self, section: SourceSection) -> Callable[[Chunk], None]:
         """Chunk -> windows for each model of the source -> inference queue (runs on the source's thread)."""
@@ -281,7 +286,7 @@ class App:
                 try:
                     sink.send(event)
                 except Exception:  # one failing sink must not block the others; counted, logged with its name
-                    self.metrics.sink_errors.labels(sink_name(sink)).inc()
+                    self.metrics.sink_errors.labels(sink.name).inc()
                     logger.exception("sink %s failed to take alert %s", type(sink).__name__, event.id)
 
     def _stop_sources(self) -> None:
@@ -301,8 +306,8 @@ class App:
             self._finished_sources.add(name)
 
     def _all_sources_finished(self) -> bool:
-        replay = {s.name for s in self.config.sources if s.type == "replay" and not s.loop}
-        return bool(replay) and len(replay) == len(self.config.sources) and replay <= self._finished_sources
+        finite = {s.name for s in self.config.sources if SOURCES[s.type].finite(s)}
+        return bool(finite) and len(finite) == len(self.config.sources) and finite <= self._finished_sources
 
     def _drained(self) -> bool:
         return self.worker is None or len(self.worker.queue) == 0

@@ -169,8 +169,9 @@ class HomeAssistantDiscoverySink:
             self._sensors[sensor] = models
         self._announce([sensor])
 
-    def close(self) -> None:
-        """Disconnect; the configs stay retained (the entities turn unavailable through the status topic)."""
+    def close(self, timeout_s: float = 2.0) -> None:
+        """Disconnect (nothing is queued: ``timeout_s`` is unused); the configs stay retained (the entities turn
+        unavailable through the status topic)."""
         if self._client is not None and self._tracker is not None:
             stop_client(self._client, self._tracker)
 

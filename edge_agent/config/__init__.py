@@ -1,0 +1,32 @@
+"""The agent's configuration: frozen sections (:mod:`.sections`), the rules declared on their fields
+(:mod:`.rules`), and the loader's pieces (:mod:`.table`, :mod:`.checks`, :mod:`.preflight`).
+
+``edge_agent.configload`` reads a ``config.toml`` into these objects; each source type's section lives
+beside its source in ``edge_agent.sources``.
+"""
+
+from edge_agent.config.sections import (
+    DEFAULT_METRICS_PORT,
+    AgentConfig,
+    AgentSection,
+    DecisionSection,
+    HomeAssistantSection,
+    InferenceSection,
+    MetricsSection,
+    ModelSection,
+    MqttSection,
+    SourceSection,
+)
+
+__all__ = [
+    "DEFAULT_METRICS_PORT",
+    "AgentConfig",
+    "AgentSection",
+    "DecisionSection",
+    "HomeAssistantSection",
+    "InferenceSection",
+    "MetricsSection",
+    "ModelSection",
+    "MqttSection",
+    "SourceSection",
+]

@@ -1,0 +1,120 @@
+"""What ``run`` would refuse at start, found before start: files the configuration names and the fit of
+each source to its models. ``check-config`` reports all of it; ``run`` checks the same before it starts
+(model files aside: it waits for them) and :func:`fit_errors` again once the models are loaded.
+
+Model metadata is read without torch (``edge_agent.modelfile.read_meta``) and seen through
+:func:`model_input`, the one place that knows the meta's layout.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from edge_agent.config.secrets import resolve_password
+from edge_agent.config.sections import AgentConfig, SourceSection
+from edge_agent.config.table import ConfigError
+from edge_agent.modelfile import read_meta
+from edge_agent.pipeline.resample import rational_factors
+from edge_agent.sources import SOURCES
+
+MODEL_FILE = "expected a TorchScript model file (edge-agent export)"
+
+
+@dataclass(frozen=True)
+class ModelInput:
+    """What a model takes: the part of its metadata a source must fit."""
+
+    path: str
+    sample_rate_hz: float
+    window_samples: int
+    channels: int
+
+
+def model_input(path: str | Path, meta: Any) -> ModelInput:
+    """Adapter from the model file's metadata (a dict today, a typed ``ModelMeta`` later) to :class:`ModelInput`."""
+    return ModelInput(str(path), float(meta["sample_rate_hz"]), int(meta["window_samples"]), int(meta["channels"]))
+
+
+def model_errors(config: AgentConfig) -> tuple[list[str], dict[str, ModelInput]]:
+    """Errors for model files that are missing or not valid model files, and the inputs of the good ones."""
+    errors, inputs = [], {}
+    for index, model in enumerate(config.models):
+        key = f"models[{index}].path"
+        if not Path(model.path).is_file():
+            errors.append(f"{key}: {model.path!r} does not exist; {MODEL_FILE}")
+            continue
+        try:
+            inputs[model.name] = model_input(model.path, read_meta(model.path))
+        except (OSError, ValueError) as error:
+            reason = _first_line(error).removeprefix(str(model.path)).lstrip(": ")
+            errors.append(f"{key}: {model.path!r} is not a valid model file ({reason}); {MODEL_FILE}")
+    return errors, inputs
+
+
+def fit_errors(index: int, source: SourceSection, rate_hz: float | None, models: Mapping[str, ModelInput]) -> list[str]:
+    """Whether ``sources[index]`` fits each of its models: channels of a live source, a rate the resampler takes."""
+    key, errors = f"sources[{index}]", []
+    kind = SOURCES[source.type]
+    for name in source.models:
+        model = models.get(name)
+        if model is None:
+            continue
+        if kind.live_channels and source.channels != model.channels:
+            errors.append(
+                f"{key}.channels = {source.channels}, but model {name!r} ({model.path}) "
+                f"takes {model.channels} channel(s) (meta.json channels)"
+            )
+        if rate_hz is None:
+            continue
+        if rate_hz <= 0:
+            errors.append(f"{key}.sample_rate_hz: missing; the recording names no rate, set sample_rate_hz > 0")
+            break
+        try:
+            rational_factors(rate_hz, model.sample_rate_hz)
+        except ValueError as error:
+            # a configured rate is the key to fix; else the rate comes from the file the path names
+            field = "sample_rate_hz" if rate_hz == source.sample_rate_hz else "path"
+            errors.append(
+                f"{key}.{field}: {rate_hz:g} Hz cannot feed model {name!r} ({model.sample_rate_hz:g} Hz): "
+                f"{error}; use a rate the resampler can convert"
+            )
+    return errors
+
+
+def start_errors(config: AgentConfig, *, model_files: bool = True) -> list[str]:
+    """Every start-time problem visible now; ``model_files=False`` leaves the model files to the service."""
+    errors: list[str] = []
+    if config.mqtt.enabled:
+        try:
+            resolve_password(config.mqtt)
+        except ConfigError as error:
+            errors += error.errors
+    inputs: dict[str, ModelInput] = {}
+    if model_files:
+        found, inputs = model_errors(config)
+        errors += found
+    for index, source in enumerate(config.sources):
+        problems, rate_hz = SOURCES[source.type].inspect(source, f"sources[{index}]")
+        errors += problems
+        if not problems:
+            errors += fit_errors(index, source, rate_hz, inputs)
+    return errors
+
+
+def check_fit(config: AgentConfig, loaded: Mapping[str, Any]) -> None:
+    """``fit_errors`` of every source against the loaded models (``LoadedModel``); ``ValueError`` lists them."""
+    inputs = {name: model_input(model.path, model.meta) for name, model in loaded.items()}
+    errors = []
+    for index, source in enumerate(config.sources):
+        _problems, rate_hz = SOURCES[source.type].inspect(source, f"sources[{index}]")
+        errors += fit_errors(index, source, rate_hz, inputs)
+    if errors:
+        raise ValueError("\n".join(errors))
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
