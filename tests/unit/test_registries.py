@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import ast
 import dataclasses
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -152,3 +154,13 @@ def test_the_runtime_never_probes_for_capabilities() -> None:
     runtime = [p for p in PACKAGE.rglob("*.py") if p.parts[-2] not in ("nn", "training")]
     probes = [hit for path in runtime if path.name != "devices.py" for hit in _probes(path)]
     assert probes == []
+
+
+def test_the_registries_import_no_optional_library() -> None:
+    """paho and sounddevice are imported by a factory, when a configured plugin needs them; torch never here."""
+    code = (
+        "import sys, edge_agent.configload, edge_agent.sources, edge_agent.sinks, edge_agent.config.preflight; "
+        "print(sorted(m for m in ('paho', 'sounddevice', 'torch') if m in sys.modules))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    assert result.stdout.strip() == "[]"
