@@ -115,18 +115,16 @@ def _unique(tables: list[Table], name: str, what: str) -> None:
             first[value] = table.prefix
 
 
-def _unique_soundcard_sensors(sources: list[Table]) -> None:
-    """A soundcard source's sensor may not be another replay or soundcard source's (replay pairs: ``_unique``)."""
+def _unique_sensors(sources: list[Table]) -> None:
+    """Sources whose type names one ``sensor`` (replay, soundcard) may not share it (MQTT sensors may repeat)."""
     first: dict[Any, Table] = {}
     for table in sources:
-        if not table.ok("type", "sensor") or table.values["type"] not in ("replay", "soundcard"):
+        if "sensor" not in table.values or not table.ok("type", "sensor") or not table.values["sensor"]:
             continue
-        sensor = table.values["sensor"]
-        if not sensor:
-            continue
-        earlier = first.setdefault(sensor, table)
-        if earlier is not table and "soundcard" in (table.values["type"], earlier.values["type"]):
-            allowed = f"the sensors of replay and soundcard sources must be unique (first used by {earlier.prefix})"
+        earlier = first.setdefault(table.values["sensor"], table)
+        if earlier is not table:
+            kinds = " and ".join(sorted({earlier.values["type"], table.values["type"]}))
+            allowed = f"the sensors of {kinds} sources must be unique (first used by {earlier.prefix})"
             table.fail("sensor", "is a duplicate", allowed)
 
 
@@ -149,9 +147,7 @@ def cross_check(data: dict[str, Any], models: list[Table], sources: list[Table],
     models_valid = isinstance(raw_models, list) and all(isinstance(item, dict) for item in raw_models)
     _unique(models, "name", "model names")
     _unique(sources, "name", "source names")
-    replays = [t for t in sources if t.ok("type") and t.values["type"] == "replay"]
-    _unique(replays, "sensor", "the sensors of replay sources")
-    _unique_soundcard_sensors(sources)
+    _unique_sensors(sources)
     if models_valid:
         _check_model_refs(sources, models)
     if raw_sources is None:
