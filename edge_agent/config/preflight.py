@@ -1,6 +1,7 @@
 """What ``run`` would refuse at start, found before start: files the configuration names and the fit of
-each source to its models. ``check-config`` reports all of it; ``run`` checks the same before it starts
-(model files aside: it waits for them) and :func:`fit_errors` again once the models are loaded.
+each source to its models (channels, sample rate, a recording of at least one window). ``check-config``
+reports all of it; ``run`` checks the same before it starts (model files aside: it waits for them) and
+:func:`fit_errors` again once the models are loaded.
 
 Model metadata is read without torch (``edge_agent.modelfile.read_meta``) and seen through
 :func:`model_input`, the one place that knows the meta's layout.
@@ -15,7 +16,7 @@ from typing import Any
 
 from edge_agent.config.secrets import resolve_password
 from edge_agent.config.sections import AgentConfig, SourceSection
-from edge_agent.config.table import ConfigError
+from edge_agent.config.table import ConfigError, Inspection
 from edge_agent.modelfile import read_meta
 from edge_agent.pipeline.resample import rational_factors
 from edge_agent.sources import SOURCES
@@ -54,15 +55,15 @@ def model_errors(config: AgentConfig) -> tuple[list[str], dict[str, ModelInput]]
     return errors, inputs
 
 
-def fit_errors(index: int, source: SourceSection, rate_hz: float | None, models: Mapping[str, ModelInput]) -> list[str]:
-    """Whether ``sources[index]`` fits each of its models: channels of a live source, a rate the resampler takes."""
-    key, errors = f"sources[{index}]", []
-    kind = SOURCES[source.type]
+def fit_errors(index: int, source: SourceSection, found: Inspection, models: Mapping[str, ModelInput]) -> list[str]:
+    """Whether ``sources[index]`` fits each of its models: a live source's channels, a rate the resampler
+    converts, a recording that holds at least one window."""
+    key, errors, rate_hz = f"sources[{index}]", [], found.rate_hz
     for name in source.models:
         model = models.get(name)
         if model is None:
             continue
-        if kind.live_channels and source.channels != model.channels:
+        if SOURCES[source.type].live_channels and source.channels != model.channels:
             errors.append(
                 f"{key}.channels = {source.channels}, but model {name!r} ({model.path}) "
                 f"takes {model.channels} channel(s) (meta.json channels)"
@@ -72,14 +73,22 @@ def fit_errors(index: int, source: SourceSection, rate_hz: float | None, models:
         if rate_hz <= 0:
             errors.append(f"{key}.sample_rate_hz: missing; the recording names no rate, set sample_rate_hz > 0")
             break
+        # a configured rate is the key to fix; else the rate comes from the file the path names
+        field = "sample_rate_hz" if rate_hz == source.sample_rate_hz else "path"
         try:
             rational_factors(rate_hz, model.sample_rate_hz)
         except ValueError as error:
-            # a configured rate is the key to fix; else the rate comes from the file the path names
-            field = "sample_rate_hz" if rate_hz == source.sample_rate_hz else "path"
             errors.append(
                 f"{key}.{field}: {rate_hz:g} Hz cannot feed model {name!r} ({model.sample_rate_hz:g} Hz): "
                 f"{error}; use a rate the resampler can convert"
+            )
+            continue
+        shortest = found.shortest_samples
+        if shortest is not None and shortest * model.sample_rate_hz / rate_hz < model.window_samples:
+            errors.append(
+                f"{key}.path: its shortest record holds {shortest} samples at {rate_hz:g} Hz (after start_fraction), "
+                f"less than one window of model {name!r} ({model.window_samples} samples at "
+                f"{model.sample_rate_hz:g} Hz); play a longer recording or a smaller start_fraction"
             )
     return errors
 
@@ -97,10 +106,10 @@ def start_errors(config: AgentConfig, *, model_files: bool = True) -> list[str]:
         found, inputs = model_errors(config)
         errors += found
     for index, source in enumerate(config.sources):
-        problems, rate_hz = SOURCES[source.type].inspect(source, f"sources[{index}]")
-        errors += problems
-        if not problems:
-            errors += fit_errors(index, source, rate_hz, inputs)
+        inspection = SOURCES[source.type].inspect(source, f"sources[{index}]")
+        errors += inspection.errors
+        if not inspection.errors:
+            errors += fit_errors(index, source, inspection, inputs)
     return errors
 
 
@@ -109,8 +118,7 @@ def check_fit(config: AgentConfig, loaded: Mapping[str, Any]) -> None:
     inputs = {name: model_input(model.path, model.meta) for name, model in loaded.items()}
     errors = []
     for index, source in enumerate(config.sources):
-        _problems, rate_hz = SOURCES[source.type].inspect(source, f"sources[{index}]")
-        errors += fit_errors(index, source, rate_hz, inputs)
+        errors += fit_errors(index, source, SOURCES[source.type].inspect(source, f"sources[{index}]"), inputs)
     if errors:
         raise ValueError("\n".join(errors))
 

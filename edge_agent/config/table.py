@@ -198,6 +198,16 @@ class SourceContext:
     mqtt_enabled: bool
 
 
+@dataclass(frozen=True)
+class Inspection:
+    """What a source type finds before start (its ``inspect``): problems, each with its dotted key, the input
+    rate and the length of the shortest recording it will play (None: not known before start)."""
+
+    errors: tuple[str, ...] = ()
+    rate_hz: float | None = None
+    shortest_samples: int | None = None  # at rate_hz, after start_fraction
+
+
 def check_sensor(table: Table, what: str) -> None:
     """``sensor``: one MQTT topic level, required (``what``: e.g. 'the sensor id they play as')."""
     table.check("sensor", lambda v: not v or topic_level(v), TOPIC_LEVEL_RULE, reason="is not allowed")

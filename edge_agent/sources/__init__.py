@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, cast, runtime_checkable
 
 from edge_agent.config.sections import AgentConfig, SourceSection
-from edge_agent.config.table import SourceContext, Table
+from edge_agent.config.table import Inspection, SourceContext, Table
 from edge_agent.sources.mqtt_config import MqttSourceSection, check_mqtt_source, mqtt_rate_hz
 from edge_agent.sources.replay import ReplaySection, check_replay_source, inspect_replay
 from edge_agent.sources.soundcard_config import SoundcardSection, check_soundcard_source, soundcard_rate_hz
@@ -61,17 +61,18 @@ class SourceBuild:
 class SourceType:
     """One ``type = "..."`` of ``[[sources]]``.
 
-    ``check(table, context)`` runs after the declared field rules; ``inspect(section, key)`` returns the
-    start-time problems visible before start (a missing file) and the input rate when known (None: not
-    before start). ``finite`` says whether a configured source ends by itself, ``live_channels`` whether
-    its ``channels`` must equal its models' channels, ``reports_health`` whether it is a
-    :class:`HealthReporting` source, ``loops`` whether ``run --loop`` applies (``loop = true``).
+    ``check(table, context)`` runs after the common field rules; ``inspect(section, key)`` returns the
+    start-time problems visible before start (a missing file), the input rate and the shortest recording
+    when known (:class:`~edge_agent.config.table.Inspection`). ``finite`` says whether a configured source
+    ends by itself, ``live_channels`` whether its ``channels`` must equal its models' channels,
+    ``reports_health`` whether it is a :class:`HealthReporting` source, ``loops`` whether ``run --loop``
+    applies (``loop = true``).
     """
 
     section: type[SourceSection]
     check: Callable[[Table, SourceContext], None]
     build: Callable[[Any, SourceBuild], Source]
-    inspect: Callable[[Any, str], tuple[list[str], float | None]]
+    inspect: Callable[[Any, str], Inspection]
     finite: Callable[[Any], bool] = lambda section: False
     live_channels: bool = False
     reports_health: bool = False
@@ -97,8 +98,8 @@ def _build_soundcard(section: SoundcardSection, build: SourceBuild) -> Source:
     return SoundcardSource(section, metrics=build.metrics)
 
 
-def _rate_only(rate_hz: Callable[[Any], float | None]) -> Callable[[Any, str], tuple[list[str], float | None]]:
-    return lambda section, key: ([], rate_hz(section))
+def _rate_only(rate_hz: Callable[[Any], float | None]) -> Callable[[Any, str], Inspection]:
+    return lambda section, key: Inspection(rate_hz=rate_hz(section))
 
 
 SOURCES: dict[str, SourceType] = {

@@ -20,13 +20,14 @@ import numpy as np
 
 from edge_agent.config.rules import setting
 from edge_agent.config.sections import SourceSection
-from edge_agent.config.table import SourceContext, Table, check_rules, check_sensor, required, resolve_path
+from edge_agent.config.table import Inspection, SourceContext, Table, check_rules, check_sensor, required, resolve_path
 from edge_agent.metrics import AgentMetrics
 from edge_agent.types import Chunk
 
 logger = logging.getLogger(__name__)
 
 REPLAY_SUFFIXES = (".wav", ".npy", ".csv", ".npz")
+_KINDS = ".wav, .npy, .csv or .npz"
 
 
 @dataclass(frozen=True)
@@ -66,30 +67,36 @@ def check_replay_source(table: Table, context: SourceContext) -> None:
         table.check("records", lambda v: not v, "records pick keys of an .npz file", f"is not used for a {suffix} file")
 
 
-def inspect_replay(section: ReplaySection, key: str) -> tuple[list[str], float | None]:
-    """Start-time problems of the file (``<key>.path`` / ``<key>.records``) and its sample rate."""
+def inspect_replay(section: ReplaySection, key: str) -> Inspection:
+    """Start-time problems of the file (``<key>.path`` / ``<key>.records``), its rate and shortest record."""
     path = Path(section.path)
     if not path.is_file():
-        return [f"{key}.path: {section.path!r} does not exist; expected a .wav, .npy, .csv or .npz recording"], None
+        return Inspection((f"{key}.path: {section.path!r} does not exist; expected a {_KINDS} recording",))
+    suffix, rate_hz, lengths = path.suffix.lower(), section.sample_rate_hz, []
     try:
-        if path.suffix.lower() == ".npz":
+        if suffix == ".npz":
             with np.load(path, allow_pickle=False) as pack:
-                keys = section.records or tuple(str(k) for k in pack["keys"])
+                listed = tuple(str(k) for k in pack["keys"]) if "keys" in pack.files else tuple(pack.files)
+                keys = section.records or listed
                 missing = [k for k in keys if k not in pack.files]
                 if missing:
-                    allowed = f"keys in {path.name}: {', '.join(k for k in pack.files if k not in ('keys', 'fs_hz'))}"
-                    return [f"{key}.records: {missing!r} not in {path.name}; {allowed}"], None
-                rate_hz = float(pack["fs_hz"]) if "fs_hz" in pack.files else section.sample_rate_hz
-            return [], rate_hz
-        if path.suffix.lower() == ".wav":
+                    allowed = f"records in {path.name}: {', '.join(listed)}"
+                    return Inspection((f"{key}.records: {missing!r} not in {path.name}; {allowed}",))
+                rate_hz = float(pack["fs_hz"]) if "fs_hz" in pack.files else rate_hz
+                lengths = [int(pack[k].size) for k in keys]
+        elif suffix == ".wav":
             with wave.open(str(path), "rb") as handle:
                 width_bits, rate_hz = 8 * handle.getsampwidth(), float(handle.getframerate())
+                lengths = [handle.getnframes()]
             if width_bits != 16:
-                return [f"{key}.path: {section.path!r} is {width_bits}-bit; replay reads 16-bit PCM WAV"], None
-            return [], rate_hz
+                return Inspection((f"{key}.path: {section.path!r} is {width_bits}-bit; replay reads 16-bit PCM WAV",))
+        elif suffix == ".npy":
+            lengths = [int(np.load(path, mmap_mode="r", allow_pickle=False).shape[0])]
     except (OSError, ValueError, KeyError, EOFError, wave.Error) as error:
-        return [f"{key}.path: {section.path!r} cannot be read ({_first_line(error)}); expected a recording"], None
-    return [], section.sample_rate_hz
+        reason = _first_line(error)
+        return Inspection((f"{key}.path: {section.path!r} cannot be read ({reason}); expected a {_KINDS} recording",))
+    shortest = min((n - round(n * section.start_fraction) for n in lengths), default=None)
+    return Inspection((), rate_hz, shortest)
 
 
 def _first_line(error: BaseException) -> str:

@@ -121,7 +121,7 @@ def test_shipped_config_passes_check_config_with_its_model(
     config = _write(tmp_path, SHIPPED.read_text())
     monkeypatch.setenv("EDGE_AGENT_DATA", str(tmp_path / "data"))
     _write_model_and_data(tmp_path / "models", "drsn_cw_cwru.pt", "unused.npz")
-    records = {key: np.zeros(4096, dtype=np.float32) for key in ("097", "105")}
+    records = {key: np.zeros(16_384, dtype=np.float32) for key in ("097", "105")}  # start_fraction 0.8
     _write_model_and_data(tmp_path / "data" / "cwru", "unused.pt", "cwru_12k_de_dev.npz", **records)
     assert main(["check-config", str(config)]) == 0
     assert capsys.readouterr().out == "config OK: 1 sources, 1 models\n"

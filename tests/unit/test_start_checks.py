@@ -12,6 +12,7 @@ import os
 import shutil
 import subprocess
 import sys
+import wave
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +34,14 @@ MQTT_SOURCE = '[[sources]]\ntype = "mqtt"\nname = "plant"\nmodels = ["bearing"]\
 
 def _recording(folder: Path) -> None:
     np.savez(folder / "data.npz", keys=np.array(["097"]), fs_hz=np.float64(12_000.0), **{"097": np.zeros(8192)})
+
+
+def _wav(path: Path, rate_hz: int) -> None:
+    with wave.open(str(path), "wb") as handle:
+        handle.setnchannels(1)
+        handle.setsampwidth(2)
+        handle.setframerate(rate_hz)
+        handle.writeframes(np.zeros(3 * rate_hz, dtype="<i2").tobytes())
 
 
 def _text_model(folder: Path) -> None:
@@ -72,6 +81,19 @@ CASES = {
         MODELS + REPLAY + 'path = "data.npy"\nsample_rate_hz = 7919.0\n',
         "sources[0].sample_rate_hz",
         setup=lambda folder: np.save(folder / "data.npy", np.zeros(8192, dtype=np.float32)),
+    ),
+    "record not in the npz": Case(
+        MODELS + REPLAY + 'path = "data.npz"\nrecords = ["097", "999"]\n', "sources[0].records"
+    ),
+    "recording shorter than one model window": Case(
+        MODELS + REPLAY + 'path = "short.npz"\nstart_fraction = 0.5\n',
+        "sources[0].path",
+        setup=lambda folder: np.savez(
+            folder / "short.npz", keys=np.array(["097"]), fs_hz=np.float64(12_000.0), **{"097": np.zeros(3000)}
+        ),
+    ),
+    "wav rate the model cannot take": Case(
+        MODELS + REPLAY + 'path = "odd.wav"\n', "sources[0].path", setup=lambda folder: _wav(folder / "odd.wav", 7919)
     ),
     "binary mqtt rate the model cannot take": Case(
         MQTT_ON + MODELS + MQTT_SOURCE + 'topic = "p/+/v"\nformat = "i16le"\nsample_rate_hz = 12007.0\n',
