@@ -106,7 +106,7 @@ def _read_source(raw: Any, prefix: str, errors: list[str], context: SourceContex
     table.check("type", lambda v: v in SOURCES, f"choose one of {', '.join(SOURCES)}", reason="is not allowed")
     required(table, "name", "a non-empty name is required")
     required(table, "models", "name at least one [[models]] entry")
-    check_rules(table, SourceSection)  # the type's own rules: its check decides where (its error order)
+    check_rules(table, SourceSection)  # the common keys; the type's check runs its own (keeps its error order)
     if spec is None:
         return table
     for name in foreign:
