@@ -83,8 +83,8 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 
 def _cmd_check_config(args: argparse.Namespace) -> int:
-    from edge_agent.config.preflight import start_errors
     from edge_agent.configload import ConfigError, load_config
+    from edge_agent.service.preflight import start_errors
 
     try:
         config = load_config(args.path)
@@ -105,9 +105,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
     import signal
 
     from edge_agent.config import AgentConfig
-    from edge_agent.config.preflight import start_errors
     from edge_agent.configload import ConfigError, load_config, resolve_password
     from edge_agent.service.app import App
+    from edge_agent.service.preflight import start_errors
     from edge_agent.service.sdnotify import Notifier
     from edge_agent.sources import SOURCES
 

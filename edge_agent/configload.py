@@ -4,7 +4,7 @@ Each error is one line ``<dotted key>: <value> <what is wrong>; <what is allowed
 always spelled ``sources[<index>].<key>``. Relative paths resolve against the config file's folder;
 ``${EDGE_AGENT_DATA}`` expands to that environment variable, else to ``<repo>/../shared/data``.
 Files the configuration names (model files, recordings, the password) are not opened here: the
-service acquires them at start; ``edge_agent.config.preflight`` checks them for ``check-config`` and
+service acquires them at start; ``edge_agent.service.preflight`` checks them for ``check-config`` and
 ``run``.
 """
 

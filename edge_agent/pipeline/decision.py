@@ -297,6 +297,5 @@ def _mean_confidence(history: deque[_Vote], label: str) -> float:
 
 def _validate(config: DecisionSection) -> None:
     """ValueError naming every bad key of ``config``: the loader's limits (``edge_agent.config.checks``)."""
-    errors = decision_errors(config)
-    if errors:
+    if errors := decision_errors(config):
         raise ValueError("; ".join(errors))

@@ -11,7 +11,6 @@ import time
 from collections.abc import Callable
 
 from edge_agent.config import AgentConfig, ModelSection, SourceSection
-from edge_agent.config.preflight import check_fit
 from edge_agent.metrics import AgentMetrics
 from edge_agent.modelfile import LoadedModel, load_model, model_engine
 from edge_agent.pipeline.decision import DecisionEngine
@@ -19,6 +18,7 @@ from edge_agent.pipeline.inference import InferenceWorker
 from edge_agent.pipeline.prediction_series import PredictionSeries
 from edge_agent.pipeline.windowing import WindowAssembler
 from edge_agent.service.backoff import StartAborted, retry_with_backoff
+from edge_agent.service.preflight import check_fit
 from edge_agent.service.sdnotify import Notifier, Watchdog
 from edge_agent.sinks import Sink, SinkBuild, Sinks, build_sinks
 from edge_agent.sources import SOURCES, HealthReporting, Source, SourceBuild, build_source, health_reporting

@@ -159,7 +159,7 @@ def test_the_runtime_never_probes_for_capabilities() -> None:
 def test_the_registries_import_no_optional_library() -> None:
     """paho and sounddevice are imported by a factory, when a configured plugin needs them; torch never here."""
     code = (
-        "import sys, edge_agent.configload, edge_agent.sources, edge_agent.sinks, edge_agent.config.preflight; "
+        "import sys, edge_agent.configload, edge_agent.sources, edge_agent.sinks, edge_agent.service.preflight; "
         "print(sorted(m for m in ('paho', 'sounddevice', 'torch') if m in sys.modules))"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
