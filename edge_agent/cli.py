@@ -17,14 +17,15 @@ EXIT_CONFIG = 2  # invalid configuration: systemd must not restart (RestartPreve
 
 
 def _cmd_check_config(args: argparse.Namespace) -> int:
-    from edge_agent.configload import ConfigError, load_config, missing_model_files
+    from edge_agent.configload import ConfigError, load_config
+    from edge_agent.service.preflight import start_errors
 
     try:
         config = load_config(args.path)
     except ConfigError as error:
         errors = error.errors
-    else:
-        errors = [] if args.skip_model_files else missing_model_files(config)
+    else:  # what `run` would refuse at start (the model files: unless the service waits for them)
+        errors = start_errors(config, model_files=not args.skip_model_files)
     if errors:
         print(f"edge-agent check-config: {args.path}: {len(errors)} error(s)", file=sys.stderr)
         print("\n".join(errors), file=sys.stderr)
@@ -40,10 +41,15 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from edge_agent.config import AgentConfig
     from edge_agent.configload import ConfigError, load_config, resolve_password
     from edge_agent.service.app import App
+    from edge_agent.service.preflight import start_errors
     from edge_agent.service.sdnotify import Notifier
+    from edge_agent.sources import SOURCES
 
     try:
         config = load_config(args.config)
+        errors = start_errors(config, model_files=False)  # the model files are waited for
+        if errors:
+            raise ConfigError(errors)
         password = resolve_password(config.mqtt) if config.mqtt.enabled else None
     except ConfigError as error:
         print(f"edge-agent run: {args.config}: {len(error.errors)} error(s)", file=sys.stderr)
@@ -53,8 +59,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
     def looping(config: AgentConfig) -> AgentConfig:
         if not args.loop:
             return config
-        sources = tuple(dataclasses.replace(s, loop=True) if s.type == "replay" else s for s in config.sources)
-        return dataclasses.replace(config, sources=sources)
+        loops = (dataclasses.replace(s, loop=True) if SOURCES[s.type].loops else s for s in config.sources)
+        return dataclasses.replace(config, sources=tuple(loops))
 
     config = looping(config)
     if not args.verbose:
@@ -114,12 +120,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     _register_training(parser, sub)
 
-    p = sub.add_parser("check-config", help="validate a config file (and that its model files exist); exit 0 or 2")
+    p = sub.add_parser("check-config", help="validate a config file and what `run` checks at start; exit 0 or 2")
     p.add_argument("path", nargs="?", default="config.toml", help="config file (default: config.toml)")
     p.add_argument(
         "--skip-model-files",
         action="store_true",
-        help="do not require the model files to exist (the service's pre-start check: `run` waits for them)",
+        help="do not check the model files (the service's pre-start check: `run` waits for them)",
     )
     p.set_defaults(func=_cmd_check_config)
 

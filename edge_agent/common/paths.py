@@ -10,6 +10,7 @@ import os
 from pathlib import Path
 
 DATA_ENV = "EDGE_AGENT_DATA"
+DATA_PLACEHOLDER = "${" + DATA_ENV + "}"  # expanded in config paths
 DEFAULT_DATA_ROOT = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 
 

@@ -48,6 +48,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 from edge_agent.config import DecisionSection
+from edge_agent.config.checks import decision_errors
 from edge_agent.metrics import AgentMetrics
 from edge_agent.types import AlertEvent, Prediction
 
@@ -295,15 +296,6 @@ def _mean_confidence(history: deque[_Vote], label: str) -> float:
 
 
 def _validate(config: DecisionSection) -> None:
-    """ValueError naming the first bad field of ``config``."""
-    c = config
-    if not 1 <= c.confirm_k <= c.confirm_n:
-        raise ValueError(f"decision.confirm_k must be in 1..confirm_n ({c.confirm_n}), got {c.confirm_k!r}")
-    if not 0.0 <= c.min_confidence <= 1.0:
-        raise ValueError(f"decision.min_confidence must be in [0, 1], got {c.min_confidence!r}")
-    for name in ("hold_off_s", "cooldown_s", "update_min_delta"):
-        value = getattr(c, name)
-        if not (math.isfinite(value) and value >= 0):
-            raise ValueError(f"decision.{name} must be a finite number >= 0, got {value!r}")
-    if not (math.isfinite(c.max_duration_s) and c.max_duration_s > 0):
-        raise ValueError(f"decision.max_duration_s must be a finite number > 0, got {c.max_duration_s!r}")
+    """ValueError naming every bad key of ``config``: the loader's limits (``edge_agent.config.checks``)."""
+    if errors := decision_errors(config):
+        raise ValueError("; ".join(errors))

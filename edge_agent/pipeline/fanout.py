@@ -9,11 +9,11 @@ sensor found on a wildcard topic) go through here too, counted as failures when 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from typing import Any
 
 from edge_agent.metrics import AgentMetrics
-from edge_agent.plugins import sink_name
+from edge_agent.sinks import Sink, Sinks
 from edge_agent.types import AlertEvent
 
 logger = logging.getLogger(__name__)
@@ -22,57 +22,56 @@ logger = logging.getLogger(__name__)
 class SinkFanout:
     """The agent's sinks; ``open`` takes them, ``send`` hands each event to all of them."""
 
-    def __init__(self, metrics: AgentMetrics, sinks: Sequence[object] = ()) -> None:
+    def __init__(self, metrics: AgentMetrics, sinks: Sinks | None = None) -> None:
         self._metrics = metrics
-        self.sinks: tuple[object, ...] = ()
+        self._set = Sinks()
+        self.sinks: tuple[Sink, ...] = ()
         self._counters: dict[str, tuple[Any, Any]] = {}
-        self._take(sinks)
+        self._take(sinks or Sinks())
 
     @property
     def names(self) -> tuple[str, ...]:
-        return tuple(sink_name(sink) for sink in self.sinks)
+        return tuple(sink.name for sink in self.sinks)
 
-    def open(self, sinks: Sequence[object]) -> None:
+    def open(self, sinks: Sinks) -> None:
         """Take ``sinks`` (their counters start at zero) and open each, in order."""
         self._take(sinks)
         for sink in self.sinks:
-            sink.open()  # type: ignore[attr-defined]
+            sink.open()
 
     def close(self) -> None:
         """Close every sink; one that fails to close is logged and the others still close."""
         for sink in self.sinks:
             try:
-                sink.close()  # type: ignore[attr-defined]
+                sink.close()
             except Exception:
-                logger.exception("closing sink %s failed", sink_name(sink))
+                logger.exception("closing sink %s failed", sink.name)
 
     def send(self, events: Iterable[AlertEvent]) -> None:
         for event in events:
             for sink in self.sinks:
-                sent, failed = self._counters[sink_name(sink)]
+                sent, failed = self._counters[sink.name]
                 sent.inc()
                 try:
-                    sink.send(event)  # type: ignore[attr-defined]
+                    sink.send(event)
                 except Exception:  # one failing sink must not block the others; counted, logged with its name
                     failed.inc()
-                    logger.exception("sink %s failed to take alert %s", sink_name(sink), event.id)
+                    logger.exception("sink %s failed to take alert %s", sink.name, event.id)
 
     def announce(self, sensor: str, models: tuple[str, ...] = (), clear: bool = True) -> None:
         """A sensor is known: no alert survives a restart (``clear``: retained no-alert state), and the
         sinks learn the ``models`` of a sensor found live (Home Assistant discovery)."""
-        for sink in self.sinks:
+        calls = [(s, lambda s=s: s.clear_state(sensor)) for s in self._set.state_clearing if clear]
+        calls += [(s, lambda s=s: s.add_sensor(sensor, models)) for s in self._set.sensor_aware if models]
+        for sink, call in calls:
             try:
-                if clear and hasattr(sink, "clear_state"):
-                    sink.clear_state(sensor)
-                if models and hasattr(sink, "add_sensor"):
-                    sink.add_sensor(sensor, models)
+                call()
             except Exception:  # one failing sink must not stop the stream; counted, logged with its name
-                self._counters[sink_name(sink)][1].inc()
-                logger.exception("sink %s failed to announce sensor %s", sink_name(sink), sensor)
+                self._counters[sink.name][1].inc()
+                logger.exception("sink %s failed to announce sensor %s", sink.name, sensor)
 
-    def _take(self, sinks: Sequence[object]) -> None:
-        self.sinks = tuple(sinks)
+    def _take(self, sinks: Sinks) -> None:
+        self._set = sinks
+        self.sinks = tuple(sinks.all)
         m = self._metrics
-        self._counters = {
-            name: (m.sink_events.labels(name), m.sink_errors.labels(name)) for name in (sink_name(s) for s in sinks)
-        }
+        self._counters = {s.name: (m.sink_events.labels(s.name), m.sink_errors.labels(s.name)) for s in self.sinks}

@@ -19,11 +19,13 @@ from edge_agent.modelfile import LoadedModel, load_model, model_info_labels
 from edge_agent.pipeline.datapath import DataPath
 from edge_agent.pipeline.decision import DecisionEngine
 from edge_agent.pipeline.inference import InferenceWorker
-from edge_agent.plugins import build_sinks, build_source, check_channels
 from edge_agent.service.backoff import StartAborted, retry_with_backoff
 from edge_agent.service.exporter import serve_metrics
+from edge_agent.service.preflight import check_fit
 from edge_agent.service.reload import ReloadError, ReloadPlan, plan_reload
 from edge_agent.service.sdnotify import Notifier, Watchdog
+from edge_agent.sinks import SinkBuild, build_sinks
+from edge_agent.sources import SOURCES, HealthReporting, Source, SourceBuild, build_source, health_reporting
 
 logger = logging.getLogger(__name__)
 
@@ -51,7 +53,8 @@ class App:
         self.models: dict[str, LoadedModel] = {}
         self.decision = DecisionEngine(config.decision, metrics=self.metrics)
         self.datapath = DataPath(self.metrics, self.decision)
-        self.sources: list[object] = []
+        self.sources: list[Source] = []
+        self.health_sources: list[HealthReporting] = []
         self.worker: InferenceWorker | None = None
         self.stop_requested = threading.Event()
         self.notifier = notifier or Notifier({})  # systemd's notify socket; a no-op by default
@@ -123,7 +126,7 @@ class App:
 
     def tick(self) -> None:
         """Time-based decisions (hold-off expiry, maximum duration) and the sources' health conditions."""
-        conditions = [c for source in self.sources for c in getattr(source, "health", list)()]
+        conditions = [c for source in self.health_sources for c in source.health()]
         self.datapath.tick(conditions, time.time())
 
     def healthy(self, max_stall_s: float = 5.0) -> bool:
@@ -140,8 +143,8 @@ class App:
         if stalled_s >= max(max_stall_s, self.config.inference.max_wait_s + 1.0):
             return f"the inference worker is stuck ({stalled_s:.0f} s without progress)"
         for kind, stage in [*(("source", s) for s in self.sources), *(("sink", s) for s in self.sinks)]:
-            if not getattr(stage, "alive", lambda: True)():
-                return f"{kind} {getattr(stage, 'name', type(stage).__name__)}'s thread died"
+            if not stage.alive():
+                return f"{kind} {stage.name}'s thread died"
         return None
 
     def status_line(self) -> str:
@@ -224,7 +227,7 @@ class App:
             self.models = {section.name: load_model(section.path) for section in self.config.models}
 
         self._retry("load the model files", load, self.metrics.model_load_errors.inc, "waiting for model files")
-        check_channels(self.config, self.models)
+        check_fit(self.config, self.models)  # channels and rates against the models' meta
         for name, loaded in self.models.items():
             self.metrics.model_info.labels(*model_info_labels(name, loaded)).set(1)
         self.datapath.configure(self.models, self.config)
@@ -235,7 +238,7 @@ class App:
         self.worker.start()
 
     def _open_sinks(self) -> None:
-        sinks = build_sinks(self.config, metrics=self.metrics, password=self.password, echo=self.echo)
+        sinks = build_sinks(self.config, SinkBuild(self.metrics, self.password, self.echo))
         self.metrics.init_pipeline(self.config.inference.queue_windows)
         self.datapath.fanout.open(sinks)
 
@@ -243,14 +246,15 @@ class App:
         assert self.worker is not None  # the inference step came first
         for section in self.config.sources:
             source = self._build_source(section)
-            source.start(self.datapath.router(section, self.worker.submit))  # type: ignore[attr-defined]
+            source.start(self.datapath.router(section, self.worker.submit))
             self.sources.append(source)
+            self.health_sources += health_reporting(section, source)
 
-    def _build_source(self, section: SourceSection) -> object:
+    def _build_source(self, section: SourceSection) -> Source:
         def finished() -> None:
             self._source_finished(section.name)
 
-        return build_source(section, self.config, metrics=self.metrics, password=self.password, on_finished=finished)
+        return build_source(section, SourceBuild(self.config, self.metrics, self.password, finished))
 
     def _stop_sources(self) -> None:
         for source in self.sources:
@@ -268,8 +272,8 @@ class App:
             self._finished_sources.add(name)
 
     def _all_sources_finished(self) -> bool:
-        replay = {s.name for s in self.config.sources if s.type == "replay" and not s.loop}
-        return bool(replay) and len(replay) == len(self.config.sources) and replay <= self._finished_sources
+        finite = {s.name for s in self.config.sources if SOURCES[s.type].finite(s)}
+        return bool(finite) and len(finite) == len(self.config.sources) and finite <= self._finished_sources
 
     def _drained(self) -> bool:
         return self.worker is None or len(self.worker.queue) == 0

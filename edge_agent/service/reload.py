@@ -32,18 +32,19 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from edge_agent.config import AgentConfig, ModelSection
+from edge_agent.config.rules import live_keys
 from edge_agent.modelfile import LoadedModel, load_model
 from edge_agent.modelmeta import INPUT_KEYS
 
 logger = logging.getLogger(__name__)
 
-# per section, the keys a reload applies; every key of a section not named here needs a restart
-LIVE_KEYS = {
-    "agent": ("log_level",),
-    "inference": ("max_batch", "max_wait_s"),
-    "decision": tuple(f.name for f in dataclasses.fields(AgentConfig().decision)),
-}
 ARRAY_KEYS = ("models", "sources")
+# per section, the keys a reload applies (declared ``live=True`` on the field); every other key needs a restart
+LIVE_KEYS = {
+    f.name: live_keys(type(getattr(AgentConfig(), f.name)))
+    for f in dataclasses.fields(AgentConfig)
+    if f.name not in ARRAY_KEYS
+}
 INPUT_META = INPUT_KEYS  # a model file whose meta differs on one of these needs a restart
 
 
@@ -100,6 +101,9 @@ def _source_changes(running: AgentConfig, new: AgentConfig) -> list[str]:
         return [f"sources (now {len(running.sources)}, file {len(new.sources)})"]
     keys = []
     for index, (old, fresh) in enumerate(zip(running.sources, new.sources, strict=True)):
+        if type(old) is not type(fresh):  # another source type: other keys
+            keys.append(f"sources[{index}].type")
+            continue
         keys += [
             f"sources[{index}].{f.name}"
             for f in dataclasses.fields(old)

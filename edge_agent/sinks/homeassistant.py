@@ -166,8 +166,9 @@ class HomeAssistantDiscoverySink:
             self._sensors[sensor] = models
         self._announce([sensor])
 
-    def close(self) -> None:
-        """Disconnect; the configs stay retained (the entities turn unavailable through the status topic)."""
+    def close(self, timeout_s: float = 2.0) -> None:
+        """Disconnect (nothing is queued: ``timeout_s`` is unused); the configs stay retained (the entities turn
+        unavailable through the status topic)."""
         self._conn.close()
 
     # --- paho callbacks (paho's network thread) ---

@@ -36,5 +36,8 @@ class LogAlertSink:
         if self.echo is not None:
             self.echo(line)
 
-    def close(self, timeout_s: float = 0.0) -> None:
+    def alive(self) -> bool:
+        return True
+
+    def close(self, timeout_s: float = 2.0) -> None:
         """Nothing to release."""

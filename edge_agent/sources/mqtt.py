@@ -17,21 +17,22 @@ from typing import Any
 import paho.mqtt.client as paho
 
 from edge_agent.common.ratelimit import RateLimitedLog
-from edge_agent.config import MqttSection, SourceSection
+from edge_agent.config import MqttSection
 from edge_agent.metrics import AgentMetrics
 from edge_agent.mqttclient import MqttConnection
-from edge_agent.sources.payloads import FORMATS, MAX_PAYLOAD_BYTES, PayloadError, parse_payload
+from edge_agent.sources.mqtt_config import MqttSourceSection
+from edge_agent.sources.payloads import MAX_PAYLOAD_BYTES, PayloadError, parse_payload
 from edge_agent.types import Chunk
 
 logger = logging.getLogger(__name__)
 
 
 class MqttSource:
-    """Subscribes to ``section.topic`` and emits a :class:`Chunk` per valid message."""
+    """Subscribes to ``section.topic`` and emits a :class:`Chunk` per valid message (the section is validated)."""
 
     def __init__(
         self,
-        section: SourceSection,
+        section: MqttSourceSection,
         mqtt: MqttSection,
         *,
         password: str | None,
@@ -39,15 +40,6 @@ class MqttSource:
         metrics: AgentMetrics,
         max_payload_bytes: int = MAX_PAYLOAD_BYTES,
     ) -> None:
-        if section.format not in FORMATS:
-            raise ValueError(f"sources.{section.name}.format must be one of {', '.join(FORMATS)}: {section.format!r}")
-        if section.format != "json" and section.sample_rate_hz <= 0:
-            raise ValueError(f"sources.{section.name}.sample_rate_hz must be > 0 for format {section.format}")
-        if not _valid_filter(section.topic) or section.sensor_level < 0:
-            raise ValueError(
-                f"sources.{section.name}: a valid topic filter and sensor_level >= 0 are required, "
-                f"got topic {section.topic!r}, sensor_level {section.sensor_level}"
-            )
         self.name = section.name
         self._section = section
         self._mqtt = mqtt
@@ -182,16 +174,3 @@ class MqttSource:
         elif sensor not in self._known and len(self._known) >= self._section.max_sensors:
             raise PayloadError("too_many_sensors", f"already {len(self._known)} sensors (max_sensors)")
         return sensor
-
-
-def _valid_filter(topic: str) -> bool:
-    """MQTT filter rules: ``+`` fills a whole level, ``#`` only as the whole last level."""
-    levels = topic.split("/")
-    if not topic or "\0" in topic:
-        return False
-    for i, level in enumerate(levels):
-        if "#" in level and (level != "#" or i != len(levels) - 1):
-            return False
-        if "+" in level and level != "+":
-            return False
-    return True

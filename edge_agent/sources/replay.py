@@ -13,22 +13,102 @@ import threading
 import time
 import wave
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from edge_agent.config import SourceSection
+from edge_agent.common.errors import first_line
+from edge_agent.config.rules import setting
+from edge_agent.config.sections import SourceSection
+from edge_agent.config.table import Inspection, SourceContext, Table, check_rules, check_sensor, required, resolve_path
 from edge_agent.metrics import AgentMetrics
 from edge_agent.types import Chunk
 
 logger = logging.getLogger(__name__)
 
+REPLAY_SUFFIXES = (".wav", ".npy", ".csv", ".npz")
+_KINDS = ".wav, .npy, .csv or .npz"
 
-def read_recording(section: SourceSection) -> tuple[list[np.ndarray], float]:
-    """The recordings to play, each ``(channels, n)`` float32, and their sample rate in Hz."""
+
+@dataclass(frozen=True)
+class ReplaySection(SourceSection):
+    """``path`` (WAV, NPY, CSV or the CWRU npz), ``records`` (npz keys in play order), ``start_fraction``
+    (skip the first part of each record), ``speed`` (1.0 real time, 0 as fast as possible), ``loop``,
+    ``chunk_samples``; ``sample_rate_hz`` for .npy and .csv files, ``channels`` and ``scale`` of the file.
+    """
+
+    sensor: str = ""  # the sensor id it plays as
+    path: str = ""
+    records: tuple[str, ...] = ()
+    start_fraction: float = setting(0.0, ge=0, lt=1)
+    speed: float = setting(1.0, ge=0)
+    loop: bool = False
+    chunk_samples: int = setting(1024, gt=0)  # samples per step
+
+    @property
+    def known_sensors(self) -> tuple[str, ...]:
+        return (self.sensor,)
+
+
+def check_replay_source(table: Table, context: SourceContext) -> None:
+    check_rules(table, ReplaySection, inherited=False)
+    check_sensor(table, "replay sources need the sensor id they play as")
+    required(table, "path", "replay sources need a .wav, .npy, .csv or .npz file")
+    resolve_path(table, "path", context.base_dir)
+    if not table.ok("path"):
+        return
+    suffix = Path(table.values["path"]).suffix.lower()
+    if suffix not in REPLAY_SUFFIXES:
+        table.fail("path", "is not allowed", "replay reads .wav, .npy, .csv or .npz files")
+        return
+    if suffix in (".npy", ".csv"):
+        table.check("sample_rate_hz", lambda v: v > 0, f"a {suffix} file needs sample_rate_hz > 0")
+    if suffix != ".npz":
+        table.check("records", lambda v: not v, "records pick keys of an .npz file", f"is not used for a {suffix} file")
+
+
+def inspect_replay(section: ReplaySection, key: str) -> Inspection:
+    """Start-time problems of the file (``<key>.path`` / ``<key>.records``), its rate and shortest record."""
     path = Path(section.path)
     if not path.is_file():
-        raise FileNotFoundError(f"sources.{section.name}.path: {path} does not exist")
+        return Inspection((f"{key}.path: {section.path!r} does not exist; expected a {_KINDS} recording",))
+    suffix, rate_hz, lengths = path.suffix.lower(), section.sample_rate_hz, []
+    try:
+        if suffix == ".npz":
+            with np.load(path, allow_pickle=False) as pack:
+                listed = tuple(str(k) for k in pack["keys"]) if "keys" in pack.files else tuple(pack.files)
+                keys = section.records or listed
+                missing = [k for k in keys if k not in pack.files]
+                if missing:
+                    allowed = f"records in {path.name}: {', '.join(listed)}"
+                    return Inspection((f"{key}.records: {missing!r} not in {path.name}; {allowed}",))
+                rate_hz = float(pack["fs_hz"]) if "fs_hz" in pack.files else rate_hz
+                lengths = [int(pack[k].size) for k in keys]
+        elif suffix == ".wav":
+            with wave.open(str(path), "rb") as handle:
+                width_bits, rate_hz = 8 * handle.getsampwidth(), float(handle.getframerate())
+                lengths = [handle.getnframes()]
+            if width_bits != 16:
+                return Inspection((f"{key}.path: {section.path!r} is {width_bits}-bit; replay reads 16-bit PCM WAV",))
+        elif suffix == ".npy":
+            lengths = [int(np.load(path, mmap_mode="r", allow_pickle=False).shape[0])]
+    except (OSError, ValueError, KeyError, EOFError, wave.Error) as error:
+        reason = first_line(error)
+        return Inspection((f"{key}.path: {section.path!r} cannot be read ({reason}); expected a {_KINDS} recording",))
+    shortest = min((n - round(n * section.start_fraction) for n in lengths), default=None)
+    return Inspection((), rate_hz, shortest)
+
+
+def read_recording(section: ReplaySection) -> tuple[list[np.ndarray], float]:
+    """The recordings to play, each ``(channels, n)`` float32, and their sample rate in Hz.
+
+    The section is validated (``check_replay_source``) and the file inspected (``inspect_replay``) before
+    start; errors here name the source (the file changed since).
+    """
+    path = Path(section.path)
+    if not path.is_file():
+        raise FileNotFoundError(f"replay source {section.name!r}: {path} does not exist")
     suffix = path.suffix.lower()
     if suffix == ".npz":
         return _read_npz(path, section)
@@ -40,23 +120,21 @@ def read_recording(section: SourceSection) -> tuple[list[np.ndarray], float]:
         with path.open() as handle:
             rows = [[float(v) for v in row] for row in csv.reader(handle) if row]
         signal, rate_hz = np.asarray(rows, dtype=np.float32), section.sample_rate_hz
-    else:
-        raise ValueError(f"sources.{section.name}.path: {path.suffix!r} is not a WAV, NPY, CSV or npz file")
+    else:  # check_replay_source refuses other suffixes
+        signal, rate_hz = _read_wav(path)
     if signal.ndim == 1:
         signal = signal[None, :]
     elif suffix != ".wav":
         signal = signal.T  # NPY and CSV hold one column per channel
-    if rate_hz <= 0:
-        raise ValueError(f"sources.{section.name}.sample_rate_hz must be > 0 for {path.suffix} files")
     return [_trim(np.ascontiguousarray(signal, dtype=np.float32), section.start_fraction)], float(rate_hz)
 
 
-def _read_npz(path: Path, section: SourceSection) -> tuple[list[np.ndarray], float]:
+def _read_npz(path: Path, section: ReplaySection) -> tuple[list[np.ndarray], float]:
     with np.load(path, allow_pickle=False) as pack:
         keys = section.records or tuple(str(k) for k in pack["keys"])
         missing = [k for k in keys if k not in pack.files]
         if missing:
-            raise ValueError(f"sources.{section.name}.records: {missing} not in {path.name}")
+            raise ValueError(f"replay source {section.name!r}: records {missing} not in {path.name}")
         rate_hz = float(pack["fs_hz"]) if "fs_hz" in pack.files else section.sample_rate_hz
         signals = [_trim(np.asarray(pack[k], dtype=np.float32).reshape(1, -1), section.start_fraction) for k in keys]
     return signals, rate_hz
@@ -80,7 +158,7 @@ class ReplaySource:
     """Plays recordings in a named thread; ``on_finished`` is called when a non-looping play ends."""
 
     def __init__(
-        self, section: SourceSection, *, metrics: AgentMetrics, on_finished: Callable[[], None] | None = None
+        self, section: ReplaySection, *, metrics: AgentMetrics, on_finished: Callable[[], None] | None = None
     ) -> None:
         self.section = section
         self.name = section.name

@@ -37,7 +37,6 @@ import numpy as np
 
 from edge_agent.common.errors import first_line
 from edge_agent.common.ratelimit import RateLimitedLog
-from edge_agent.config import SourceSection
 from edge_agent.metrics import AgentMetrics
 from edge_agent.service.backoff import RETRY_MAX_S, RETRY_MIN_S
 from edge_agent.sources.audio_health import LevelMeter, SilenceDetector, dbfs, power
@@ -50,6 +49,7 @@ from edge_agent.sources.devices import (
     reinitialise,
     resolve_input_device,
 )
+from edge_agent.sources.soundcard_config import SoundcardSection
 from edge_agent.types import Chunk
 
 logger = logging.getLogger(__name__)
@@ -69,17 +69,13 @@ class SoundcardSource:
 
     def __init__(
         self,
-        section: SourceSection,
+        section: SoundcardSection,
         *,
         metrics: AgentMetrics,
         retry_min_s: float = RETRY_MIN_S,
         retry_max_s: float = RETRY_MAX_S,
         load_library: Callable[[], ModuleType] = import_sounddevice,
     ) -> None:
-        if section.dtype not in FULL_SCALE:
-            raise ValueError(f"sources.{section.name}.dtype must be one of {', '.join(FULL_SCALE)}: {section.dtype!r}")
-        if not section.sensor:
-            raise ValueError(f"sources.{section.name}.sensor: a soundcard source needs the sensor id it captures as")
         self.name = section.name
         self.section = section
         self._retry_min_s, self._retry_max_s = retry_min_s, retry_max_s

@@ -10,11 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge_agent.config import SourceSection
 from edge_agent.configload import parse_config
 from edge_agent.metrics import AgentMetrics
 from edge_agent.service.app import App
-from edge_agent.sources.replay import read_recording
+from edge_agent.sources.replay import ReplaySection, read_recording
 
 REPO = Path(__file__).resolve().parents[2]
 MODEL = REPO / "models" / "drsn_cw_cwru.pt"
@@ -81,8 +80,8 @@ def test_channel_count_that_does_not_fit_the_model_names_both_values(tmp_path: P
         app.start()
 
 
-def _section(path: Path, **extra: object) -> SourceSection:
-    return SourceSection(type="replay", name="r", models=("m",), sensor="s", path=str(path), **extra)
+def _section(path: Path, **extra: object) -> ReplaySection:
+    return ReplaySection(type="replay", name="r", models=("m",), sensor="s", path=str(path), **extra)
 
 
 def test_replay_reads_wav_npy_and_csv(tmp_path: Path) -> None:

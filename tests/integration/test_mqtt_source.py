@@ -8,18 +8,21 @@ import struct
 import threading
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import paho.mqtt.client as paho
 import pytest
 
-from edge_agent.config import MqttSection, SourceSection
+from edge_agent.config import MqttSection
+from edge_agent.configload import ConfigError, parse_config
 from edge_agent.metrics import PAYLOAD_ERROR_REASONS, AgentMetrics
 from edge_agent.sources.mqtt import MqttSource
+from edge_agent.sources.mqtt_config import MqttSourceSection
 from edge_agent.types import Chunk
 
-SECTION = SourceSection(
+SECTION = MqttSourceSection(
     type="mqtt",
     name="vib",
     models=("m",),
@@ -315,14 +318,16 @@ def test_stop_before_start_and_twice() -> None:
         ({"topic": ""}, "topic"),
         ({"topic": "plant/#/vibration"}, "topic"),
         ({"topic": "plant/pump+/vibration"}, "topic"),
+        ({"topic": "plant/+/vib\0ration"}, "topic"),
     ],
 )
-def test_bad_source_config_is_refused_at_construction(overrides: dict[str, Any], message: str) -> None:
-    with pytest.raises(ValueError, match=message):
-        MqttSource(
-            dataclasses.replace(SECTION, **overrides),
-            MqttSection(),
-            password=None,
-            agent_id="t",
-            metrics=AgentMetrics(),
-        )
+def test_bad_source_config_is_refused_by_the_config_check(overrides: dict[str, Any], message: str) -> None:
+    """Validation happens once: the loader refuses it (naming the key), the constructor trusts its section."""
+    source = {"type": "mqtt", "name": "vib", "models": ["m"], "topic": "plant/+/vibration", "qos": 1}
+    data = {
+        "mqtt": {"enabled": True},
+        "models": [{"name": "m", "path": "m.pt"}],
+        "sources": [{**source, "sample_rate_hz": 12_000.0, **overrides}],
+    }
+    with pytest.raises(ConfigError, match=rf"^sources\[0\]\.{message}: "):
+        parse_config(data, base_dir=Path("."))

@@ -34,9 +34,9 @@ from conftest import free_port, wait_until
 from prometheus_client.parser import text_string_to_metric_families
 
 from edge_agent.common.paths import data_root
-from edge_agent.config import SourceSection
 from edge_agent.metrics import AgentMetrics
 from edge_agent.sources.soundcard import SoundcardSource
+from edge_agent.sources.soundcard_config import SoundcardSection
 
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO.parent / "shared" / "tools" / "virtual-soundcard.sh"
@@ -327,8 +327,8 @@ def test_devices_command_lists_the_virtual_card(sound_card: dict[str, str]) -> N
     assert "pulse" in names, result.stdout
 
 
-def _section(device: str) -> SourceSection:
-    return SourceSection(
+def _section(device: str) -> SoundcardSection:
+    return SoundcardSection(
         type="soundcard",
         name="mic",
         models=("m",),

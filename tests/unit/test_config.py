@@ -5,9 +5,11 @@ from __future__ import annotations
 import dataclasses
 import math
 import re
+import shutil
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 from edge_agent.cli import main
@@ -21,12 +23,14 @@ from edge_agent.config import (
     MetricsSection,
     ModelSection,
     MqttSection,
-    SourceSection,
 )
 from edge_agent.configload import ConfigError, load_config, parse_config, resolve_password
+from edge_agent.sources import SOURCES
+from edge_agent.sources.replay import ReplaySection
 
 REPO = Path(__file__).resolve().parents[2]
 SHIPPED = REPO / "config.toml"
+MODEL = REPO / "models" / "drsn_cw_cwru.pt"
 BROKEN = REPO / "tests" / "configs" / "broken"
 BROKEN_CASES = sorted(BROKEN.glob("*.toml"))
 SECRET = "hunter2-not-for-logs"
@@ -50,6 +54,14 @@ def _minimal_data() -> dict[str, Any]:
         "models": [{"name": "bearing", "path": "model.pt"}],
         "sources": [{"type": "replay", "name": "demo", "sensor": "motor-1", "path": "data.npz", "models": ["bearing"]}],
     }
+
+
+def _write_model_and_data(folder: Path, model: str = "model.pt", data: str = "data.npz", **records: Any) -> None:
+    """A real model file and a small CWRU-like npz (what `check-config` opens like `run` does)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    shutil.copy(MODEL, folder / model)
+    records = records or {"097": np.zeros(4096, dtype=np.float32)}
+    np.savez(folder / data, keys=np.array(list(records)), fs_hz=np.float64(12_000.0), **records)
 
 
 def _write(folder: Path, text: str, name: str = "config.toml") -> Path:
@@ -97,16 +109,21 @@ def test_shipped_config_documents_every_section_key(section: type) -> None:
         assert re.search(rf"^#? ?{spec.name} = ", text, re.MULTILINE), spec.name
 
 
-@pytest.mark.parametrize("section", [ModelSection, SourceSection])
+@pytest.mark.parametrize("section", [ModelSection, *(kind.section for kind in SOURCES.values())])
 def test_shipped_config_documents_every_table_key(section: type) -> None:
     text = SHIPPED.read_text()
     for spec in dataclasses.fields(section):
         assert re.search(rf"^#? ?{spec.name} += ", text, re.MULTILINE), spec.name
 
 
-def test_shipped_config_passes_check_config_with_its_model(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_shipped_config_passes_check_config_with_its_model(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     config = _write(tmp_path, SHIPPED.read_text())
-    _write(tmp_path / "models", "", "drsn_cw_cwru.pt")
+    monkeypatch.setenv("EDGE_AGENT_DATA", str(tmp_path / "data"))
+    _write_model_and_data(tmp_path / "models", "drsn_cw_cwru.pt", "unused.npz")
+    records = {key: np.zeros(16_384, dtype=np.float32) for key in ("097", "105")}  # start_fraction 0.8
+    _write_model_and_data(tmp_path / "data" / "cwru", "unused.pt", "cwru_12k_de_dev.npz", **records)
     assert main(["check-config", str(config)]) == 0
     assert capsys.readouterr().out == "config OK: 1 sources, 1 models\n"
 
@@ -121,7 +138,7 @@ def test_minimal_config_takes_every_default(tmp_path: Path) -> None:
     assert (config.inference, config.decision) == (defaults.inference, defaults.decision)
     assert config.homeassistant == HomeAssistantSection(enabled=False)
     assert config.models == (ModelSection(name="bearing", path=str(tmp_path / "model.pt"), hop_samples=None),)
-    expected = SourceSection(
+    expected = ReplaySection(
         type="replay", name="demo", models=("bearing",), sensor="motor-1", path=str(tmp_path / "data.npz")
     )
     assert config.sources == (expected,)
@@ -157,7 +174,10 @@ FIELDS = [
     for spec in dataclasses.fields(cls)
 ]
 FIELDS += [("decision", spec.name) for spec in dataclasses.fields(DecisionSection)]
-FIELDS += [("sources", spec.name) for spec in dataclasses.fields(SourceSection)]
+FIELDS += [
+    ("sources", name)
+    for name in dict.fromkeys(spec.name for kind in SOURCES.values() for spec in dataclasses.fields(kind.section))
+]
 FIELDS += [("models", spec.name) for spec in dataclasses.fields(ModelSection)]
 
 
@@ -280,7 +300,7 @@ def test_a_password_written_into_the_config_is_never_echoed(tmp_path: Path) -> N
 
 def test_check_config_ok(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     config = _write(tmp_path, MINIMAL)
-    _write(tmp_path, "", "model.pt")
+    _write_model_and_data(tmp_path)
     assert main(["check-config", str(config)]) == 0
     assert capsys.readouterr().out == "config OK: 1 sources, 1 models\n"
 
@@ -299,6 +319,8 @@ def test_check_config_lists_every_error_and_exits_2(tmp_path: Path, capsys: pyte
 
 def test_check_config_reports_a_missing_model_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     config = _write(tmp_path, MINIMAL)
+    _write_model_and_data(tmp_path)
+    (tmp_path / "model.pt").unlink()
     assert main(["check-config", str(config)]) == 2
     model = tmp_path / "model.pt"
     expected = f"models[0].path: {str(model)!r} does not exist; expected a TorchScript model file (edge-agent export)"
@@ -308,6 +330,8 @@ def test_check_config_reports_a_missing_model_file(tmp_path: Path, capsys: pytes
 def test_check_config_can_leave_model_files_to_the_agent(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """The service's pre-start check: a model file that appears later is waited for by `run`, not refused."""
     config = _write(tmp_path, MINIMAL)
+    _write_model_and_data(tmp_path)
+    (tmp_path / "model.pt").unlink()
     assert main(["check-config", "--skip-model-files", str(config)]) == 0
     assert capsys.readouterr().out.startswith("config OK")
     broken = _write(tmp_path, MINIMAL + "\n[agent]\nbogus = 1\n", "broken.toml")

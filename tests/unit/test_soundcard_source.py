@@ -17,10 +17,10 @@ from typing import Any
 import numpy as np
 import pytest
 
-from edge_agent.config import SourceSection
 from edge_agent.metrics import AgentMetrics
 from edge_agent.sources.devices import AudioUnavailableError
 from edge_agent.sources.soundcard import SoundcardSource
+from edge_agent.sources.soundcard_config import SoundcardSection
 from edge_agent.types import Chunk
 
 RATE_HZ = 16000
@@ -99,7 +99,7 @@ def wait_for(predicate: Callable[[], bool], what: str, timeout_s: float = 5.0) -
         time.sleep(0.005)
 
 
-def section(**overrides: Any) -> SourceSection:
+def section(**overrides: Any) -> SoundcardSection:
     values: dict[str, Any] = {
         "type": "soundcard",
         "name": "mic",
@@ -113,7 +113,7 @@ def section(**overrides: Any) -> SourceSection:
         "silence_after_s": 0.3,
     }
     values.update(overrides)
-    return SourceSection(**values)
+    return SoundcardSection(**values)
 
 
 class Harness:

@@ -1,0 +1,72 @@
+"""The ``mqtt`` source's section and its check (beside ``mqtt.py``, which imports paho)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from edge_agent.config.rules import setting
+from edge_agent.config.sections import SourceSection
+from edge_agent.config.table import (
+    TOPIC_LEVEL_RULE,
+    SourceContext,
+    Table,
+    check_rules,
+    required,
+    show,
+    topic_filter,
+    topic_level,
+)
+from edge_agent.sources.payloads import FORMATS
+
+BINARY_FORMATS = tuple(f for f in FORMATS if f != "json")
+QOS_LEVELS = (0, 1)  # QoS 2 stalled under sustained load (ENVIRONMENT.md)
+
+
+@dataclass(frozen=True)
+class MqttSourceSection(SourceSection):
+    """``topic`` (wildcards allowed), ``sensor_level`` (index of the topic level that names the sensor),
+    ``format`` json | f32le | i16le; for binary formats ``sample_rate_hz``, ``channels`` and ``scale``
+    (sensor units per count) come from here. Sensor ids are bounded by ``sensors`` or ``max_sensors``.
+    """
+
+    topic: str = ""
+    sensor_level: int = setting(1, ge=0)
+    format: str = setting("json", choices=FORMATS)
+    qos: int = setting(0, choices=QOS_LEVELS, note=" (QoS 2 stalls under load)")
+    sensors: tuple[str, ...] = ()  # accepted sensor ids (empty: any, up to max_sensors)
+    max_sensors: int = setting(1000, gt=0)  # new sensor ids past this are refused (metric label bound)
+
+    @property
+    def known_sensors(self) -> tuple[str, ...]:
+        return self.sensors
+
+
+def check_mqtt_source(table: Table, context: SourceContext) -> None:
+    check_rules(table, MqttSourceSection, inherited=False)
+    if table.ok("sensors"):
+        for index, sensor in enumerate(table.values["sensors"]):
+            if not topic_level(sensor):
+                table.bad.add("sensors")
+                table.errors.append(
+                    f"{table.key('sensors')}[{index}]: {show(sensor)} is not allowed; {TOPIC_LEVEL_RULE}"
+                )
+    if not context.mqtt_enabled:
+        table.fail("type", "is not allowed while mqtt.enabled = false", "set mqtt.enabled = true in [mqtt]")
+    required(table, "topic", "mqtt sources need a topic filter, e.g. 'plant/+/vibration'")
+    table.check("topic", lambda v: "\0" not in v, "a topic must not hold a NUL character", reason="is not allowed")
+    rule = "'+' and '#' must fill a whole level, '#' only the last"
+    table.check("topic", topic_filter, rule, reason="is not a valid topic filter")
+    if table.ok("topic", "sensor_level"):
+        topic = table.values["topic"]
+        levels = topic.split("/")
+        top = len(levels) - 1 - (levels[-1] == "#")
+        allowed = f"topic {topic!r} has levels 0 to {top}" if top >= 0 else f"topic {topic!r} names no sensor level"
+        table.check("sensor_level", lambda v: v <= top, allowed)
+    if table.ok("format") and table.values["format"] in BINARY_FORMATS:
+        needs = f"format {table.values['format']!r} needs sample_rate_hz > 0"
+        table.check("sample_rate_hz", lambda v: v > 0, needs)
+
+
+def mqtt_rate_hz(section: MqttSourceSection) -> float | None:
+    """The input rate known before start: a binary format's ``sample_rate_hz`` (JSON carries its own)."""
+    return section.sample_rate_hz if section.format in BINARY_FORMATS else None
