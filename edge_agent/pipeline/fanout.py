@@ -9,7 +9,7 @@ sensor found on a wildcard topic) go through here too, counted as failures when 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from edge_agent.metrics import AgentMetrics
@@ -22,18 +22,18 @@ logger = logging.getLogger(__name__)
 class SinkFanout:
     """The agent's sinks; ``open`` takes them, ``send`` hands each event to all of them."""
 
-    def __init__(self, metrics: AgentMetrics, sinks: Sinks | None = None) -> None:
+    def __init__(self, metrics: AgentMetrics, sinks: Sinks | Sequence[Sink] = ()) -> None:
         self._metrics = metrics
         self._set = Sinks()
         self.sinks: tuple[Sink, ...] = ()
         self._counters: dict[str, tuple[Any, Any]] = {}
-        self._take(sinks or Sinks())
+        self._take(sinks)
 
     @property
     def names(self) -> tuple[str, ...]:
         return tuple(sink.name for sink in self.sinks)
 
-    def open(self, sinks: Sinks) -> None:
+    def open(self, sinks: Sinks | Sequence[Sink]) -> None:
         """Take ``sinks`` (their counters start at zero) and open each, in order."""
         self._take(sinks)
         for sink in self.sinks:
@@ -70,8 +70,9 @@ class SinkFanout:
                 self._counters[sink.name][1].inc()
                 logger.exception("sink %s failed to announce sensor %s", sink.name, sensor)
 
-    def _take(self, sinks: Sinks) -> None:
-        self._set = sinks
-        self.sinks = tuple(sinks.all)
+    def _take(self, sinks: Sinks | Sequence[Sink]) -> None:
+        """A plain sequence is sinks without optional capabilities (tests, a custom pipeline)."""
+        self._set = sinks if isinstance(sinks, Sinks) else Sinks(all=list(sinks))
+        self.sinks = tuple(self._set.all)
         m = self._metrics
         self._counters = {s.name: (m.sink_events.labels(s.name), m.sink_errors.labels(s.name)) for s in self.sinks}
