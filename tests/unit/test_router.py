@@ -15,6 +15,7 @@ from edge_agent.modelfile import LoadedModel, parse_meta
 from edge_agent.pipeline.datapath import DataPath
 from edge_agent.pipeline.decision import DecisionEngine
 from edge_agent.pipeline.fanout import SinkFanout
+from edge_agent.sinks import Sinks
 from edge_agent.types import AlertEvent, Chunk, Window
 
 WINDOW = 8
@@ -128,7 +129,7 @@ def datapath(metrics: AgentMetrics, sinks: list[Any]) -> tuple[DataPath, AgentCo
     cfg = config()
     path = DataPath(metrics, DecisionEngine(cfg.decision, metrics=metrics))
     path.configure(MODELS, cfg)
-    path.fanout.open(sinks)
+    path.fanout.open(Sinks(list(sinks), sensor_aware=list(sinks), state_clearing=list(sinks)))  # test sinks do both
     return path, cfg
 
 
@@ -136,7 +137,7 @@ def test_each_sink_counts_its_events_and_its_failures_apart() -> None:
     metrics = AgentMetrics()
     broken, collecting = BrokenSink(), CollectingSink()
     fanout = SinkFanout(metrics)
-    fanout.open([broken, collecting])
+    fanout.open(Sinks(all=[broken, collecting], state_clearing=[broken, collecting]))
     for sink in ("broken", "collecting"):
         assert value(metrics, "edge_agent_sink_events_total", sink=sink) == 0
         assert value(metrics, "edge_agent_sink_errors_total", sink=sink) == 0
