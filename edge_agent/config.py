@@ -15,6 +15,7 @@ DEFAULT_METRICS_PORT = 10041  # >= 10000 and not a well-known exporter's port
 class AgentSection:
     id: str = "edge-agent"  # used in MQTT topics: <prefix>/<id>/...
     log_level: str = "info"  # debug | info | warning | error
+    state_dir: str = ""  # alert outbox; empty: $STATE_DIRECTORY (systemd), else $XDG_STATE_HOME/edge-agent/<id>
 
 
 @dataclass(frozen=True)

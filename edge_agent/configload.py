@@ -253,9 +253,12 @@ def _resolve_path(table: _Table, name: str, base_dir: Path) -> None:
 # --- sections ----------------------------------------------------------------------------------
 
 
-def _check_agent(table: _Table) -> None:
+def _check_agent(table: _Table, base_dir: Path) -> None:
     table.check("id", _topic_level, TOPIC_LEVEL_RULE, reason="is not allowed")
     _choice(table, "log_level", LOG_LEVELS)
+    _resolve_path(table, "state_dir", base_dir)
+    folder = "a folder (created if missing) for the agent's state, e.g. the alert outbox"
+    table.check("state_dir", lambda v: not v or not Path(v).exists() or Path(v).is_dir(), folder, "is not a folder")
 
 
 def _check_mqtt(table: _Table, base_dir: Path) -> None:
@@ -500,7 +503,7 @@ def parse_config(data: dict[str, Any], *, base_dir: Path) -> AgentConfig:
     allowed = [*SECTIONS, *ARRAYS]
     errors.extend(_unknown_key("", name, allowed) for name in data if name not in allowed)
     checks: dict[str, Callable[[_Table], None]] = {
-        "agent": _check_agent,
+        "agent": lambda table: _check_agent(table, base_dir),
         "mqtt": lambda table: _check_mqtt(table, base_dir),
         "metrics": _check_metrics,
         "inference": _check_inference,
@@ -555,6 +558,18 @@ def missing_model_files(config: AgentConfig) -> list[str]:
         for i, model in enumerate(config.models)
         if not Path(model.path).is_file()
     ]
+
+
+def resolve_state_dir(agent: AgentSection) -> Path:
+    """``agent.state_dir``, else systemd's ``$STATE_DIRECTORY`` (its first entry), else
+    ``$XDG_STATE_HOME/edge-agent/<agent.id>`` (``~/.local/state/edge-agent/<agent.id>`` when unset)."""
+    if agent.state_dir:
+        return Path(agent.state_dir)
+    systemd = os.environ.get("STATE_DIRECTORY", "").split(":")[0]
+    if systemd:
+        return Path(systemd)
+    xdg = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(xdg) / "edge-agent" / agent.id
 
 
 def resolve_password(mqtt: MqttSection) -> str | None:

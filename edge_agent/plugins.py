@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 
 from edge_agent.config import AgentConfig, SourceSection
+from edge_agent.configload import resolve_state_dir
 from edge_agent.metrics import AgentMetrics
 from edge_agent.modelfile import LoadedModel
 from edge_agent.sinks.log import LogAlertSink
@@ -63,8 +64,12 @@ def build_sinks(
     sinks: list[object] = [LogAlertSink(echo=echo)]
     if config.mqtt.enabled:
         from edge_agent.sinks.mqtt_alerts import MqttAlertSink
+        from edge_agent.sinks.outbox import OUTBOX_FILE
 
-        sinks.append(MqttAlertSink(config.mqtt, password=password, agent_id=config.agent.id, metrics=metrics))
+        outbox = resolve_state_dir(config.agent) / OUTBOX_FILE
+        sinks.append(
+            MqttAlertSink(config.mqtt, password=password, agent_id=config.agent.id, metrics=metrics, outbox_path=outbox)
+        )
     if config.homeassistant.enabled:
         from edge_agent.sinks.homeassistant import discovery_sink
 
