@@ -295,5 +295,5 @@ def open_outbox(path: Path | None, *, metrics: AgentMetrics, max_count: int) -> 
         except OutboxError as err:
             logger.error("%s. Alert events are kept in memory only (lost on a restart) until this is fixed", err)
     else:
-        logger.warning("alert outbox: no file, alert events are kept in memory only (lost on a restart)")
+        logger.info("alert outbox: no file given, alert events are kept in memory only (lost on a restart)")
     return Outbox(None, metrics=metrics, max_count=max_count)
