@@ -1,16 +1,16 @@
 """Durable outbox of alert events: SQLite in WAL mode, one row per event, in the agent's state directory.
 
 Guarantee: :meth:`Outbox.append` returns once the event is committed with ``synchronous = FULL``
-(in WAL mode every commit fsyncs the log), so an event whose append returned survives ``kill -9``
-and power loss. ``NORMAL`` would survive a process crash but may lose the last commits on power
-loss; the cost of each level per alert is measured in ``benchmarks/bench_outbox.py``.
+(in WAL mode: one fdatasync of the log per commit), so it survives ``kill -9`` and power loss;
+``NORMAL`` survives a crash of the process but may lose the last commits on power loss. Deletes
+commit at NORMAL (a lost one is a duplicate). Cost per alert: ``benchmarks/bench_outbox.py``.
 
 Events are handed out (:meth:`take`) in append order and leave the store only when acknowledged
 (:meth:`ack`, on the broker's PUBACK) or dropped by a bound. On open every stored row is pending
 again, in order, before anything appended later: delivery is at least once and in order.
-An acknowledged row leaves memory at once; its delete is committed by :meth:`flush` or with the
-next append, never on the caller's thread of the ack (paho's network thread). A row acknowledged
-but not yet deleted when the process dies is sent again (consumers de-duplicate on id + type).
+An acknowledged row leaves memory at once; its delete is committed by :meth:`flush` or the next
+append, not on the thread of the ack (paho's network thread). A row acknowledged but not deleted
+when the process dies is sent again (consumers de-duplicate on id + type).
 The database is opened in exclusive locking mode: a second agent on the same file is refused.
 
 Bounds: ``max_count`` rows, ``max_bytes`` of topic + payload, ``max_age_s`` since the append;
@@ -42,8 +42,6 @@ from pathlib import Path
 from edge_agent.metrics import AgentMetrics
 from edge_agent.sinks.outbox_store import OutboxError, Stored, commit, connect, read_rows
 from edge_agent.sources.payloads import RateLimitedLog
-
-__all__ = ["DEFAULT_MAX_AGE_S", "DEFAULT_MAX_BYTES", "OUTBOX_FILE", "Outbox", "OutboxError", "Stored", "open_outbox"]
 
 logger = logging.getLogger(__name__)
 
@@ -82,6 +80,8 @@ class Outbox:
         self._next_seq = 1
         self._expire_at = 0.0
         self._warn = RateLimitedLog(logger)
+        # deletes need no sync of their own: one lost on power loss means a duplicate, never a loss
+        self._sync = {"insert": synchronous, "delete": "NORMAL" if synchronous in ("FULL", "EXTRA") else synchronous}
         self._db = connect(path, synchronous) if path is not None else None
         if self._db is not None:
             self._load(self._db)
@@ -270,7 +270,7 @@ class Outbox:
         if db is None or not (insert or deletes):
             return
         try:
-            commit(db, insert, deletes)
+            commit(db, insert, deletes, self._sync["insert" if insert is not None else "delete"])
         except sqlite3.Error as err:
             self._db = None
             self._metrics.alert_outbox_durable.set(0)

@@ -92,9 +92,10 @@ def read_rows(db: sqlite3.Connection, path: Path) -> list[Stored]:
         raise OutboxError(f"alert outbox {path}: cannot be read ({err}); move the file aside and restart") from err
 
 
-def commit(db: sqlite3.Connection, insert: Stored | None, deletes: list[int]) -> None:
-    """One transaction: delete ``deletes``, insert ``insert``; ``sqlite3.Error`` if it did not commit."""
+def commit(db: sqlite3.Connection, insert: Stored | None, deletes: list[int], synchronous: str) -> None:
+    """One transaction at ``synchronous``: delete ``deletes``, insert ``insert``; ``sqlite3.Error`` if not committed."""
     try:
+        db.execute(f"PRAGMA synchronous = {synchronous}")  # a few microseconds; applies to the next commit
         db.execute("BEGIN IMMEDIATE")
         db.executemany("DELETE FROM outbox WHERE seq = ?", [(seq,) for seq in deletes])
         if insert is not None:
