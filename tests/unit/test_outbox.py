@@ -217,7 +217,7 @@ def test_a_damaged_database_is_refused_naming_it(make, metrics: AgentMetrics, pa
     box.close()
     with path.open("r+b") as handle:  # keep the header, overwrite the pages behind it
         handle.seek(4096)
-        handle.write(os.urandom(16384))
+        handle.write(b"\xff" * 16384)
     with pytest.raises(OutboxError, match=str(path)):
         Outbox(path, metrics=metrics, max_count=10)
 
