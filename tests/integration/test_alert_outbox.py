@@ -20,7 +20,7 @@ from edge_agent.config import MqttSection
 from edge_agent.metrics import AgentMetrics
 from edge_agent.sinks.alert_schema import iso_utc
 from edge_agent.sinks.mqtt_alerts import MqttAlertSink
-from edge_agent.sinks.outbox import OUTBOX_FILE
+from edge_agent.sinks.outbox import OUTBOX_FILE, Outbox
 from edge_agent.types import AlertEvent
 
 REPO = Path(__file__).resolve().parents[2]
@@ -160,3 +160,26 @@ def test_an_unusable_outbox_file_leaves_the_sink_alerting_from_memory(
         watch.wait_for(lambda c: [key(m.payload) for m in c.messages] == [key_of(event(0))], what="the alert")
     finally:
         sink.close(timeout_s=2)
+
+
+def test_close_keeps_undelivered_alerts_on_disk_and_counts_them_lost_only_in_memory(
+    broker, mqtt_config: Callable[..., MqttSection], tmp_path: Path
+) -> None:
+    broker.stop()
+    kept: dict[str, float] = {}
+    for name, path in (("disk", tmp_path / OUTBOX_FILE), ("memory", None)):
+        metrics = AgentMetrics()
+        sink = MqttAlertSink(mqtt_config(), password=None, agent_id=AGENT, metrics=metrics, outbox_path=path)
+        sink.open()
+        for n in range(3):
+            sink.send(event(n))
+        sink.close(timeout_s=0.3)
+        sink.send(event(3))  # after close: dropped and counted as such
+        kept[name] = metrics.registry.get_sample_value("edge_agent_alerts_dropped_total", {"reason": "shutdown"}) or 0
+        assert metrics.registry.get_sample_value("edge_agent_alerts_dropped_total", {"reason": "closed"}) == 1
+    assert kept == {"disk": 0, "memory": 3}
+    again = Outbox(tmp_path / OUTBOX_FILE, metrics=AgentMetrics(), max_count=10)
+    try:
+        assert [key(row.payload) for row in iter(again.take, None)] == [key_of(event(n)) for n in range(3)]
+    finally:
+        again.close()
