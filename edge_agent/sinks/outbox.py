@@ -36,7 +36,7 @@ import logging
 import sqlite3
 import threading
 import time
-from collections import deque
+from collections import Counter, deque
 from pathlib import Path
 
 from edge_agent.metrics import AgentMetrics
@@ -106,8 +106,7 @@ class Outbox:
         with self._lock:
             return len(self._rows) - len(self._taken)
 
-    def unflushed(self) -> bool:
-        """True while acknowledged rows wait for their delete (:meth:`flush`)."""
+    def unflushed(self) -> bool:  # acknowledged rows wait for their delete (flush)
         with self._lock:
             return bool(self._acked) and self._db is not None
 
@@ -122,6 +121,8 @@ class Outbox:
             dropped = self._expired(now) + self._over_bounds()
             gone = {seq for _, seq in dropped}
             self._write(None if row.seq in gone else row, [seq for seq in gone if seq != row.seq])
+            if len(self._queue) > 2 * len(self._rows) + 64:  # dropped seqs linger there: keep it bounded
+                self._queue = deque(seq for seq in self._queue if seq in self._rows and seq not in self._taken)
         self._count(dropped)
         return row
 
@@ -257,8 +258,7 @@ class Outbox:
         return dropped
 
     def _count(self, dropped: list[tuple[str, int]]) -> None:
-        for reason in {reason for reason, _ in dropped}:
-            n = sum(1 for r, _ in dropped if r == reason)
+        for reason, n in Counter(reason for reason, _ in dropped).items():
             self._metrics.alerts_dropped.labels(reason).inc(n)
             self._warn.warning(reason, "alert outbox: %d events dropped (bound: %s)", n, reason)
 

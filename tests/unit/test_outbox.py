@@ -190,6 +190,15 @@ def test_rows_handed_out_are_not_dropped(make, metrics: AgentMetrics) -> None:
     assert box.take() is None  # the new one went: the two in flight are older but cannot be taken back
 
 
+def test_a_long_outage_of_drops_keeps_memory_bounded(metrics: AgentMetrics) -> None:
+    box = Outbox(None, metrics=metrics, max_count=10)
+    for n in range(5000):
+        put(box, "new" if n % 50 == 0 else "update", f"e{n // 50}", n)
+    assert len(box) == 10 and dropped(metrics, "count") == 4990
+    assert len(box._queue) <= 2 * 10 + 64  # no trace of the dropped rows piles up
+    assert len(drain(box)) == 10
+
+
 def test_memory_only_outbox_has_the_same_rules(metrics: AgentMetrics) -> None:
     box = Outbox(None, metrics=metrics, max_count=2)
     for n in range(3):
