@@ -137,7 +137,7 @@ def parse_config(data: dict[str, Any], *, base_dir: Path) -> AgentConfig:
     allowed = [*SECTIONS, *ARRAYS]
     errors.extend(unknown_key("", name, allowed) for name in data if name not in allowed)
     section_checks: dict[str, Callable[[Table], None]] = {
-        "agent": lambda table: None,  # every rule is declared on the fields
+        "agent": lambda table: checks.check_agent(table, base_dir),
         "mqtt": lambda table: checks.check_mqtt(table, base_dir),
         "metrics": checks.check_metrics,
         "inference": lambda table: None,  # every rule is declared on the fields

@@ -49,6 +49,8 @@ PAYLOAD_ERROR_REASONS = (
 )
 WINDOW_DROP_REASONS = ("queue_full", "consumer_error")
 ALERT_EVENT_TYPES = ("new", "update", "end")
+# count, bytes, age: the outbox's bounds; closed: sent after close; shutdown: undelivered at close, outbox in memory
+ALERT_DROP_REASONS = ("count", "bytes", "age", "closed", "shutdown")
 
 
 class AgentMetrics:
@@ -162,7 +164,15 @@ class AgentMetrics:
             "edge_agent_alerts_delivered_total", "Alerts the broker acknowledged.", registry=r
         )
         self.alerts_dropped = Counter(
-            "edge_agent_alerts_dropped_total", "Alerts dropped because the queue was full.", registry=r
+            "edge_agent_alerts_dropped_total",
+            "Alert events dropped before delivery, by reason (count, bytes, age: outbox bounds; closed; shutdown).",
+            ["reason"],
+            registry=r,
+        )
+        self.alert_outbox_durable = Gauge(
+            "edge_agent_alert_outbox_durable",
+            "1 while alert events are stored on disk before they count as accepted; 0: in memory only (see the log).",
+            registry=r,
         )
         self.notify_errors = Counter(
             "edge_agent_notify_errors_total",
@@ -230,6 +240,8 @@ class AgentMetrics:
             ["source", "sensor"],
             registry=r,
         )
+        for reason in ALERT_DROP_REASONS:
+            self.alerts_dropped.labels(reason)
         self.build_info.labels(edge_agent.__version__, platform.python_version(), _torch_version()).set(1)
 
     def init_sensor(self, sensor: str) -> None:

@@ -37,3 +37,10 @@ def write_fake_cwru(root: Path, *, samples_per_record: int = 20_000, classes: in
 @pytest.fixture
 def fake_data_root(tmp_path: Path) -> Path:
     return write_fake_cwru(tmp_path / "data")
+
+
+@pytest.fixture(autouse=True)
+def _own_state_dir(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Agents a test starts keep their state (the alert outbox) in a folder of that test, never in ~/.local/state."""
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path_factory.mktemp("xdg-state")))
+    monkeypatch.delenv("STATE_DIRECTORY", raising=False)

@@ -20,3 +20,15 @@ def data_root(explicit: str | os.PathLike[str] | None = None) -> Path:
         return Path(explicit)
     env = os.environ.get(DATA_ENV)
     return Path(env).absolute() if env else DEFAULT_DATA_ROOT
+
+
+def resolve_state_dir(state_dir: str, agent_id: str) -> Path:
+    """``agent.state_dir``, else systemd's ``$STATE_DIRECTORY`` (its first entry), else
+    ``$XDG_STATE_HOME/edge-agent/<agent.id>`` (``~/.local/state/edge-agent/<agent.id>`` when unset)."""
+    if state_dir:
+        return Path(state_dir)
+    systemd = os.environ.get("STATE_DIRECTORY", "").split(":")[0]
+    if systemd:
+        return Path(systemd)
+    xdg = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(xdg) / "edge-agent" / agent_id

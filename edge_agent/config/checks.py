@@ -14,6 +14,12 @@ from edge_agent.config.sections import DecisionSection
 from edge_agent.config.table import Table, required, resolve_path, show
 
 
+def check_agent(table: Table, base_dir: Path) -> None:
+    resolve_path(table, "state_dir", base_dir)
+    folder = "a folder (created if missing) for the agent's state, e.g. the alert outbox"
+    table.check("state_dir", lambda v: not v or not Path(v).exists() or Path(v).is_dir(), folder, "is not a folder")
+
+
 def check_mqtt(table: Table, base_dir: Path) -> None:
     rule = "must be a non-empty topic without '+' or '#'"
     table.check("topic_prefix", lambda v: bool(v) and "+" not in v and "#" not in v, rule, reason="is not allowed")

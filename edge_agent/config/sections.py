@@ -10,7 +10,9 @@ and extends :class:`SourceSection`.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
+from edge_agent.common.paths import resolve_state_dir
 from edge_agent.config.rules import TOPIC_LEVEL_RULE, setting, topic_level
 
 DEFAULT_METRICS_PORT = 10041  # >= 10000 and not a well-known exporter's port
@@ -23,6 +25,13 @@ NOT_NEGATIVE = {"ge": 0}
 class AgentSection:
     id: str = setting("edge-agent", valid=topic_level, allowed=TOPIC_LEVEL_RULE)  # in MQTT topics: <prefix>/<id>/
     log_level: str = setting("info", live=True, choices=("debug", "info", "warning", "error"))
+    state_dir: str = setting(
+        ""
+    )  # alert outbox; empty: $STATE_DIRECTORY (systemd), else $XDG_STATE_HOME/edge-agent/<id>
+
+    def state_path(self) -> Path:
+        """The folder of the agent's state (the alert outbox): see :func:`edge_agent.common.paths.resolve_state_dir`."""
+        return resolve_state_dir(self.state_dir, self.id)
 
 
 @dataclass(frozen=True)

@@ -80,8 +80,12 @@ def _build_log(config: AgentConfig, build: SinkBuild) -> Sink:
 
 def _build_mqtt(config: AgentConfig, build: SinkBuild) -> Sink:
     from edge_agent.sinks.mqtt_alerts import MqttAlertSink
+    from edge_agent.sinks.outbox import OUTBOX_FILE
 
-    return MqttAlertSink(config.mqtt, password=build.password, agent_id=config.agent.id, metrics=build.metrics)
+    outbox = config.agent.state_path() / OUTBOX_FILE
+    return MqttAlertSink(
+        config.mqtt, password=build.password, agent_id=config.agent.id, metrics=build.metrics, outbox_path=outbox
+    )
 
 
 def _build_homeassistant(config: AgentConfig, build: SinkBuild) -> Sink:

@@ -11,17 +11,21 @@ Topics under ``<prefix>/<agent_id>``:
 - ``status``: retained ``online`` on every connect, ``stopped`` on :meth:`close`, ``offline`` as the
   Last Will (the broker publishes it when the agent dies or its link drops).
 
-Delivery: events wait in a bounded outbox (``mqtt.alert_queue_max`` alerts; past it the oldest is
-dropped and counted in ``alerts_dropped``). A pump thread hands them to paho only while connected
-and at most ``inflight_max`` unacknowledged at a time, so the bound is ours, not paho's (paho's
-queue cannot drop its oldest message); delivery is counted on the broker's PUBACK (``on_publish``).
-Messages in flight when the link drops stay in paho, which re-sends them after the reconnect;
-new alerts wait until those are acknowledged, so order is kept. QoS 1 means a re-sent alert may
-arrive twice (same ``id`` and ``type``): consumers de-duplicate on both. Only the latest state per
-sensor waits. Everything is in memory: a restart of the agent loses the outbox.
+Guarantee: every event :meth:`send` accepts is delivered at least once, in order, across a
+``kill -9`` or power loss; consumers de-duplicate on ``id`` + ``type``. :meth:`send` returns once
+the event is in the durable outbox (``outbox.py``: SQLite in ``agent.state_dir``); it leaves it on
+the broker's PUBACK or by a bound (``mqtt.alert_queue_max`` events, bytes, age; counted by reason).
+Events of an earlier run go out first. Without an outbox file, or with one that cannot be used
+(logged; ``edge_agent_alert_outbox_durable`` 0), the outbox is in memory and alerting goes on.
+A pump thread hands events to paho only while connected, at most ``inflight_max`` unacknowledged.
+Messages in flight when the link drops stay in paho, which re-sends them after the reconnect; new
+alerts wait until those are acknowledged, so order is kept. ``state`` and ``status`` stay in
+memory, latest only: each supersedes the one before, the broker retains it, and every start
+publishes the states again (``clear_state``), so a restart loses nothing a consumer needs.
 
 :meth:`close` first waits (bounded) for the outbox to drain, then publishes ``stopped`` (so it
-follows every alert), then disconnects cleanly; alerts still undelivered then count as dropped.
+follows every alert), then disconnects cleanly; alerts still undelivered stay stored for the next
+start (in memory only: counted as dropped, reason ``shutdown``).
 The client id is ``<mqtt.client_id or edge-agent-<agent_id>>-alerts``: a client of its own, so
 its Last Will and its in-flight window are separate from the sources' high-volume subscriptions.
 """
@@ -31,8 +35,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import deque
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as paho
@@ -42,11 +46,13 @@ from edge_agent.config import MqttSection
 from edge_agent.metrics import AgentMetrics
 from edge_agent.mqttclient import PUBLISH_ACCEPTED, LastWill, MqttConnection
 from edge_agent.sinks.alert_schema import alert_payload, encode, state_document
+from edge_agent.sinks.outbox import Outbox, open_outbox
 from edge_agent.types import AlertEvent
 
 logger = logging.getLogger(__name__)
 
 _METRIC_CLIENT = "alerts"
+MAINTAIN_EVERY_S = 10.0  # the idle pump lets the outbox drop events past its age bound this often
 
 
 @dataclass(frozen=True)
@@ -56,6 +62,7 @@ class _Out:
     retain: bool
     kind: str  # "alert" | "state" | "status"
     sensor: str = ""
+    seq: int = 0  # alerts: the outbox row
 
 
 class MqttAlertSink:
@@ -71,6 +78,7 @@ class MqttAlertSink:
         agent_id: str,
         metrics: AgentMetrics,
         inflight_max: int = 32,
+        outbox_path: Path | None = None,
     ) -> None:
         self._mqtt = mqtt
         self._agent_id = agent_id
@@ -87,10 +95,10 @@ class MqttAlertSink:
             on_connected=self._on_connected,
             on_disconnected=self._wake,
         )
-        self._queue_max = max(1, mqtt.alert_queue_max)
+        self._outbox_path = outbox_path
         self._inflight_max = inflight_max
         self._cond = threading.Condition()
-        self._outbox: deque[_Out] = deque()  # alerts not yet handed to paho, oldest first
+        self._outbox = Outbox(None, metrics=metrics, max_count=mqtt.alert_queue_max)  # open() loads the real one
         self._states: dict[str, _Out] = {}  # latest state per sensor not yet handed to paho
         self._inflight: dict[int, _Out] = {}  # mid -> message paho holds until the broker's PUBACK
         self._early_acks: set[int] = set()  # PUBACKs that arrived before publish() returned the mid
@@ -119,6 +127,8 @@ class MqttAlertSink:
         """Start the pump and connect in the background; returns at once, broker up or not."""
         if self._conn.opened:
             raise RuntimeError("alert sink already opened")
+        self._outbox = open_outbox(self._outbox_path, metrics=self._metrics, max_count=self._mqtt.alert_queue_max)
+        self._update_gauge()
 
         def configure(client: paho.Client) -> None:
             client.on_publish = self._on_publish
@@ -144,15 +154,11 @@ class MqttAlertSink:
         base = f"{self._prefix}/{event.sensor}"
         with self._cond:
             if self._closing:
-                self._metrics.alerts_dropped.inc()
+                self._metrics.alerts_dropped.labels("closed").inc()
                 self._warn.warning("closed", "alert sink: event %s %s after close, dropped", event.type, event.id)
                 return
             state = encode(self._state_document(event))
-            if len(self._outbox) >= self._queue_max:
-                self._outbox.popleft()
-                self._metrics.alerts_dropped.inc()
-                self._warn.warning("full", "alert sink: outbox full (%d alerts), dropped the oldest", self._queue_max)
-            self._outbox.append(_Out(f"{base}/alert", alert, False, "alert", event.sensor))
+            self._outbox.append(f"{base}/alert", alert, event_type=event.type, alert_id=event.id)
             self._states[event.sensor] = _Out(f"{base}/state", state, True, "state", event.sensor)
             self._update_gauge()
             self._cond.notify_all()
@@ -180,15 +186,18 @@ class MqttAlertSink:
             with self._cond:
                 self._cond.wait_for(lambda: not self._inflight, timeout=max(0.0, deadline - time.monotonic()))
         with self._cond:
-            lost = len(self._outbox) + sum(1 for m in self._inflight.values() if m.kind == "alert")
             self._stop_pump = True
             self._cond.notify_all()
-        if lost:
-            self._metrics.alerts_dropped.inc(lost)
-            logger.warning("alert sink: closing with %d alerts undelivered after %.1f s", lost, timeout_s)
         if self._pump_thread is not None:
             self._pump_thread.join(timeout=2.0)
         self._conn.close()
+        lost = len(self._outbox)  # in flight or never sent: not acknowledged
+        if lost and self._outbox.durable:
+            logger.warning("alert sink: %d alerts undelivered, kept in %s for the next start", lost, self._outbox.path)
+        elif lost:
+            self._metrics.alerts_dropped.labels("shutdown").inc(lost)
+            logger.warning("alert sink: closing with %d alerts undelivered after %.1f s (lost)", lost, timeout_s)
+        self._outbox.close()
         self._metrics.alerts_queued.set(0)
 
     # --- pump thread ---
@@ -196,17 +205,22 @@ class MqttAlertSink:
     def _pump(self) -> None:
         while True:
             with self._cond:
-                self._cond.wait_for(lambda: self._stop_pump or self._can_publish())
+                self._cond.wait_for(
+                    lambda: self._stop_pump or self._can_publish() or self._outbox.unflushed(), timeout=MAINTAIN_EVERY_S
+                )
                 if self._stop_pump:
                     return
-                out = self._outbox.popleft() if self._outbox else self._states.pop(next(iter(self._states)))
+                out = self._next_out() if self._can_publish() else None
                 self._in_hand = out
-            # Never call paho while holding our lock: paho calls on_publish while holding its own
-            # message lock, and on_publish takes ours (lock-order inversion -> deadlock).
+            # Disk and paho outside our lock: paho calls on_publish while holding its own message
+            # lock, and on_publish takes ours (lock-order inversion -> deadlock; a slow fsync).
+            self._outbox.flush()  # deletes of acknowledged rows; the age bound
+            if out is None:
+                continue
             if not self._publish(out):
                 with self._cond:  # paho refused it (queue full): put it back, retry after the next ack
                     if out.kind == "alert":
-                        self._outbox.appendleft(out)
+                        self._outbox.untake(out.seq)
                     else:
                         self._states.setdefault(out.sensor, out)
                     self._cond.wait(timeout=0.5)
@@ -216,8 +230,14 @@ class MqttAlertSink:
             self._conn.is_connected()
             and not self._resending
             and len(self._inflight) < self._inflight_max
-            and bool(self._outbox or self._states)
+            and bool(self._outbox.untaken() or self._states)
         )
+
+    def _next_out(self) -> _Out:
+        row = self._outbox.take()
+        if row is None:
+            return self._states.pop(next(iter(self._states)))
+        return _Out(row.topic, row.payload, False, "alert", seq=row.seq)
 
     def _publish(self, out: _Out) -> bool:
         """Hand one message to paho and track its mid; False if paho refused it."""
@@ -264,6 +284,7 @@ class MqttAlertSink:
 
     def _acknowledged(self, out: _Out) -> None:
         if out.kind == "alert":
+            self._outbox.ack(out.seq)
             self._metrics.alerts_delivered.inc()
         if not self._inflight:
             self._resending = False
@@ -271,12 +292,10 @@ class MqttAlertSink:
         self._cond.notify_all()
 
     def _all_delivered(self) -> bool:
-        return not (self._outbox or self._states or self._inflight or self._in_hand)
+        return not (self._outbox.untaken() or self._states or self._inflight or self._in_hand)
 
     def _update_gauge(self) -> None:
-        inflight_alerts = sum(1 for m in self._inflight.values() if m.kind == "alert")
-        in_hand = 1 if self._in_hand is not None and self._in_hand.kind == "alert" else 0
-        self._metrics.alerts_queued.set(len(self._outbox) + inflight_alerts + in_hand)
+        self._metrics.alerts_queued.set(len(self._outbox))  # stored: waiting, in hand or in flight
 
     def _state_document(self, event: AlertEvent) -> dict[str, Any]:
         open_alerts = self._active.setdefault(event.sensor, {})

@@ -168,8 +168,13 @@ def open_sink(mqtt_config: Callable[..., MqttSection]) -> Iterator[Callable[...,
 
 
 def value(metrics: AgentMetrics, name: str, **labels: str) -> float:
-    found = metrics.registry.get_sample_value(name, labels)
-    return 0.0 if found is None else found
+    """The sum of the samples of ``name`` whose labels include ``labels`` (e.g. every drop reason)."""
+    return sum(
+        sample.value
+        for family in metrics.registry.collect()
+        for sample in family.samples
+        if sample.name == name and labels.items() <= sample.labels.items()
+    )
 
 
 def alerts(collector, validator, sensor: str = "pumpA") -> list[dict[str, Any]]:
