@@ -6,11 +6,14 @@ only from configured names (sensor, source, model, label, sink), never from payl
 
 from __future__ import annotations
 
+import logging
 import platform
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
 import edge_agent
+
+logger = logging.getLogger(__name__)
 
 LATENCY_BUCKETS_S = (
     0.001,
@@ -47,6 +50,7 @@ PAYLOAD_ERROR_REASONS = (
 )
 WINDOW_DROP_REASONS = ("queue_full", "consumer_error")
 ALERT_EVENT_TYPES = ("new", "update", "end")
+SUPPRESS_REASONS = ("cooldown",)
 
 
 class AgentMetrics:
@@ -146,6 +150,13 @@ class AgentMetrics:
         self.alerts = Counter(
             "edge_agent_alerts_total", "Alert lifecycle events.", ["sensor", "label", "type"], registry=r
         )
+        self.alerts_suppressed = Counter(
+            "edge_agent_alerts_suppressed_total",
+            "Alerts not raised, by reason (cooldown: the label was confirmed again within decision.cooldown_s "
+            "of its last end); one per hidden episode.",
+            ["sensor", "label", "reason"],
+            registry=r,
+        )
         self.alert_active = Gauge(
             "edge_agent_alert_active", "1 while an alert of this kind is active.", ["sensor", "kind"], registry=r
         )
@@ -240,6 +251,8 @@ class AgentMetrics:
             if label not in normal:
                 for event_type in ALERT_EVENT_TYPES:
                     self.alerts.labels(sensor, label, event_type)
+                for reason in SUPPRESS_REASONS:
+                    self.alerts_suppressed.labels(sensor, label, reason)
 
     def init_pipeline(self, queue_capacity_windows: int, sinks: tuple[str, ...]) -> None:
         """Create the pipeline's series at zero: queue capacity, window drop reasons, sink errors."""
@@ -262,8 +275,16 @@ class AgentMetrics:
         self.audio_blocks_dropped.labels(source)
 
     def serve(self, listen: str, port: int) -> None:
-        """Serve ``/metrics`` on ``listen:port`` from a daemon thread."""
+        """Serve ``/metrics`` on ``listen:port`` from a daemon thread; log its URL."""
         start_http_server(port, addr=listen, registry=self.registry)
+        logger.info("serving Prometheus metrics at %s", metrics_url(listen, port))
+
+
+def metrics_url(listen: str, port: int) -> str:
+    """``http://listen:port/metrics`` (IPv6 in brackets), saying so when ``listen`` is every interface."""
+    host = f"[{listen}]" if ":" in listen else listen
+    every = " (every interface)" if listen in ("", "0.0.0.0", "::") else ""
+    return f"http://{host or '0.0.0.0'}:{port}/metrics{every}"
 
 
 def _torch_version() -> str:

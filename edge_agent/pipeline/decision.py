@@ -27,7 +27,8 @@ Fault alerts (``kind="fault"``), at most one per sensor:
   An end reports the last published label, confidence, probabilities and window. Ends are found
   by ``update`` and ``tick``, whichever runs first after the deadline; ``ended_at`` does not
   depend on which.
-- After an end, a ``new`` with the same label waits until ``ended_at + cooldown_s``.
+- After an end, a ``new`` with the same label waits until ``ended_at + cooldown_s``; what that
+  holds back is counted and logged (:mod:`edge_agent.pipeline.suppressed`).
 - When a sensor's predictions stop for more than ``hold_off_s`` its vote histories are cleared,
   so stale votes never confirm a fault when the stream comes back.
 
@@ -49,6 +50,7 @@ from dataclasses import dataclass, field, replace
 
 from edge_agent.config import DecisionSection
 from edge_agent.metrics import AgentMetrics
+from edge_agent.pipeline.suppressed import SuppressedAlerts
 from edge_agent.types import AlertEvent, Prediction
 
 FAULT = "fault"
@@ -96,6 +98,7 @@ class DecisionEngine:
         self._clock = clock
         self._new_id = id_factory or (lambda: uuid.uuid4().hex)
         self._metrics = metrics
+        self._suppressed = SuppressedAlerts(metrics, clock)
         self._normal = frozenset(config.normal_labels)
         self._sensors: dict[str, _SensorState] = {}
         self._lock = threading.Lock()  # update (inference thread) and tick (main thread) may interleave
@@ -169,7 +172,7 @@ class DecisionEngine:
     ) -> AlertEvent | None:
         """The ``new`` or ``update`` a prediction voting for the confirmed ``label`` causes, if any."""
         if state.fault is None:
-            if now < state.cooldown_until.get((FAULT, label), -math.inf):
+            if self._in_cooldown(prediction.sensor, state, FAULT, label, now):
                 return None
             event = self._fault_event("new", self._new_id(), prediction, label, confidence, now, sha256)
             state.fault = _Episode(event, now)
@@ -232,8 +235,15 @@ class DecisionEngine:
             probabilities=dict(prediction.probabilities),
         )
 
+    def _in_cooldown(self, sensor: str, state: _SensorState, kind: str, label: str, now: float) -> bool:
+        """True while ``label``'s cooldown holds a new alert back (the suppression is counted and logged)."""
+        until = state.cooldown_until.get((kind, label), -math.inf)
+        if now < until:
+            self._suppressed.cooldown(sensor, kind, label, now=now, until=until, config=self.config)
+        return now < until
+
     def _start_health(self, sensor: str, state: _SensorState, label: str, now: float) -> list[AlertEvent]:
-        if now < state.cooldown_until.get((HEALTH, label), -math.inf):
+        if self._in_cooldown(sensor, state, HEALTH, label, now):
             return []
         event = AlertEvent(
             type="new",
