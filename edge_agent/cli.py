@@ -5,14 +5,19 @@ offline ones (train, train-audio, evaluate, export, sweep, report) registered by
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import logging
+import platform
 import sys
 import threading
+import time
 from collections.abc import Callable
 
+import edge_agent
 from edge_agent.common.errors import first_line
 
 DESCRIPTION = "Condition monitoring of vibration and sound: run the agent, check its configuration, train models."
+VERBOSE_HELP = "debug logging (before or after the command)"
 EXIT_CONFIG = 2  # invalid configuration: systemd must not restart (RestartPreventExitStatus= in the unit)
 
 
@@ -70,7 +75,12 @@ def _cmd_run(args: argparse.Namespace) -> int:
         signal.signal(signum, _off_the_main_thread(app.stop_requested.set, "stop"))
     # systemctl reload: ExecReload= kill -HUP
     signal.signal(signal.SIGHUP, _off_the_main_thread(app.request_reload, "reload"))
-    return app.run(exit_when_finished=not args.loop)
+    started_s = time.monotonic()
+    code = app.run(exit_when_finished=not args.loop)
+    from edge_agent.service.summary import run_summary
+
+    print(run_summary(app.metrics, time.monotonic() - started_s), flush=True)
+    return code
 
 
 def _off_the_main_thread(action: Callable[[], None], name: str) -> Callable[..., None]:
@@ -108,9 +118,19 @@ def _cmd_devices(args: argparse.Namespace) -> int:
     return 0
 
 
+def version_text() -> str:
+    """``edge-agent 0.1.0 (Python 3.11.2, torch 2.13.0+cpu)``: torch's version from its metadata, not imported."""
+    try:
+        torch = importlib.metadata.version("torch")
+    except importlib.metadata.PackageNotFoundError:
+        torch = "not installed"
+    return f"edge-agent {edge_agent.__version__} (Python {platform.python_version()}, torch {torch})"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="edge-agent", description=DESCRIPTION)
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("-v", "--verbose", action="store_true", help=VERBOSE_HELP)
+    parser.add_argument("--version", action="version", version=version_text(), help="print the version and exit")
     sub = parser.add_subparsers(dest="command", required=True)
     _register_training(parser, sub)
 
@@ -119,7 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--skip-model-files",
         action="store_true",
-        help="do not require the model files to exist (the service's pre-start check: `run` waits for them)",
+        help="do not require the model files to exist (the service's pre-start check: run waits for them)",
     )
     p.set_defaults(func=_cmd_check_config)
 
@@ -130,6 +150,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", default="config.toml", help="configuration file (default: config.toml)")
     p.add_argument("--loop", action="store_true", help="replay sources start over at the end instead of exiting")
     p.set_defaults(func=_cmd_run)
+    for command in sub.choices.values():  # -v after the subcommand too; SUPPRESS keeps one given before it
+        command.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help=VERBOSE_HELP)
     return parser
 
 
