@@ -13,6 +13,7 @@ import io
 import json
 import logging
 import numbers
+import warnings
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +31,10 @@ SCHEMA_VERSION = 1
 SUPPORTED_SCHEMAS = (1,)
 KINDS = ("classifier",)
 PRECISIONS = ("float32", "int8")
+# torch 2.13 deprecates TorchScript and the quantized tensor types this runtime loads (models are
+# pinned to torch==2.13.0): these two warnings, and only these, are silenced around loading a model.
+JIT_LOAD_DEPRECATED = r"`torch\.jit\.load` is deprecated"
+QUANTIZED_TYPES_DEPRECATED = r"torch\.quantize_per_tensor, torch\.quantize_per_channel and other quantized tensor"
 REQUIRED_KEYS = (
     "schema",
     "name",
@@ -92,15 +97,31 @@ def load_model(path: str | Path, *, expected_sha256: str | None = None, check: b
     meta = _meta_from_bytes(data, path)
     validate_meta(meta, source=str(path))
     _set_engine(meta["quantized_engine"], path)
-    try:
-        module = torch.jit.load(io.BytesIO(data), map_location="cpu")
-    except RuntimeError as error:
-        raise ValueError(f"{path}: not a loadable TorchScript model: {first_line(error)}") from error
-    module.eval()
-    if check:
-        _check_output_shape(module, meta, path)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=JIT_LOAD_DEPRECATED, category=DeprecationWarning)
+        warnings.filterwarnings("ignore", message=QUANTIZED_TYPES_DEPRECATED, category=UserWarning)
+        if meta["precision"] == "int8":
+            _quantized_warning_once()
+        try:
+            module = torch.jit.load(io.BytesIO(data), map_location="cpu")
+        except RuntimeError as error:
+            raise ValueError(f"{path}: not a loadable TorchScript model: {first_line(error)}") from error
+        module.eval()
+        if check:
+            _check_output_shape(module, meta, path)
     logger.info("loaded model %s (%s, %s, sha256 %s)", meta["name"], meta["precision"], path, sha256[:12])
     return LoadedModel(path=path, module=module, meta=meta, sha256=sha256)
+
+
+def _quantized_warning_once() -> None:
+    """Raise torch's warn-once about quantized tensor types here, from Python, where the filter above applies.
+
+    Raised first inside ``torch.jit.load`` (C++ without a Python warning handler), it bypasses
+    :mod:`warnings` and is printed straight to stderr; once raised, torch never repeats it.
+    """
+    import torch
+
+    torch.quantize_per_tensor(torch.zeros(1), 1.0, 0, torch.qint8)
 
 
 def validate_meta(meta: object, *, source: str) -> None:
