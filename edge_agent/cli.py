@@ -127,9 +127,24 @@ def version_text() -> str:
     return f"edge-agent {edge_agent.__version__} (Python {platform.python_version()}, torch {torch})"
 
 
+class _Parser(argparse.ArgumentParser):
+    """``-v`` before the command sets ``verbose_before``, after it ``verbose``; parsing leaves one ``verbose``.
+
+    Two names because a subcommand's default would overwrite the value given before it.
+    """
+
+    def parse_known_args(
+        self, args: list[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> tuple[argparse.Namespace, list[str]]:
+        parsed, rest = super().parse_known_args(args, namespace)
+        before = vars(parsed).pop("verbose_before", False)
+        parsed.verbose = bool(getattr(parsed, "verbose", False) or before)
+        return parsed, rest
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="edge-agent", description=DESCRIPTION)
-    parser.add_argument("-v", "--verbose", action="store_true", help=VERBOSE_HELP)
+    parser = _Parser(prog="edge-agent", description=DESCRIPTION)
+    parser.add_argument("-v", "--verbose", action="store_true", dest="verbose_before", help=VERBOSE_HELP)
     parser.add_argument("--version", action="version", version=version_text(), help="print the version and exit")
     sub = parser.add_subparsers(dest="command", required=True)
     _register_training(parser, sub)
@@ -150,8 +165,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", default="config.toml", help="configuration file (default: config.toml)")
     p.add_argument("--loop", action="store_true", help="replay sources start over at the end instead of exiting")
     p.set_defaults(func=_cmd_run)
-    for command in sub.choices.values():  # -v after the subcommand too; SUPPRESS keeps one given before it
-        command.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help=VERBOSE_HELP)
+    for command in sub.choices.values():  # -v after the subcommand too
+        command.add_argument("-v", "--verbose", action="store_true", help=VERBOSE_HELP)
     return parser
 
 
