@@ -172,7 +172,7 @@ class DecisionEngine:
     ) -> AlertEvent | None:
         """The ``new`` or ``update`` a prediction voting for the confirmed ``label`` causes, if any."""
         if state.fault is None:
-            if self._in_cooldown(prediction.sensor, state, FAULT, label, now):
+            if self._suppressed.holds(prediction.sensor, FAULT, label, now, state.cooldown_until, self.config):
                 return None
             event = self._fault_event("new", self._new_id(), prediction, label, confidence, now, sha256)
             state.fault = _Episode(event, now)
@@ -235,15 +235,8 @@ class DecisionEngine:
             probabilities=dict(prediction.probabilities),
         )
 
-    def _in_cooldown(self, sensor: str, state: _SensorState, kind: str, label: str, now: float) -> bool:
-        """True while ``label``'s cooldown holds a new alert back (the suppression is counted and logged)."""
-        until = state.cooldown_until.get((kind, label), -math.inf)
-        if now < until:
-            self._suppressed.cooldown(sensor, kind, label, now=now, until=until, config=self.config)
-        return now < until
-
     def _start_health(self, sensor: str, state: _SensorState, label: str, now: float) -> list[AlertEvent]:
-        if self._in_cooldown(sensor, state, HEALTH, label, now):
+        if self._suppressed.holds(sensor, HEALTH, label, now, state.cooldown_until, self.config):
             return []
         event = AlertEvent(
             type="new",

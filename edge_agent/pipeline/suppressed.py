@@ -10,7 +10,8 @@ ends like a real one: after ``decision.hold_off_s`` without a suppressed confirm
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+import math
+from collections.abc import Callable, Mapping
 
 from edge_agent.common.ratelimit import RateLimitedLog
 from edge_agent.config import DecisionSection
@@ -29,15 +30,32 @@ class SuppressedAlerts:
         self._log = RateLimitedLog(logger, interval_s=LOG_INTERVAL_S, clock=clock)
         self._last_at: dict[tuple[str, str, str], float] = {}  # (sensor, kind, label) -> last suppression
 
-    def cooldown(
-        self, sensor: str, kind: str, label: str, *, now: float, until: float, config: DecisionSection
-    ) -> None:
-        """A ``kind`` alert ``label`` on ``sensor`` would start at ``now``, but its cooldown lasts ``until``."""
+    def holds(
+        self,
+        sensor: str,
+        kind: str,
+        label: str,
+        now: float,
+        cooldown_until: Mapping[tuple[str, str], float],
+        config: DecisionSection,
+    ) -> bool:
+        """True while the cooldown of ``(kind, label)`` on ``sensor`` holds a new alert back at ``now``.
+
+        ``cooldown_until`` is the sensor's ``(kind, label) -> end of cooldown``; a held-back alert is
+        counted and logged.
+        """
+        until = cooldown_until.get((kind, label), -math.inf)
+        if now >= until:
+            return False
+        self._cooldown(sensor, kind, label, now, until, config)
+        return True
+
+    def _cooldown(self, sensor: str, kind: str, label: str, now: float, until: float, config: DecisionSection) -> None:
         key = (sensor, kind, label)
         last = self._last_at.get(key)
         self._last_at[key] = now
         if last is not None and now - last <= config.hold_off_s:
-            return  # the hidden episode goes on
+            return  # the same hidden episode goes on
         if self._metrics is not None:
             self._metrics.alerts_suppressed.labels(sensor, label, "cooldown").inc()
         self._log.warning(
