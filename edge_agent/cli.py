@@ -5,14 +5,19 @@ offline ones (train, train-audio, evaluate, export, sweep, report) registered by
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import logging
+import platform
 import sys
 import threading
+import time
 from collections.abc import Callable
 
+import edge_agent
 from edge_agent.common.errors import first_line
 
 DESCRIPTION = "Condition monitoring of vibration and sound: run the agent, check its configuration, train models."
+VERBOSE_HELP = "debug logging (before or after the command)"
 EXIT_CONFIG = 2  # invalid configuration: systemd must not restart (RestartPreventExitStatus= in the unit)
 
 
@@ -76,7 +81,12 @@ def _cmd_run(args: argparse.Namespace) -> int:
         signal.signal(signum, _off_the_main_thread(app.stop_requested.set, "stop"))
     # systemctl reload: ExecReload= kill -HUP
     signal.signal(signal.SIGHUP, _off_the_main_thread(app.request_reload, "reload"))
-    return app.run(exit_when_finished=not args.loop)
+    started_s = time.monotonic()
+    code = app.run(exit_when_finished=not args.loop)
+    from edge_agent.service.summary import run_summary
+
+    print(run_summary(app.metrics, time.monotonic() - started_s), flush=True)
+    return code
 
 
 def _off_the_main_thread(action: Callable[[], None], name: str) -> Callable[..., None]:
@@ -114,9 +124,34 @@ def _cmd_devices(args: argparse.Namespace) -> int:
     return 0
 
 
+def version_text() -> str:
+    """``edge-agent 0.1.0 (Python 3.11.2, torch 2.13.0+cpu)``: torch's version from its metadata, not imported."""
+    try:
+        torch = importlib.metadata.version("torch")
+    except importlib.metadata.PackageNotFoundError:
+        torch = "not installed"
+    return f"edge-agent {edge_agent.__version__} (Python {platform.python_version()}, torch {torch})"
+
+
+class _Parser(argparse.ArgumentParser):
+    """``-v`` before the command sets ``verbose_before``, after it ``verbose``; parsing leaves one ``verbose``.
+
+    Two names because a subcommand's default would overwrite the value given before it.
+    """
+
+    def parse_known_args(
+        self, args: list[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> tuple[argparse.Namespace, list[str]]:
+        parsed, rest = super().parse_known_args(args, namespace)
+        before = vars(parsed).pop("verbose_before", False)
+        parsed.verbose = bool(getattr(parsed, "verbose", False) or before)
+        return parsed, rest
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="edge-agent", description=DESCRIPTION)
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser = _Parser(prog="edge-agent", description=DESCRIPTION)
+    parser.add_argument("-v", "--verbose", action="store_true", dest="verbose_before", help=VERBOSE_HELP)
+    parser.add_argument("--version", action="version", version=version_text(), help="print the version and exit")
     sub = parser.add_subparsers(dest="command", required=True)
     _register_training(parser, sub)
 
@@ -125,7 +160,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--skip-model-files",
         action="store_true",
-        help="do not check the model files (the service's pre-start check: `run` waits for them)",
+        help="do not require the model files to exist (the service's pre-start check: run waits for them)",
     )
     p.set_defaults(func=_cmd_check_config)
 
@@ -136,6 +171,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", default="config.toml", help="configuration file (default: config.toml)")
     p.add_argument("--loop", action="store_true", help="replay sources start over at the end instead of exiting")
     p.set_defaults(func=_cmd_run)
+    for command in sub.choices.values():  # -v after the subcommand too
+        command.add_argument("-v", "--verbose", action="store_true", help=VERBOSE_HELP)
     return parser
 
 

@@ -8,11 +8,14 @@ by edge_agent.service.exporter.
 
 from __future__ import annotations
 
+import logging
 import platform
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 import edge_agent
+
+logger = logging.getLogger(__name__)
 
 LATENCY_BUCKETS_S = (
     0.001,
@@ -51,6 +54,7 @@ WINDOW_DROP_REASONS = ("queue_full", "consumer_error")
 ALERT_EVENT_TYPES = ("new", "update", "end")
 # count, bytes, age: the outbox's bounds; closed: sent after close; shutdown: undelivered at close, outbox in memory
 ALERT_DROP_REASONS = ("count", "bytes", "age", "closed", "shutdown")
+SUPPRESS_REASONS = ("cooldown",)
 
 
 class AgentMetrics:
@@ -149,6 +153,13 @@ class AgentMetrics:
         )
         self.alerts = Counter(
             "edge_agent_alerts_total", "Alert lifecycle events.", ["sensor", "label", "type"], registry=r
+        )
+        self.alerts_suppressed = Counter(
+            "edge_agent_alerts_suppressed_total",
+            "Alerts not raised, by reason (cooldown: the label was confirmed again within decision.cooldown_s "
+            "of its last end); one per hidden episode.",
+            ["sensor", "label", "reason"],
+            registry=r,
         )
         self.alert_active = Gauge(
             "edge_agent_alert_active", "1 while an alert of this kind is active.", ["sensor", "kind"], registry=r
@@ -260,6 +271,8 @@ class AgentMetrics:
             if label not in normal:
                 for event_type in ALERT_EVENT_TYPES:
                     self.alerts.labels(sensor, label, event_type)
+                for reason in SUPPRESS_REASONS:
+                    self.alerts_suppressed.labels(sensor, label, reason)
 
     def init_pipeline(self, queue_capacity_windows: int, sinks: tuple[str, ...] = ()) -> None:
         """Create the pipeline's series at zero: queue capacity, window drop reasons, sink events and errors.

@@ -13,6 +13,7 @@ import hashlib
 import io
 import json
 import logging
+import warnings
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,6 +55,10 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 RUNTIME_KINDS = ("classifier",)  # the kinds the inference worker runs today (edge_agent.modelmeta.KINDS: all)
+# torch 2.13 deprecates TorchScript and the quantized tensor types this runtime loads (models are
+# pinned to torch==2.13.0): these two warnings, and only these, are silenced around loading a model.
+JIT_LOAD_DEPRECATED = r"`torch\.jit\.load` is deprecated"
+QUANTIZED_TYPES_DEPRECATED = r"torch\.quantize_per_tensor, torch\.quantize_per_channel and other quantized tensor"
 
 
 @dataclass(frozen=True)
@@ -102,15 +107,31 @@ def load_model(path: str | Path, *, expected_sha256: str | None = None, check: b
         supported = ", ".join(repr(kind) for kind in RUNTIME_KINDS)
         raise ValueError(f"{path}: {META_FILE} key 'kind' is {meta.kind!r}; this agent runs: {supported}")
     _set_engine(meta.quantized_engine, path)
-    try:
-        module = torch.jit.load(io.BytesIO(data), map_location="cpu")
-    except RuntimeError as error:
-        raise ValueError(f"{path}: not a loadable TorchScript model: {first_line(error)}") from error
-    module.eval()
-    if check:
-        _check_output_shape(module, meta, path)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=JIT_LOAD_DEPRECATED, category=DeprecationWarning)
+        warnings.filterwarnings("ignore", message=QUANTIZED_TYPES_DEPRECATED, category=UserWarning)
+        if meta.precision == "int8":
+            _quantized_warning_once()
+        try:
+            module = torch.jit.load(io.BytesIO(data), map_location="cpu")
+        except RuntimeError as error:
+            raise ValueError(f"{path}: not a loadable TorchScript model: {first_line(error)}") from error
+        module.eval()
+        if check:
+            _check_output_shape(module, meta, path)
     logger.info("loaded model %s (%s, %s, sha256 %s)", meta.name, meta.precision, path, sha256[:12])
     return LoadedModel(path=path, module=module, meta=meta, sha256=sha256)
+
+
+def _quantized_warning_once() -> None:
+    """Raise torch's warn-once about quantized tensor types here, from Python, where the filter above applies.
+
+    Raised first inside ``torch.jit.load`` (C++ without a Python warning handler), it bypasses
+    :mod:`warnings` and is printed straight to stderr; once raised, torch never repeats it.
+    """
+    import torch
+
+    torch.quantize_per_tensor(torch.zeros(1), 1.0, 0, torch.qint8)
 
 
 def _read_file(path: Path) -> bytes:

@@ -27,7 +27,8 @@ Fault alerts (``kind="fault"``), at most one per sensor:
   An end reports the last published label, confidence, probabilities and window. Ends are found
   by ``update`` and ``tick``, whichever runs first after the deadline; ``ended_at`` does not
   depend on which.
-- After an end, a ``new`` with the same label waits until ``ended_at + cooldown_s``.
+- After an end, a ``new`` with the same label waits until ``ended_at + cooldown_s``; what that
+  holds back is counted and logged (:mod:`edge_agent.pipeline.suppressed`).
 - When a sensor's predictions stop for more than ``hold_off_s`` its vote histories are cleared,
   so stale votes never confirm a fault when the stream comes back.
 
@@ -39,7 +40,6 @@ and a still-asserted condition starts a new episode when its cooldown passes (fo
 
 from __future__ import annotations
 
-import math
 import threading
 import time
 import uuid
@@ -50,6 +50,7 @@ from dataclasses import dataclass, field, replace
 from edge_agent.config import DecisionSection
 from edge_agent.config.checks import decision_errors
 from edge_agent.metrics import AgentMetrics
+from edge_agent.pipeline.suppressed import SuppressedAlerts
 from edge_agent.types import AlertEvent, Prediction
 
 FAULT = "fault"
@@ -97,6 +98,7 @@ class DecisionEngine:
         self._clock = clock
         self._new_id = id_factory or (lambda: uuid.uuid4().hex)
         self._metrics = metrics
+        self._suppressed = SuppressedAlerts(metrics, clock)
         self._normal = frozenset(config.normal_labels)
         self._sensors: dict[str, _SensorState] = {}
         self._lock = threading.Lock()  # update (inference thread) and tick (main thread) may interleave
@@ -170,7 +172,7 @@ class DecisionEngine:
     ) -> AlertEvent | None:
         """The ``new`` or ``update`` a prediction voting for the confirmed ``label`` causes, if any."""
         if state.fault is None:
-            if now < state.cooldown_until.get((FAULT, label), -math.inf):
+            if self._suppressed.holds(prediction.sensor, FAULT, label, now, state.cooldown_until, self.config):
                 return None
             event = self._fault_event("new", self._new_id(), prediction, label, confidence, now, sha256)
             state.fault = _Episode(event, now)
@@ -234,7 +236,7 @@ class DecisionEngine:
         )
 
     def _start_health(self, sensor: str, state: _SensorState, label: str, now: float) -> list[AlertEvent]:
-        if now < state.cooldown_until.get((HEALTH, label), -math.inf):
+        if self._suppressed.holds(sensor, HEALTH, label, now, state.cooldown_until, self.config):
             return []
         event = AlertEvent(
             type="new",

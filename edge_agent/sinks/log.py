@@ -1,4 +1,7 @@
-"""``log`` sink: every alert event as one log line (and optionally echoed to the console)."""
+"""``log`` sink: every alert event as one line, in the log or, with ``echo`` (the console), there instead.
+
+With ``echo`` the log gets the line at DEBUG only, so a terminal that shows both stdout and the
+log (stderr) prints each alert once; ``-v`` shows both."""
 
 from __future__ import annotations
 
@@ -32,9 +35,11 @@ class LogAlertSink:
 
     def send(self, event: AlertEvent) -> None:
         line = describe(event)
-        logger.info("alert %s", line)
-        if self.echo is not None:
-            self.echo(line)
+        if self.echo is None:
+            logger.info("alert %s", line)
+            return
+        logger.debug("alert %s", line)
+        self.echo(line)
 
     def alive(self) -> bool:
         return True

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 COMMANDS = ("train", "train-audio", "evaluate", "export", "sweep", "report")
@@ -94,6 +95,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("run", help="run folder written by train")
     p.add_argument("--repeats", type=int, default=2, help="noise draws per test window and condition")
     p.add_argument("--data", help=DATA_HELP)
+    p.add_argument(
+        "--json", action="store_true", help="print the result as JSON (per noise type and mean, as in <run>/eval.json)"
+    )
     p.set_defaults(func=_cmd_evaluate)
 
     p = add("export", "write a self-describing TorchScript model (int8 by default)")
@@ -107,6 +111,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="quantized engine the int8 file is built for: onednn on x86 gateways, qnnpack on ARM",
     )
     p.add_argument("--data", help=DATA_HELP)
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="export even when the held-out clean accuracy is below 1.5 x chance (refused otherwise)",
+    )
     p.set_defaults(func=_cmd_export)
 
     p = add("sweep", "train the runs of the evaluation report that are missing")
@@ -158,18 +167,23 @@ def _cmd_train_audio(args: argparse.Namespace) -> int:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
-    from edge_agent.training.evaluate import evaluate_run
+    from edge_agent.training.evaluate import evaluate_run, format_table
 
     result = evaluate_run(Path(args.run), data=args.data, repeats=args.repeats)
-    print(json.dumps(result["summary"], indent=2))
+    print(json.dumps(result, indent=2) if args.json else format_table(result))
     return 0
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
+    from edge_agent.training.accuracy_gate import accuracy_problem
     from edge_agent.training.export import export_run
 
-    meta = export_run(Path(args.run), Path(args.out), data=args.data, quantize=not args.float, engine=args.engine)
+    run, out = Path(args.run), Path(args.out)
+    meta = export_run(run, out, data=args.data, quantize=not args.float, engine=args.engine, force=args.force)
     print(json.dumps({k: meta[k] for k in ("name", "quantized_engine", "test_metrics")}, indent=2))
+    problem = accuracy_problem(meta["test_metrics"]["accuracy"]["clean"], len(meta["labels"]))
+    if problem is not None:  # the last thing on the terminal, not only a log line above the JSON
+        print(f"\nWARNING: {out} exported, but its {problem[1]}", file=sys.stderr)
     return 0
 
 

@@ -92,3 +92,21 @@ def evaluate_run(run_dir: Path, *, data: str | None = None, repeats: int = 2) ->
     result = {"repeats": repeats, "test_windows": len(labels), "per_kind": per_kind, "summary": summarize(per_kind)}
     cache.write_text(json.dumps(result, indent=2))
     return result
+
+
+def format_table(result: dict[str, object]) -> str:
+    """:func:`evaluate_run`'s result as a table: one row per SNR, accuracy (%) per noise type and their mean."""
+    per_kind: dict[str, dict[str, float]] = result["per_kind"]  # type: ignore[assignment]
+    summary: dict[str, float] = result["summary"]  # type: ignore[assignment]
+    header = ["SNR", *per_kind, "mean"]
+    rows = [
+        [label if label == "clean" else f"{label} dB", *(f"{per_kind[k][label]:.1%}" for k in per_kind), f"{mean:.1%}"]
+        for label, mean in summary.items()
+    ]
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
+    lines = ["  ".join(cell.rjust(width) for cell, width in zip(row, widths, strict=True)) for row in [header, *rows]]
+    title = (
+        f"accuracy on the time-held-out test split: {result['test_windows']} windows, "
+        f"{result['repeats']} noise draws per window and condition"
+    )
+    return "\n".join([title, *lines])

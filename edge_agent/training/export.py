@@ -33,6 +33,7 @@ from torch import nn
 import edge_agent
 from edge_agent.modelfile import SCHEMA_VERSION, load_model
 from edge_agent.nn.channels_last import to_channels_last_2d
+from edge_agent.training.accuracy_gate import REFUSED, LowAccuracyError, accuracy_problem
 from edge_agent.training.complexity import count_macs, count_parameters
 from edge_agent.training.data import CwruDataset, load_cwru, make_windows
 from edge_agent.training.evaluate import EVAL_SEED, accuracy_vs_snr, predict_labels, summarize, test_windows
@@ -254,8 +255,12 @@ def export_run(
     calibration_windows: int = 512,
     quantize_stem: bool = False,
     engine: str = QUANTIZED_ENGINE,
+    force: bool = False,
 ) -> dict[str, Any]:
-    """Export the best checkpoint of ``run_dir`` to ``out`` with test-split metrics; returns the stored meta."""
+    """Export the best checkpoint of ``run_dir`` to ``out`` with test-split metrics; returns the stored meta.
+
+    Too close to chance on the test split: LowAccuracyError, nothing written, unless ``force`` (accuracy_gate).
+    """
     summary = _read_summary(run_dir)
     dataset = load_cwru(data, fractions=tuple(summary.get("split_fractions") or (0.7, 0.1, 0.2)))
     if dataset.sha256 != summary["data_sha256"]:
@@ -284,6 +289,11 @@ def export_run(
         meta["quantization"]["calibration_data"] = "train split: half clean, half noisy (every type, training SNRs)"
     windows, labels = test_windows(dataset, config.window_samples)
     meta["test_metrics"] = compute_test_metrics(module, windows, labels, reference=model if quantize else None)
+    problem = accuracy_problem(meta["test_metrics"]["accuracy"]["clean"], len(meta["labels"]))
+    if problem is not None and problem[0] and not force:
+        raise LowAccuracyError(f"{run_dir}: {problem[1]}; {REFUSED}")
+    if problem is not None:  # a weak model, or one forced past the floor: loud, in the log and by the command
+        logger.warning("%s: %s", run_dir, problem[1])
     save_torchscript(module, out, meta)
     loaded = load_model(out)  # proves the file loads through the runtime path
     logger.info("wrote %s (%s, sha256 %s)", out, precision, loaded.sha256[:12])

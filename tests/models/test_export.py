@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -183,7 +184,8 @@ def test_cli_export_of_a_run(fake_data_root: Path, tmp_path: Path, capsys: pytes
     run = train_tiny_run(fake_data_root, tmp_path / "run")
     capsys.readouterr()
     out = tmp_path / "model.pt"
-    assert main(["export", str(run), "--out", str(out), "--data", str(fake_data_root)]) == 0
+    # two optimiser steps leave the tiny run at chance: export refuses it without --force (next test)
+    assert main(["export", str(run), "--out", str(out), "--data", str(fake_data_root), "--force"]) == 0
     printed = json.loads(capsys.readouterr().out)
     meta = read_meta(out)
     assert printed == {k: meta[k] for k in ("name", "quantized_engine", "test_metrics")}
@@ -195,10 +197,28 @@ def test_cli_export_of_a_run(fake_data_root: Path, tmp_path: Path, capsys: pytes
     assert not out.with_name(out.name + ".partial").exists()
 
     out = tmp_path / "model-fp32.pt"
-    assert main(["export", str(run), "--out", str(out), "--data", str(fake_data_root), "--float"]) == 0
+    assert main(["export", str(run), "--out", str(out), "--data", str(fake_data_root), "--float", "--force"]) == 0
     meta = read_meta(out)
     assert meta["precision"] == "float32" and meta["quantized_engine"] is None
     assert "agreement_with_float32" not in meta["test_metrics"]
+
+
+def test_export_refuses_a_model_at_chance_without_force(
+    fake_data_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    run = train_tiny_run(fake_data_root, tmp_path / "run")  # 3 labels, two optimiser steps: chance
+    capsys.readouterr()
+    out = tmp_path / "model.pt"
+    assert main(["export", str(run), "--out", str(out), "--data", str(fake_data_root), "--float"]) == 2
+    err = capsys.readouterr().err
+    assert re.search(r"held-out accuracy on clean test windows is [\d.]+% \(3 labels, chance 33\.3%\)", err)
+    assert "below 1.5 x chance (50.0%)" in err and "--force exports it anyway" in err
+    assert not out.exists() and not out.with_name(out.name + ".partial").exists()
+
+    assert main(["export", str(run), "--out", str(out), "--data", str(fake_data_root), "--float", "--force"]) == 0
+    captured = capsys.readouterr()
+    assert read_meta(out)["test_metrics"]["accuracy"]["clean"] < 0.5
+    assert captured.err.strip().splitlines()[-1].startswith(f"WARNING: {out} exported, but its held-out accuracy")
 
 
 def test_export_refuses_other_data(fake_data_root: Path, tmp_path: Path) -> None:
