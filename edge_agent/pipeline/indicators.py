@@ -60,6 +60,8 @@ from edge_agent.pipeline.indicator_settings import (
 
 logger = logging.getLogger(__name__)
 
+_RESOLUTION = np.float32(8 * np.finfo(np.float32).eps)  # rounding noise of x - mean(x), relative to mean(x)
+
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class IndicatorPlan:
@@ -209,13 +211,16 @@ def compute_indicators(plan: IndicatorPlan, windows: np.ndarray) -> Indicators:
         raise ValueError(f"windows of shape {samples.shape} do not end in the plan's {plan.window_samples} samples")
     flat = samples.reshape(-1, plan.window_samples).astype(np.float32, copy=False)
     scale_m_s2 = np.float32(UNIT_SCALE_M_S2[plan.settings.unit])
-    centred = flat - flat.mean(axis=1, keepdims=True)
+    mean = flat.mean(axis=1, keepdims=True)
+    centred = flat - mean
     squared = centred * centred
     mean_square = squared.mean(axis=1)
     fourth = np.einsum("ij,ij->i", squared, squared) / plan.window_samples
     peak = np.maximum(centred.max(axis=1), -centred.min(axis=1))
     rms = np.sqrt(mean_square)
-    defined = mean_square > 0  # NaN where the window is constant (np.divide's where: no warning, no errstate)
+    # a constant window leaves only float32 rounding of its mean: no crest factor or kurtosis (NaN);
+    # np.divide's where= instead of np.errstate, which costs more than the division
+    defined = rms > np.maximum(_RESOLUTION * np.abs(mean[:, 0]), np.finfo(np.float32).tiny)
     crest = np.divide(peak, rms, out=np.full_like(rms, np.nan), where=defined)
     kurtosis = np.divide(fourth, mean_square * mean_square, out=np.full_like(rms, np.nan), where=defined)
     tapered = centred if plan.taper is None else centred * plan.taper

@@ -55,7 +55,7 @@ def test_sine_with_a_fractional_number_of_periods_is_within_half_a_percent_with_
     """The default Hann taper: >= 17 periods and >= 2 bins inside the band edges, error < 0.5 %.
 
     Its main lobe spreads a tone over 3 bins whose 1/f² weights differ, so it reads high by about
-    (2/3) / periods² (+6.6 % at 3 periods, +0.17 % at 17); a tone within 2 bins of a band edge
+    1 / (2 periods²) (+6.6 % at 3 periods, +0.17 % at 17); a tone within 2 bins of a band edge
     loses part of its lobe (at 12 kHz / 2048, 997 Hz reads -13 %).
     """
     amplitude_g = 0.2
@@ -156,6 +156,11 @@ def test_dc_offset_is_removed() -> None:
     constant = indicators(np.full((1, WINDOW), 3.0, dtype=np.float32))
     assert constant.rms_acceleration_m_s2[0] == 0 and constant.rms_velocity_mm_s[0] == 0
     assert math.isnan(constant.crest_factor[0]) and math.isnan(constant.kurtosis[0])
+    inexact = indicators(np.full((3, WINDOW), [[0.1], [0.7], [123.4]], dtype=np.float32))  # mean rounds
+    assert np.all(inexact.rms_acceleration_m_s2 < 1e-3) and np.all(inexact.rms_acceleration_m_s2 > 0)
+    assert np.all(np.isnan(inexact.crest_factor)) and np.all(np.isnan(inexact.kurtosis))
+    small = indicators(1.0 + 1e-4 * sine(1.0, 50 * BIN_HZ))  # 0.1 mg of vibration on 1 g: still measured
+    assert small.crest_factor[0] == pytest.approx(math.sqrt(2), rel=1e-2)
 
 
 def test_batch_and_channels_match_single_windows() -> None:
