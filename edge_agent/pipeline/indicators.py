@@ -60,6 +60,7 @@ from edge_agent.pipeline.indicator_settings import (
 
 logger = logging.getLogger(__name__)
 
+_ZONE_NAMES = np.array([*ZONES, None], dtype=object)
 _RESOLUTION = np.float32(8 * np.finfo(np.float32).eps)  # rounding noise of x - mean(x), relative to mean(x)
 
 
@@ -191,8 +192,8 @@ class Indicators:
     band_measure: str = "rms"
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain lists (one entry per channel of one window) for JSON, zones as letters (None without a class)."""
-        zones = [ZONES[z] if z >= 0 else None for z in np.ravel(self.zone).tolist()]
+        """Plain (nested) lists for JSON, one entry per channel; zones as letters, None without a class."""
+        zones = _ZONE_NAMES[self.zone].tolist()  # index -1 (no class) picks the trailing None
         return {
             "rms_acceleration_m_s2": self.rms_acceleration_m_s2.tolist(),
             "peak_acceleration_m_s2": self.peak_acceleration_m_s2.tolist(),
@@ -200,7 +201,7 @@ class Indicators:
             "kurtosis": self.kurtosis.tolist(),
             "rms_velocity_mm_s": self.rms_velocity_mm_s.tolist(),
             f"band_{self.band_measure}": self.band_levels.tolist(),
-            "iso_zone": zones if np.ndim(self.zone) else zones[0],
+            "iso_zone": zones,
         }
 
 

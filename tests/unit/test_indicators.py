@@ -174,6 +174,7 @@ def test_batch_and_channels_match_single_windows() -> None:
         np.testing.assert_allclose(alone.rms_velocity_mm_s, together.rms_velocity_mm_s[index], rtol=1e-5)
         np.testing.assert_allclose(alone.kurtosis, together.kurtosis[index], rtol=1e-5)
         np.testing.assert_array_equal(alone.zone, together.zone[index])
+        assert alone.to_dict()["iso_zone"] == together.to_dict()["iso_zone"][index]
     np.testing.assert_allclose(compute_indicators(plan, batch.astype(np.float64)).kurtosis, together.kurtosis)
     assert make_plan(IndicatorSettings(bands_hz=[[100, 900]], machine_group=1), RATE_HZ, WINDOW) is not None
     with pytest.raises(ValueError, match="2048 samples"):
