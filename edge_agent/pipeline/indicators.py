@@ -68,9 +68,9 @@ _RESOLUTION = np.float32(8 * np.finfo(np.float32).eps)  # rounding noise of x - 
 class IndicatorPlan:
     """Precomputed for one (settings, sample rate, window length): the taper and the spectral weights.
 
-    ``spectral_weights`` holds one ``(bins, weights)`` pair per spectral result, the bins a slice of
-    the rfft and the weights turning ``|A_k|²`` there into a mean square: the velocity's in (mm/s)²
-    first, then each band's in (m/s²)². ``velocity_band_used_hz`` is the band actually integrated (its
+    ``spectral_weights`` has one row per spectral result and one column per rfft bin: the weights that
+    turn ``|A_k|²`` into a mean square, the velocity's in (mm/s)² first, then each band's in (m/s²)²
+    (zero outside the band). ``velocity_band_used_hz`` is the band actually integrated (its
     upper edge is cut to the Nyquist frequency when the rate is too low, with a warning).
     """
 
@@ -78,7 +78,7 @@ class IndicatorPlan:
     sample_rate_hz: float
     window_samples: int
     taper: np.ndarray | None  # float32 (window_samples,), None for rectangular
-    spectral_weights: tuple[tuple[slice, np.ndarray], ...]  # float32 weights, 1 + len(bands_hz) of them
+    spectral_weights: np.ndarray  # float32 (1 + len(bands_hz), window_samples // 2 + 1)
     velocity_band_used_hz: tuple[float, float]
     zone_limits_mm_s: tuple[float, float, float] | None
 
@@ -100,13 +100,6 @@ def make_plan(
         bands_hz=tuple((float(low), float(high)) for low, high in settings.bands_hz),
     )
     return _make_plan(settings, float(sample_rate_hz), int(window_samples), key)
-
-
-def _sliced(weights: np.ndarray) -> tuple[slice, np.ndarray]:
-    """The bins with a non-zero weight (a band is contiguous) and their weights as float32."""
-    nonzero = np.flatnonzero(weights)
-    bins = slice(int(nonzero[0]), int(nonzero[-1]) + 1) if nonzero.size else slice(0, 0)
-    return bins, weights[bins].astype(np.float32)
 
 
 @functools.lru_cache(maxsize=64)
@@ -142,7 +135,7 @@ def _make_plan(settings: IndicatorSettings, sample_rate_hz: float, window_sample
             nyquist_hz,
         )
         high_hz = nyquist_hz
-    columns: list[tuple[slice, np.ndarray]] = []
+    columns: list[np.ndarray] = []
     velocity_mask = in_band(low_hz, high_hz)
     if not velocity_mask.any() or low_hz >= high_hz:
         errors.append(
@@ -151,7 +144,7 @@ def _make_plan(settings: IndicatorSettings, sample_rate_hz: float, window_sample
         )
     with np.errstate(divide="ignore", over="ignore"):
         velocity_scale = np.where(velocity_mask, (1000.0 * scale_m_s2 / (2 * np.pi * freqs_hz)) ** 2, 0.0)
-    columns.append(_sliced(parseval * velocity_scale))
+    columns.append(parseval * velocity_scale)
     for index, (band_low_hz, band_high_hz) in enumerate(settings.bands_hz):
         mask = in_band(band_low_hz, band_high_hz)
         if band_high_hz > nyquist_hz or not mask.any():
@@ -160,7 +153,7 @@ def _make_plan(settings: IndicatorSettings, sample_rate_hz: float, window_sample
                 f"at {sample_rate_hz:g} Hz; expected within 0-{nyquist_hz:g} Hz (Nyquist) and at least one "
                 f"FFT bin (bins every {sample_rate_hz / n:g} Hz)"
             )
-        columns.append(_sliced(np.where(mask, parseval * scale_m_s2**2, 0.0)))
+        columns.append(np.where(mask, parseval * scale_m_s2**2, 0.0))
     if errors:
         raise ValueError("\n".join(errors))
     return IndicatorPlan(
@@ -168,7 +161,7 @@ def _make_plan(settings: IndicatorSettings, sample_rate_hz: float, window_sample
         sample_rate_hz=float(sample_rate_hz),
         window_samples=n,
         taper=None if taper is None else taper.astype(np.float32),
-        spectral_weights=tuple(columns),
+        spectral_weights=np.stack(columns).astype(np.float32),
         velocity_band_used_hz=(low_hz, high_hz),
         zone_limits_mm_s=zone_limits_mm_s(settings),
     )
@@ -228,9 +221,9 @@ def compute_indicators(plan: IndicatorPlan, windows: np.ndarray) -> Indicators:
     spectrum = scipy.fft.rfft(tapered, axis=1)
     power = np.abs(spectrum)
     power *= power
-    # einsum, not a matrix product: OpenBLAS threads those past a size, and on a busy 2-core gateway
-    # that made a batch of 32 audio windows 20x slower per window than a batch of 16
-    spectral = np.stack([np.einsum("ij,j->i", power[:, bins], weights) for bins, weights in plan.spectral_weights], 1)
+    # einsum (numpy's own loops), not a matrix product: OpenBLAS threads those past a size, and on a
+    # busy 2-core gateway that made a batch of 32 audio windows 20x slower per window than one of 16
+    spectral = np.einsum("ij,kj->ik", power, plan.spectral_weights)
     velocity = np.sqrt(spectral[:, 0])
     bands = spectral[:, 1:]
     if plan.settings.band_measure == "rms":
