@@ -66,6 +66,16 @@ def test_sine_with_a_fractional_number_of_periods_is_within_half_a_percent_with_
     assert values.crest_factor[0] == pytest.approx(math.sqrt(2), rel=1e-2)
 
 
+@pytest.mark.parametrize("periods", [3, 5, 17, 50])
+def test_hann_bias_with_whole_periods_is_the_analytic_one(periods: int) -> None:
+    """Hann's main lobe puts A/2 in bin p and A/4 in bins p +- 1, weighted by 1/f² there (docs/indicators.md)."""
+    frequency_hz = periods * BIN_HZ
+    got = indicators(sine(0.5, frequency_hz)).rms_velocity_mm_s[0] / velocity_mm_s(0.5, frequency_hz)
+    lobe = (1 + ((periods / (periods - 1)) ** 2 + (periods / (periods + 1)) ** 2) / 4) / 1.5
+    assert got == pytest.approx(math.sqrt(lobe), rel=1e-4)
+    assert got - 1 == pytest.approx(1 / (2 * periods**2), rel=0.25)  # the rule of thumb
+
+
 def test_rectangular_window_leaks_with_a_fractional_number_of_periods() -> None:
     """Why Hann is the default: without a taper, leakage into the lowest bins is amplified by 1/f²."""
     frequency_hz = 9.47 * BIN_HZ  # 55.5 Hz
