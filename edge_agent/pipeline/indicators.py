@@ -60,6 +60,7 @@ from edge_agent.pipeline.indicator_settings import (
 
 logger = logging.getLogger(__name__)
 
+CHUNK_SAMPLES = 65_536  # samples per internal step (see compute_indicators)
 _ZONE_NAMES = np.array([*ZONES, None], dtype=object)
 _RESOLUTION = np.float32(8 * np.finfo(np.float32).eps)  # rounding noise of x - mean(x), relative to mean(x)
 
@@ -204,7 +205,33 @@ def compute_indicators(plan: IndicatorPlan, windows: np.ndarray) -> Indicators:
     if samples.ndim < 1 or samples.shape[-1] != plan.window_samples:
         raise ValueError(f"windows of shape {samples.shape} do not end in the plan's {plan.window_samples} samples")
     flat = samples.reshape(-1, plan.window_samples).astype(np.float32, copy=False)
-    scale_m_s2 = np.float32(UNIT_SCALE_M_S2[plan.settings.unit])
+    # chunks of at most CHUNK_SAMPLES keep each temporary below 512 KiB: larger ones made glibc
+    # map and trim memory on every call (32 audio windows at once: 34 instead of 11 us per window)
+    rows = max(1, CHUNK_SAMPLES // plan.window_samples)
+    table = np.concatenate([_table(plan, flat[start : start + rows]) for start in range(0, len(flat), rows)])
+    table = table.astype(np.float64)
+    scale_m_s2 = UNIT_SCALE_M_S2[plan.settings.unit]
+    velocity = np.sqrt(table[:, 4])
+    bands = table[:, 5:] if plan.settings.band_measure == "energy" else np.sqrt(table[:, 5:])
+    if plan.zone_limits_mm_s is None:
+        zone = np.full(velocity.shape, -1, dtype=np.int64)
+    else:
+        zone = zone_of(velocity, plan.zone_limits_mm_s)
+    lead = samples.shape[:-1]
+    return Indicators(
+        rms_acceleration_m_s2=(table[:, 0] * scale_m_s2).reshape(lead),
+        peak_acceleration_m_s2=(table[:, 1] * scale_m_s2).reshape(lead),
+        crest_factor=table[:, 2].reshape(lead),
+        kurtosis=table[:, 3].reshape(lead),
+        rms_velocity_mm_s=velocity.reshape(lead),
+        band_levels=bands.reshape((*lead, bands.shape[1])),
+        zone=zone.reshape(lead),
+        band_measure=plan.settings.band_measure,
+    )
+
+
+def _table(plan: IndicatorPlan, flat: np.ndarray) -> np.ndarray:
+    """Per row of ``flat`` (float32): RMS, peak (sensor units), crest, kurtosis, then the spectral mean squares."""
     mean = flat.mean(axis=1, keepdims=True)
     centred = flat - mean
     squared = centred * centred
@@ -218,34 +245,16 @@ def compute_indicators(plan: IndicatorPlan, windows: np.ndarray) -> Indicators:
     crest = np.divide(peak, rms, out=np.full_like(rms, np.nan), where=defined)
     kurtosis = np.divide(fourth, mean_square * mean_square, out=np.full_like(rms, np.nan), where=defined)
     tapered = centred if plan.taper is None else centred * plan.taper
-    spectrum = scipy.fft.rfft(tapered, axis=1)
-    power = np.abs(spectrum)
+    power = np.abs(scipy.fft.rfft(tapered, axis=1))
     power *= power
     # einsum (numpy's own loops), not a matrix product: OpenBLAS threads those past a size, and on a
     # busy 2-core gateway that made a batch of 32 audio windows 20x slower per window than one of 16
     spectral = np.einsum("ij,kj->ik", power, plan.spectral_weights)
-    velocity = np.sqrt(spectral[:, 0])
-    bands = spectral[:, 1:]
-    if plan.settings.band_measure == "rms":
-        bands = np.sqrt(bands)
-    if plan.zone_limits_mm_s is None:
-        zone = np.full(velocity.shape, -1, dtype=np.int64)
-    else:
-        zone = zone_of(velocity, plan.zone_limits_mm_s)
-    lead = samples.shape[:-1]
-    return Indicators(
-        rms_acceleration_m_s2=(rms * scale_m_s2).astype(np.float64).reshape(lead),
-        peak_acceleration_m_s2=(peak * scale_m_s2).astype(np.float64).reshape(lead),
-        crest_factor=crest.astype(np.float64).reshape(lead),
-        kurtosis=kurtosis.astype(np.float64).reshape(lead),
-        rms_velocity_mm_s=velocity.astype(np.float64).reshape(lead),
-        band_levels=bands.astype(np.float64).reshape((*lead, bands.shape[1])),
-        zone=zone.reshape(lead),
-        band_measure=plan.settings.band_measure,
-    )
+    return np.concatenate([np.stack([rms, peak, crest, kurtosis], axis=1), spectral], axis=1)
 
 
 __all__ = [
+    "CHUNK_SAMPLES",
     "ISO_10816_3_ZONE_LIMITS_MM_S",
     "IndicatorPlan",
     "IndicatorSettings",

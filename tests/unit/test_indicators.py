@@ -11,6 +11,7 @@ import pytest
 import scipy.stats
 
 from edge_agent.pipeline.indicators import (
+    CHUNK_SAMPLES,
     ISO_10816_3_ZONE_LIMITS_MM_S,
     IndicatorSettings,
     compute_indicators,
@@ -186,6 +187,13 @@ def test_batch_and_channels_match_single_windows() -> None:
         np.testing.assert_array_equal(alone.zone, together.zone[index])
         assert alone.to_dict()["iso_zone"] == together.to_dict()["iso_zone"][index]
     np.testing.assert_allclose(compute_indicators(plan, batch.astype(np.float64)).kurtosis, together.kurtosis)
+    many = rng.standard_normal((3, 13, WINDOW)).astype(np.float32)  # 39 rows: more than one internal chunk
+    assert many[0].size < CHUNK_SAMPLES < many.size
+    chunked = compute_indicators(plan, many)
+    for index in range(3):
+        alone = compute_indicators(plan, many[index])
+        np.testing.assert_allclose(alone.band_levels, chunked.band_levels[index], rtol=1e-5)
+        np.testing.assert_allclose(alone.crest_factor, chunked.crest_factor[index], rtol=1e-5)
     assert make_plan(IndicatorSettings(bands_hz=[[100, 900]], machine_group=1), RATE_HZ, WINDOW) is not None
     with pytest.raises(ValueError, match="2048 samples"):
         compute_indicators(plan, batch[..., :1024])
