@@ -6,11 +6,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from edge_agent.plugins import build_sinks
 
 from edge_agent.config import AgentConfig, AgentSection, MqttSection
 from edge_agent.configload import ConfigError, parse_config
 from edge_agent.metrics import AgentMetrics
+from edge_agent.sinks import SinkBuild, build_sinks
 from edge_agent.sinks.outbox import OUTBOX_FILE
 
 
@@ -50,5 +50,5 @@ def test_the_default_is_systemds_state_directory_else_xdg(monkeypatch: pytest.Mo
 
 def test_the_mqtt_sink_keeps_its_outbox_in_the_state_dir(tmp_path: Path) -> None:
     config = AgentConfig(agent=AgentSection(id="gw-7", state_dir=str(tmp_path / "s")), mqtt=MqttSection(enabled=True))
-    sink = build_sinks(config, metrics=AgentMetrics(), password=None, echo=None)[1]
+    sink = build_sinks(config, SinkBuild(AgentMetrics(), None, None)).all[1]
     assert sink._outbox_path == tmp_path / "s" / OUTBOX_FILE  # type: ignore[attr-defined]
