@@ -39,6 +39,9 @@ class InputDevice:
     host_api: str
     is_default: bool = False
 
+    def describe(self) -> str:
+        return f"input device {self.index} {self.name!r} ({self.host_api})"
+
 
 def import_sounddevice() -> ModuleType:
     """``import sounddevice``, or :class:`AudioUnavailableError` saying what to install."""
@@ -148,3 +151,10 @@ def format_device_table(devices: list[InputDevice]) -> str:
         rate = f"{d.default_rate_hz:.0f} Hz"
         lines.append(f"{mark} {d.index:>5}  {d.channels:>8}  {rate:>12}  {d.host_api:<10}  {d.name}")
     return "\n".join(lines)
+
+
+def expected_error(error: BaseException) -> bool:
+    """Errors a capture retry loop expects (missing library or device, PortAudio refusing): logged without traceback."""
+    return isinstance(error, AudioUnavailableError | DeviceNotFoundError | OSError | ValueError) or (
+        type(error).__name__ == "PortAudioError"
+    )

@@ -7,9 +7,7 @@ the source's named thread turns blocks into :class:`Chunk` s, measures the level
 - ``seq`` counts blocks. It skips one for a block that follows an input overflow, for a dropped
   block and for every (re)opened stream, so the windowing sees each loss as a gap, never
   stitching across it.
-- ``t0`` is the epoch time of the block's first frame: the wall clock minus the stream's own
-  delay (``currentTime - inputBufferAdcTime``), which stays within a few ms where the callback
-  itself jitters by tens. A host API that gives no ADC time gets a sample clock instead.
+- ``t0`` is the epoch time of the block's first frame (:mod:`edge_agent.sources.audio_clock`).
 - Samples are float32 ``(channels, n)`` relative to full scale (int formats divided by their
   full scale), times ``scale`` (sensor units at full scale, e.g. g for an IEPE accelerometer).
 - The device (name, unique part of a name, or index) is resolved at every (re)open, after a
@@ -39,27 +37,25 @@ from edge_agent.common.errors import first_line
 from edge_agent.common.ratelimit import RateLimitedLog
 from edge_agent.metrics import AgentMetrics
 from edge_agent.service.backoff import RETRY_MAX_S, RETRY_MIN_S
+from edge_agent.sources.audio_clock import BlockClock, adc_epoch
 from edge_agent.sources.audio_health import LevelMeter, SilenceDetector, dbfs, power
 from edge_agent.sources.devices import (
     PORTAUDIO,
-    AudioUnavailableError,
-    DeviceNotFoundError,
+    expected_error,
     import_sounddevice,
     list_input_devices,
     reinitialise,
     resolve_input_device,
 )
-from edge_agent.sources.soundcard_config import SoundcardSection
+from edge_agent.sources.soundcard_config import FULL_SCALE, SoundcardSection
 from edge_agent.types import Chunk
 
 logger = logging.getLogger(__name__)
 
 SILENT = "silent"  # the health alert's label
-FULL_SCALE = {"float32": 1.0, "int16": 32768.0, "int32": 2147483648.0}
 QUEUE_S = 5.0  # audio the hand-off queue holds before it drops blocks
 STALL_MIN_S = 5.0  # no block for this long (or 4 blocks plus the latency, if longer): the stream stalled
 POLL_S = 0.1
-MAX_ADC_DELAY_S = 10.0  # a larger currentTime - inputBufferAdcTime is not believed
 
 _Block = tuple[int, float | None, np.ndarray, bool]  # seq, t0 (None: unknown), frames (n, channels), overflow
 
@@ -86,7 +82,7 @@ class SoundcardSource:
         self._queue: queue.Queue[_Block] = queue.Queue(maxsize=1)  # replaced for every stream
         self._seq = 0  # next block's seq: written by the callback, and by the source thread between streams
         self._rate_hz = 0.0
-        self._clock: tuple[int, float] | None = None  # (seq, t0) the sample clock continues from
+        self._clock = BlockClock()
         self._down_logged = False
         self._health_lock = threading.Lock()
         self._silence = SilenceDetector(section.silence_floor_dbfs, section.silence_after_s, now=time.monotonic())
@@ -173,7 +169,7 @@ class SoundcardSource:
             logger.debug("source %s: still down, retrying in %g s: %s", self.name, delay_s, reason)
             return
         self._down_logged = True
-        unexpected = error is not None and not _expected(error)
+        unexpected = error is not None and not expected_error(error)
         logger.error(
             "source %s: %s; retrying with backoff (%g s to %g s)",
             self.name,
@@ -211,17 +207,8 @@ class SoundcardSource:
         except Exception:
             self._close(stream)
             raise
-        logger.info(
-            "source %s: capturing from input device %d %r (%s) at %.0f Hz, %d channel(s), %s, %d-frame blocks",
-            self.name,
-            device.index,
-            device.name,
-            device.host_api,
-            rate_hz,
-            s.channels,
-            s.dtype,
-            s.chunk_samples,
-        )
+        shape = f"{rate_hz:.0f} Hz, {s.channels} channel(s), {s.dtype}, {s.chunk_samples}-frame blocks"
+        logger.info("source %s: capturing from %s at %s", self.name, device.describe(), shape)
         return stream
 
     def _close(self, stream: Any) -> None:
@@ -283,23 +270,12 @@ class SoundcardSource:
             samples *= np.float32(self.section.scale)
         self._received.inc()
         self._last_sample.set(time.time())
-        chunk = Chunk(self.section.sensor, self._t0(seq, t0, n), rate_hz, samples, seq, now)
+        chunk = Chunk(self.section.sensor, self._clock.t0(seq, t0, n, rate_hz), rate_hz, samples, seq, now)
         try:
             emit(chunk)
         except Exception:  # a failure downstream costs this block, not the source
             self.internal_errors += 1
             self._warn.warning("emit", "source %s: handling a block failed", self.name, exc_info=True)
-
-    def _t0(self, seq: int, t0: float | None, n: int) -> float:
-        """The block's ADC time, else a sample clock that restarts from the wall clock after a gap."""
-        if t0 is not None:
-            self._clock = None
-            return t0
-        if self._clock is None or self._clock[0] != seq - 1:
-            self._clock = (seq, time.time() - n / self._rate_hz)
-        else:
-            self._clock = (seq, self._clock[1] + n / self._rate_hz)
-        return self._clock[1]
 
     # ------------------------------------------------------------------ PortAudio's callback thread
 
@@ -313,24 +289,8 @@ class SoundcardSource:
             seq = self._seq
             self._seq += 1
             try:
-                self._queue.put_nowait((seq, _adc_epoch(time_info, now), indata.copy(), overflow))
+                self._queue.put_nowait((seq, adc_epoch(time_info, now), indata.copy(), overflow))
             except queue.Full:
                 self._dropped.inc()  # the seq jump marks the gap downstream
         except Exception:
             self.internal_errors += 1
-
-
-def _adc_epoch(time_info: Any, now: float) -> float | None:
-    """Epoch time of the block's first frame from PortAudio's stream clock, None if it has none."""
-    adc, current = float(time_info.inputBufferAdcTime), float(time_info.currentTime)
-    delay_s = current - adc
-    if adc <= 0 or not 0 <= delay_s < MAX_ADC_DELAY_S:
-        return None
-    return now - delay_s
-
-
-def _expected(error: BaseException) -> bool:
-    """Errors the retry loop expects (missing library or device, PortAudio refusing): logged without traceback."""
-    return isinstance(error, AudioUnavailableError | DeviceNotFoundError | OSError | ValueError) or (
-        type(error).__name__ == "PortAudioError"
-    )

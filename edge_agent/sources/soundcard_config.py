@@ -8,7 +8,8 @@ from edge_agent.config.rules import setting
 from edge_agent.config.sections import SourceSection
 from edge_agent.config.table import SourceContext, Table, check_rules, check_sensor
 
-SOUNDCARD_DTYPES = ("float32", "int16", "int32")
+FULL_SCALE = {"float32": 1.0, "int16": 32768.0, "int32": 2147483648.0}  # the dtypes asked of the device
+SOUNDCARD_DTYPES = tuple(FULL_SCALE)
 
 
 @dataclass(frozen=True)
