@@ -60,7 +60,10 @@ def alert_payload(event: AlertEvent, agent_id: str) -> dict[str, Any]:
 
 def state_document(current: AlertEvent | None, since_s: float) -> dict[str, Any]:
     """The sensor's state: ``{"label", "kind", "confidence", "since", "alert_id"}`` of the alert shown,
-    or, with none open, all null but ``since`` (``since_s``: when the last alert ended, or now)."""
+    or, with none open, all null but ``since`` (``since_s``: when the last alert ended, or now).
+
+    Null rather than a "normal" label: the sink does not know each model's healthy class name, and
+    "normal" could be a real class."""
     if current is None:
         return {"label": None, "kind": None, "confidence": None, "since": iso_utc(since_s), "alert_id": None}
     return {
@@ -70,6 +73,28 @@ def state_document(current: AlertEvent | None, since_s: float) -> dict[str, Any]
         "since": iso_utc(current.started_at),
         "alert_id": current.id,
     }
+
+
+class OpenAlerts:
+    """Each sensor's open alerts by kind, for its state document (a fault is shown before a health alert)."""
+
+    def __init__(self) -> None:
+        self._open: dict[str, dict[str, AlertEvent]] = {}  # sensor -> kind -> open alert
+
+    def state_after(self, event: AlertEvent) -> dict[str, Any]:
+        """The sensor's state document once ``event`` has happened."""
+        open_alerts = self._open.setdefault(event.sensor, {})
+        if event.type == "end":
+            open_alerts.pop(event.kind, None)
+        else:
+            open_alerts[event.kind] = event
+        current = open_alerts.get("fault") or open_alerts.get("health")
+        return state_document(current, event.ended_at if event.ended_at is not None else event.window_end)
+
+    def cleared(self, sensor: str, now_s: float) -> dict[str, Any]:
+        """Forget the sensor's open alerts (a retained state left from before is being cleared): no-alert state."""
+        self._open.pop(sensor, None)
+        return state_document(None, now_s)
 
 
 def encode(document: dict[str, Any]) -> bytes:

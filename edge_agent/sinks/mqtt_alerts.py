@@ -5,8 +5,7 @@ Topics under ``<prefix>/<agent_id>``:
 - ``<sensor>/alert``: every lifecycle event, QoS 1, not retained (``alert_payload``).
 - ``<sensor>/state``: retained, QoS 1, the sensor's current alert:
   ``{"label", "kind", "confidence", "since", "alert_id"}``; with no open alert all but ``since``
-  are null (``since`` is when the last alert ended). Null rather than a "normal" label because the
-  sink does not know each model's healthy class name, and "normal" could be a real class. When a
+  are null (``since`` is when the last alert ended; see ``alert_schema.state_document``). When a
   sensor has a fault and a health alert open at once, the fault is shown.
 - ``status``: retained ``online`` on every connect, ``stopped`` on :meth:`close`, ``offline`` as the
   Last Will (the broker publishes it when the agent dies or its link drops).
@@ -23,9 +22,8 @@ alerts wait until those are acknowledged, so order is kept. ``state`` and ``stat
 memory, latest only: each supersedes the one before, the broker retains it, and every start
 publishes the states again (``clear_state``), so a restart loses nothing a consumer needs.
 
-:meth:`close` first waits (bounded) for the outbox to drain, then publishes ``stopped`` (so it
-follows every alert), then disconnects cleanly; alerts still undelivered stay stored for the next
-start (in memory only: counted as dropped, reason ``shutdown``).
+:meth:`close` waits (bounded) for the outbox to drain, publishes ``stopped`` (after every alert) and
+disconnects; what is undelivered stays stored for the next start (in memory: dropped, ``shutdown``).
 The client id is ``<mqtt.client_id or edge-agent-<agent_id>>-alerts``: a client of its own, so
 its Last Will and its in-flight window are separate from the sources' high-volume subscriptions.
 """
@@ -43,9 +41,10 @@ import paho.mqtt.client as paho
 
 from edge_agent.common.ratelimit import RateLimitedLog
 from edge_agent.config import MqttSection
+from edge_agent.config.rules import topic_level
 from edge_agent.metrics import AgentMetrics
 from edge_agent.mqttclient import PUBLISH_ACCEPTED, LastWill, MqttConnection
-from edge_agent.sinks.alert_schema import alert_payload, encode, state_document
+from edge_agent.sinks.alert_schema import OpenAlerts, alert_payload, encode
 from edge_agent.sinks.outbox import Outbox, open_outbox
 from edge_agent.types import AlertEvent
 
@@ -104,7 +103,7 @@ class MqttAlertSink:
         self._early_acks: set[int] = set()  # PUBACKs that arrived before publish() returned the mid
         self._in_hand: _Out | None = None  # taken from the outbox, publish() not yet returned
         self._resending = False  # after a reconnect, until what was in flight is acknowledged
-        self._active: dict[str, dict[str, AlertEvent]] = {}  # sensor -> kind -> open alert
+        self._open = OpenAlerts()  # what each sensor's state document shows
         self._closing = False
         self._stop_pump = False
         self._pump_thread: threading.Thread | None = None
@@ -143,7 +142,7 @@ class MqttAlertSink:
 
     def send(self, event: AlertEvent) -> None:
         """Queue one event (never blocks on the network); its alert and the sensor's state follow."""
-        if not _topic_level_ok(event.sensor):
+        if not topic_level(event.sensor):
             self._reject(event, "sensor id cannot be a topic level")
             return
         try:
@@ -157,7 +156,7 @@ class MqttAlertSink:
                 self._metrics.alerts_dropped.labels("closed").inc()
                 self._warn.warning("closed", "alert sink: event %s %s after close, dropped", event.type, event.id)
                 return
-            state = encode(self._state_document(event))
+            state = encode(self._open.state_after(event))
             self._outbox.append(f"{base}/alert", alert, event_type=event.type, alert_id=event.id)
             self._states[event.sensor] = _Out(f"{base}/state", state, True, "state", event.sensor)
             self._update_gauge()
@@ -165,11 +164,10 @@ class MqttAlertSink:
 
     def clear_state(self, sensor: str) -> None:
         """Publish a retained no-alert state (e.g. at start, over a state a previous run left behind)."""
-        if not _topic_level_ok(sensor):
+        if not topic_level(sensor):
             raise ValueError(f"sensor id {sensor!r} cannot be an MQTT topic level")
-        doc = state_document(None, time.time())
         with self._cond:
-            self._active.pop(sensor, None)
+            doc = self._open.cleared(sensor, time.time())
             self._states[sensor] = _Out(f"{self._prefix}/{sensor}/state", encode(doc), True, "state", sensor)
             self._cond.notify_all()
 
@@ -297,19 +295,6 @@ class MqttAlertSink:
     def _update_gauge(self) -> None:
         self._metrics.alerts_queued.set(len(self._outbox))  # stored: waiting, in hand or in flight
 
-    def _state_document(self, event: AlertEvent) -> dict[str, Any]:
-        open_alerts = self._active.setdefault(event.sensor, {})
-        if event.type == "end":
-            open_alerts.pop(event.kind, None)
-        else:
-            open_alerts[event.kind] = event
-        current = open_alerts.get("fault") or open_alerts.get("health")
-        return state_document(current, event.ended_at if event.ended_at is not None else event.window_end)
-
     def _reject(self, event: AlertEvent, why: str) -> None:
         self._failures.inc()
         self._warn.warning("invalid", "alert sink: cannot publish event %s %s: %s", event.type, event.id, why)
-
-
-def _topic_level_ok(level: str) -> bool:
-    return bool(level) and not any(c in level for c in "/+#\0")
