@@ -74,6 +74,7 @@ from agent_publisher import (
     Encoder,
     held_out_chunks,
 )
+from cpuinfo import cpu_description
 
 REPO = Path(__file__).resolve().parents[1]
 HOST = "127.0.0.1"
@@ -962,12 +963,7 @@ TABLE_HEAD = (
 
 
 def machine() -> dict[str, str]:
-    cpu = "unknown"
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
+    cpu = cpu_description()
     try:
         mosq = subprocess.run([mosquitto_path(), "-h"], capture_output=True, text=True, timeout=10).stdout
         mosq = mosq.splitlines()[0].strip()

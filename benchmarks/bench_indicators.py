@@ -16,7 +16,6 @@ Prints the CPU model and the SIMD flags that decide both costs, then a markdown 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import logging
 import platform
 import statistics
@@ -31,11 +30,12 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from cpuinfo import cpu_description
+
 from edge_agent.pipeline.indicators import IndicatorSettings, compute_indicators, make_plan
 
 logger = logging.getLogger(__name__)
 
-CPU_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8")
 CASES = (
     ("vibration", 12_000.0, 2048, "models/drsn_cw_cwru.pt"),
     ("audio", 16_000.0, 4096, "models/drsn_cw_bldc_audio.pt"),
@@ -43,18 +43,6 @@ CASES = (
 SETTINGS = IndicatorSettings(
     bands_hz=((10.0, 1000.0), (1000.0, 2000.0), (2000.0, 4000.0), (4000.0, 6000.0)), machine_group=2
 )
-
-
-def cpu_description() -> str:
-    """``model name`` and the listed SIMD flags of the first processor in /proc/cpuinfo."""
-    fields: dict[str, str] = {}
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            name, _, value = line.partition(":")
-            fields.setdefault(name.strip(), value.strip())
-    flags = set(fields.get("flags", "").split())
-    shown = ", ".join(f"{flag} {'yes' if flag in flags else 'no'}" for flag in CPU_FLAGS)
-    return f"{fields.get('model name') or platform.processor() or 'unknown'} ({platform.machine()}); {shown}"
 
 
 def versions() -> str:

@@ -24,6 +24,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
+from cpuinfo import cpu_description
 
 logger = logging.getLogger(__name__)
 
@@ -178,6 +179,7 @@ def main(argv: list[str] | None = None) -> int:
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     started = time.perf_counter()
     rows = bench_files(args) if args.model else bench_widths(args)
+    print(f"CPU: {cpu_description()}")
     print(f"torch {torch.__version__}, {args.threads} thread(s), engine {torch.backends.quantized.engine}")
     print("\n".join(rows))
     print(f"({time.perf_counter() - started:.0f} s)")

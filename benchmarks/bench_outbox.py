@@ -39,6 +39,8 @@ from pathlib import Path
 sys.modules.setdefault("torch", None)  # type: ignore[arg-type]  # AgentMetrics only asks torch for its version
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from cpuinfo import cpu_model_and_flags  # noqa: E402
+
 from edge_agent.metrics import AgentMetrics  # noqa: E402
 from edge_agent.sinks.alert_schema import alert_payload, encode  # noqa: E402
 from edge_agent.sinks.outbox import Outbox  # noqa: E402
@@ -47,24 +49,7 @@ from edge_agent.types import AlertEvent  # noqa: E402
 logger = logging.getLogger(__name__)
 
 LEVELS = ("FULL", "NORMAL", "OFF")
-FLAGS_OF_INTEREST = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "sha_ni", "aes")
 BEGIN, END = "<!-- bench_outbox:begin (written by benchmarks/bench_outbox.py --out) -->", "<!-- bench_outbox:end -->"
-
-
-def cpu() -> tuple[str, list[str]]:
-    """The CPU model and the flags of interest that /proc/cpuinfo lists."""
-    model, flags = platform.processor() or "unknown", []
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name") and model in ("unknown", "", "x86_64"):
-                model = line.split(":", 1)[1].strip()
-            elif line.startswith("flags"):
-                present = set(line.split(":", 1)[1].split())
-                flags = [f for f in FLAGS_OF_INTEREST if f in present]
-                break
-    except OSError:
-        pass
-    return model, flags
 
 
 def file_system(folder: Path) -> str:
@@ -167,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     levels = [level.strip().upper() for level in args.levels.split(",")]
     logging.basicConfig(level=logging.WARNING)
-    model, flags = cpu()
+    model, flags = cpu_model_and_flags()
     folder = Path(tempfile.mkdtemp(prefix=".bench-outbox-", dir=args.dir))
     payload = sample_payload()
     results: dict[tuple[str, str], list[float]] = {(lv, wl): [] for lv in levels for wl in ("append", "cycle")}
