@@ -49,6 +49,7 @@ PAYLOAD_ERROR_REASONS = (
     "bad_length",
     "unknown_sensor",
     "too_many_sensors",
+    "bad_sensor_id",
 )
 WINDOW_DROP_REASONS = ("queue_full", "consumer_error")
 ALERT_EVENT_TYPES = ("new", "update", "end")

@@ -17,11 +17,21 @@ from typing import Any
 RULE = "edge_agent.rule"
 LIVE = "edge_agent.live"
 TOPIC_LEVEL_RULE = "must be non-empty without '/', '+' or '#' (it is an MQTT topic level)"
+MAX_SENSOR_ID_CHARS = 128  # keeps every topic the agent publishes for a sensor far below MQTT's 65,535 bytes
+SENSOR_ID_RULE = (
+    f"a sensor id is one MQTT topic level of at most {MAX_SENSOR_ID_CHARS} characters: non-empty, "
+    "without '/', '+', '#' or control characters"
+)
 
 
 def topic_level(text: str) -> bool:
     """One MQTT topic level: non-empty, no '/', wildcard or NUL."""
     return bool(text) and not any(c in text for c in "/+#\0")
+
+
+def sensor_id(text: str) -> bool:
+    """A sensor id the agent can publish under (``<prefix>/<agent>/<sensor>/alert``, its state, its metrics)."""
+    return topic_level(text) and len(text) <= MAX_SENSOR_ID_CHARS and text.isprintable()
 
 
 def _number(value: float) -> str:

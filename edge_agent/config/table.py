@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, get_type_hints
 
 from edge_agent.common.paths import DATA_ENV, DATA_PLACEHOLDER, data_root
-from edge_agent.config.rules import TOPIC_LEVEL_RULE, rule_of, topic_level
+from edge_agent.config.rules import SENSOR_ID_RULE, rule_of, sensor_id
 
 EXPECTED = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
 _PLACEHOLDER_RE = re.compile(r"\$\{([^}]*)\}")
@@ -210,5 +210,5 @@ class Inspection:
 
 def check_sensor(table: Table, what: str) -> None:
     """``sensor``: one MQTT topic level, required (``what``: e.g. 'the sensor id they play as')."""
-    table.check("sensor", lambda v: not v or topic_level(v), TOPIC_LEVEL_RULE, reason="is not allowed")
+    table.check("sensor", lambda v: not v or sensor_id(v), SENSOR_ID_RULE, reason="is not allowed")
     required(table, "sensor", what)

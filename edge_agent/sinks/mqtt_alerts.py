@@ -41,7 +41,7 @@ import paho.mqtt.client as paho
 
 from edge_agent.common.ratelimit import RateLimitedLog
 from edge_agent.config import MqttSection
-from edge_agent.config.rules import topic_level
+from edge_agent.config.rules import sensor_id
 from edge_agent.metrics import AgentMetrics
 from edge_agent.mqttclient import PUBLISH_ACCEPTED, LastWill, MqttConnection
 from edge_agent.sinks.alert_schema import OpenAlerts, alert_payload, encode
@@ -142,8 +142,8 @@ class MqttAlertSink:
 
     def send(self, event: AlertEvent) -> None:
         """Queue one event (never blocks on the network); its alert and the sensor's state follow."""
-        if not topic_level(event.sensor):
-            self._reject(event, "sensor id cannot be a topic level")
+        if not sensor_id(event.sensor):
+            self._reject(event, "not a sensor id the agent can publish under")
             return
         try:
             alert = encode(alert_payload(event, self._agent_id))
@@ -164,7 +164,7 @@ class MqttAlertSink:
 
     def clear_state(self, sensor: str) -> None:
         """Publish a retained no-alert state (e.g. at start, over a state a previous run left behind)."""
-        if not topic_level(sensor):
+        if not sensor_id(sensor):
             raise ValueError(f"sensor id {sensor!r} cannot be an MQTT topic level")
         with self._cond:
             doc = self._open.cleared(sensor, time.time())

@@ -18,6 +18,7 @@ import paho.mqtt.client as paho
 
 from edge_agent.common.ratelimit import RateLimitedLog
 from edge_agent.config import MqttSection
+from edge_agent.config.rules import SENSOR_ID_RULE, sensor_id
 from edge_agent.metrics import AgentMetrics
 from edge_agent.mqttclient import MqttConnection
 from edge_agent.sources.mqtt_config import MqttSourceSection
@@ -168,6 +169,8 @@ class MqttSource:
         sensor = levels[level] if level < len(levels) else ""
         if not sensor:
             raise PayloadError("unknown_sensor", f"topic has no sensor id at level {level}")
+        if not sensor_id(sensor):  # a hostile id must not reach topics, metric labels or logs
+            raise PayloadError("bad_sensor_id", f"{SENSOR_ID_RULE} (got {len(sensor)} characters)")
         if self._allowed:
             if sensor not in self._allowed:
                 raise PayloadError("unknown_sensor", "sensor is not in the source's sensors list")

@@ -4,17 +4,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from edge_agent.config.rules import setting
+from edge_agent.config.rules import SENSOR_ID_RULE, sensor_id, setting
 from edge_agent.config.sections import SourceSection
 from edge_agent.config.table import (
-    TOPIC_LEVEL_RULE,
     SourceContext,
     Table,
     check_rules,
     required,
     show,
     topic_filter,
-    topic_level,
 )
 from edge_agent.sources.payloads import FORMATS
 
@@ -45,11 +43,9 @@ def check_mqtt_source(table: Table, context: SourceContext) -> None:
     check_rules(table, MqttSourceSection, inherited=False)
     if table.ok("sensors"):
         for index, sensor in enumerate(table.values["sensors"]):
-            if not topic_level(sensor):
+            if not sensor_id(sensor):
                 table.bad.add("sensors")
-                table.errors.append(
-                    f"{table.key('sensors')}[{index}]: {show(sensor)} is not allowed; {TOPIC_LEVEL_RULE}"
-                )
+                table.errors.append(f"{table.key('sensors')}[{index}]: {show(sensor)} is not allowed; {SENSOR_ID_RULE}")
     if not context.mqtt_enabled:
         table.fail("type", "is not allowed while mqtt.enabled = false", "set mqtt.enabled = true in [mqtt]")
     required(table, "topic", "mqtt sources need a topic filter, e.g. 'plant/+/vibration'")

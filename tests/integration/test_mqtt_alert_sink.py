@@ -376,3 +376,20 @@ def test_kill_9_makes_the_broker_publish_offline(broker, subscriber, tmp_path: P
     later = subscriber(status)
     later.wait_for(lambda c: c.last(status) == b"offline", what="retained offline")
     assert later.on(status)[-1].retain
+
+
+def test_a_sensor_id_too_long_for_a_topic_is_refused_and_the_next_alerts_still_go_out(
+    open_sink, subscriber, validator
+) -> None:
+    # Issue 12: a 65,515-byte sensor id made `<prefix>/<agent>/<sensor>/state` longer than MQTT's
+    # 65,535 bytes; paho raised in the pump thread, the thread died and no alert of any sensor
+    # was delivered afterwards. Now the id is refused at send(), counted, and the pump goes on.
+    watch = subscriber(f"{PREFIX}/pumpA/alert")
+    sink, metrics = open_sink()
+    sink.send(event("new", sensor="x" * 65_515))
+    sink.send(event("new"))
+    sink.send(event("end", 1))
+    watch.wait_for(lambda c: len(c.payloads(f"{PREFIX}/pumpA/alert")) == 2, what="pumpA's alerts")
+    assert [d["type"] for d in alerts(watch, validator)] == ["new", "end"]
+    assert value(metrics, "edge_agent_mqtt_publish_failures_total", client="alerts") == 1
+    assert sink.alive()

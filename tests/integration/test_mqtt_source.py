@@ -331,3 +331,15 @@ def test_bad_source_config_is_refused_by_the_config_check(overrides: dict[str, A
     }
     with pytest.raises(ConfigError, match=rf"^sources\[0\]\.{message}: "):
         parse_config(data, base_dir=Path("."))
+
+
+def test_a_hostile_sensor_id_is_refused_before_it_reaches_topics_metrics_or_the_pipeline(run_source, publish) -> None:
+    # Issue 12: a valid chunk whose sensor id is 65,515 bytes was admitted and later broke the
+    # agent's own state topic. Ids the agent cannot publish under are refused at admission.
+    _source, chunks, metrics = run_source(topic="plant/+/vibration")
+    publish("plant/" + "x" * 65_515 + "/vibration", GOOD_JSON)
+    publish("plant/" + "y" * 129 + "/vibration", GOOD_JSON)  # one character past the limit
+    publish("plant/pumpA/vibration", GOOD_JSON)
+    assert [c.sensor for c in chunks.wait(1)] == ["pumpA"]
+    assert errors(metrics) == {"bad_sensor_id": 2}
+    assert value(metrics, "edge_agent_last_sample_timestamp_seconds", sensor="x" * 65_515) == 0
