@@ -3,11 +3,11 @@
 Topics under ``<prefix>/<agent_id>``:
 
 - ``<sensor>/alert``: every lifecycle event, QoS 1, not retained (``alert_payload``).
-- ``<sensor>/state``: retained, QoS 1, the sensor's current alert:
-  ``{"label", "kind", "confidence", "since", "alert_id"}``; with no open alert all but ``since``
-  are null (``since`` is when the last alert ended). Null rather than a "normal" label because the
-  sink does not know each model's healthy class name, and "normal" could be a real class. When a
-  sensor has a fault and a health alert open at once, the fault is shown.
+- ``<sensor>/state``: retained, QoS 1, the sensor's current alert (``sensor_state``): ``{"label", "kind",
+  "confidence", "since", "alert_id", "description", "severity"}``, null but ``since`` (when the last alert
+  ended) with no open alert (not a "normal" label: the sink does not know each model's healthy class,
+  and "normal" could be a real one); and the sensor's ``machine``, ``location``, ``tags`` (``[sensors]``).
+  When a sensor has a fault and a health alert open at once, the fault is shown.
 - ``status``: retained ``online`` on every connect, ``stopped`` on :meth:`close`, ``offline`` as the
   Last Will (the broker publishes it when the agent dies or its link drops).
 
@@ -43,9 +43,10 @@ import paho.mqtt.client as paho
 
 from edge_agent.common.ratelimit import RateLimitedLog
 from edge_agent.config import MqttSection
+from edge_agent.config.sensor_info import SensorInfo
 from edge_agent.metrics import AgentMetrics
 from edge_agent.mqttclient import PUBLISH_ACCEPTED, LastWill, MqttConnection
-from edge_agent.sinks.alert_schema import alert_payload, encode, state_document
+from edge_agent.sinks.alert_schema import alert_payload, encode, sensor_state
 from edge_agent.sinks.outbox import Outbox, open_outbox
 from edge_agent.types import AlertEvent
 
@@ -79,8 +80,9 @@ class MqttAlertSink:
         metrics: AgentMetrics,
         inflight_max: int = 32,
         outbox_path: Path | None = None,
+        sensors: tuple[SensorInfo, ...] = (),  # [sensors]: machine, location, tags in every state
     ) -> None:
-        self._mqtt = mqtt
+        self._mqtt, self._info = mqtt, {info.id: info for info in sensors}
         self._agent_id = agent_id
         self._metrics = metrics
         self._prefix = f"{mqtt.topic_prefix}/{agent_id}"
@@ -95,8 +97,7 @@ class MqttAlertSink:
             on_connected=self._on_connected,
             on_disconnected=self._wake,
         )
-        self._outbox_path = outbox_path
-        self._inflight_max = inflight_max
+        self._outbox_path, self._inflight_max = outbox_path, inflight_max
         self._cond = threading.Condition()
         self._outbox = Outbox(None, metrics=metrics, max_count=mqtt.alert_queue_max)  # open() loads the real one
         self._states: dict[str, _Out] = {}  # latest state per sensor not yet handed to paho
@@ -105,11 +106,9 @@ class MqttAlertSink:
         self._in_hand: _Out | None = None  # taken from the outbox, publish() not yet returned
         self._resending = False  # after a reconnect, until what was in flight is acknowledged
         self._active: dict[str, dict[str, AlertEvent]] = {}  # sensor -> kind -> open alert
-        self._closing = False
-        self._stop_pump = False
+        self._closing = self._stop_pump = False
         self._pump_thread: threading.Thread | None = None
-        self._warn = RateLimitedLog(logger)
-        self._failures = metrics.mqtt_publish_failures.labels(_METRIC_CLIENT)
+        self._warn, self._failures = RateLimitedLog(logger), metrics.mqtt_publish_failures.labels(_METRIC_CLIENT)
         metrics.alerts_queued.set(0)
 
     @property
@@ -167,7 +166,7 @@ class MqttAlertSink:
         """Publish a retained no-alert state (e.g. at start, over a state a previous run left behind)."""
         if not _topic_level_ok(sensor):
             raise ValueError(f"sensor id {sensor!r} cannot be an MQTT topic level")
-        doc = state_document(None, time.time())
+        doc = sensor_state(None, time.time(), self._info.get(sensor))
         with self._cond:
             self._active.pop(sensor, None)
             self._states[sensor] = _Out(f"{self._prefix}/{sensor}/state", encode(doc), True, "state", sensor)
@@ -304,7 +303,8 @@ class MqttAlertSink:
         else:
             open_alerts[event.kind] = event
         current = open_alerts.get("fault") or open_alerts.get("health")
-        return state_document(current, event.ended_at if event.ended_at is not None else event.window_end)
+        since = event.ended_at if event.ended_at is not None else event.window_end
+        return sensor_state(current, since, self._info.get(event.sensor))
 
     def _reject(self, event: AlertEvent, why: str) -> None:
         self._failures.inc()
