@@ -168,7 +168,7 @@ class DecisionEngine:
             confidence = _mean_confidence(history, label)
             event = self._decide(state, prediction, label, confidence, now, model_sha256)
             events += [self._publish(event)] if event is not None else []
-            if state.fault is not None:
+            if state.fault is not None and state.fault.last.label == label:  # the episode's label only
                 state.fault.peak = max(state.fault.peak, confidence)
         if state.fault is not None and state.fault.last.model_name == prediction.model:
             state.fault.closing = prediction

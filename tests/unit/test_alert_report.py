@@ -350,3 +350,19 @@ def test_a_reload_that_changes_a_sensor_place_needs_a_restart() -> None:
     plan = plan_reload(running, new, {"bearing": model}, load=lambda path: model)
     assert "sensors (machine, location, tags)" in plan.restart_keys
     assert plan.config.sensors == running.sensors
+
+
+def test_a_maximum_duration_end_reports_the_last_window_before_the_deadline() -> None:
+    cfg = config(max_duration_s=3.0)
+    clock = Clock()
+    engine = DecisionEngine(cfg.decision, clock=clock)
+    events: list[AlertEvent] = []
+    for index, p in enumerate([0.9, 0.9, 0.92, 0.97]):
+        clock.now = T0 + index
+        events += engine.update(predict("IR007", p, index))
+    events += engine.tick(T0 + 10)
+    end = events[-1]
+    assert (end.type, end.ended_at) == ("end", T0 + 1 + 3.0)  # opened at T0 + 1
+    assert end.window_start == T0 + 3  # the last window seen before the deadline, not the new's (T0 + 1)
+    assert end.confidence == pytest.approx(0.97) and end.probabilities["IR007"] == pytest.approx(0.97)
+    assert end.peak_confidence == pytest.approx((0.9 + 0.92 + 0.97) / 3)
