@@ -366,3 +366,13 @@ def test_a_maximum_duration_end_reports_the_last_window_before_the_deadline() ->
     assert end.window_start == T0 + 3  # the last window seen before the deadline, not the new's (T0 + 1)
     assert end.confidence == pytest.approx(0.97) and end.probabilities["IR007"] == pytest.approx(0.97)
     assert end.peak_confidence == pytest.approx((0.9 + 0.92 + 0.97) / 3)
+
+
+def test_the_exporters_table_describes_the_labels_it_knows_in_label_order() -> None:
+    from edge_agent.training.label_info import CWRU_LABEL_INFO, label_info
+
+    assert list(label_info(["IR021", "custom", "Normal"], CWRU_LABEL_INFO)) == ["IR021", "Normal"]
+    assert CWRU_LABEL_INFO["B014"] == {
+        "description": "ball (rolling-element) fault, 0.36 mm (0.014 in)",
+        "severity": "warning",
+    }
