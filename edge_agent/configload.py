@@ -31,6 +31,7 @@ from edge_agent.config.sections import (
     MqttSection,
     SourceSection,
 )
+from edge_agent.config.sensor_info import read_sensor_info
 from edge_agent.config.table import (
     ConfigError,
     SourceContext,
@@ -62,7 +63,7 @@ SECTIONS: dict[str, type] = {
     "decision": DecisionSection,
     "homeassistant": HomeAssistantSection,
 }
-ARRAYS = ("models", "sources")
+ARRAYS = ("models", "sources", "sensors")
 MODEL_REQUIRED = {"path": "required (a TorchScript model file)"}
 SOURCE_REQUIRED = {
     "type": f"required (one of {', '.join(SOURCES)})",
@@ -155,6 +156,7 @@ def parse_config(data: dict[str, Any], *, base_dir: Path) -> AgentConfig:
     models = _read_models(data.get("models", []), errors, base_dir)
     sources = _read_sources(data.get("sources", []), errors, SourceContext(base_dir, mqtt_enabled))
     checks.cross_check(data, models, sources, errors)
+    sensor_infos = read_sensor_info(data.get("sensors", {}), errors, _named_sensors(sources))
     if errors:
         raise ConfigError(errors)
     built = {name: SECTIONS[name](**table.values) for name, table in sections.items() if table is not None}
@@ -162,7 +164,18 @@ def parse_config(data: dict[str, Any], *, base_dir: Path) -> AgentConfig:
         **built,
         models=tuple(ModelSection(**t.values) for t in models),
         sources=tuple(SOURCES[t.values["type"]].section(**t.values) for t in sources),
+        sensors=sensor_infos,
     )
+
+
+def _named_sensors(sources: list[Table]) -> tuple[str, ...] | None:
+    """The sensor ids the sources name; None when one of them finds its sensors (any id may come)."""
+    if any(t.bad or t.values.get("type") not in SOURCES for t in sources):
+        return None  # their errors are reported; the [sensors] ids are checked once they are right
+    built = [SOURCES[t.values["type"]].section(**t.values) for t in sources]
+    if any(not section.known_sensors for section in built):
+        return None
+    return tuple(sensor for section in built for sensor in section.known_sensors)
 
 
 def load_config(path: str | Path) -> AgentConfig:

@@ -165,6 +165,18 @@ class AgentMetrics:
         self.alert_active = Gauge(
             "edge_agent_alert_active", "1 while an alert of this kind is active.", ["sensor", "kind"], registry=r
         )
+        self.fault_active = Gauge(
+            "edge_agent_fault_active",
+            "1 while a fault alert of this label is open on the sensor (labels from the model meta only).",
+            ["sensor", "model", "label"],
+            registry=r,
+        )
+        self.label_info = Gauge(
+            "edge_agent_label_info",
+            "1 per fault label of a running model: its description and severity (meta label_info).",
+            ["model", "label", "description", "severity"],
+            registry=r,
+        )
         self.mqtt_connected = Gauge(
             "edge_agent_mqtt_connected", "1 while connected to the broker.", ["client"], registry=r
         )
@@ -274,6 +286,7 @@ class AgentMetrics:
                     self.alerts.labels(sensor, label, event_type)
                 for reason in SUPPRESS_REASONS:
                     self.alerts_suppressed.labels(sensor, label, reason)
+                self.fault_active.labels(sensor, model, label)  # at 0 unless a fault of it is open
 
     def init_pipeline(self, queue_capacity_windows: int, sinks: tuple[str, ...] = ()) -> None:
         """Create the pipeline's series at zero: queue capacity, window drop reasons, sink events and errors.

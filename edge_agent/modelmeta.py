@@ -8,6 +8,9 @@ the typed fields, never the document by string key. One model kind per ``kind`` 
 - ``anomaly``: one score per window, learned from healthy data; ``threshold`` (scores above it
   are anomalous) and ``calibration`` (how the threshold was set) are required keys.
 
+Optional ``label_info`` (label -> ``{"description", "severity"}``, :class:`LabelInfo`) says what each
+label means to a maintenance planner; a label it does not list reads as itself, without a severity.
+
 Adding a kind: a name in :data:`KINDS`, its required keys in :data:`KIND_KEYS`, a typed part
 (like :class:`AnomalyScoring`) built in :func:`parse_meta`, and its output width in
 :attr:`ModelMeta.output_width`. Every error is a ``ValueError`` naming the source and the key.
@@ -45,6 +48,7 @@ REQUIRED_KEYS = (
 # keys a kind needs on top of REQUIRED_KEYS
 KIND_KEYS: dict[str, tuple[str, ...]] = {"classifier": (), "anomaly": ("threshold", "calibration")}
 INPUT_KEYS = ("window_samples", "channels", "sample_rate_hz")  # what a window fed to the model must match
+SEVERITIES = ("none", "info", "warning", "critical")  # label_info severities (Alertmanager's names, none: healthy)
 
 
 def _empty() -> Mapping[str, Any]:
@@ -68,6 +72,15 @@ class AnomalyScoring:
 
     threshold: float
     calibration: Mapping[str, Any]  # how the threshold was chosen (healthy windows, quantile, ...)
+
+
+@dataclass(frozen=True)
+class LabelInfo:
+    """What a label means: ``description`` for people (``inner-race fault, 0.18 mm (0.007 in)``) and
+    ``severity`` (one of :data:`SEVERITIES`; None: the file does not say)."""
+
+    description: str
+    severity: str | None = None
 
 
 @dataclass(frozen=True, eq=False)
@@ -97,7 +110,12 @@ class ModelMeta(Mapping[str, Any]):
     code_version: str | None = None
     metrics: Mapping[str, Any] = field(default_factory=_empty)  # test_metrics of the export, {} if none recorded
     evaluation: Mapping[str, Any] = field(default_factory=_empty)  # cross-validation and export checks, {} if none
+    label_info: Mapping[str, LabelInfo] = field(default_factory=_empty)  # label -> description, severity
     document: Mapping[str, Any] = field(default_factory=_empty)  # the whole meta.json
+
+    def describe(self, label: str) -> LabelInfo:
+        """``label``'s :class:`LabelInfo`; a label the file does not describe reads as itself."""
+        return self.label_info.get(label) or LabelInfo(label)
 
     @property
     def engine(self) -> str:
@@ -180,6 +198,7 @@ def parse_meta(document: object, *, source: str) -> ModelMeta:
         code_version=meta.get("code_version") if isinstance(meta.get("code_version"), str) else None,
         metrics=MappingProxyType(metrics if isinstance(metrics, dict) else {}),
         evaluation=MappingProxyType(evaluation if isinstance(evaluation, dict) else {}),
+        label_info=MappingProxyType(_label_info(meta, source)),
         document=MappingProxyType(meta),
     )
 
@@ -213,6 +232,27 @@ def _normalisation(value: object, source: str) -> Normalisation:
         method=method if isinstance(method, str) else None,
         abstain_below_rms=None if floor is None else float(floor),
     )
+
+
+def _label_info(meta: dict[str, Any], source: str) -> dict[str, LabelInfo]:
+    value = meta.get("label_info")
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ValueError(f"{source}: {META_FILE} key 'label_info' must be an object (label -> info), got {value!r}")
+    infos = {}
+    for label, info in value.items():
+        key = f"label_info.{label}"
+        if label not in meta["labels"]:
+            raise ValueError(f"{source}: {META_FILE} key {key!r} is not one of the labels {meta['labels']!r}")
+        if not isinstance(info, dict) or not isinstance(info.get("description"), str) or not info["description"]:
+            raise ValueError(f"{source}: {META_FILE} key {key!r} must be an object with a non-empty 'description'")
+        severity = info.get("severity")
+        if severity is not None and severity not in SEVERITIES:
+            choices = ", ".join(SEVERITIES)
+            raise ValueError(f"{source}: {META_FILE} key '{key}.severity' is {severity!r}; supported: {choices}")
+        infos[label] = LabelInfo(info["description"], severity)
+    return infos
 
 
 def _anomaly(meta: dict[str, Any], source: str) -> AnomalyScoring:

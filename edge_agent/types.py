@@ -73,6 +73,10 @@ class AlertEvent:
 
     ``id`` is stable for the whole episode. ``kind`` is ``fault`` (a model's label) or
     ``health`` (e.g. label ``silent``). Times are epoch seconds; ``ended_at`` only on ``end``.
+    On ``end``, the window, ``probabilities`` and ``confidence`` are the closing evidence (the
+    last window of the episode's model, the label's probability in it) and ``peak_confidence``
+    the episode's highest confidence. ``description``, ``severity`` (the model's meta) and the
+    sensor's ``machine``, ``location``, ``tags`` (``[sensors]``) are added on the way to the sinks.
     """
 
     type: str
@@ -88,3 +92,9 @@ class AlertEvent:
     model_sha256: str = ""
     probabilities: dict[str, float] = field(default_factory=dict)
     ended_at: float | None = None
+    peak_confidence: float | None = None  # highest confidence of the episode so far
+    description: str = ""  # what the label means (meta label_info; else the label)
+    severity: str = ""  # none | info | warning | critical
+    machine: str = ""
+    location: str = ""
+    tags: tuple[str, ...] = ()

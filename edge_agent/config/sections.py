@@ -14,6 +14,7 @@ from pathlib import Path
 
 from edge_agent.common.paths import resolve_state_dir
 from edge_agent.config.rules import TOPIC_LEVEL_RULE, setting, topic_level
+from edge_agent.config.sensor_info import SensorInfo
 
 DEFAULT_METRICS_PORT = 10041  # >= 10000 and not a well-known exporter's port
 PORT = {"ge": 1, "le": 65535, "allowed": "allowed 1 to 65535"}
@@ -134,3 +135,8 @@ class AgentConfig:
     models: tuple[ModelSection, ...] = ()
     sources: tuple[SourceSection, ...] = ()
     homeassistant: HomeAssistantSection = field(default_factory=HomeAssistantSection)
+    sensors: tuple[SensorInfo, ...] = ()  # [sensors."<id>"]: machine, location, tags (config/sensor_info.py)
+
+    def sensor_info(self, sensor: str) -> SensorInfo:
+        """``sensor``'s ``[sensors]`` entry, or an empty one."""
+        return next((info for info in self.sensors if info.id == sensor), SensorInfo(sensor))

@@ -1,8 +1,9 @@
 """The data path between the sources and the sinks, without the lifecycle (that is edge_agent.service.app).
 
 chunk (source thread) -> router -> windows -> inference queue -> worker -> :meth:`DataPath.on_prediction`
--> prediction series, decision -> alert events -> sink fan-out. ``App`` builds one, gives it the
-sinks and the models, asks it for each source's ``emit`` and hands it reloaded models.
+-> prediction series, decision -> alert events -> their context (label description, severity, the
+sensor's machine, location, tags: :mod:`~edge_agent.pipeline.alert_context`) -> sink fan-out.
+``App`` builds one, gives it the sinks and the models, asks it for each source's ``emit`` and hands it reloaded models.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from collections.abc import Callable, Iterable, Mapping
 from edge_agent.config import AgentConfig, SourceSection
 from edge_agent.metrics import AgentMetrics
 from edge_agent.modelfile import LoadedModel
+from edge_agent.pipeline.alert_context import AlertContext
 from edge_agent.pipeline.decision import DecisionEngine
 from edge_agent.pipeline.fanout import SinkFanout
 from edge_agent.pipeline.prediction_series import PredictionSeries
@@ -34,6 +36,7 @@ class DataPath:
         self.fanout = SinkFanout(metrics)
         self.sensors = SensorSeries(metrics)
         self.series = PredictionSeries(metrics)
+        self.context = AlertContext(metrics)
         self._models: Mapping[str, LoadedModel] = {}
         self._config = AgentConfig()
 
@@ -42,6 +45,7 @@ class DataPath:
         self._models, self._config = models, config
         labels = {name: tuple(loaded.meta.labels) for name, loaded in models.items()}
         self.sensors.configure(labels, config.decision.normal_labels)
+        self.context.configure({name: loaded.meta for name, loaded in models.items()}, config)
 
     def router(self, section: SourceSection, submit: Submit) -> Callable[[Chunk], None]:
         """``section``'s source's ``emit``; its configured sensors get their series and are announced now."""
@@ -63,16 +67,17 @@ class DataPath:
         sha256 = prediction.model_sha256 or self._models[prediction.model].sha256
         events = self.decision.update(prediction, model_sha256=sha256)
         self.metrics.latency.observe(time.monotonic() - prediction.window.completed_at)
-        self.fanout.send(events)
+        self.deliver(events)
 
     def tick(self, conditions: Iterable[HealthCondition], now: float) -> None:
         """Time-based decisions (hold-off expiry, maximum duration) and the sources' health conditions."""
         for sensor, label, active in conditions:
-            self.fanout.send(self.decision.health(sensor, label, active, now))
-        self.fanout.send(self.decision.tick(now))
+            self.deliver(self.decision.health(sensor, label, active, now))
+        self.deliver(self.decision.tick(now))
 
     def deliver(self, events: Iterable[AlertEvent]) -> None:
-        self.fanout.send(events)
+        """Events with their context to every sink."""
+        self.fanout.send(self.context.apply(events))
 
     def retire_labels(self, previous: Mapping[str, LoadedModel], changed: Mapping[str, LoadedModel]) -> None:
         """A reload swapped ``changed`` models: remove the series of labels their new files lack."""

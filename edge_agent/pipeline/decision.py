@@ -24,9 +24,8 @@ Fault alerts (``kind="fault"``), at most one per sensor:
   holding counts, so after the fault stops the alert lasts up to ``n - k`` more windows plus
   the hold-off; ``ended_at`` is the last such prediction's time plus ``hold_off_s``), or
   ``max_duration_s`` has passed since ``started_at`` (``ended_at = started_at + max_duration_s``).
-  An end reports the last published label, confidence, probabilities and window. Ends are found
-  by ``update`` and ``tick``, whichever runs first after the deadline; ``ended_at`` does not
-  depend on which.
+  An end reports its own closing evidence (:mod:`edge_agent.pipeline.alert_evidence`). Ends are
+  found by ``update`` and ``tick``, whichever runs first; ``ended_at`` does not depend on which.
 - After an end, a ``new`` with the same label waits until ``ended_at + cooldown_s``; what that
   holds back is counted and logged (:mod:`edge_agent.pipeline.suppressed`).
 - When a sensor's predictions stop for more than ``hold_off_s`` its vote histories are cleared,
@@ -45,11 +44,12 @@ import time
 import uuid
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 from edge_agent.config import DecisionSection
 from edge_agent.config.checks import decision_errors
 from edge_agent.metrics import AgentMetrics
+from edge_agent.pipeline.alert_evidence import end_event, fault_event
 from edge_agent.pipeline.suppressed import SuppressedAlerts
 from edge_agent.types import AlertEvent, Prediction
 
@@ -66,10 +66,13 @@ class _Vote:
 
 @dataclass
 class _Episode:
-    """An active alert: the last published event and when it was last confirmed (clock)."""
+    """An active alert: the last published event, when it was last confirmed (clock), its highest
+    confidence and the last prediction of its model (the closing evidence of its end)."""
 
     last: AlertEvent
     confirmed_at: float
+    peak: float = 1.0
+    closing: Prediction | None = None
 
 
 @dataclass
@@ -162,9 +165,13 @@ class DecisionEngine:
             state.fault.confirmed_at = now
         label = history[-1].label
         if label is not None and label in self._confirmed(history):
-            event = self._decide(state, prediction, label, _mean_confidence(history, label), now, model_sha256)
-            if event is not None:
-                events.append(self._publish(event))
+            confidence = _mean_confidence(history, label)
+            event = self._decide(state, prediction, label, confidence, now, model_sha256)
+            events += [self._publish(event)] if event is not None else []
+            if state.fault is not None and state.fault.last.label == label:  # the episode's label only
+                state.fault.peak = max(state.fault.peak, confidence)
+        if state.fault is not None and state.fault.last.model_name == prediction.model:
+            state.fault.closing = prediction
         return events
 
     def _decide(
@@ -174,15 +181,16 @@ class DecisionEngine:
         if state.fault is None:
             if self._suppressed.holds(prediction.sensor, FAULT, label, now, state.cooldown_until, self.config):
                 return None
-            event = self._fault_event("new", self._new_id(), prediction, label, confidence, now, sha256)
-            state.fault = _Episode(event, now)
+            event = fault_event("new", self._new_id(), prediction, label, confidence, now, sha256, confidence)
+            state.fault = _Episode(event, now, confidence)
             return event
         last = state.fault.last
         if label != last.label and any(last.label in self._confirmed(h) for h in state.votes.values()):
             return None  # the active label is still confirmed: keep it
         if label == last.label and abs(confidence - last.confidence) < self.config.update_min_delta - _EPS:
             return None
-        state.fault.last = self._fault_event("update", last.id, prediction, label, confidence, last.started_at, sha256)
+        peak = state.fault.peak
+        state.fault.last = fault_event("update", last.id, prediction, label, confidence, last.started_at, sha256, peak)
         return state.fault.last
 
     def _health(self, sensor: str, label: str, active: bool, now: float) -> list[AlertEvent]:
@@ -209,31 +217,6 @@ class DecisionEngine:
             if vote.label is not None:
                 counts[vote.label] = counts.get(vote.label, 0) + 1
         return {label for label, count in counts.items() if count >= self.config.confirm_k}
-
-    def _fault_event(
-        self,
-        type_: str,
-        id_: str,
-        prediction: Prediction,
-        label: str,
-        confidence: float,
-        started_at: float,
-        model_sha256: str,
-    ) -> AlertEvent:
-        return AlertEvent(
-            type=type_,
-            id=id_,
-            sensor=prediction.sensor,
-            kind=FAULT,
-            label=label,
-            confidence=confidence,
-            started_at=started_at,
-            window_start=prediction.window.t_start,
-            window_end=prediction.window.t_end,
-            model_name=prediction.model,
-            model_sha256=model_sha256,
-            probabilities=dict(prediction.probabilities),
-        )
 
     def _start_health(self, sensor: str, state: _SensorState, label: str, now: float) -> list[AlertEvent]:
         if self._suppressed.holds(sensor, HEALTH, label, now, state.cooldown_until, self.config):
@@ -278,7 +261,7 @@ class DecisionEngine:
             episode = state.health.pop(label)
         else:
             raise ValueError(f"no active {kind} alert {label!r} on sensor {sensor!r} to end")
-        event = replace(episode.last, type="end", ended_at=ended_at)
+        event = end_event(episode.last, ended_at, episode.closing, episode.peak)
         state.cooldown_until[(kind, event.label)] = ended_at + self.config.cooldown_s
         return self._publish(event)
 

@@ -10,7 +10,7 @@ queued are run by the new model):
   ``channels``, ``sample_rate_hz``); labels may change.
 
 Everything else needs a restart (sockets, devices and buffers are built from it): ``[mqtt]``,
-``[metrics]``, ``agent.id``, ``inference.threads``, ``inference.queue_windows``, ``[[sources]]``,
+``[metrics]``, ``agent.id``, ``inference.threads``, ``inference.queue_windows``, ``[[sources]]``, ``[sensors]``,
 adding, removing or renaming ``[[models]]``, ``hop_samples``, and a model file with another input
 shape. Such changes are logged with their dotted keys and ``edge_agent_config_restart_required``
 is set to 1; the rest of the reload still applies.
@@ -38,7 +38,7 @@ from edge_agent.modelmeta import INPUT_KEYS
 
 logger = logging.getLogger(__name__)
 
-ARRAY_KEYS = ("models", "sources")
+ARRAY_KEYS = ("models", "sources", "sensors")
 # per section, the keys a reload applies (declared ``live=True`` on the field); every other key needs a restart
 LIVE_KEYS = {
     f.name: live_keys(type(getattr(AgentConfig(), f.name)))
@@ -91,8 +91,11 @@ def plan_reload(
                 keep[key] = getattr(old_section, key)  # a restart-only key keeps its running value
         sections[name] = dataclasses.replace(new_section, **keep)
     restart += _source_changes(running, new)
+    restart += ["sensors (machine, location, tags)"] if running.sensors != new.sensors else []
     models, model_sections = _model_changes(running, new, loaded, load, changed, restart)
-    merged = dataclasses.replace(new, **sections, models=model_sections, sources=running.sources)
+    merged = dataclasses.replace(
+        new, **sections, models=model_sections, sources=running.sources, sensors=running.sensors
+    )
     return ReloadPlan(merged, models, tuple(restart), tuple(changed))
 
 

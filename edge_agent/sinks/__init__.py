@@ -84,7 +84,12 @@ def _build_mqtt(config: AgentConfig, build: SinkBuild) -> Sink:
 
     outbox = config.agent.state_path() / OUTBOX_FILE
     return MqttAlertSink(
-        config.mqtt, password=build.password, agent_id=config.agent.id, metrics=build.metrics, outbox_path=outbox
+        config.mqtt,
+        password=build.password,
+        agent_id=config.agent.id,
+        metrics=build.metrics,
+        outbox_path=outbox,
+        sensors=config.sensors,
     )
 
 

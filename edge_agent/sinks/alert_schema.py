@@ -1,22 +1,32 @@
-"""The alert payload on ``<prefix>/<agent>/<sensor>/alert`` (schema version 1, docs/alert.schema.json)
+"""The alert payload on ``<prefix>/<agent>/<sensor>/alert`` (schema version 2, docs/alert.schema.json)
 and the retained sensor state on ``<prefix>/<agent>/<sensor>/state``.
 
-Times are ISO 8601 UTC with milliseconds (``2026-11-22T10:00:00.123Z``); ``ended_at`` is null
-unless ``type`` is ``end``. ``model.name`` / ``model.sha256`` are null for alerts that no model
-raised (e.g. a ``health`` alert for a silent sensor).
+Times are ISO 8601 UTC with milliseconds (``2026-11-22T10:00:00.123Z``); ``ended_at`` and
+``duration_s`` are null unless ``type`` is ``end``. ``model.name`` / ``model.sha256`` are null for
+alerts that no model raised (e.g. a ``health`` alert for a silent sensor); ``machine`` and
+``location`` are null for a sensor without them in ``[sensors]``.
+
+Version 2 (from 1): adds ``description``, ``severity``, ``peak_confidence``, ``duration_s``,
+``machine``, ``location`` and ``tags``, and an ``end`` now carries its own closing evidence
+(window, probabilities, confidence) instead of a copy of the last update's. Every key of version 1
+keeps its name and type. It is a new version because a consumer could break: one that validates
+with the version-1 schema (``additionalProperties: false``) refuses the new keys, and one that read
+an end's confidence as the episode's would now read the closing window's (``peak_confidence``).
 """
 
 from __future__ import annotations
 
 import json
 import math
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from edge_agent.config.sensor_info import SensorInfo
 from edge_agent.types import AlertEvent
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 EVENT_TYPES = ("new", "update", "end")
 ALERT_KINDS = ("fault", "health")
 SCHEMA_PATH = Path(__file__).resolve().parents[2] / "docs" / "alert.schema.json"  # in a source checkout
@@ -31,16 +41,17 @@ def iso_utc(epoch_s: float) -> str:
 
 
 def alert_payload(event: AlertEvent, agent_id: str) -> dict[str, Any]:
-    """The schema-1 document for one lifecycle event; ValueError on a type, kind or value it cannot carry."""
+    """The schema-2 document for one lifecycle event; ValueError on a type, kind or value it cannot carry."""
     if event.type not in EVENT_TYPES:
         raise ValueError(f"alert type must be one of {EVENT_TYPES}, got {event.type!r}")
     if event.kind not in ALERT_KINDS:
         raise ValueError(f"alert kind must be one of {ALERT_KINDS}, got {event.kind!r}")
-    ended_at = None
+    ended_at, duration_s = None, None
     if event.type == "end":
         if event.ended_at is None:
             raise ValueError(f"alert {event.id}: an end event needs ended_at")
-        ended_at = iso_utc(event.ended_at)
+        ended_at, duration_s = iso_utc(event.ended_at), round(max(0.0, event.ended_at - event.started_at), 3)
+    peak = event.confidence if event.peak_confidence is None else max(event.peak_confidence, event.confidence)
     return {
         "schema": SCHEMA_VERSION,
         "type": event.type,
@@ -55,7 +66,21 @@ def alert_payload(event: AlertEvent, agent_id: str) -> dict[str, Any]:
         "ended_at": ended_at,
         "window": {"start": iso_utc(event.window_start), "end": iso_utc(event.window_end)},
         "model": {"name": event.model_name or None, "sha256": event.model_sha256 or None},
+        "description": event.description or event.label,
+        "severity": event.severity or None,
+        "peak_confidence": _probability(peak, "peak_confidence"),
+        "duration_s": duration_s,
+        **sensor_context(event),
     }
+
+
+def sensor_context(event: AlertEvent | None, info: SensorInfo | None = None) -> dict[str, Any]:
+    """The sensor's place (``[sensors]``): ``{"machine", "location", "tags"}`` from ``info`` if given, else
+    from ``event``; null / [] when not known."""
+    place: Any = info if info is not None else event
+    if place is None:
+        return {"machine": None, "location": None, "tags": []}
+    return {"machine": place.machine or None, "location": place.location or None, "tags": list(place.tags)}
 
 
 def state_document(current: AlertEvent | None, since_s: float) -> dict[str, Any]:
@@ -75,11 +100,21 @@ def state_document(current: AlertEvent | None, since_s: float) -> dict[str, Any]
     }
 
 
-class OpenAlerts:
-    """Each sensor's open alerts by kind, for its state document (a fault is shown before a health alert)."""
+def sensor_state(current: AlertEvent | None, since_s: float, info: SensorInfo | None = None) -> dict[str, Any]:
+    """The retained state topic: :func:`state_document`, the shown alert's ``description`` and ``severity``
+    (null with none open) and the sensor's ``machine``, ``location``, ``tags`` (``info``, else the alert's)."""
+    label = {"description": None, "severity": None}
+    if current is not None:
+        label = {"description": current.description or current.label, "severity": current.severity or None}
+    return {**state_document(current, since_s), **label, **sensor_context(current, info)}
 
-    def __init__(self) -> None:
+
+class OpenAlerts:
+    """Each sensor's open alerts by kind, for its state topic (a fault is shown before a health alert)."""
+
+    def __init__(self, info: Mapping[str, SensorInfo] | None = None) -> None:
         self._open: dict[str, dict[str, AlertEvent]] = {}  # sensor -> kind -> open alert
+        self._info = dict(info or {})  # sensor id -> its machine, location, tags ([sensors])
 
     def state_after(self, event: AlertEvent) -> dict[str, Any]:
         """The sensor's state document once ``event`` has happened."""
@@ -89,12 +124,13 @@ class OpenAlerts:
         else:
             open_alerts[event.kind] = event
         current = open_alerts.get("fault") or open_alerts.get("health")
-        return state_document(current, event.ended_at if event.ended_at is not None else event.window_end)
+        since_s = event.ended_at if event.ended_at is not None else event.window_end
+        return sensor_state(current, since_s, self._info.get(event.sensor))
 
     def cleared(self, sensor: str, now_s: float) -> dict[str, Any]:
         """Forget the sensor's open alerts (a retained state left from before is being cleared): no-alert state."""
         self._open.pop(sensor, None)
-        return state_document(None, now_s)
+        return sensor_state(None, now_s, self._info.get(sensor))
 
 
 def encode(document: dict[str, Any]) -> bytes:

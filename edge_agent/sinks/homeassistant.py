@@ -9,6 +9,11 @@ state topic ``<prefix>/<agent_id>/<sensor>/state`` (``{"label", "kind", "confide
   alert), ``none`` while no alert is open;
 - ``sensor`` ``<sensor>_confidence``: the open alert's confidence in %, unknown while none is open.
 
+Every entity has the state document as attributes: the open alert's ``description`` and
+``severity``, the sensor's ``machine``, ``location`` and ``tags`` (``[sensors]``). A sensor with a
+``machine`` is a device named ``<machine> (<sensor>)``, one with a ``location`` suggests it as the
+device's area.
+
 Availability is the agent's status topic: ``online`` is available; ``offline`` (Last Will) and
 ``stopped`` are not. Discovery configs go to
 ``<discovery_prefix>/<component>/<agent_id>/<sensor>_<entity>/config``, retained, QoS 1, on every
@@ -34,6 +39,7 @@ import paho.mqtt.client as paho
 
 import edge_agent
 from edge_agent.config import AgentConfig, HomeAssistantSection, MqttSection
+from edge_agent.config.sensor_info import SensorInfo
 from edge_agent.metrics import AgentMetrics
 from edge_agent.mqttclient import PUBLISH_ACCEPTED, MqttConnection
 from edge_agent.types import AlertEvent
@@ -59,7 +65,13 @@ def discovery_id(text: str) -> str:
 
 
 def discovery_messages(
-    ha: HomeAssistantSection, *, topic_prefix: str, agent_id: str, sensor: str, models: tuple[str, ...]
+    ha: HomeAssistantSection,
+    *,
+    topic_prefix: str,
+    agent_id: str,
+    sensor: str,
+    models: tuple[str, ...],
+    info: SensorInfo | None = None,
 ) -> dict[str, dict[str, Any]]:
     """Discovery topic -> config document for one sensor's device and its three entities."""
     base = f"{topic_prefix}/{agent_id}"
@@ -86,6 +98,10 @@ def discovery_messages(
         },
         "origin": {"name": "edge-agent", "sw_version": edge_agent.__version__},
     }
+    if info is not None and info.machine:
+        common["device"]["name"] = f"{info.machine} ({sensor})"
+    if info is not None and info.location:
+        common["device"]["suggested_area"] = info.location
     entities: dict[tuple[str, str], dict[str, Any]] = {
         ("binary_sensor", "fault"): {"name": "Fault", "device_class": "problem", "value_template": FAULT_TEMPLATE},
         ("sensor", "label"): {"name": "Alert label", "icon": "mdi:tag-outline", "value_template": LABEL_TEMPLATE},
@@ -119,8 +135,10 @@ class HomeAssistantDiscoverySink:
         agent_id: str,
         sensors: Mapping[str, tuple[str, ...]],
         metrics: AgentMetrics,
+        places: tuple[SensorInfo, ...] = (),  # [sensors]: machine, location of the devices
     ) -> None:
         self._ha = ha
+        self._places = {info.id: info for info in places}
         self._mqtt = mqtt
         self._agent_id = agent_id
         self._sensors: dict[str, tuple[str, ...]] = dict(sensors)  # sensor -> its models
@@ -192,7 +210,12 @@ class HomeAssistantDiscoverySink:
             chosen = {s: self._sensors[s] for s in (sensors if sensors is not None else self._sensors)}
         for sensor, models in chosen.items():
             messages = discovery_messages(
-                self._ha, topic_prefix=self._mqtt.topic_prefix, agent_id=self._agent_id, sensor=sensor, models=models
+                self._ha,
+                topic_prefix=self._mqtt.topic_prefix,
+                agent_id=self._agent_id,
+                sensor=sensor,
+                models=models,
+                info=self._places.get(sensor),
             )
             for topic, document in messages.items():
                 info = client.publish(topic, json.dumps(document, sort_keys=True), qos=1, retain=True)
@@ -216,4 +239,5 @@ def discovery_sink(config: AgentConfig, *, password: str | None, metrics: AgentM
         agent_id=config.agent.id,
         sensors=sensors,
         metrics=metrics,
+        places=config.sensors,
     )

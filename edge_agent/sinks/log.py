@@ -15,13 +15,24 @@ logger = logging.getLogger(__name__)
 
 
 def describe(event: AlertEvent) -> str:
-    """One human line, e.g. ``NEW fault demo-motor-de: IR007 (0.97) id=ab12 window 10:00:01-10:00:02``."""
+    """One human line, e.g. ``NEW fault pump-3: IR007 (0.97) inner-race fault, 0.18 mm (0.007 in) [warning]
+    id=ab12 window 10:00:01.000-10:00:01.170 UTC; machine 'pump 3' at 'hall 2' tags line-2``; an end adds
+    its peak confidence and duration."""
     start = datetime.fromtimestamp(event.window_start, UTC).strftime("%H:%M:%S.%f")[:-3]
     end = datetime.fromtimestamp(event.window_end, UTC).strftime("%H:%M:%S.%f")[:-3]
-    return (
-        f"{event.type.upper():<6} {event.kind} {event.sensor}: {event.label} ({event.confidence:.2f}) "
+    what = f" {event.description}" if event.description and event.description != event.label else ""
+    what += f" [{event.severity}]" if event.severity else ""
+    line = (
+        f"{event.type.upper():<6} {event.kind} {event.sensor}: {event.label} ({event.confidence:.2f}){what} "
         f"id={event.id} window {start}-{end} UTC"
     )
+    if event.type == "end" and event.ended_at is not None:
+        peak = event.confidence if event.peak_confidence is None else event.peak_confidence
+        line += f"; peak {peak:.2f} over {event.ended_at - event.started_at:.1f} s"
+    place = [f"machine {event.machine!r}"] if event.machine else []
+    place += [f"at {event.location!r}"] if event.location else []
+    place += [f"tags {','.join(event.tags)}"] if event.tags else []
+    return line + ("; " + " ".join(place) if place else "")
 
 
 class LogAlertSink:

@@ -3,10 +3,11 @@
 Topics under ``<prefix>/<agent_id>``:
 
 - ``<sensor>/alert``: every lifecycle event, QoS 1, not retained (``alert_payload``).
-- ``<sensor>/state``: retained, QoS 1, the sensor's current alert:
-  ``{"label", "kind", "confidence", "since", "alert_id"}``; with no open alert all but ``since``
-  are null (``since`` is when the last alert ended; see ``alert_schema.state_document``). When a
-  sensor has a fault and a health alert open at once, the fault is shown.
+- ``<sensor>/state``: retained, QoS 1, the sensor's current alert (``sensor_state``): ``{"label", "kind",
+  "confidence", "since", "alert_id", "description", "severity"}``, null but ``since`` (when the last alert
+  ended) with no open alert (not a "normal" label: the sink does not know each model's healthy class,
+  and "normal" could be a real one); and the sensor's ``machine``, ``location``, ``tags`` (``[sensors]``).
+  When a sensor has a fault and a health alert open at once, the fault is shown.
 - ``status``: retained ``online`` on every connect, ``stopped`` on :meth:`close`, ``offline`` as the
   Last Will (the broker publishes it when the agent dies or its link drops).
 
@@ -42,6 +43,7 @@ import paho.mqtt.client as paho
 from edge_agent.common.ratelimit import RateLimitedLog
 from edge_agent.config import MqttSection
 from edge_agent.config.rules import sensor_id
+from edge_agent.config.sensor_info import SensorInfo
 from edge_agent.metrics import AgentMetrics
 from edge_agent.mqttclient import PUBLISH_ACCEPTED, LastWill, MqttConnection
 from edge_agent.sinks.alert_schema import OpenAlerts, alert_payload, encode
@@ -78,6 +80,7 @@ class MqttAlertSink:
         metrics: AgentMetrics,
         inflight_max: int = 32,
         outbox_path: Path | None = None,
+        sensors: tuple[SensorInfo, ...] = (),  # [sensors]: machine, location, tags in every state
     ) -> None:
         self._mqtt = mqtt
         self._agent_id = agent_id
@@ -94,8 +97,7 @@ class MqttAlertSink:
             on_connected=self._on_connected,
             on_disconnected=self._wake,
         )
-        self._outbox_path = outbox_path
-        self._inflight_max = inflight_max
+        self._outbox_path, self._inflight_max = outbox_path, inflight_max
         self._cond = threading.Condition()
         self._outbox = Outbox(None, metrics=metrics, max_count=mqtt.alert_queue_max)  # open() loads the real one
         self._states: dict[str, _Out] = {}  # latest state per sensor not yet handed to paho
@@ -103,12 +105,10 @@ class MqttAlertSink:
         self._early_acks: set[int] = set()  # PUBACKs that arrived before publish() returned the mid
         self._in_hand: _Out | None = None  # taken from the outbox, publish() not yet returned
         self._resending = False  # after a reconnect, until what was in flight is acknowledged
-        self._open = OpenAlerts()  # what each sensor's state document shows
-        self._closing = False
-        self._stop_pump = False
+        self._open = OpenAlerts({info.id: info for info in sensors})  # what each sensor's state topic shows
+        self._closing = self._stop_pump = False
         self._pump_thread: threading.Thread | None = None
-        self._warn = RateLimitedLog(logger)
-        self._failures = metrics.mqtt_publish_failures.labels(_METRIC_CLIENT)
+        self._warn, self._failures = RateLimitedLog(logger), metrics.mqtt_publish_failures.labels(_METRIC_CLIENT)
         metrics.alerts_queued.set(0)
 
     @property

@@ -22,6 +22,7 @@ from edge_agent.training.audio_data import CLASS_NAMES, BldcDataset, clip_window
 from edge_agent.training.audio_train import AudioTrainConfig, build_audio_model, train_audio
 from edge_agent.training.complexity import count_macs, count_parameters
 from edge_agent.training.export import SCHEMA_VERSION, build_torchscript, code_version
+from edge_agent.training.label_info import AUDIO_LABEL_INFO, label_info
 from edge_agent.training.quantize import QUANTIZED_ENGINE, save_torchscript
 
 logger = logging.getLogger(__name__)
@@ -103,6 +104,7 @@ def export_audio(
             "kernel_size": config.kernel_size,
         },
         "labels": list(CLASS_NAMES),
+        "label_info": label_info(CLASS_NAMES, AUDIO_LABEL_INFO),
         "sample_rate_hz": dataset.sample_rate_hz,
         "window_samples": config.window_samples,
         "hop_samples": config.hop_samples,

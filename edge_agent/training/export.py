@@ -37,6 +37,7 @@ from edge_agent.training.accuracy_gate import REFUSED, LowAccuracyError, accurac
 from edge_agent.training.complexity import count_macs, count_parameters
 from edge_agent.training.data import CwruDataset, load_cwru, make_windows
 from edge_agent.training.evaluate import EVAL_SEED, accuracy_vs_snr, predict_labels, summarize, test_windows
+from edge_agent.training.label_info import CWRU_LABEL_INFO, label_info
 from edge_agent.training.noise import NOISE_TYPES, add_noise, snr_label
 from edge_agent.training.quantize import (
     QUANTIZED_ENGINE,
@@ -57,8 +58,6 @@ GRAPH_LAYOUT = "2d-channels-last"  # (N, C, 1, L) NHWC inside the graph; the fil
 
 
 # ---------------------------------------------------------------- meta
-
-
 def code_version() -> str:
     """``edge_agent.__version__`` plus the git commit (``-dirty`` with local changes), else ``+unknown``."""
     repo = Path(edge_agent.__file__).resolve().parents[1]
@@ -283,6 +282,7 @@ def export_run(
         },
     )
     meta["training"] = _training_meta(summary, config, run_dir)
+    meta["label_info"] = label_info(meta["labels"], CWRU_LABEL_INFO)  # descriptions and severities for alerts
     calibration = calibration_set(dataset, config, calibration_windows) if quantize else None
     module, meta = build_torchscript(model, meta, calibration=calibration, engine=engine, quantize_stem=quantize_stem)
     if quantize:

@@ -14,6 +14,7 @@ import paho.mqtt.client as paho
 import pytest
 
 from edge_agent.config import HomeAssistantSection, MqttSection
+from edge_agent.config.sensor_info import SensorInfo
 from edge_agent.metrics import AgentMetrics
 from edge_agent.sinks.homeassistant import HomeAssistantDiscoverySink
 from edge_agent.sinks.mqtt_alerts import MqttAlertSink
@@ -64,16 +65,18 @@ def render(template: str, payload: bytes) -> str:
 def open_sinks(mqtt_config: Callable[..., MqttSection]) -> Iterator[Callable[..., Any]]:
     opened: list[Any] = []
 
-    def make(sensors: dict[str, tuple[str, ...]], *, alerts: bool = False) -> Any:
+    def make(sensors: dict[str, tuple[str, ...]], *, alerts: bool = False, places: tuple[SensorInfo, ...] = ()) -> Any:
         mqtt, metrics = mqtt_config(), AgentMetrics()
         ha = HomeAssistantSection(enabled=True)
-        sink = HomeAssistantDiscoverySink(ha, mqtt, password=None, agent_id=AGENT, sensors=sensors, metrics=metrics)
+        sink = HomeAssistantDiscoverySink(
+            ha, mqtt, password=None, agent_id=AGENT, sensors=sensors, metrics=metrics, places=places
+        )
         sink.open()
         opened.append(sink)
         assert sink.connected.wait(10)
         if not alerts:
             return sink
-        alert_sink = MqttAlertSink(mqtt, password=None, agent_id=AGENT, metrics=metrics)
+        alert_sink = MqttAlertSink(mqtt, password=None, agent_id=AGENT, metrics=metrics, sensors=places)
         alert_sink.open()
         opened.append(alert_sink)
         assert alert_sink.connected.wait(10)
@@ -264,3 +267,22 @@ def test_discovery_ids_of_sensors_that_differ_only_in_unsafe_characters_do_not_c
     assert discovery_id("pump-1_a") == "pump-1_a"  # safe ids stay as they are
     ids = {discovery_id(name) for name in ("pump.1", "pump_1", "pump 1", "pump/1")}
     assert len(ids) == 4 and all(i.startswith("pump_1") for i in ids)
+
+
+def test_a_sensor_place_names_its_device_and_reaches_every_entity_as_attributes(open_sinks, subscriber) -> None:
+    place = SensorInfo("pump-1", machine="cooling pump 1", location="hall 2", tags=("line-2", "critical-asset"))
+    state_topic = f"{BASE}/pump-1/state"
+    live = subscriber("homeassistant/#", state_topic)
+    _, alerts = open_sinks({"pump-1": ("bearing",)}, alerts=True, places=(place,))
+    alerts.clear_state("pump-1")  # what the agent does at start for a configured sensor
+    live.wait_for(lambda c: {m.topic for m in c.messages} >= config_topics("pump-1") | {state_topic}, what="configs")
+    for topic in config_topics("pump-1"):
+        doc = json.loads(live.last(topic))
+        assert (doc["device"]["name"], doc["device"]["suggested_area"]) == ("cooling pump 1 (pump-1)", "hall 2")
+        assert doc["json_attributes_topic"] == state_topic  # Home Assistant shows the state document's keys
+    attributes = json.loads(live.last(state_topic))
+    assert (attributes["machine"], attributes["location"], attributes["tags"]) == (
+        "cooling pump 1",
+        "hall 2",
+        ["line-2", "critical-asset"],
+    )

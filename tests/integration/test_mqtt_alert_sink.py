@@ -91,6 +91,14 @@ def test_generated_payloads_validate(validator, ev: AlertEvent) -> None:
         "ended_at",
         "window",
         "model",
+        # schema 2 adds these after the version-1 keys
+        "description",
+        "severity",
+        "peak_confidence",
+        "duration_s",
+        "machine",
+        "location",
+        "tags",
     ]
     assert doc["started_at"] == "2026-11-28T10:00:00.000Z"
     assert (doc["ended_at"] is None) == (ev.type != "end")
@@ -118,7 +126,8 @@ _DELETE = object()
 BROKEN = [
     ("missing id", ("id",), _DELETE),
     ("extra key", ("extra",), 1),
-    ("schema version 2", ("schema",), 2),
+    ("schema version 1", ("schema",), 1),  # version 1 lacks the keys of 2 (docs/alert.schema.json)
+    ("schema version 3", ("schema",), 3),
     ("unknown type", ("type",), "closed"),
     ("unknown kind", ("kind",), "warning"),
     ("confidence above 1", ("confidence",), 1.5),
@@ -214,6 +223,8 @@ def test_alert_lifecycle_and_retained_state(open_sink, subscriber, validator) ->
         "confidence": 0.9,
         "since": "2026-11-28T10:00:00.000Z",
         "alert_id": "pumpA-fault-1",
+        **{"description": "inner_race", "severity": None},  # added by schema 2: the label described ...
+        **{"machine": None, "location": None, "tags": []},  # ... and the sensor's place ([sensors])
     }
     sink.send(event("update", 1, label="ball", confidence=0.95))
     sink.send(event("end", 2))
@@ -232,6 +243,7 @@ def test_alert_lifecycle_and_retained_state(open_sink, subscriber, validator) ->
         "confidence": None,
         "since": "2026-11-28T10:00:02.100Z",
         "alert_id": None,
+        **{"description": None, "severity": None, "machine": None, "location": None, "tags": []},
     }
     assert sink.alive()
     late = subscriber(state_topic)  # retained for whoever subscribes later

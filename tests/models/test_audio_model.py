@@ -13,6 +13,7 @@ from edge_agent.nn.audio import LogSpectrumFrontEnd, RawFrontEnd, audio_drsn_cw
 from edge_agent.training.audio_data import BldcDataset, Clip
 from edge_agent.training.audio_export import export_audio, train_shipped
 from edge_agent.training.audio_train import AudioTrainConfig, evaluate_clips, summarise_cv
+from edge_agent.training.label_info import AUDIO_LABEL_INFO
 
 REPO = Path(__file__).resolve().parents[2]
 SHIPPED = REPO / "models" / "drsn_cw_bldc_audio.pt"
@@ -63,6 +64,7 @@ def test_export_honours_the_model_file_contract(tmp_path: Path) -> None:
     meta = export_audio(run, tmp_path / "m.pt", dataset, float_out=tmp_path / "f.pt", cv_summary=cv)
     assert read_meta(tmp_path / "m.pt") == meta
     assert meta["labels"] == ["healthy", "propeller", "bearing"] and meta["kind"] == "classifier"
+    assert meta["label_info"] == AUDIO_LABEL_INFO  # every label described, for alerts
     assert (meta["window_samples"], meta["hop_samples"], meta["channels"]) == (1024, 512, 1)
     assert meta["precision"] == "int8" and meta["quantized_engine"] == "onednn"
     assert meta["evaluation"]["cross_validation"] == cv

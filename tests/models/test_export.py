@@ -190,6 +190,7 @@ def test_cli_export_of_a_run(fake_data_root: Path, tmp_path: Path, capsys: pytes
     meta = read_meta(out)
     assert printed == {k: meta[k] for k in ("name", "quantized_engine", "test_metrics")}
     assert meta["labels"] == ["class0", "class1", "class2"] and meta["precision"] == "int8"
+    assert meta["label_info"] == {}  # the fake pack's classes are not CWRU's: none described (labels read as-is)
     assert meta["training"]["data_sha256"] == json.loads((run / "summary.json").read_text())["data_sha256"]
     metrics = meta["test_metrics"]
     assert set(metrics["accuracy"]) == {"clean", "-5", "-10"}
