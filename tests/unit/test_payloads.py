@@ -104,8 +104,8 @@ def test_rejected_payloads_name_their_reason(payload: bytes, overrides: dict[str
 def test_every_parse_reason_is_covered_and_known() -> None:
     reasons = {c[3] for c in REJECTED}
     assert reasons <= set(PAYLOAD_ERROR_REASONS)
-    # the two remaining reasons are decided by the source (topic), not by the payload
-    assert set(PAYLOAD_ERROR_REASONS) - reasons == {"unknown_sensor", "too_many_sensors"}
+    # the remaining reasons are decided by the source (the topic's sensor id), not by the payload
+    assert set(PAYLOAD_ERROR_REASONS) - reasons == {"unknown_sensor", "too_many_sensors", "bad_sensor_id"}
 
 
 def test_error_messages_do_not_echo_the_payload() -> None:
