@@ -14,6 +14,7 @@ import platform
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 import edge_agent
+from edge_agent.metrics_streams import StreamMetrics
 
 logger = logging.getLogger(__name__)
 
@@ -251,6 +252,7 @@ class AgentMetrics:
             ["source", "sensor"],
             registry=r,
         )
+        self.streams = StreamMetrics(r)  # stream supervision (edge_agent.pipeline.supervision)
         for reason in ALERT_DROP_REASONS:
             self.alerts_dropped.labels(reason)
         self.build_info.labels(edge_agent.__version__, platform.python_version(), _torch_version()).set(1)
@@ -261,6 +263,8 @@ class AgentMetrics:
         self.stream_gaps.labels(sensor)
         self.signal_seconds.labels(sensor)
         self.windows_emitted.labels(sensor)
+        self.last_sample.labels(sensor)  # 0 until its first sample: EdgeAgentSensorSilent can fire
+        self.streams.init_sensor(sensor)
         for kind in ("fault", "health"):
             self.alert_active.labels(sensor, kind).set(0)
 

@@ -25,7 +25,15 @@ from edge_agent.service.preflight import check_fit
 from edge_agent.service.reload import ReloadError, ReloadPlan, plan_reload
 from edge_agent.service.sdnotify import Notifier, Watchdog
 from edge_agent.sinks import SinkBuild, build_sinks
-from edge_agent.sources import SOURCES, HealthReporting, Source, SourceBuild, build_source, health_reporting
+from edge_agent.sources import (
+    SOURCES,
+    HealthReporting,
+    Source,
+    SourceBuild,
+    build_source,
+    health_reporting,
+)
+from edge_agent.types import StreamEvents
 
 logger = logging.getLogger(__name__)
 
@@ -245,16 +253,18 @@ class App:
     def _start_sources(self) -> None:
         assert self.worker is not None  # the inference step came first
         for section in self.config.sources:
-            source = self._build_source(section)
-            source.start(self.datapath.router(section, self.worker.submit))
+            real_time = SOURCES[section.type].real_time(section)
+            router = self.datapath.router(section, self.worker.submit, real_time=real_time)
+            source = self._build_source(section, router)
+            source.start(router)
             self.sources.append(source)
             self.health_sources += health_reporting(section, source)
 
-    def _build_source(self, section: SourceSection) -> Source:
+    def _build_source(self, section: SourceSection, router: StreamEvents) -> Source:
         def finished() -> None:
             self._source_finished(section.name)
 
-        return build_source(section, SourceBuild(self.config, self.metrics, self.password, finished))
+        return build_source(section, SourceBuild(self.config, self.metrics, self.password, finished, router))
 
     def _stop_sources(self) -> None:
         for source in self.sources:
