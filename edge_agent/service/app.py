@@ -21,6 +21,7 @@ from edge_agent.pipeline.decision import DecisionEngine
 from edge_agent.pipeline.inference import InferenceWorker
 from edge_agent.service.backoff import StartAborted, retry_with_backoff
 from edge_agent.service.exporter import serve_metrics
+from edge_agent.service.heartbeat import Heartbeat
 from edge_agent.service.preflight import check_fit
 from edge_agent.service.reload import ReloadError, ReloadPlan, plan_reload
 from edge_agent.service.sdnotify import Notifier, Watchdog
@@ -70,6 +71,7 @@ class App:
         self.read_config = read_config  # reads the configuration file again (reload); None: no reload
         self.reload_requested = threading.Event()
         self._watchdog = Watchdog(self.notifier, self.problem, self.status_line)
+        self._heartbeat = Heartbeat(self.metrics.registry, config.agent.heartbeat_s)
         self._finished_sources: set[str] = set()
         self._lock = threading.Lock()
 
@@ -136,6 +138,7 @@ class App:
         """Time-based decisions (hold-off expiry, maximum duration) and the sources' health conditions."""
         conditions = [c for source in self.health_sources for c in source.health()]
         self.datapath.tick(conditions, time.time())
+        self._heartbeat.poll()
 
     def healthy(self, max_stall_s: float = 5.0) -> bool:
         """True while the inference worker turns and every source and sink thread lives (for the watchdog)."""
