@@ -211,7 +211,8 @@ class WindowAssembler:
         if chunk.seq is not None and state.last_seq is not None and chunk.seq != state.last_seq + 1:
             return f"seq {state.last_seq} -> {chunk.seq}, expected {state.last_seq + 1}"
         expected_s = state.origin_s + state.inputs / rate
-        return f"ts {chunk.t0:.6f} is {chunk.t0 - expected_s:+.3f} s from the expected {expected_s:.6f}"
+        what = "arrival-time t0" if chunk.t0_estimated else "ts"
+        return f"{what} {chunk.t0:.6f} is {chunk.t0 - expected_s:+.3f} s from the expected {expected_s:.6f}"
 
     def _gap(self, sensor: str, cause: str) -> None:
         if self._on_gap is not None:

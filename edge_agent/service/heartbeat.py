@@ -14,6 +14,7 @@ from prometheus_client import CollectorRegistry
 
 logger = logging.getLogger(__name__)
 
+NAMED_PROBLEMS = 5  # the line names the first few (sensor: reason); edge-agent status lists them all
 Sample = tuple[str, dict[str, str], float]  # (sample name, labels, value)
 
 
@@ -35,10 +36,15 @@ def summary(samples: list[Sample], windows_per_s: float | None) -> str:
         if name == "edge_agent_stream_problem" and value == 1
     ]
     rate = "-" if windows_per_s is None else f"{windows_per_s:.1f}"
-    text = f"{len(sensors)} sensors, {rate} windows/s, {open_alerts:.0f} open alerts"
+    text = f"{_count(len(sensors), 'sensor')}, {rate} windows/s, {_count(round(open_alerts), 'open alert')}"
     if problems:
-        text += f", {len(problems)} stream problem{'s' if len(problems) > 1 else ''} ({', '.join(problems)})"
+        named = ", ".join(problems[:NAMED_PROBLEMS]) + (", ..." if len(problems) > NAMED_PROBLEMS else "")
+        text += f", {_count(len(problems), 'stream problem')} ({named})"
     return text
+
+
+def _count(n: int, what: str) -> str:
+    return f"{n} {what}{'' if n == 1 else 's'}"
 
 
 class Heartbeat:

@@ -74,6 +74,8 @@ SENSORS = [
     Sensor("three-ch", lambda i, t, rng: json_chunk(i, t, noise(rng, channels=3))),
     Sensor("two-ch", lambda i, t, rng: json_chunk(i, t, noise(rng, channels=2))),
     Sensor("hi-rate", lambda i, t, rng: json_chunk(i, t, noise(rng, 2 * CHUNK), 2 * RATE_HZ)),
+    # the same seq on a source that declares it (seq_counts = "samples"): accepted, analysed
+    Sensor("by-samples", lambda i, t, rng: json_chunk(i * CHUNK, t, noise(rng)), topic="counted/{}/vibration"),
     # a binary source configured for 12 kHz receiving 25.6 kHz: 2560 samples every 0.1 s
     Sensor("fast-binary", lambda i, t, rng: noise(rng, 2560).tobytes(), topic="bin/{}/vibration", every_s=0.1),
 ]
@@ -115,6 +117,12 @@ path = "{REPO / "models" / "drsn_cw_cwru.pt"}"
 type = "mqtt"
 name = "plant"
 topic = "plant/+/vibration"
+models = ["bearing"]
+[[sources]]
+type = "mqtt"
+name = "counted"
+topic = "counted/+/vibration"
+seq_counts = "samples"
 models = ["bearing"]
 [[sources]]
 type = "mqtt"
@@ -283,6 +291,13 @@ def test_a_healthy_stream_raises_no_problem(run: Run) -> None:
     assert all(dict(labels)["sensor"] != "healthy" for labels in problems), problems
     assert all(dict(labels)["sensor"] != "hi-rate" for labels in problems), problems
     assert value(run.metrics, "edge_agent_windows_total", sensor="healthy") > 0
+
+
+def test_seq_counting_samples_is_accepted_where_configured(run: Run) -> None:
+    problems = [v for (name, labels), v in run.metrics.items() if name == "edge_agent_stream_problem" and v]
+    assert value(run.metrics, "edge_agent_stream_problem", sensor="by-samples", reason="seq_samples") == 0.0
+    assert value(run.metrics, "edge_agent_stream_gaps_total", sensor="by-samples") == 0.0, problems
+    assert value(run.metrics, "edge_agent_windows_total", sensor="by-samples") > 0
 
 
 def test_a_sensor_with_only_bad_payloads_has_its_series_and_silent_alarm(run: Run) -> None:
