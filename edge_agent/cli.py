@@ -150,7 +150,7 @@ class _Parser(argparse.ArgumentParser):
     ) -> tuple[argparse.Namespace, list[str]]:
         parsed, rest = super().parse_known_args(args, namespace)
         before = vars(parsed).pop("verbose_before", False)
-        parsed.verbose = bool(getattr(parsed, "verbose", False) or before)
+        parsed.verbose = bool(vars(parsed).get("verbose", False) or before)
         return parsed, rest
 
 
@@ -161,7 +161,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     _register_training(parser, sub)
 
-    p = sub.add_parser("check-config", help="validate a config file and what `run` checks at start; exit 0 or 2")
+    p = sub.add_parser("check-config", help="validate a config file and what run checks at start; exit 0 or 2")
     p.add_argument("path", nargs="?", default="config.toml", help="config file (default: config.toml)")
     p.add_argument(
         "--skip-model-files",
