@@ -11,7 +11,8 @@ field and the likely cause (rate-limited per (sensor, reason), with the count su
 problem is logged at INFO.
 
 - ``ts_unit``: ``ts`` divided by 1e3, 1e6 or 1e9 is within a day of the agent's clock (ms, µs, ns);
-- ``clock_offset``: ``ts`` (seconds) is more than ``streams.clock_offset_max_s`` from the agent's clock;
+- ``clock_offset``: ``ts`` (seconds) plus the chunk's duration (its last sample's time) is more than
+  ``streams.clock_offset_max_s`` from the agent's clock at arrival;
 - ``seq_samples``: ``seq`` advanced by the previous chunk's sample count instead of 1 (every chunk a gap);
 - ``rate_mismatch``: samples arrived over the last ``streams.rate_interval_s`` at a rate that differs from
   the declared one (``sample_rate_hz`` of the payload or the source) by more than ``streams.rate_tolerance``;
@@ -140,7 +141,7 @@ class StreamSupervisor:
         state.last_seq, state.last_n = chunk.seq, n
         if self.spec.real_time:
             if not chunk.t0_estimated:
-                self._check_ts(sensor, chunk.t0)
+                self._check_ts(sensor, chunk.t0, n / rate)
             self._check_rate(state, sensor, chunk.received_at, n, rate)
         state.since_window_s = 0.0 if windows else state.since_window_s + n / rate
         self._check_windows(state, sensor)
@@ -165,9 +166,9 @@ class StreamSupervisor:
                 step,
             )
 
-    def _check_ts(self, sensor: str, ts: float) -> None:
+    def _check_ts(self, sensor: str, ts: float, duration_s: float) -> None:
         now = self._wall_clock()
-        offset_s = ts - now
+        offset_s = ts + duration_s - now  # the chunk's last sample was recorded just before it arrived
         for scale, unit in UNITS:
             if abs(ts / scale - now) <= UNIT_MATCH_S:
                 self._set(
@@ -189,8 +190,9 @@ class StreamSupervisor:
             sensor,
             "clock_offset",
             abs(offset_s) > self._settings.clock_offset_max_s,
-            "sensor %s (source %s): field ts is %+.0f s from the agent's clock (more than streams.clock_offset_max_s "
-            "= %g): the sender's clock is not set (NTP) or ts is not epoch seconds; alert times will be off",
+            "sensor %s (source %s): field ts (+ the chunk's duration) is %+.0f s from the agent's clock (more than "
+            "streams.clock_offset_max_s = %g): the sender's clock is not set (NTP) or ts is not epoch seconds; "
+            "alert times will be off",
             sensor,
             self.spec.source,
             offset_s,

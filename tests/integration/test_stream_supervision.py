@@ -110,6 +110,7 @@ reconnect_max_s = 1.0
 port = {metrics_port}
 [streams]
 rate_interval_s = {RATE_INTERVAL_S}
+rate_tolerance = 0.3  # a loaded test machine delays and bursts messages; 25.6 kHz on 12 kHz is +113 %
 [[models]]
 name = "bearing"
 path = "{REPO / "models" / "drsn_cw_cwru.pt"}"

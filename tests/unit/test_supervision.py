@@ -103,6 +103,12 @@ def test_ts_far_from_the_agent_clock(clocks: Clocks, caplog: pytest.LogCaptureFi
     assert "-3600 s from the agent's clock" in caplog.text and SENSOR in caplog.text
 
 
+def test_a_long_chunk_is_judged_by_its_last_sample(clocks: Clocks) -> None:
+    supervisor, registry = make(clocks, clock_offset_max_s=60.0)
+    supervisor.observe(chunk(clocks, ts=clocks.wall_s - 90.0, n=90 * 12_000), 0)  # 90 s of samples, just ended
+    assert problem(registry, "clock_offset") == 0.0
+
+
 def test_estimated_t0_and_replays_skip_the_clock_checks(clocks: Clocks) -> None:
     supervisor, registry = make(clocks, real_time=False)
     supervisor.observe(chunk(clocks, ts=clocks.wall_s * 1000), 0)
