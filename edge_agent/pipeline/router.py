@@ -3,7 +3,8 @@
 :class:`SensorSeries` is the one place that creates a source's and a sensor's series at zero
 (``init_source``, ``init_sensor``, ``init_sensor_model``), each once however many sources name
 the sensor: configured sensors at start (so a sensor whose payloads are all rejected still has
-its series), a sensor a wildcard topic finds with its first chunk, and the per-label series again
+its series), a sensor a wildcard topic finds when its source admits it (its first message, before the
+payload is parsed) or with its first chunk, and the per-label series again
 when a reload changes a model's labels or the normal labels.
 
 :func:`make_router` builds the :class:`Router`, the ``emit`` callback of one source (it runs on the source's

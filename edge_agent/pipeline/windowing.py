@@ -5,7 +5,8 @@ and the position of the next window. A *segment* is a run of chunks that follow 
 gap ends it, drops the buffered samples (and the resampler's history) and starts a new segment
 with the chunk that revealed the gap. Unrelated samples are never stitched into one window.
 
-Gaps (each counted once in ``stream_gaps``):
+Gaps (each counted once in ``stream_gaps`` and reported to ``on_gap(sensor, cause)``, which the
+stream supervision logs):
 
 - ``seq`` is not the previous chunk's ``seq + 1`` (checked only when both chunks carry a seq);
 - ``t0`` differs from the expected time of the next sample by more than ``gap_tolerance_s``
