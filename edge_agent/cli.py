@@ -124,6 +124,12 @@ def _cmd_devices(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_status(args: argparse.Namespace) -> int:
+    from edge_agent.service.status import run_status
+
+    return run_status(args.config, args.url, args.interval_s)
+
+
 def version_text() -> str:
     """``edge-agent 0.1.0 (Python 3.11.2, torch 2.13.0+cpu)``: torch's version from its metadata, not imported."""
     try:
@@ -166,6 +172,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("devices", help="list the sound-card input devices PortAudio sees (for soundcard sources)")
     p.set_defaults(func=_cmd_devices)
+
+    p = sub.add_parser("status", help="what the running agent does, per sensor (read from its /metrics)")
+    p.add_argument("--config", default="config.toml", help="configuration file naming [metrics] (default: config.toml)")
+    p.add_argument("--url", help="the agent's metrics URL instead, e.g. http://127.0.0.1:10041/metrics")
+    p.add_argument("--interval-s", type=float, default=1.0, help="seconds between the two scrapes (default: 1.0)")
+    p.set_defaults(func=_cmd_status)
 
     p = sub.add_parser("run", help="run the agent (default: config.toml, the embedded CWRU replay)")
     p.add_argument("--config", default="config.toml", help="configuration file (default: config.toml)")

@@ -30,6 +30,7 @@ from edge_agent.config.sections import (
     ModelSection,
     MqttSection,
     SourceSection,
+    StreamsSection,
 )
 from edge_agent.config.sensor_info import read_sensor_info
 from edge_agent.config.table import (
@@ -62,6 +63,7 @@ SECTIONS: dict[str, type] = {
     "inference": InferenceSection,
     "decision": DecisionSection,
     "homeassistant": HomeAssistantSection,
+    "streams": StreamsSection,
 }
 ARRAYS = ("models", "sources", "sensors")
 MODEL_REQUIRED = {"path": "required (a TorchScript model file)"}
@@ -144,6 +146,7 @@ def parse_config(data: dict[str, Any], *, base_dir: Path) -> AgentConfig:
         "inference": lambda table: None,  # every rule is declared on the fields
         "decision": checks.check_decision,
         "homeassistant": checks.check_homeassistant,
+        "streams": lambda table: None,  # every rule is declared on the fields
     }
     sections: dict[str, Table | None] = {}
     for name, cls in SECTIONS.items():

@@ -14,28 +14,12 @@ import platform
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 import edge_agent
+from edge_agent.metrics_streams import StreamMetrics
 
 logger = logging.getLogger(__name__)
 
-LATENCY_BUCKETS_S = (
-    0.001,
-    0.0025,
-    0.005,
-    0.01,
-    0.02,
-    0.03,
-    0.04,
-    0.05,
-    0.075,
-    0.1,
-    0.15,
-    0.2,
-    0.25,
-    0.5,
-    1.0,
-    2.5,
-    5.0,
-)
+LATENCY_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.03, 0.04, 0.05, 0.075, 0.1, 0.15, 0.2, 0.25, 0.5, 1.0)
+LATENCY_BUCKETS_S += (2.5, 5.0)
 INFERENCE_BUCKETS_S = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128)
 PAYLOAD_ERROR_REASONS = (
@@ -264,6 +248,7 @@ class AgentMetrics:
             ["source", "sensor"],
             registry=r,
         )
+        self.streams = StreamMetrics(r)  # stream supervision (edge_agent.pipeline.supervision)
         for reason in ALERT_DROP_REASONS:
             self.alerts_dropped.labels(reason)
         self.build_info.labels(edge_agent.__version__, platform.python_version(), _torch_version()).set(1)
@@ -274,6 +259,8 @@ class AgentMetrics:
         self.stream_gaps.labels(sensor)
         self.signal_seconds.labels(sensor)
         self.windows_emitted.labels(sensor)
+        self.last_sample.labels(sensor)  # 0 until its first sample: EdgeAgentSensorSilent can fire
+        self.streams.init_sensor(sensor)
         for kind in ("fault", "health"):
             self.alert_active.labels(sensor, kind).set(0)
 

@@ -6,6 +6,7 @@ All are immutable; arrays are numpy float32 shaped ``(channels, samples)``. Time
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import numpy as np
 
@@ -98,3 +99,11 @@ class AlertEvent:
     machine: str = ""
     location: str = ""
     tags: tuple[str, ...] = ()
+
+
+class StreamEvents(Protocol):
+    """What a source that admits sensors itself (mqtt) tells its router besides the chunks."""
+
+    def admit(self, sensor: str) -> None: ...
+
+    def rejected(self, sensor: str, reason: str) -> None: ...

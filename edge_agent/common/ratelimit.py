@@ -1,4 +1,4 @@
-"""A warning that repeats (one bad message a second, a full queue) is logged at most once a minute."""
+"""A warning (or another level) that repeats (one bad message a second) is logged at most once a minute."""
 
 from __future__ import annotations
 
@@ -21,6 +21,10 @@ class RateLimitedLog:
 
     def warning(self, key: Hashable, msg: str, *args: object, exc_info: bool = False) -> bool:
         """Log ``msg % args`` unless ``key`` logged less than ``interval_s`` ago; True if logged."""
+        return self.log(logging.WARNING, key, msg, *args, exc_info=exc_info)
+
+    def log(self, level: int, key: Hashable, msg: str, *args: object, exc_info: bool = False) -> bool:
+        """:meth:`warning` at ``level``."""
         now = self._clock()
         last = self._last.get(key)
         if last is not None and now - last < self._interval_s:
@@ -29,7 +33,8 @@ class RateLimitedLog:
         self._last[key] = now
         suppressed = self._suppressed.pop(key, 0)
         if suppressed:
-            self._logger.warning(
+            self._logger.log(
+                level,
                 msg + " (%d similar suppressed in the last %.0f s)",
                 *args,
                 suppressed,
@@ -37,5 +42,5 @@ class RateLimitedLog:
                 exc_info=exc_info,
             )
         else:
-            self._logger.warning(msg, *args, exc_info=exc_info)
+            self._logger.log(level, msg, *args, exc_info=exc_info)
         return True

@@ -18,6 +18,7 @@ from edge_agent.config.sections import (
     ModelSection,
     MqttSection,
     SourceSection,
+    StreamsSection,
 )
 
 __all__ = [
@@ -31,4 +32,5 @@ __all__ = [
     "ModelSection",
     "MqttSection",
     "SourceSection",
+    "StreamsSection",
 ]

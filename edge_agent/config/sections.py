@@ -29,6 +29,7 @@ class AgentSection:
     state_dir: str = setting(
         ""
     )  # alert outbox; empty: $STATE_DIRECTORY (systemd), else $XDG_STATE_HOME/edge-agent/<id>
+    heartbeat_s: float = setting(300.0, **NOT_NEGATIVE)  # one INFO line: sensors, windows/s, alerts; 0: off
 
     def state_path(self) -> Path:
         """The folder of the agent's state (the alert outbox): see :func:`edge_agent.common.paths.resolve_state_dir`."""
@@ -115,6 +116,20 @@ class SourceSection:
         """Sensor ids the configuration names (empty: the source discovers them)."""
         return ()
 
+    @property
+    def stream_format(self) -> str:
+        """How the samples arrive, for the log (a payload format; default: the source type)."""
+        return self.type
+
+
+@dataclass(frozen=True)
+class StreamsSection:
+    """Stream supervision (``edge_agent.pipeline.supervision``): when a stream is reported as wrong."""
+
+    rate_tolerance: float = setting(0.05, gt=0, le=1)  # |arrival rate / declared rate - 1| above this: rate_mismatch
+    rate_interval_s: float = setting(10.0, gt=0)  # the arrival rate is measured over this much time
+    clock_offset_max_s: float = setting(60.0, gt=0)  # |ts - the agent's clock| above this: clock_offset
+
 
 @dataclass(frozen=True)
 class HomeAssistantSection:
@@ -135,6 +150,7 @@ class AgentConfig:
     models: tuple[ModelSection, ...] = ()
     sources: tuple[SourceSection, ...] = ()
     homeassistant: HomeAssistantSection = field(default_factory=HomeAssistantSection)
+    streams: StreamsSection = field(default_factory=StreamsSection)
     sensors: tuple[SensorInfo, ...] = ()  # [sensors."<id>"]: machine, location, tags (config/sensor_info.py)
 
     def sensor_info(self, sensor: str) -> SensorInfo:

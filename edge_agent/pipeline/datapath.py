@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 
 from edge_agent.config import AgentConfig, SourceSection
 from edge_agent.metrics import AgentMetrics
@@ -19,8 +19,8 @@ from edge_agent.pipeline.alert_context import AlertContext
 from edge_agent.pipeline.decision import DecisionEngine
 from edge_agent.pipeline.fanout import SinkFanout
 from edge_agent.pipeline.prediction_series import PredictionSeries
-from edge_agent.pipeline.router import SensorSeries, Submit, make_router
-from edge_agent.types import AlertEvent, Chunk, Prediction
+from edge_agent.pipeline.router import Router, SensorSeries, Submit, make_router
+from edge_agent.types import AlertEvent, Prediction
 
 logger = logging.getLogger(__name__)
 
@@ -47,8 +47,11 @@ class DataPath:
         self.sensors.configure(labels, config.decision.normal_labels)
         self.context.configure({name: loaded.meta for name, loaded in models.items()}, config)
 
-    def router(self, section: SourceSection, submit: Submit) -> Callable[[Chunk], None]:
-        """``section``'s source's ``emit``; its configured sensors get their series and are announced now."""
+    def router(self, section: SourceSection, submit: Submit, *, real_time: bool = True) -> Router:
+        """``section``'s source's ``emit``; its configured sensors get their series and are announced now.
+
+        ``real_time``: the source delivers at the signal's pace (not a replay at another speed).
+        """
         hops = {m.name: m.hop_samples for m in self._config.models}
         metas = {name: self._models[name].meta for name in section.models}
         return make_router(
@@ -59,6 +62,8 @@ class DataPath:
             sensors=self.sensors,
             submit=submit,
             announce=self.fanout.announce,
+            streams=self._config.streams,
+            real_time=real_time,
         )
 
     def on_prediction(self, prediction: Prediction) -> None:

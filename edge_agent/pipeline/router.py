@@ -3,10 +3,12 @@
 :class:`SensorSeries` is the one place that creates a source's and a sensor's series at zero
 (``init_source``, ``init_sensor``, ``init_sensor_model``), each once however many sources name
 the sensor: configured sensors at start (so a sensor whose payloads are all rejected still has
-its series), a sensor a wildcard topic finds with its first chunk, and the per-label series again
+its series), a sensor a wildcard topic finds when its source admits it (its first message, before the
+payload is parsed) or with its first chunk, and the per-label series again
 when a reload changes a model's labels or the normal labels.
 
-:func:`make_router` builds the ``emit`` callback of one source (it runs on the source's thread).
+:func:`make_router` builds the :class:`Router`, the ``emit`` callback of one source (it runs on the source's
+thread), which also feeds the source's stream supervision (edge_agent.pipeline.supervision).
 """
 
 from __future__ import annotations
@@ -15,9 +17,10 @@ import logging
 import threading
 from collections.abc import Callable, Iterable, Mapping
 
-from edge_agent.config import SourceSection
+from edge_agent.config import SourceSection, StreamsSection
 from edge_agent.metrics import AgentMetrics
 from edge_agent.modelmeta import ModelMeta
+from edge_agent.pipeline.supervision import StreamSpec, StreamSupervisor
 from edge_agent.pipeline.windowing import WindowAssembler
 from edge_agent.types import Chunk, Window
 
@@ -90,42 +93,101 @@ def make_router(
     sensors: SensorSeries,
     submit: Submit,
     announce: Announce,
-) -> Callable[[Chunk], None]:
+    streams: StreamsSection | None = None,
+    real_time: bool = True,
+) -> Router:
     """The ``emit`` of ``section``'s source: chunk -> windows for each of its models -> ``submit``.
 
     ``hop_samples`` overrides a model's meta hop (``[[models]] hop_samples``; None: the meta's).
-    Configured sensors get their series and are announced now; a new sensor with its first chunk.
+    Configured sensors get their series and are announced now; a new sensor when its source admits
+    it (:meth:`Router.admit`) or with its first chunk. ``real_time``: the source delivers at the
+    signal's own pace (the supervision's clock and arrival-rate checks apply).
     """
     assemblers = {}
+    supervisor = StreamSupervisor(
+        _spec(section, metas, hop_samples, real_time), metrics.streams, streams or StreamsSection()
+    )
     for index, name in enumerate(section.models):
         meta = metas[name]
         hop = hop_samples.get(name) or meta.hop_samples
-        # per-sensor sample and gap counts come from the first model's assembler only
+        # per-sensor sample and gap counts (and the gaps' log) come from the first model's assembler only
         counted = metrics if index == 0 else None
         assemblers[name] = WindowAssembler(
-            meta.window_samples, hop, meta.sample_rate_hz, meta.channels, metrics=counted
+            meta.window_samples,
+            hop,
+            meta.sample_rate_hz,
+            meta.channels,
+            metrics=counted,
+            on_gap=supervisor.gap if index == 0 else None,
         )
     sensors.add_source(section.name)
-    known = set(section.known_sensors)
+    router = Router(section, assemblers, supervisor, metrics, sensors, submit, announce)
     for sensor in section.known_sensors:
         new_sensor, _ = sensors.add(sensor, section.models)
         if new_sensor:  # the sinks know configured sensors from the configuration
             announce(sensor, (), True)
-    wrong_channels = metrics.payload_errors.labels(section.name, "wrong_channels")
+    return router
 
-    def route(chunk: Chunk) -> None:
-        if chunk.sensor not in known:  # first samples of a sensor a wildcard topic found
-            known.add(chunk.sensor)
-            new_sensor, added = sensors.add(chunk.sensor, section.models)
+
+def _spec(
+    section: SourceSection, metas: Mapping[str, ModelMeta], hops: Mapping[str, int | None], real_time: bool
+) -> StreamSpec:
+    models = [metas[name] for name in section.models]
+    window_s = max((m.window_samples / m.sample_rate_hz for m in models), default=0.0)
+    hop_s = max(((hops.get(n) or metas[n].hop_samples) / metas[n].sample_rate_hz for n in section.models), default=0.0)
+    rates = {name: metas[name].sample_rate_hz for name in section.models}
+    return StreamSpec(section.name, section.stream_format, real_time, window_s, hop_s, rates)
+
+
+class Router:
+    """One source's ``emit`` (its thread): chunks to windows, and what the source knows of its sensors."""
+
+    def __init__(
+        self,
+        section: SourceSection,
+        assemblers: Mapping[str, WindowAssembler],
+        supervisor: StreamSupervisor,
+        metrics: AgentMetrics,
+        sensors: SensorSeries,
+        submit: Submit,
+        announce: Announce,
+    ) -> None:
+        self._models = section.models
+        self._assemblers = assemblers
+        self.supervisor = supervisor
+        self._sensors = sensors
+        self._submit = submit
+        self._announce = announce
+        self._known = set(section.known_sensors)
+        self._wrong_channels = metrics.payload_errors.labels(section.name, "wrong_channels")
+
+    def admit(self, sensor: str) -> None:
+        """The source admitted ``sensor`` (before parsing its first payload): its series, the sinks told."""
+        if sensor not in self._known:
+            self._known.add(sensor)
+            new_sensor, added = self._sensors.add(sensor, self._models)
             if new_sensor or added:
-                announce(chunk.sensor, added, new_sensor)
-        for name, assembler in assemblers.items():
+                self._announce(sensor, added, new_sensor)
+
+    def rejected(self, sensor: str, reason: str) -> None:
+        """The source rejected a payload of admitted ``sensor`` (``reason``: a payload error reason)."""
+        self.admit(sensor)
+        self.supervisor.rejected(sensor, reason)
+
+    def __call__(self, chunk: Chunk) -> None:
+        self.admit(chunk.sensor)  # first samples of a sensor a wildcard topic found (a no-op once known)
+        count, refused = 0, 0
+        for name, assembler in self._assemblers.items():
             try:
                 windows = assembler.push(chunk)
             except ValueError:  # wrong channel count for this model: counted, chunk skipped
-                wrong_channels.inc()
+                self._wrong_channels.inc()
+                refused += 1
                 continue
+            count += len(windows)
             for window in windows:
-                submit(name, window)
-
-    return route
+                self._submit(name, window)
+        if refused and refused == len(self._assemblers):
+            self.supervisor.rejected(chunk.sensor, "wrong_channels")
+        else:
+            self.supervisor.observe(chunk, count)

@@ -5,7 +5,8 @@ and the position of the next window. A *segment* is a run of chunks that follow 
 gap ends it, drops the buffered samples (and the resampler's history) and starts a new segment
 with the chunk that revealed the gap. Unrelated samples are never stitched into one window.
 
-Gaps (each counted once in ``stream_gaps``):
+Gaps (each counted once in ``stream_gaps`` and reported to ``on_gap(sensor, cause)``, which the
+stream supervision logs):
 
 - ``seq`` is not the previous chunk's ``seq + 1`` (checked only when both chunks carry a seq);
 - ``t0`` differs from the expected time of the next sample by more than ``gap_tolerance_s``
@@ -31,6 +32,7 @@ cost no copy; copy before modifying one (``np.stack`` for a batch already does).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -89,6 +91,7 @@ class WindowAssembler:
         channels: int,
         metrics: AgentMetrics | None = None,
         gap_tolerance_s: float | None = None,
+        on_gap: Callable[[str, str], None] | None = None,
     ) -> None:
         for name, value in (("window_samples", window_samples), ("hop_samples", hop_samples), ("channels", channels)):
             if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
@@ -103,6 +106,7 @@ class WindowAssembler:
         self.channels = int(channels)
         self.gap_tolerance_s = gap_tolerance_s
         self._metrics = metrics
+        self._on_gap = on_gap  # (sensor, cause) at each gap (the stream supervision logs them)
         self._sensors: dict[str, _SensorState] = {}
 
     def push(self, chunk: Chunk) -> list[Window]:
@@ -121,6 +125,7 @@ class WindowAssembler:
         if x.shape[0] != self.channels:
             if state is not None:
                 self._count_gap(state)
+                self._gap(chunk.sensor, f"{x.shape[0]} channels instead of {self.channels}")
                 del self._sensors[chunk.sensor]
             raise ValueError(f"chunk of sensor {chunk.sensor!r} has {x.shape[0]} channels, expected {self.channels}")
         if state is None:
@@ -129,6 +134,7 @@ class WindowAssembler:
             error_s = self._time_error(state, chunk, rate)
             if error_s is None:
                 self._count_gap(state)
+                self._gap(chunk.sensor, self._gap_cause(state, chunk, rate))
                 self._restart(state, rate, chunk.t0)
             else:
                 state.origin_s += CLOCK_TRACKING * error_s  # follow the sender's clock slowly
@@ -198,6 +204,20 @@ class WindowAssembler:
             # gap (and must not steer the clock), but a pause longer than this still is
             return 0.0 if abs(error_s) <= max(state.tolerance_s, ESTIMATED_GAP_TOLERANCE_S) else None
         return error_s if abs(error_s) <= state.tolerance_s else None  # a NaN t0 is a gap too
+
+    def _gap_cause(self, state: _SensorState, chunk: Chunk, rate: float) -> str:
+        """Why ``chunk`` does not continue the segment (the checks of :meth:`_time_error`, for the log)."""
+        if not _same_rate(rate, state.rate_hz):
+            return f"sample rate {state.rate_hz:g} -> {rate:g} Hz"
+        if chunk.seq is not None and state.last_seq is not None and chunk.seq != state.last_seq + 1:
+            return f"seq {state.last_seq} -> {chunk.seq}, expected {state.last_seq + 1}"
+        expected_s = state.origin_s + state.inputs / rate
+        what = "arrival-time t0" if chunk.t0_estimated else "ts"
+        return f"{what} {chunk.t0:.6f} is {chunk.t0 - expected_s:+.3f} s from the expected {expected_s:.6f}"
+
+    def _gap(self, sensor: str, cause: str) -> None:
+        if self._on_gap is not None:
+            self._on_gap(sensor, cause)
 
     @staticmethod
     def _count_gap(state: _SensorState) -> None:

@@ -21,11 +21,20 @@ from edge_agent.pipeline.decision import DecisionEngine
 from edge_agent.pipeline.inference import InferenceWorker
 from edge_agent.service.backoff import StartAborted, retry_with_backoff
 from edge_agent.service.exporter import serve_metrics
+from edge_agent.service.heartbeat import Heartbeat
 from edge_agent.service.preflight import check_fit
 from edge_agent.service.reload import ReloadError, ReloadPlan, plan_reload
 from edge_agent.service.sdnotify import Notifier, Watchdog
 from edge_agent.sinks import SinkBuild, build_sinks
-from edge_agent.sources import SOURCES, HealthReporting, Source, SourceBuild, build_source, health_reporting
+from edge_agent.sources import (
+    SOURCES,
+    HealthReporting,
+    Source,
+    SourceBuild,
+    build_source,
+    health_reporting,
+)
+from edge_agent.types import StreamEvents
 
 logger = logging.getLogger(__name__)
 
@@ -62,6 +71,7 @@ class App:
         self.read_config = read_config  # reads the configuration file again (reload); None: no reload
         self.reload_requested = threading.Event()
         self._watchdog = Watchdog(self.notifier, self.problem, self.status_line)
+        self._heartbeat = Heartbeat(self.metrics.registry, config.agent.heartbeat_s)
         self._finished_sources: set[str] = set()
         self._lock = threading.Lock()
 
@@ -128,6 +138,7 @@ class App:
         """Time-based decisions (hold-off expiry, maximum duration) and the sources' health conditions."""
         conditions = [c for source in self.health_sources for c in source.health()]
         self.datapath.tick(conditions, time.time())
+        self._heartbeat.poll()
 
     def healthy(self, max_stall_s: float = 5.0) -> bool:
         """True while the inference worker turns and every source and sink thread lives (for the watchdog)."""
@@ -245,16 +256,18 @@ class App:
     def _start_sources(self) -> None:
         assert self.worker is not None  # the inference step came first
         for section in self.config.sources:
-            source = self._build_source(section)
-            source.start(self.datapath.router(section, self.worker.submit))
+            real_time = SOURCES[section.type].real_time(section)
+            router = self.datapath.router(section, self.worker.submit, real_time=real_time)
+            source = self._build_source(section, router)
+            source.start(router)
             self.sources.append(source)
             self.health_sources += health_reporting(section, source)
 
-    def _build_source(self, section: SourceSection) -> Source:
+    def _build_source(self, section: SourceSection, router: StreamEvents) -> Source:
         def finished() -> None:
             self._source_finished(section.name)
 
-        return build_source(section, SourceBuild(self.config, self.metrics, self.password, finished))
+        return build_source(section, SourceBuild(self.config, self.metrics, self.password, finished, router))
 
     def _stop_sources(self) -> None:
         for source in self.sources:

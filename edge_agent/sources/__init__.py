@@ -19,7 +19,7 @@ from edge_agent.config.table import Inspection, SourceContext, Table
 from edge_agent.sources.mqtt_config import MqttSourceSection, check_mqtt_source, mqtt_rate_hz
 from edge_agent.sources.replay import ReplaySection, check_replay_source, inspect_replay
 from edge_agent.sources.soundcard_config import SoundcardSection, check_soundcard_source, soundcard_rate_hz
-from edge_agent.types import Chunk
+from edge_agent.types import Chunk, StreamEvents
 
 if TYPE_CHECKING:
     from edge_agent.metrics import AgentMetrics
@@ -57,6 +57,7 @@ class SourceBuild:
     metrics: AgentMetrics
     password: str | None
     on_finished: Callable[[], None]
+    streams: StreamEvents | None = None  # the source's router: admitted sensors and rejected payloads
 
 
 @dataclass(frozen=True)
@@ -68,7 +69,8 @@ class SourceType:
     when known (:class:`~edge_agent.config.table.Inspection`). ``finite`` says whether a configured source
     ends by itself, ``live_channels`` whether its ``channels`` must equal its models' channels,
     ``reports_health`` whether it is a :class:`HealthReporting` source, ``loops`` whether ``run --loop``
-    applies (``loop = true``).
+    applies (``loop = true``), ``real_time`` whether it delivers at the signal's own pace (the stream
+    supervision's clock and arrival-rate checks apply).
     """
 
     section: type[SourceSection]
@@ -79,6 +81,7 @@ class SourceType:
     live_channels: bool = False
     reports_health: bool = False
     loops: bool = False
+    real_time: Callable[[Any], bool] = lambda section: True
 
 
 def _build_replay(section: ReplaySection, build: SourceBuild) -> Source:
@@ -91,7 +94,14 @@ def _build_mqtt(section: MqttSourceSection, build: SourceBuild) -> Source:
     from edge_agent.sources.mqtt import MqttSource
 
     config = build.config
-    return MqttSource(section, config.mqtt, password=build.password, agent_id=config.agent.id, metrics=build.metrics)
+    return MqttSource(
+        section,
+        config.mqtt,
+        password=build.password,
+        agent_id=config.agent.id,
+        metrics=build.metrics,
+        streams=build.streams,
+    )
 
 
 def _build_soundcard(section: SoundcardSection, build: SourceBuild) -> Source:
@@ -113,6 +123,7 @@ SOURCES: dict[str, SourceType] = {
         inspect_replay,
         finite=lambda section: not section.loop,
         loops=True,
+        real_time=lambda section: section.speed == 1,
     ),
     "soundcard": SourceType(
         SoundcardSection,

@@ -3,8 +3,12 @@
 The sensor id is topic level ``sensor_level`` (0-based) of each message's topic, e.g. topic filter
 ``plant/+/vibration`` with ``sensor_level = 1``. Sensor ids are bounded: either the allow-list
 ``sensors`` or at most ``max_sensors`` distinct ids (they become metric labels); a sensor is
-admitted with its first valid payload. Rejected messages are counted by reason and logged at
-most once a minute per reason.
+admitted with its first message, before its payload is parsed (so a sensor whose payloads are all
+rejected has its series, its silent alarm and its stream supervision). Rejected messages are
+counted by source and reason, those of an admitted sensor also by sensor, and logged at most once
+a minute per (sensor, reason) (per reason for refused sensor ids, which are not bounded).
+``seq_counts = "samples"``: a JSON ``seq`` that advances by the previous message's sample count
+is turned into a message count before the windowing (README, "Payloads").
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import paho.mqtt.client as paho
@@ -23,7 +28,7 @@ from edge_agent.metrics import AgentMetrics
 from edge_agent.mqttclient import MqttConnection
 from edge_agent.sources.mqtt_config import MqttSourceSection
 from edge_agent.sources.payloads import MAX_PAYLOAD_BYTES, PayloadError, parse_payload
-from edge_agent.types import Chunk
+from edge_agent.types import Chunk, StreamEvents
 
 logger = logging.getLogger(__name__)
 
@@ -40,6 +45,7 @@ class MqttSource:
         agent_id: str,
         metrics: AgentMetrics,
         max_payload_bytes: int = MAX_PAYLOAD_BYTES,
+        streams: StreamEvents | None = None,
     ) -> None:
         self.name = section.name
         self._section = section
@@ -48,6 +54,8 @@ class MqttSource:
         self._max_bytes = max_payload_bytes
         self._allowed = frozenset(section.sensors)
         self._known: set[str] = set()  # admitted sensor ids; touched only by paho's thread
+        self._streams = streams  # the router: admissions and rejections (None: only the chunks)
+        self._seqs: dict[str, tuple[int, int, int]] = {}  # seq_counts = "samples": sensor -> (seq, n, message)
         self._warn = RateLimitedLog(logger)
         self._emit: Callable[[Chunk], None] | None = None
         self._stopped = False
@@ -131,6 +139,10 @@ class MqttSource:
         sensor = ""
         try:
             sensor = self._sensor_of(msg)
+            if sensor not in self._known:
+                self._known.add(sensor)
+                if self._streams is not None:
+                    self._streams.admit(sensor)
             section = self._section
             chunk = parse_payload(
                 msg.payload,
@@ -144,20 +156,34 @@ class MqttSource:
                 max_bytes=self._max_bytes,
             )
         except PayloadError as err:
-            self._metrics.payload_errors.labels(self.name, err.reason).inc()
-            self._warn.warning(
-                err.reason,
-                "source %s: rejected a message for sensor %r: %s (%s)",
-                self.name,
-                sensor[:64],
-                err,
-                err.reason,
-            )
+            self._rejected(sensor, err)
             return
-        self._known.add(sensor)
         self._metrics.last_sample.labels(sensor).set(wall_time)
+        if section.seq_counts == "samples" and chunk.seq is not None:
+            chunk = replace(chunk, seq=self._message_seq(sensor, chunk.seq, chunk.n_samples))
         if self._emit is not None:  # always set: start() assigns it before the client starts
             self._emit(chunk)
+
+    def _rejected(self, sensor: str, err: PayloadError) -> None:
+        self._metrics.payload_errors.labels(self.name, err.reason).inc()
+        admitted = sensor in self._known
+        if admitted and self._streams is not None:
+            self._streams.rejected(sensor, err.reason)
+        self._warn.warning(
+            (sensor, err.reason) if admitted else err.reason,
+            "source %s: rejected a message for sensor %r: %s (%s)",
+            self.name,
+            sensor[:64],
+            err,
+            err.reason,
+        )
+
+    def _message_seq(self, sensor: str, seq: int, n: int) -> int:
+        """A message count from a seq that counts samples: +1 if it follows the last message, +2 (a gap) if not."""
+        last = self._seqs.get(sensor)
+        message = 0 if last is None else last[2] + (1 if seq == last[0] + last[1] else 2)
+        self._seqs[sensor] = (seq, n, message)
+        return message
 
     def _sensor_of(self, msg: paho.MQTTMessage) -> str:
         try:

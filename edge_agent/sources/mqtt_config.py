@@ -17,6 +17,7 @@ from edge_agent.config.table import (
 from edge_agent.sources.payloads import FORMATS
 
 BINARY_FORMATS = tuple(f for f in FORMATS if f != "json")
+SEQ_COUNTS = ("messages", "samples")  # seq + 1 per message, or seq + the previous message's samples
 QOS_LEVELS = (0, 1)  # QoS 2 stalled under sustained load (ENVIRONMENT.md)
 
 
@@ -33,10 +34,15 @@ class MqttSourceSection(SourceSection):
     qos: int = setting(0, choices=QOS_LEVELS, note=" (QoS 2 stalls under load)")
     sensors: tuple[str, ...] = ()  # accepted sensor ids (empty: any, up to max_sensors)
     max_sensors: int = setting(1000, gt=0)  # new sensor ids past this are refused (metric label bound)
+    seq_counts: str = setting("messages", choices=SEQ_COUNTS)  # what a JSON seq counts (README, "Payloads")
 
     @property
     def known_sensors(self) -> tuple[str, ...]:
         return self.sensors
+
+    @property
+    def stream_format(self) -> str:
+        return self.format
 
 
 def check_mqtt_source(table: Table, context: SourceContext) -> None:

@@ -35,7 +35,7 @@ def edge_agent(*args: str, timeout_s: float = 120) -> subprocess.CompletedProces
 def test_help_lists_the_runtime_commands_and_says_why_training_is_missing() -> None:
     result = edge_agent("--help")
     assert result.returncode == 0, result.stderr
-    assert "{check-config,devices,run}" in result.stdout
+    assert "{check-config,devices,status,run}" in result.stdout
     assert "training commands unavailable: No module named 'edge_agent.training" in result.stdout
     refused = edge_agent("train", "--out", "x")
     assert refused.returncode == 2 and "invalid choice: 'train'" in refused.stderr

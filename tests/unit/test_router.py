@@ -215,3 +215,27 @@ def _data() -> dict[str, Any]:
         "models": [{"name": "bearing", "path": "/m/bearing.pt"}, {"name": "second", "path": "/m/second.pt"}],
         "sources": [mqtt_source("vib", ["pump-2"], ["bearing"])],
     }
+
+
+def test_a_sensor_admitted_before_a_valid_payload_has_its_series_its_silent_alarm_and_is_announced() -> None:
+    metrics, sink = CountingMetrics(), CollectingSink()
+    path, cfg = datapath(metrics, [sink])
+    router = path.router(cfg.sources[2], lambda model, window: None)  # the wildcard source
+    for _ in range(5):
+        router.rejected("newcomer", "not_json")  # admitted by the source, every payload bad
+    assert metrics.calls["sensor", "newcomer"] == 1
+    assert ("newcomer", ("bearing", "second")) in sink.added
+    assert value(metrics, "edge_agent_last_sample_timestamp_seconds", sensor="newcomer") == 0.0
+    assert value(metrics, "edge_agent_sensor_payload_errors_total", sensor="newcomer", reason="not_json") == 5
+    assert value(metrics, "edge_agent_stream_problem", sensor="newcomer", reason="all_rejected") == 1
+
+
+def test_a_chunk_no_model_takes_is_a_rejection_of_its_sensor() -> None:
+    metrics = AgentMetrics()
+    path, cfg = datapath(metrics, [CollectingSink()])
+    router = path.router(cfg.sources[0], lambda model, window: None)
+    router(chunk("pump-1", 0, channels=2))
+    assert value(metrics, "edge_agent_sensor_payload_errors_total", sensor="pump-1", reason="wrong_channels") == 1
+    assert value(metrics, "edge_agent_payload_errors_total", source="vib", reason="wrong_channels") == 1
+    router(chunk("pump-1", 1))
+    assert value(metrics, "edge_agent_windows_total", sensor="pump-1") == 1

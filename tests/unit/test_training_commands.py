@@ -13,7 +13,7 @@ import edge_agent
 from edge_agent.cli import build_parser, main
 from edge_agent.training.commands import COMMANDS
 
-RUNTIME = ("check-config", "devices", "run")
+RUNTIME = ("check-config", "devices", "status", "run")
 # the defaults as they were when the commands moved out of cli.py: moving them changes none
 DEFAULTS: dict[str, dict[str, object]] = {
     "train": {
