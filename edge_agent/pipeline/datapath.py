@@ -20,10 +20,12 @@ from edge_agent.pipeline.decision import DecisionEngine
 from edge_agent.pipeline.fanout import SinkFanout
 from edge_agent.pipeline.prediction_series import PredictionSeries
 from edge_agent.pipeline.router import Router, SensorSeries, Submit, make_router
+from edge_agent.pipeline.supervision import StreamSupervisor
 from edge_agent.types import AlertEvent, Prediction
 
 logger = logging.getLogger(__name__)
 
+STREAM_LABEL = "stream_"  # health label of a stream problem: stream_ts_unit, stream_rate_mismatch, ...
 HealthCondition = tuple[str, str, bool]  # (sensor, label, active), as a source reports it
 
 
@@ -39,6 +41,8 @@ class DataPath:
         self.context = AlertContext(metrics)
         self._models: Mapping[str, LoadedModel] = {}
         self._config = AgentConfig()
+        self._supervisors: list[StreamSupervisor] = []
+        self._streams_on: set[tuple[str, str]] = set()  # (sensor, health label) reported as on
 
     def configure(self, models: Mapping[str, LoadedModel], config: AgentConfig) -> None:
         """The models and configuration in force (start, and after each reload)."""
@@ -54,7 +58,7 @@ class DataPath:
         """
         hops = {m.name: m.hop_samples for m in self._config.models}
         metas = {name: self._models[name].meta for name in section.models}
-        return make_router(
+        router = make_router(
             section,
             metas,
             hops,
@@ -65,6 +69,8 @@ class DataPath:
             streams=self._config.streams,
             real_time=real_time,
         )
+        self._supervisors.append(router.supervisor)
+        return router
 
     def on_prediction(self, prediction: Prediction) -> None:
         """The inference worker's callback (its thread): series, decision, latency, events to the sinks."""
@@ -75,10 +81,19 @@ class DataPath:
         self.deliver(events)
 
     def tick(self, conditions: Iterable[HealthCondition], now: float) -> None:
-        """Time-based decisions (hold-off expiry, maximum duration) and the sources' health conditions."""
-        for sensor, label, active in conditions:
+        """Time-based decisions (hold-off expiry, maximum duration), the sources' health conditions and the
+        stream problems (each a health alert ``stream_<reason>``, so the state topic and Home Assistant show it)."""
+        for sensor, label, active in [*conditions, *self._stream_changes()]:
             self.deliver(self.decision.health(sensor, label, active, now))
         self.deliver(self.decision.tick(now))
+
+    def _stream_changes(self) -> list[HealthCondition]:
+        """Stream problems that began or ended since the last tick (the supervisors run on source threads)."""
+        now_on = {(sensor, STREAM_LABEL + reason) for s in self._supervisors for sensor, reason in tuple(s.active)}
+        changes = [(sensor, label, True) for sensor, label in now_on - self._streams_on]
+        changes += [(sensor, label, False) for sensor, label in self._streams_on - now_on]
+        self._streams_on = now_on
+        return changes
 
     def deliver(self, events: Iterable[AlertEvent]) -> None:
         """Events with their context to every sink."""

@@ -89,6 +89,7 @@ class StreamSupervisor:
         self._settings = settings
         self._wall_clock = wall_clock
         self._sensors: dict[str, _Sensor] = {}
+        self.active: set[tuple[str, str]] = set()  # (sensor, reason) on now; read by the supervisor's tick
         self._log = RateLimitedLog(logger, log_interval_s, clock)
         self._no_windows_s = max(spec.window_s, spec.hop_s) + spec.window_s
 
@@ -283,6 +284,7 @@ class StreamSupervisor:
         if problems[reason] == active:
             return
         problems[reason] = active
+        (self.active.add if active else self.active.discard)((sensor, reason))
         self._metrics.problem.labels(sensor, reason).set(1 if active else 0)
         if active:
             self._metrics.problems.labels(sensor, reason).inc()

@@ -239,3 +239,21 @@ def test_a_chunk_no_model_takes_is_a_rejection_of_its_sensor() -> None:
     assert value(metrics, "edge_agent_payload_errors_total", source="vib", reason="wrong_channels") == 1
     router(chunk("pump-1", 1))
     assert value(metrics, "edge_agent_windows_total", sensor="pump-1") == 1
+
+
+def test_a_stream_problem_is_a_health_alert_so_the_state_topic_shows_it() -> None:
+    # Issue 11: data kept arriving, nothing was analysed, and the retained state (Home Assistant)
+    # kept showing the sensor healthy. A stream problem now opens a health alert `stream_<reason>`.
+    metrics, sink = AgentMetrics(), CollectingSink()
+    path, cfg = datapath(metrics, [sink])
+    router = path.router(cfg.sources[2], lambda model, window: None)  # the wildcard source
+    for _ in range(5):
+        router.rejected("newcomer", "not_json")
+    path.tick([], now=1_000.0)
+    started = [(e.type, e.kind, e.label) for e in sink.events if e.sensor == "newcomer"]
+    assert started == [("new", "health", "stream_all_rejected")]
+    path.tick([], now=1_001.0)  # still on: no second event
+    assert len([e for e in sink.events if e.sensor == "newcomer"]) == 1
+    router.supervisor.active.discard(("newcomer", "all_rejected"))  # the problem is over
+    path.tick([], now=1_002.0)
+    assert [(e.type, e.label) for e in sink.events if e.sensor == "newcomer"][-1] == ("end", "stream_all_rejected")
