@@ -14,6 +14,7 @@ import platform
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 import edge_agent
+from edge_agent.vibration_metrics import VibrationMetrics
 
 logger = logging.getLogger(__name__)
 
@@ -251,6 +252,7 @@ class AgentMetrics:
             ["source", "sensor"],
             registry=r,
         )
+        self.vibration = VibrationMetrics(r)  # [sources.indicators] gauges
         for reason in ALERT_DROP_REASONS:
             self.alerts_dropped.labels(reason)
         self.build_info.labels(edge_agent.__version__, platform.python_version(), _torch_version()).set(1)

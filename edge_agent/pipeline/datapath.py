@@ -14,8 +14,10 @@ from collections.abc import Callable, Iterable, Mapping
 from edge_agent.config import AgentConfig, SourceSection
 from edge_agent.metrics import AgentMetrics
 from edge_agent.modelfile import LoadedModel
+from edge_agent.modelmeta import ModelMeta
 from edge_agent.pipeline.decision import DecisionEngine
 from edge_agent.pipeline.fanout import SinkFanout
+from edge_agent.pipeline.indicator_stage import IndicatorStage
 from edge_agent.pipeline.prediction_series import PredictionSeries
 from edge_agent.pipeline.router import SensorSeries, Submit, make_router
 from edge_agent.types import AlertEvent, Chunk, Prediction
@@ -36,6 +38,7 @@ class DataPath:
         self.series = PredictionSeries(metrics)
         self._models: Mapping[str, LoadedModel] = {}
         self._config = AgentConfig()
+        self.indicators: dict[str, IndicatorStage] = {}  # source name -> its [sources.indicators] stage
 
     def configure(self, models: Mapping[str, LoadedModel], config: AgentConfig) -> None:
         """The models and configuration in force (start, and after each reload)."""
@@ -47,6 +50,7 @@ class DataPath:
         """``section``'s source's ``emit``; its configured sensors get their series and are announced now."""
         hops = {m.name: m.hop_samples for m in self._config.models}
         metas = {name: self._models[name].meta for name in section.models}
+        stage = self._indicator_stage(section, metas[section.models[0]])
         return make_router(
             section,
             metas,
@@ -55,7 +59,24 @@ class DataPath:
             sensors=self.sensors,
             submit=submit,
             announce=self.fanout.announce,
+            indicators=stage,
         )
+
+    def _indicator_stage(self, section: SourceSection, meta: ModelMeta) -> IndicatorStage | None:
+        """The stage of ``section``'s ``[sources.indicators]`` on its first model's windows, or None."""
+        if section.indicators is None or not section.indicators.enabled:
+            return None
+        index = self._config.sources.index(section) if section in self._config.sources else 0
+        stage = IndicatorStage(
+            section.indicators,
+            meta.sample_rate_hz,
+            meta.window_samples,
+            meta.channels,
+            self.metrics.vibration,
+            key=f"sources[{index}].indicators",
+        )
+        self.indicators[section.name] = stage
+        return stage
 
     def on_prediction(self, prediction: Prediction) -> None:
         """The inference worker's callback (its thread): series, decision, latency, events to the sinks."""
@@ -67,7 +88,8 @@ class DataPath:
 
     def tick(self, conditions: Iterable[HealthCondition], now: float) -> None:
         """Time-based decisions (hold-off expiry, maximum duration) and the sources' health conditions."""
-        for sensor, label, active in conditions:
+        zones = [c for stage in self.indicators.values() for c in stage.conditions()]
+        for sensor, label, active in [*conditions, *zones]:
             self.fanout.send(self.decision.health(sensor, label, active, now))
         self.fanout.send(self.decision.tick(now))
 

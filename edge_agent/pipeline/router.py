@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterable, Mapping
 from edge_agent.config import SourceSection
 from edge_agent.metrics import AgentMetrics
 from edge_agent.modelmeta import ModelMeta
+from edge_agent.pipeline.indicator_stage import IndicatorStage
 from edge_agent.pipeline.windowing import WindowAssembler
 from edge_agent.types import Chunk, Window
 
@@ -90,11 +91,13 @@ def make_router(
     sensors: SensorSeries,
     submit: Submit,
     announce: Announce,
+    indicators: IndicatorStage | None = None,
 ) -> Callable[[Chunk], None]:
     """The ``emit`` of ``section``'s source: chunk -> windows for each of its models -> ``submit``.
 
     ``hop_samples`` overrides a model's meta hop (``[[models]] hop_samples``; None: the meta's).
     Configured sensors get their series and are announced now; a new sensor with its first chunk.
+    ``indicators`` (``[sources.indicators]``) gets the first model's windows once they are queued.
     """
     assemblers = {}
     for index, name in enumerate(section.models):
@@ -107,8 +110,11 @@ def make_router(
         )
     sensors.add_source(section.name)
     known = set(section.known_sensors)
+    first_model = section.models[0]
     for sensor in section.known_sensors:
         new_sensor, _ = sensors.add(sensor, section.models)
+        if indicators is not None:
+            indicators.init_sensor(sensor)
         if new_sensor:  # the sinks know configured sensors from the configuration
             announce(sensor, (), True)
     wrong_channels = metrics.payload_errors.labels(section.name, "wrong_channels")
@@ -117,6 +123,8 @@ def make_router(
         if chunk.sensor not in known:  # first samples of a sensor a wildcard topic found
             known.add(chunk.sensor)
             new_sensor, added = sensors.add(chunk.sensor, section.models)
+            if indicators is not None:
+                indicators.init_sensor(chunk.sensor)
             if new_sensor or added:
                 announce(chunk.sensor, added, new_sensor)
         for name, assembler in assemblers.items():
@@ -127,5 +135,7 @@ def make_router(
                 continue
             for window in windows:
                 submit(name, window)
+            if indicators is not None and name == first_model:
+                indicators.push(chunk.sensor, windows)
 
     return route
