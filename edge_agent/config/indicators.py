@@ -2,7 +2,7 @@
 
 The keys that say what to compute are :class:`~edge_agent.pipeline.indicator_settings.IndicatorSettings`'
 fields, checked by its ``validate_settings`` (one message per bad key, ``sources[i].indicators.<key>``);
-the agent's own keys (``enabled``, ``alarm_zone``, ``state_topic``) carry their rules on the field.
+the agent's own keys (``enabled``, ``alarm_zone``) carry their rules on the field.
 What depends on the models (a band past the Nyquist frequency of the model's rate, a band without an
 FFT bin of its window) is checked before start by ``edge_agent.service.preflight``.
 """
@@ -34,7 +34,6 @@ class IndicatorsSection:
     machine_group: int = 0
     foundation: str = "rigid"
     alarm_zone: str = setting("", choices=ALARM_ZONES, allowed='choose C, D or "" (no alarm)')
-    state_topic: bool = False  # the latest values in the retained <sensor>/state document
 
     def settings(self) -> IndicatorSettings:
         return IndicatorSettings(

@@ -66,7 +66,7 @@ def test_lists_become_tuples_and_the_settings_are_the_pipelines() -> None:
         ({"foundation": "soft"}, "sources[1].indicators.foundation: 'soft' is not allowed"),
         ({"alarm_zone": "B", "machine_group": 2}, "sources[1].indicators.alarm_zone: 'B' is not allowed"),
         ({"alarm_zone": "C"}, "sources[1].indicators.alarm_zone: 'C' is not allowed without a machine class"),
-        ({"state_topic": 1}, "sources[1].indicators.state_topic: 1 has the wrong type"),
+        ({"enabled": 1}, "sources[1].indicators.enabled: 1 has the wrong type"),
         ({"untis": "g"}, "sources[1].indicators.untis: unknown key (did you mean 'unit'?)"),
         ("g", "sources[1].indicators: 'g' has the wrong type; expected a table"),
     ],
