@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import shutil
+import time
 from pathlib import Path
 from typing import Any
 
@@ -162,3 +163,85 @@ def test_disabled_computes_nothing() -> None:
     stage = IndicatorStage(IndicatorsSection(enabled=False), 12_000.0, 2048, 1, metrics.vibration)
     stage.push("s", windows(0.5, FLUSH_WINDOWS))
     assert value(metrics, "edge_agent_vibration_windows_total", sensor="s") is None
+
+
+# --- the router creates the series -----------------------------------------------------------
+
+
+def _model() -> Any:
+    from edge_agent.modelfile import LoadedModel, parse_meta
+
+    document = {
+        "schema": 1,
+        "name": "bearing",
+        "kind": "classifier",
+        "labels": ["Normal", "IR007"],
+        "sample_rate_hz": 12_000,
+        "window_samples": 2048,
+        "hop_samples": 1024,
+        "channels": 1,
+        "input_units": "g",
+        "normalisation": {"applied": "inside the graph"},
+        "precision": "float32",
+        "quantized_engine": None,
+    }
+    return LoadedModel(path=Path("b.pt"), module=None, meta=parse_meta(document, source="b.pt"), sha256="b" * 64)  # type: ignore[arg-type]
+
+
+VIB = {"type": "mqtt", "models": ["bearing"]}
+
+
+def test_the_router_creates_configured_and_discovered_sensors_series_and_feeds_the_stage() -> None:
+    from edge_agent.pipeline.datapath import DataPath
+    from edge_agent.pipeline.decision import DecisionEngine
+    from edge_agent.sinks import Sinks
+    from edge_agent.types import Chunk
+
+    cfg = parse_config(
+        {
+            "mqtt": {"enabled": True, "host": "broker"},
+            "models": [{"name": "bearing", "path": "/m/b.pt"}],
+            "sources": [
+                {**VIB, "name": "vib", "topic": "v/+/x", "sensors": ["p1"], "indicators": {"unit": "m/s2"}},
+                {"type": "mqtt", "name": "off", "topic": "o/+/x", "sensors": ["o1"], "models": ["bearing"]},
+                {
+                    "type": "mqtt",
+                    "name": "any",
+                    "topic": "w/+/x",
+                    "models": ["bearing"],
+                    "indicators": {"machine_group": 2},
+                },
+            ],
+        },
+        base_dir=Path("/"),
+    )
+    metrics = AgentMetrics()
+    path = DataPath(metrics, DecisionEngine(cfg.decision, metrics=metrics))
+    path.configure({"bearing": _model()}, cfg)
+    path.fanout.open(Sinks([]))
+    queued: list[str] = []
+    assert value(metrics, "edge_agent_vibration_windows_total", sensor="p1") is None
+    configured = path.router(cfg.sources[0], lambda model, window: queued.append(window.sensor))
+    plain = path.router(cfg.sources[1], lambda model, window: queued.append(window.sensor))
+    route = path.router(cfg.sources[2], lambda model, window: queued.append(window.sensor))
+    assert list(path.indicators) == ["vib", "any"]  # the source without the table has no stage
+    assert value(metrics, "edge_agent_vibration_windows_total", sensor="p1") == 0  # configured: at start
+    assert math.isnan(value(metrics, "edge_agent_vibration_velocity_rms_mm_s", sensor="p1", channel=""))
+    assert value(metrics, "edge_agent_vibration_iso_zone", sensor="p1") is None  # no machine class
+    assert value(metrics, "edge_agent_vibration_windows_total", sensor="o1") is None
+    assert value(metrics, "edge_agent_vibration_iso_zone", sensor="w1") is None
+    t = np.arange(12_000 * 2) / 12_000.0
+    signal = (0.5 * np.sin(2 * np.pi * 160.0 * t)).astype(np.float32)[None, :]
+    for seq, start in enumerate(range(0, signal.shape[1], 1024)):
+        route(Chunk("w1", 1000.0 + start / 12_000, 12_000.0, signal[:, start : start + 1024], seq=seq))
+        if seq == 0:  # the first chunk of a discovered sensor creates its series
+            assert math.isnan(value(metrics, "edge_agent_vibration_iso_zone", sensor="w1"))
+    plain(Chunk("o1", 1000.0, 12_000.0, signal[:, :4096], seq=0))
+    assert value(metrics, "edge_agent_vibration_windows_total", sensor="o1") is None
+    configured(Chunk("p1", 1000.0, 12_000.0, signal[:, :4096], seq=0))  # 3 windows, 0.34 s: held
+    assert value(metrics, "edge_agent_vibration_windows_total", sensor="p1") == 0
+    computed = value(metrics, "edge_agent_vibration_windows_total", sensor="w1")
+    assert computed is not None and 0 < computed <= queued.count("w1")
+    assert value(metrics, "edge_agent_vibration_iso_zone", sensor="w1") == 2
+    path.tick([], time.time())  # no alarm_zone: no health condition
+    assert value(metrics, "edge_agent_alert_active", sensor="w1", kind="health") == 0
