@@ -7,11 +7,12 @@ or ``FLUSH_SIGNAL_S`` of signal, whichever comes first: numpy's per-call overhea
 a time cost 5-7 times more per window than a batch (docs/benchmarks.md), and the inference worker, the
 busiest thread under load, never runs them. The gauges then show the batch's newest window.
 
-ISO zone alarm (``alarm_zone = "C"`` or ``"D"``): the zone of the batch's RMS velocity (the root of
-the mean square over its windows, about one second of signal, the worst channel) at or above the
-alarm zone asserts the health condition ``vibration_zone`` of the sensor, below it clears it; the
-decision engine's health path turns that into ``new`` and ``end`` events with its cooldown (polled by
-``DataPath.tick``). One short window's velocity is noisy; the batch average is what ISO practice trends.
+ISO zone alarm (``alarm_zone = "C"`` or ``"D"``): the batch's RMS velocity (the root of the mean
+square over its windows, about one second of signal, the worst channel) above the lower boundary of
+the alarm zone asserts the health condition ``vibration_zone`` of the sensor; it is cleared once that
+velocity falls ``ALARM_HYSTERESIS`` (10 %) below the boundary, so a machine running on a boundary does
+not flap. The decision engine's health path turns that into ``new`` and ``end`` events with its
+cooldown (polled by ``DataPath.tick``). One window's velocity is noisy; ISO practice trends an average.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import numpy as np
 
 from edge_agent.common.ratelimit import RateLimitedLog
 from edge_agent.config.indicators import IndicatorsSection
-from edge_agent.pipeline.indicator_settings import ZONES, zone_of
+from edge_agent.pipeline.indicator_settings import ZONES
 from edge_agent.pipeline.indicators import IndicatorPlan, Indicators, compute_indicators, make_plan
 from edge_agent.types import Window
 from edge_agent.vibration_metrics import VibrationMetrics
@@ -34,6 +35,7 @@ logger = logging.getLogger(__name__)
 FLUSH_WINDOWS = 32  # windows per batch at most
 FLUSH_SIGNAL_S = 1.0  # or this much signal (first window's start to last window's end)
 ZONE_ALARM_LABEL = "vibration_zone"
+ALARM_HYSTERESIS = 0.1  # an asserted alarm clears below (1 - this) x the alarm zone's lower boundary
 HealthCondition = tuple[str, str, bool]
 
 
@@ -105,10 +107,12 @@ class IndicatorStage:
         values = compute_indicators(self.plan, np.stack([window.samples for window in windows]))
         self._export(sensor, values)
         newest = {"window_end": windows[-1].t_end, **_last(values).to_dict()}
-        alarm = None
-        if self._alarm is not None and self.plan.zone_limits_mm_s is not None:
-            mean_velocity = np.sqrt(np.mean(values.rms_velocity_mm_s**2, axis=0)).max()
-            alarm = bool(zone_of(mean_velocity, self.plan.zone_limits_mm_s) >= self._alarm)
+        alarm, limits = None, self.plan.zone_limits_mm_s
+        if self._alarm is not None and limits is not None:
+            mean_velocity = float(np.sqrt(np.mean(values.rms_velocity_mm_s**2, axis=0)).max())
+            boundary_mm_s = limits[self._alarm - 1]  # upper limit of the zone below the alarm zone
+            was = self._conditions.get(sensor, False)
+            alarm = mean_velocity > boundary_mm_s * ((1 - ALARM_HYSTERESIS) if was else 1.0)
         with self._lock:
             self._latest[sensor] = newest
             if alarm is not None:
@@ -153,4 +157,4 @@ def _last(values: Indicators) -> Indicators:
     )
 
 
-__all__ = ["FLUSH_SIGNAL_S", "FLUSH_WINDOWS", "ZONE_ALARM_LABEL", "IndicatorStage", "band_label"]
+__all__ = ["ALARM_HYSTERESIS", "FLUSH_SIGNAL_S", "FLUSH_WINDOWS", "ZONE_ALARM_LABEL", "IndicatorStage", "band_label"]

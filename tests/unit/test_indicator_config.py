@@ -245,3 +245,16 @@ def test_the_router_creates_configured_and_discovered_sensors_series_and_feeds_t
     assert value(metrics, "edge_agent_vibration_iso_zone", sensor="w1") == 2
     path.tick([], time.time())  # no alarm_zone: no health condition
     assert value(metrics, "edge_agent_alert_active", sensor="w1", kind="health") == 0
+
+
+def test_the_zone_alarm_clears_only_ten_percent_below_its_boundary(caplog: pytest.LogCaptureFixture) -> None:
+    per_g = 9.80665 / (2 * np.pi * 160.0) / math.sqrt(2) * 1000  # mm/s RMS per g of a 160 Hz sine
+    metrics = AgentMetrics()
+    stage = IndicatorStage(IndicatorsSection(machine_group=2, alarm_zone="C"), 12_000.0, 2048, 1, metrics.vibration)
+    steps = [(2.7, False), (2.9, True), (2.6, True), (2.55, True), (2.45, False), (2.7, False), (2.85, True)]
+    with caplog.at_level("INFO", logger="edge_agent.pipeline.indicator_stage"):
+        for velocity_mm_s, asserted in steps:  # group 2 rigid: B/C at 2.8 mm/s, cleared below 2.52
+            stage.push("s", windows(velocity_mm_s / per_g, FLUSH_WINDOWS))
+            assert stage.conditions() == [("s", ZONE_ALARM_LABEL, asserted)], velocity_mm_s
+    changes = [record.getMessage() for record in caplog.records]
+    assert len(changes) == 3 and "is in zone C" in changes[0] and "is below zone C" in changes[1], changes
