@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
+import re
 import shutil
 import time
 from pathlib import Path
@@ -13,10 +15,14 @@ import pytest
 
 from edge_agent.cli import main
 from edge_agent.config.indicators import IndicatorsSection
-from edge_agent.configload import ConfigError, parse_config
+from edge_agent.configload import ConfigError, load_config, parse_config
 from edge_agent.metrics import AgentMetrics
+from edge_agent.modelfile import LoadedModel, parse_meta
+from edge_agent.pipeline.datapath import DataPath
+from edge_agent.pipeline.decision import DecisionEngine
 from edge_agent.pipeline.indicator_stage import FLUSH_WINDOWS, ZONE_ALARM_LABEL, IndicatorStage
-from edge_agent.types import Window
+from edge_agent.sinks import Sinks
+from edge_agent.types import Chunk, Window
 
 REPO = Path(__file__).resolve().parents[2]
 MODEL = REPO / "models" / "drsn_cw_cwru.pt"  # 1 channel, 12 kHz, 2048-sample windows
@@ -168,9 +174,7 @@ def test_disabled_computes_nothing() -> None:
 # --- the router creates the series -----------------------------------------------------------
 
 
-def _model() -> Any:
-    from edge_agent.modelfile import LoadedModel, parse_meta
-
+def _model() -> LoadedModel:
     document = {
         "schema": 1,
         "name": "bearing",
@@ -192,11 +196,6 @@ VIB = {"type": "mqtt", "models": ["bearing"]}
 
 
 def test_the_router_creates_configured_and_discovered_sensors_series_and_feeds_the_stage() -> None:
-    from edge_agent.pipeline.datapath import DataPath
-    from edge_agent.pipeline.decision import DecisionEngine
-    from edge_agent.sinks import Sinks
-    from edge_agent.types import Chunk
-
     cfg = parse_config(
         {
             "mqtt": {"enabled": True, "host": "broker"},
@@ -258,3 +257,14 @@ def test_the_zone_alarm_clears_only_ten_percent_below_its_boundary(caplog: pytes
             assert stage.conditions() == [("s", ZONE_ALARM_LABEL, asserted)], velocity_mm_s
     changes = [record.getMessage() for record in caplog.records]
     assert len(changes) == 3 and "is in zone C" in changes[0] and "is below zone C" in changes[1], changes
+
+
+def test_the_shipped_config_documents_every_indicators_key_and_turns_them_on_for_the_demo() -> None:
+
+    text = (REPO / "config.toml").read_text()
+    for spec in dataclasses.fields(IndicatorsSection):
+        assert re.search(rf"^#? ?{spec.name} += ", text, re.MULTILINE), spec.name
+    (demo,) = load_config(REPO / "config.toml").sources
+    assert demo.indicators == IndicatorsSection(
+        unit="g", bands_hz=((10, 1000), (1000, 3000), (3000, 6000)), machine_group=2
+    )
