@@ -1,6 +1,7 @@
 """The vibration indicators' Prometheus gauges (``[sources.indicators]``), on the agent's registry.
 
-Every family is labelled by ``sensor`` and ``channel``; a one-channel sensor has ``channel=""``, which
+Names carry Prometheus' base units (``promtool check metrics``): the velocity is in m/s (ISO's mm/s
+divided by 1000). Every family is labelled by ``sensor`` and ``channel``; a one-channel sensor has ``channel=""``, which
 Prometheus drops, so its series read ``{sensor="..."}``. The ISO zone is per sensor (the maximum over
 channels, as ISO 10816-3 judges a machine by its worst measuring point). Values are those of the newest
 window of each batch the agent computes (edge_agent.pipeline.indicator_stage); NaN until the first one.
@@ -24,10 +25,13 @@ class VibrationMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
         r = registry
         self.rms = Gauge(
-            "edge_agent_vibration_rms_m_s2", "RMS acceleration of the last window, m/s².", SENSOR_CHANNEL, registry=r
+            "edge_agent_vibration_acceleration_rms_meters_per_second_squared",
+            "RMS acceleration of the last window, m/s².",
+            SENSOR_CHANNEL,
+            registry=r,
         )
         self.peak = Gauge(
-            "edge_agent_vibration_peak_m_s2",
+            "edge_agent_vibration_acceleration_peak_meters_per_second_squared",
             "Peak acceleration (max |x|, mean removed) of the last window, m/s².",
             SENSOR_CHANNEL,
             registry=r,
@@ -45,19 +49,20 @@ class VibrationMetrics:
             registry=r,
         )
         self.velocity = Gauge(
-            "edge_agent_vibration_velocity_rms_mm_s",
-            "RMS vibration velocity over the configured band (ISO 10816-3: 10-1000 Hz) of the last window, mm/s.",
+            "edge_agent_vibration_velocity_rms_meters_per_second",
+            "RMS vibration velocity over the configured band (ISO 10816-3: 10-1000 Hz) of the last window, m/s "
+            "(x 1000: ISO's mm/s).",
             SENSOR_CHANNEL,
             registry=r,
         )
         self.band_rms = Gauge(
-            "edge_agent_vibration_band_rms_m_s2",
+            "edge_agent_vibration_band_acceleration_rms_meters_per_second_squared",
             "RMS acceleration in a configured band (band_measure = rms) of the last window, m/s².",
             [*SENSOR_CHANNEL, "band"],
             registry=r,
         )
         self.band_energy = Gauge(
-            "edge_agent_vibration_band_energy_m2_s4",
+            "edge_agent_vibration_band_acceleration_mean_square",
             "Mean square acceleration in a configured band (band_measure = energy) of the last window, (m/s²)².",
             [*SENSOR_CHANNEL, "band"],
             registry=r,

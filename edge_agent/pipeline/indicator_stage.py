@@ -135,7 +135,7 @@ class IndicatorStage:
             m.peak.labels(sensor, channel).set(float(last.peak_acceleration_m_s2[index]))
             m.crest.labels(sensor, channel).set(float(last.crest_factor[index]))
             m.kurtosis.labels(sensor, channel).set(float(last.kurtosis[index]))
-            m.velocity.labels(sensor, channel).set(float(last.rms_velocity_mm_s[index]))
+            m.velocity.labels(sensor, channel).set(float(last.rms_velocity_mm_s[index]) / 1000)  # m/s
             for band_index, band in enumerate(self._bands):
                 bands.labels(sensor, channel, band).set(float(last.band_levels[index, band_index]))
         if self.plan.zone_limits_mm_s is not None:

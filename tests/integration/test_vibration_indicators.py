@@ -10,6 +10,8 @@ and a quiet tail (0.05 g, 0.34 mm/s, zone A) ends it.
 from __future__ import annotations
 
 import math
+import shutil
+import subprocess
 import threading
 import urllib.request
 from pathlib import Path
@@ -83,21 +85,34 @@ def test_gauges_read_the_analytic_values_of_a_sine(tmp_path: Path) -> None:
     one = {"sensor": "fan-1", "channel": ""}
     expected = velocity_mm_s(0.5)
     assert expected == pytest.approx(3.449, abs=1e-3)
-    assert value(metrics, "edge_agent_vibration_velocity_rms_mm_s", **one) == pytest.approx(expected, rel=0.01)
+    velocity_m_s = value(metrics, "edge_agent_vibration_velocity_rms_meters_per_second", **one)
+    assert velocity_m_s is not None and 1000 * velocity_m_s == pytest.approx(expected, rel=0.01)  # base unit m/s
     assert value(metrics, "edge_agent_vibration_iso_zone", sensor="fan-1") == 2  # C
-    assert value(metrics, "edge_agent_vibration_rms_m_s2", **one) == pytest.approx(0.5 * G / math.sqrt(2), rel=0.01)
-    assert value(metrics, "edge_agent_vibration_peak_m_s2", **one) == pytest.approx(0.5 * G, rel=0.01)
+    assert value(metrics, "edge_agent_vibration_acceleration_rms_meters_per_second_squared", **one) == pytest.approx(
+        0.5 * G / math.sqrt(2), rel=0.01
+    )
+    assert value(metrics, "edge_agent_vibration_acceleration_peak_meters_per_second_squared", **one) == pytest.approx(
+        0.5 * G, rel=0.01
+    )
     assert value(metrics, "edge_agent_vibration_crest_factor", **one) == pytest.approx(math.sqrt(2), rel=0.01)
     assert value(metrics, "edge_agent_vibration_kurtosis", **one) == pytest.approx(1.5, rel=0.02)
-    in_band = value(metrics, "edge_agent_vibration_band_rms_m_s2", **one, band="100-200Hz")
+    in_band = value(
+        metrics, "edge_agent_vibration_band_acceleration_rms_meters_per_second_squared", **one, band="100-200Hz"
+    )
     assert in_band == pytest.approx(0.5 * G / math.sqrt(2), rel=0.01)
-    assert value(metrics, "edge_agent_vibration_band_rms_m_s2", **one, band="1000-3000Hz") < 0.01
+    assert (
+        value(
+            metrics, "edge_agent_vibration_band_acceleration_rms_meters_per_second_squared", **one, band="1000-3000Hz"
+        )
+        < 0.01
+    )
     windows = value(metrics, "edge_agent_vibration_windows_total", sensor="fan-1")
     processed = value(metrics, "edge_agent_windows_processed_total", model="bearing")
     assert windows is not None and processed is not None and 0 < windows <= processed
 
 
-def test_series_exist_at_start_and_are_served(tmp_path: Path) -> None:
+@pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool is installed by `make test`")
+def test_series_are_served_and_pass_promtool(tmp_path: Path) -> None:
     path = tmp_path / "sine.npy"
     np.save(path, sine(0.5, 60.0))
     port = free_port()
@@ -115,7 +130,9 @@ def test_series_exist_at_start_and_are_served(tmp_path: Path) -> None:
             if 'edge_agent_vibration_iso_zone{sensor="fan-1"} 2.0' in text:
                 break
         assert 'edge_agent_vibration_iso_zone{sensor="fan-1"} 2.0' in text
-        assert 'edge_agent_vibration_velocity_rms_mm_s{channel="",sensor="fan-1"} 3.4' in text
+        assert 'edge_agent_vibration_velocity_rms_meters_per_second{channel="",sensor="fan-1"} 0.0034' in text
+        lint = subprocess.run(["promtool", "check", "metrics"], input=text.encode(), capture_output=True, timeout=30)
+        assert lint.returncode == 0, lint.stdout.decode() + lint.stderr.decode()
     finally:
         app.stop_requested.set()
         runner.join(timeout=30)

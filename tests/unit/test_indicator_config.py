@@ -135,8 +135,16 @@ def test_series_start_at_nan_and_a_batch_waits_for_enough_windows() -> None:
         IndicatorsSection(machine_group=2, bands_hz=((100, 200),)), 12_000.0, 2048, 1, metrics.vibration
     )
     stage.init_sensor("s")
-    assert math.isnan(value(metrics, "edge_agent_vibration_velocity_rms_mm_s", sensor="s", channel=""))
-    assert math.isnan(value(metrics, "edge_agent_vibration_band_rms_m_s2", sensor="s", channel="", band="100-200Hz"))
+    assert math.isnan(value(metrics, "edge_agent_vibration_velocity_rms_meters_per_second", sensor="s", channel=""))
+    assert math.isnan(
+        value(
+            metrics,
+            "edge_agent_vibration_band_acceleration_rms_meters_per_second_squared",
+            sensor="s",
+            channel="",
+            band="100-200Hz",
+        )
+    )
     assert value(metrics, "edge_agent_vibration_windows_total", sensor="s") == 0
     stage.push("s", windows(0.5, 3))  # 3 windows, 0.34 s of signal: held
     assert value(metrics, "edge_agent_vibration_windows_total", sensor="s") == 0
@@ -152,10 +160,12 @@ def test_channels_are_labelled_and_the_zone_is_the_worst_channel() -> None:
     stage = IndicatorStage(section, 12_000.0, 2048, 2, metrics.vibration)
     stage.init_sensor("s")
     stage.push("s", windows(0.5, FLUSH_WINDOWS, channels=2))  # channel 1 at 1 g: 6.9 mm/s, zone D
-    v0 = value(metrics, "edge_agent_vibration_velocity_rms_mm_s", sensor="s", channel="0")
-    v1 = value(metrics, "edge_agent_vibration_velocity_rms_mm_s", sensor="s", channel="1")
-    assert v1 == pytest.approx(2 * v0) and v0 == pytest.approx(3.449, rel=0.01)
-    energy = value(metrics, "edge_agent_vibration_band_energy_m2_s4", sensor="s", channel="0", band="100-200Hz")
+    v0 = value(metrics, "edge_agent_vibration_velocity_rms_meters_per_second", sensor="s", channel="0")
+    v1 = value(metrics, "edge_agent_vibration_velocity_rms_meters_per_second", sensor="s", channel="1")
+    assert v1 == pytest.approx(2 * v0) and v0 == pytest.approx(3.449e-3, rel=0.01)  # m/s
+    energy = value(
+        metrics, "edge_agent_vibration_band_acceleration_mean_square", sensor="s", channel="0", band="100-200Hz"
+    )
     assert energy == pytest.approx((0.5 * 9.80665) ** 2 / 2, rel=0.01)
     assert value(metrics, "edge_agent_vibration_iso_zone", sensor="s") == 3
     assert stage.conditions() == [("s", ZONE_ALARM_LABEL, True)]
@@ -225,7 +235,7 @@ def test_the_router_creates_configured_and_discovered_sensors_series_and_feeds_t
     route = path.router(cfg.sources[2], lambda model, window: queued.append(window.sensor))
     assert list(path.indicators) == ["vib", "any"]  # the source without the table has no stage
     assert value(metrics, "edge_agent_vibration_windows_total", sensor="p1") == 0  # configured: at start
-    assert math.isnan(value(metrics, "edge_agent_vibration_velocity_rms_mm_s", sensor="p1", channel=""))
+    assert math.isnan(value(metrics, "edge_agent_vibration_velocity_rms_meters_per_second", sensor="p1", channel=""))
     assert value(metrics, "edge_agent_vibration_iso_zone", sensor="p1") is None  # no machine class
     assert value(metrics, "edge_agent_vibration_windows_total", sensor="o1") is None
     assert value(metrics, "edge_agent_vibration_iso_zone", sensor="w1") is None
