@@ -76,6 +76,19 @@ class DataPath:
             key=f"sources[{index}].indicators",
         )
         self.indicators[section.name] = stage
+        settings, used = stage.plan.settings, stage.plan.velocity_band_used_hz
+        zone = f"group {settings.machine_group} {settings.foundation}" if settings.machine_group else "none"
+        logger.info(
+            "source %s: vibration indicators on the windows of model %s (unit %s, velocity %g-%g Hz, "
+            "%d bands, ISO zone %s, alarm %s)",
+            section.name,
+            section.models[0],
+            settings.unit,
+            *used,
+            len(settings.bands_hz),
+            zone,
+            section.indicators.alarm_zone or "off",
+        )
         return stage
 
     def on_prediction(self, prediction: Prediction) -> None:
