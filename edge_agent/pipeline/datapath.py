@@ -101,8 +101,8 @@ class DataPath:
 
     def tick(self, conditions: Iterable[HealthCondition], now: float) -> None:
         """Time-based decisions (hold-off expiry, maximum duration) and the sources' health conditions."""
-        zones = [c for stage in self.indicators.values() for c in stage.conditions()]
-        for sensor, label, active in [*conditions, *zones]:
+        conditions = [*conditions, *(c for stage in self.indicators.values() for c in stage.conditions())]
+        for sensor, label, active in conditions:
             self.fanout.send(self.decision.health(sensor, label, active, now))
         self.fanout.send(self.decision.tick(now))
 
