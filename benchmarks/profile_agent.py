@@ -29,6 +29,7 @@ import cProfile
 import io
 import json
 import os
+import platform
 import pstats
 import shutil
 import statistics
@@ -46,6 +47,14 @@ from agent_publisher import HEALTHY_KEY, PERIOD_S, RATE_HZ, Encoder, held_out_ch
 from bench_agent import MODEL, REPO, Broker, agent_config
 
 SECTIONS = ("components", "pipeline", "mqtt", "startup")
+
+
+def cpu_model() -> str:
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or "unknown"
 
 
 def median_time(fn: Callable[[], Any], *, repeats: int, inner: int = 1) -> float:
@@ -72,7 +81,7 @@ def payloads(fmt: str, sensors: int, rounds: int) -> list[tuple[str, bytes]]:
     return out
 
 
-def build_app(fmt: str, model: Path) -> Any:
+def build_app(fmt: str, model: Path, indicators: bool = False) -> Any:
     """An App with the benchmark's configuration, model loaded and warmed, no thread started."""
     from edge_agent.configload import load_config
     from edge_agent.pipeline.inference import InferenceWorker
@@ -80,7 +89,7 @@ def build_app(fmt: str, model: Path) -> Any:
 
     workdir = Path(tempfile.mkdtemp(prefix="profile-agent-"))
     config_path = agent_config(
-        workdir / "agent.toml", agent_id="profile", broker_port=1, metrics_port=1, fmt=fmt, qos=1
+        workdir / "agent.toml", agent_id="profile", broker_port=1, metrics_port=1, fmt=fmt, qos=1, indicators=indicators
     )
     config_path.write_text(config_path.read_text().replace(str(MODEL), str(model.resolve())))
     config = load_config(config_path)
@@ -157,7 +166,7 @@ def section_pipeline(args: argparse.Namespace, fmt: str) -> dict[str, Any]:
     import edge_agent.sources.mqtt as mqtt_source
     from edge_agent.sources.mqtt import MqttSource
 
-    app = build_app(fmt, args.model)
+    app = build_app(fmt, args.model, args.indicators)
     section = app.config.sources[0]
     source = MqttSource(section, app.config.mqtt, password=None, agent_id="profile", metrics=app.metrics)
     route = app.datapath.router(section, app.worker.submit)
@@ -168,6 +177,7 @@ def section_pipeline(args: argparse.Namespace, fmt: str) -> dict[str, Any]:
         msg.payload = payload
         messages.append(msg)
     totals = {"handle": 0.0, "parse": 0.0, "route": 0.0, "take_batch": 0.0, "process": 0.0, "on_prediction": 0.0}
+    totals["indicators"] = 0.0
 
     def timed(name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
         def wrapper(*a: Any, **k: Any) -> Any:
@@ -179,6 +189,8 @@ def section_pipeline(args: argparse.Namespace, fmt: str) -> dict[str, Any]:
 
         return wrapper
 
+    for stage in app.datapath.indicators.values():  # part of the router's time, on the source's thread
+        stage._compute = timed("indicators", stage._compute)  # type: ignore[method-assign]
     original_parse = mqtt_source.parse_payload
     clock = _ReplayClock()
     send_times = _send_times(args.sensors, args.rounds)
@@ -224,6 +236,7 @@ def section_pipeline(args: argparse.Namespace, fmt: str) -> dict[str, Any]:
         "source handle (topic, counters) us/msg": 1e6 * (totals["handle"] - totals["parse"] - totals["route"]) / n,
         "parse_payload us/msg": 1e6 * totals["parse"] / n,
         "router (windowing, queue put) us/msg": 1e6 * totals["route"] / n,
+        "  of which indicators (batched per sensor) us/window": 1e6 * totals["indicators"] / windows,
         "take_batch us/window": 1e6 * totals["take_batch"] / windows,
         "model (TorchScript call) us/window": 1e6 * model_s / windows,
         "batch prep+softmax+predictions us/window": 1e6
@@ -232,7 +245,7 @@ def section_pipeline(args: argparse.Namespace, fmt: str) -> dict[str, Any]:
         "DataPath.on_prediction (metrics, decision) us/window": 1e6 * totals["on_prediction"] / windows,
     }
     # the same under cProfile (slower; for the function-level split)
-    app2 = build_app(fmt, args.model)
+    app2 = build_app(fmt, args.model, args.indicators)
     source2 = MqttSource(section, app2.config.mqtt, password=None, agent_id="profile", metrics=app2.metrics)
     source2._emit = app2.datapath.router(section, app2.worker.submit)
     worker2 = app2.worker
@@ -437,6 +450,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--format", choices=("json", "f32le", "both"), default="both", help="pipeline section")
     p.add_argument("--model", type=Path, default=MODEL)
     p.add_argument("--sensors", type=int, default=100, help="pipeline: sensors per round")
+    p.add_argument("--indicators", action="store_true", help="pipeline: [sources.indicators] on every sensor")
     p.add_argument("--rounds", type=int, default=20, help="pipeline: chunks per sensor")
     p.add_argument("--repeats", type=int, default=30)
     p.add_argument("--top", type=int, default=25, help="cProfile: functions shown")
@@ -463,7 +477,8 @@ def main(argv: list[str] | None = None) -> int:
         for fmt in ("json", "f32le") if args.format == "both" else (args.format,):
             stages = section_pipeline(args, fmt)
             results[f"pipeline_{fmt}"] = stages
-            print(f"\n## pipeline, {fmt}: {args.sensors} sensors x {args.rounds} chunks")
+            on = ", indicators on" if args.indicators else ""
+            print(f"\n## pipeline, {fmt}: {args.sensors} sensors x {args.rounds} chunks{on}; CPU: {cpu_model()}")
             for k, v in stages.items():
                 if k != "cprofile_top":
                     print(f"{k:50s} {v:12.1f}")

@@ -15,6 +15,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 import edge_agent
 from edge_agent.metrics_streams import StreamMetrics
+from edge_agent.vibration_metrics import VibrationMetrics
 
 logger = logging.getLogger(__name__)
 
@@ -249,6 +250,7 @@ class AgentMetrics:
             registry=r,
         )
         self.streams = StreamMetrics(r)  # stream supervision (edge_agent.pipeline.supervision)
+        self.vibration = VibrationMetrics(r)  # [sources.indicators] gauges
         for reason in ALERT_DROP_REASONS:
             self.alerts_dropped.labels(reason)
         self.build_info.labels(edge_agent.__version__, platform.python_version(), _torch_version()).set(1)

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from edge_agent.common.paths import resolve_state_dir
+from edge_agent.config.indicators import IndicatorsSection
 from edge_agent.config.rules import TOPIC_LEVEL_RULE, setting, topic_level
 from edge_agent.config.sensor_info import SensorInfo
 
@@ -110,6 +111,7 @@ class SourceSection:
     sample_rate_hz: float = setting(0.0, **NOT_NEGATIVE)
     channels: int = setting(1, **POSITIVE)
     scale: float = setting(1.0, not_value=0)
+    indicators: IndicatorsSection | None = None  # [sources.indicators]; None: no vibration indicators
 
     @property
     def known_sensors(self) -> tuple[str, ...]:

@@ -15,9 +15,11 @@ from collections.abc import Iterable, Mapping
 from edge_agent.config import AgentConfig, SourceSection
 from edge_agent.metrics import AgentMetrics
 from edge_agent.modelfile import LoadedModel
+from edge_agent.modelmeta import ModelMeta
 from edge_agent.pipeline.alert_context import AlertContext
 from edge_agent.pipeline.decision import DecisionEngine
 from edge_agent.pipeline.fanout import SinkFanout
+from edge_agent.pipeline.indicator_stage import IndicatorStage
 from edge_agent.pipeline.prediction_series import PredictionSeries
 from edge_agent.pipeline.router import Router, SensorSeries, Submit, make_router
 from edge_agent.pipeline.supervision import StreamSupervisor
@@ -43,6 +45,7 @@ class DataPath:
         self._config = AgentConfig()
         self._supervisors: list[StreamSupervisor] = []
         self._streams_on: set[tuple[str, str]] = set()  # (sensor, health label) reported as on
+        self.indicators: dict[str, IndicatorStage] = {}  # source name -> its [sources.indicators] stage
 
     def configure(self, models: Mapping[str, LoadedModel], config: AgentConfig) -> None:
         """The models and configuration in force (start, and after each reload)."""
@@ -58,6 +61,7 @@ class DataPath:
         """
         hops = {m.name: m.hop_samples for m in self._config.models}
         metas = {name: self._models[name].meta for name in section.models}
+        stage = self._indicator_stage(section, metas[section.models[0]])
         router = make_router(
             section,
             metas,
@@ -68,9 +72,39 @@ class DataPath:
             announce=self.fanout.announce,
             streams=self._config.streams,
             real_time=real_time,
+            indicators=stage,
         )
         self._supervisors.append(router.supervisor)
         return router
+
+    def _indicator_stage(self, section: SourceSection, meta: ModelMeta) -> IndicatorStage | None:
+        """The stage of ``section``'s ``[sources.indicators]`` on its first model's windows, or None."""
+        if section.indicators is None or not section.indicators.enabled:
+            return None
+        index = self._config.sources.index(section) if section in self._config.sources else 0
+        stage = IndicatorStage(
+            section.indicators,
+            meta.sample_rate_hz,
+            meta.window_samples,
+            meta.channels,
+            self.metrics.vibration,
+            key=f"sources[{index}].indicators",
+        )
+        self.indicators[section.name] = stage
+        settings, used = stage.plan.settings, stage.plan.velocity_band_used_hz
+        zone = f"group {settings.machine_group} {settings.foundation}" if settings.machine_group else "none"
+        logger.info(
+            "source %s: vibration indicators on the windows of model %s (unit %s, velocity %g-%g Hz, "
+            "%d bands, ISO zone %s, alarm %s)",
+            section.name,
+            section.models[0],
+            settings.unit,
+            *used,
+            len(settings.bands_hz),
+            zone,
+            section.indicators.alarm_zone or "off",
+        )
+        return stage
 
     def on_prediction(self, prediction: Prediction) -> None:
         """The inference worker's callback (its thread): series, decision, latency, events to the sinks."""
@@ -81,9 +115,11 @@ class DataPath:
         self.deliver(events)
 
     def tick(self, conditions: Iterable[HealthCondition], now: float) -> None:
-        """Time-based decisions (hold-off expiry, maximum duration), the sources' health conditions and the
-        stream problems (each a health alert ``stream_<reason>``, so the state topic and Home Assistant show it)."""
-        for sensor, label, active in [*conditions, *self._stream_changes()]:
+        """Time-based decisions (hold-off expiry, maximum duration), the sources' health conditions, the
+        indicators' zone alarms and the stream problems (each a health alert ``stream_<reason>``, so the
+        state topic and Home Assistant show it)."""
+        zones = [c for stage in self.indicators.values() for c in stage.conditions()]
+        for sensor, label, active in [*conditions, *zones, *self._stream_changes()]:
             self.deliver(self.decision.health(sensor, label, active, now))
         self.deliver(self.decision.tick(now))
 

@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterable, Mapping
 from edge_agent.config import SourceSection, StreamsSection
 from edge_agent.metrics import AgentMetrics
 from edge_agent.modelmeta import ModelMeta
+from edge_agent.pipeline.indicator_stage import IndicatorStage
 from edge_agent.pipeline.supervision import StreamSpec, StreamSupervisor
 from edge_agent.pipeline.windowing import WindowAssembler
 from edge_agent.types import Chunk, Window
@@ -95,13 +96,15 @@ def make_router(
     announce: Announce,
     streams: StreamsSection | None = None,
     real_time: bool = True,
+    indicators: IndicatorStage | None = None,
 ) -> Router:
     """The ``emit`` of ``section``'s source: chunk -> windows for each of its models -> ``submit``.
 
     ``hop_samples`` overrides a model's meta hop (``[[models]] hop_samples``; None: the meta's).
     Configured sensors get their series and are announced now; a new sensor when its source admits
     it (:meth:`Router.admit`) or with its first chunk. ``real_time``: the source delivers at the
-    signal's own pace (the supervision's clock and arrival-rate checks apply).
+    signal's own pace (the supervision's clock and arrival-rate checks apply). ``indicators``
+    (``[sources.indicators]``) gets the first model's windows once they are queued.
     """
     assemblers = {}
     supervisor = StreamSupervisor(
@@ -121,9 +124,11 @@ def make_router(
             on_gap=supervisor.gap if index == 0 else None,
         )
     sensors.add_source(section.name)
-    router = Router(section, assemblers, supervisor, metrics, sensors, submit, announce)
+    router = Router(section, assemblers, supervisor, metrics, sensors, submit, announce, indicators)
     for sensor in section.known_sensors:
         new_sensor, _ = sensors.add(sensor, section.models)
+        if indicators is not None:
+            indicators.init_sensor(sensor)
         if new_sensor:  # the sinks know configured sensors from the configuration
             announce(sensor, (), True)
     return router
@@ -151,8 +156,10 @@ class Router:
         sensors: SensorSeries,
         submit: Submit,
         announce: Announce,
+        indicators: IndicatorStage | None = None,
     ) -> None:
         self._models = section.models
+        self._indicators = indicators  # fed the first model's windows
         self._assemblers = assemblers
         self.supervisor = supervisor
         self._sensors = sensors
@@ -166,6 +173,8 @@ class Router:
         if sensor not in self._known:
             self._known.add(sensor)
             new_sensor, added = self._sensors.add(sensor, self._models)
+            if self._indicators is not None:
+                self._indicators.init_sensor(sensor)
             if new_sensor or added:
                 self._announce(sensor, added, new_sensor)
 
@@ -187,6 +196,8 @@ class Router:
             count += len(windows)
             for window in windows:
                 self._submit(name, window)
+            if self._indicators is not None and name == self._models[0]:
+                self._indicators.push(chunk.sensor, windows)
         if refused and refused == len(self._assemblers):
             self.supervisor.rejected(chunk.sensor, "wrong_channels")
         else:

@@ -19,6 +19,7 @@ from edge_agent.config.sections import AgentConfig, SourceSection
 from edge_agent.config.table import ConfigError, Inspection
 from edge_agent.modelfile import LoadedModel, read_meta
 from edge_agent.modelmeta import ModelMeta
+from edge_agent.pipeline.indicators import make_plan
 from edge_agent.pipeline.resample import rational_factors
 from edge_agent.sources import SOURCES
 
@@ -60,6 +61,7 @@ def fit_errors(index: int, source: SourceSection, found: Inspection, models: Map
     """Whether ``sources[index]`` fits each of its models: a live source's channels, a rate the resampler
     converts, a recording that holds at least one window."""
     key, errors, rate_hz = f"sources[{index}]", [], found.rate_hz
+    errors += indicator_errors(key, source, models.get(source.models[0]) if source.models else None)
     for name in source.models:
         model = models.get(name)
         if model is None:
@@ -92,6 +94,18 @@ def fit_errors(index: int, source: SourceSection, found: Inspection, models: Map
                 f"{model.sample_rate_hz:g} Hz); play a longer recording or a smaller start_fraction"
             )
     return errors
+
+
+def indicator_errors(key: str, source: SourceSection, model: ModelInput | None) -> list[str]:
+    """What ``[sources.indicators]`` cannot compute on the first model's windows (a band past its Nyquist
+    frequency or without an FFT bin), each line naming ``<key>.indicators.<field>``."""
+    if source.indicators is None or not source.indicators.enabled or model is None:
+        return []
+    try:
+        make_plan(source.indicators.settings(), model.sample_rate_hz, model.window_samples, f"{key}.indicators")
+    except ValueError as error:
+        return str(error).splitlines()
+    return []
 
 
 def start_errors(config: AgentConfig, *, model_files: bool = True) -> list[str]:

@@ -166,7 +166,7 @@ def test_an_mqtt_source_with_a_binary_format_loads(tmp_path: Path) -> None:
     assert (mqtt_source.format, mqtt_source.sample_rate_hz, mqtt_source.qos) == ("i16le", 12000.0, 1)
 
 
-DOTTED_KEY = re.compile(r"^[a-z_]+(\[\d+\])?(\.[a-z_]+(\[\d+\])?)?: ")
+DOTTED_KEY = re.compile(r"^[a-z_]+(\[\d+\])?(\.[a-z_]+(\[\d+\])?){0,2}: ")  # up to sources[0].indicators.bands_hz[1]
 BAD_VALUES: list[Any] = ["x", "", 0, -1, 1.5, math.nan, True, [], [1], {}, {"a": 1}]
 FIELDS = [
     (name, spec.name)
