@@ -36,7 +36,7 @@ from edge_agent.training.complexity import count_macs, count_parameters
 from edge_agent.training.data import CwruDataset, load_cwru, make_windows
 from edge_agent.training.evaluate import EVAL_SEED, accuracy_vs_snr, predict_labels, summarize, test_windows
 from edge_agent.training.noise import NOISE_TYPES, add_noise, snr_label
-from edge_agent.training.noise_floor_export import build_two_method_torchscript
+from edge_agent.training.noise_floor_export import build_noise_floor_torchscript
 from edge_agent.training.provenance import code_version
 from edge_agent.training.quantize import (
     QUANTIZED_ENGINE,
@@ -54,9 +54,6 @@ DEFAULT_HOP_SAMPLES = 1024
 METRIC_SNRS_DB: tuple[float | None, ...] = (-10.0, -5.0, None)
 AGREEMENT_SNR_DB = -5.0
 GRAPH_LAYOUT = "2d-channels-last"  # (N, C, 1, L) NHWC inside the graph; the file's input stays (N, C, L)
-
-
-# ---------------------------------------------------------------- meta
 
 
 def describe_model(
@@ -116,7 +113,7 @@ def build_torchscript(
     example, network = torch.zeros(2, meta["channels"], meta["window_samples"]), to_channels_last_2d(model.eval())
     meta = {**meta, "graph_layout": GRAPH_LAYOUT}
     if reference_windows is not None and any(isinstance(b.shrinkage, Shrinkage2d) for b in network.blocks):
-        return build_two_method_torchscript(
+        return build_noise_floor_torchscript(
             network,
             meta,
             reference_windows=reference_windows,
@@ -146,14 +143,14 @@ def export_model(
     calibration: torch.Tensor | None = None,
     engine: str = QUANTIZED_ENGINE,
     quantize_stem: bool = False,
+    **reference: Any,
 ) -> tuple[torch.jit.ScriptModule, dict[str, Any]]:
-    """:func:`build_torchscript` and :func:`save_torchscript` in one step (no data files needed)."""
-    module, meta = build_torchscript(model, meta, calibration=calibration, engine=engine, quantize_stem=quantize_stem)
+    """:func:`build_torchscript` (``reference``: its ``reference_windows``/``_data``) and :func:`save_torchscript`."""
+    module, meta = build_torchscript(
+        model, meta, calibration=calibration, engine=engine, quantize_stem=quantize_stem, **reference
+    )
     save_torchscript(module, out, meta)
     return module, meta
-
-
-# ---------------------------------------------------------------- runs
 
 
 def calibration_set(dataset: CwruDataset, config: TrainConfig, count: int) -> torch.Tensor:

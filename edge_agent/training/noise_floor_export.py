@@ -1,44 +1,49 @@
-"""Script a 2-D network with two methods: ``forward`` (logits, as before) and ``noise_floor`` (``(N,)``).
+"""Script a 2-D network with ``forward`` (logits, as before), ``noise_floor`` (``(N,)``) and both in one pass.
 
 :class:`~edge_agent.nn.noise_floor.NoiseFloorNet2d` computes both in one FX graph (for int8, the graph
-is quantised once, so both methods use the same int8 layers and scales); :func:`split_outputs` cuts it
+is quantised once, so every method uses the same int8 layers and scales); :func:`split_outputs` cuts it
 into one graph per output and drops the dead nodes, so ``forward`` runs exactly the classifier's ops and
-``noise_floor`` only the layers up to the chosen unit. ``meta.json`` key ``noise_floor`` says the file
-has the method (:class:`edge_agent.modelmeta.NoiseFloorInfo` on the runtime side).
+``noise_floor`` only the layers up to the last chosen unit; ``forward_with_noise_floor`` is the whole
+graph (what the agent calls: the noise floor costs a few reductions, not a second pass). ``meta.json``
+key ``noise_floor`` says the file has the methods (:class:`edge_agent.modelmeta.NoiseFloor`).
 """
 
 from __future__ import annotations
 
 import logging
-import statistics
 from typing import Any
 
 import torch
 from torch import fx, nn
 
 from edge_agent.nn.channels_last import ResidualNet2d
-from edge_agent.nn.noise_floor import DEFAULT_UNIT, NoiseFloorNet2d
+from edge_agent.nn.noise_floor import DEFAULT_UNITS, NoiseFloorNet2d
 from edge_agent.training.quantize import check_batch_sizes, int8_module_names, quantize_boundaries, quantize_int8
 
 logger = logging.getLogger(__name__)
 
 METHOD = "noise_floor"
-SUMMARY = "mean over channels of the soft thresholds tau of one shrinkage unit, divided by reference"
+WITH_LOGITS = "forward_with_noise_floor"
+SUMMARY = "geometric mean over the channels of the units of tau / (that channel's median tau on the reference windows)"
 
 
-class TwoMethods(nn.Module):
-    """``forward`` from one graph, ``noise_floor`` from another (what gets scripted)."""
+class ThreeMethods(nn.Module):
+    """``forward`` and ``noise_floor`` from their own graphs, ``forward_with_noise_floor`` from both (scripted)."""
 
-    def __init__(self, classify: nn.Module, noise: nn.Module) -> None:
+    def __init__(self, classify: nn.Module, noise: nn.Module, both: nn.Module) -> None:
         super().__init__()
         self.classify = classify
         self.noise = noise
+        self.both = both
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classify(x)
 
     def noise_floor(self, x: torch.Tensor) -> torch.Tensor:
         return self.noise(x)
+
+    def forward_with_noise_floor(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.both(x)
 
 
 def split_outputs(module: fx.GraphModule) -> tuple[fx.GraphModule, fx.GraphModule]:
@@ -56,15 +61,17 @@ def split_outputs(module: fx.GraphModule) -> tuple[fx.GraphModule, fx.GraphModul
     return parts[0], parts[1]
 
 
-def measure_reference(network: ResidualNet2d, windows: torch.Tensor, unit: int = DEFAULT_UNIT) -> float:
-    """Median over ``windows`` (clean) of the un-normalised noise floor of ``network``'s unit ``unit``."""
-    combined = NoiseFloorNet2d(network, unit=unit)
+def measure_references(
+    network: ResidualNet2d, windows: torch.Tensor, units: tuple[int, ...] = DEFAULT_UNITS
+) -> list[torch.Tensor]:
+    """Per unit in ``units``, each channel's median ``tau`` over ``windows`` (clean)."""
+    probe = NoiseFloorNet2d(network, units=units)
     with torch.inference_mode():
-        values = torch.cat([combined(chunk)[1] for chunk in windows.split(256)])
-    return float(statistics.median(values.tolist()))
+        parts = [probe.thresholds(chunk) for chunk in windows.split(256)]
+    return [torch.cat([part[i] for part in parts]).median(dim=0).values.clamp_min(1e-12) for i in range(len(units))]
 
 
-def build_two_method_torchscript(
+def build_noise_floor_torchscript(
     network: ResidualNet2d,
     meta: dict[str, Any],
     *,
@@ -73,15 +80,15 @@ def build_two_method_torchscript(
     calibration: torch.Tensor | None = None,
     engine: str = "onednn",
     quantize_stem: bool = False,
-    unit: int = DEFAULT_UNIT,
+    units: tuple[int, ...] = DEFAULT_UNITS,
 ) -> tuple[torch.jit.ScriptModule, dict[str, Any]]:
     """float32 (``calibration`` None) or int8 TorchScript of ``network`` with a ``noise_floor`` method, and its meta.
 
     ``meta`` is copied and only extended (unknown keys ride along): ``graph_layout`` is expected to be
     set by the caller; this adds ``noise_floor`` and the precision keys.
     """
-    reference = measure_reference(network, reference_windows, unit)
-    combined = NoiseFloorNet2d(network, unit=unit, reference=reference)
+    references = measure_references(network, reference_windows, units)
+    combined = NoiseFloorNet2d(network, units=units, references=references)
     example = torch.zeros(2, meta["channels"], meta["window_samples"])
     meta = {**meta}
     if calibration is None:
@@ -101,18 +108,18 @@ def build_two_method_torchscript(
         meta["quantization"].update(quantize_boundaries(classify))
     meta["noise_floor"] = {
         "method": METHOD,
-        "unit": f"blocks.{unit}",
+        "with_logits": WITH_LOGITS,
+        "units": [f"blocks.{unit}" for unit in units],
+        "channels": int(sum(len(r) for r in references)),
         "summary": SUMMARY,
-        "reference": reference,
         "reference_data": reference_data,
-        "output": "(N,) float32 per window; 1.0 = the median of clean training windows; higher = more noise",
+        "output": "(N,) float32 per window; 1.0 = as clean as the reference windows; higher = more noise",
     }
-    module = TwoMethods(classify, noise).eval()
+    module = ThreeMethods(classify, noise, graph).eval()
+    methods = {"forward": (example,), METHOD: (example,), WITH_LOGITS: (example,)}
     with torch.no_grad():
-        traced = torch.jit.trace_module(
-            module, {"forward": (example,), METHOD: (example,)}, check_trace=False, _store_inputs=False
-        )
-    scripted = torch.jit.freeze(traced, preserved_attrs=[METHOD])
+        traced = torch.jit.trace_module(module, methods, check_trace=False, _store_inputs=False)
+    scripted = torch.jit.freeze(traced, preserved_attrs=[METHOD, WITH_LOGITS])
     check_batch_sizes(scripted, classify, example.shape[1:])
     _check_noise_floor(scripted, noise, example.shape[1:])
     return scripted, meta
@@ -124,5 +131,9 @@ def _check_noise_floor(scripted: torch.jit.ScriptModule, reference: nn.Module, w
         inputs = torch.randn((batch, *window_shape), generator=generator)
         with torch.inference_mode():
             got, expected = scripted.noise_floor(inputs), reference(inputs)
+            logits, both = scripted.forward_with_noise_floor(inputs)
+            alone = scripted(inputs)
         if got.shape != (batch,) or float((got - expected).abs().max()) > 1e-4:
             raise ValueError(f"scripted noise_floor differs from eager at batch {batch}: {tuple(got.shape)}")
+        if float((both - got).abs().max()) > 1e-5 or float((logits - alone).abs().max()) > 1e-5:
+            raise ValueError(f"forward_with_noise_floor differs from forward and noise_floor at batch {batch}")

@@ -145,7 +145,7 @@ def reexport_shipped(float_path: Path, int8_path: Path, *, data: str | None = No
     copied and extended, never rebuilt, so keys this code does not know are carried through.
     """
     from edge_agent.training.noise import add_noise
-    from edge_agent.training.noise_floor_export import build_two_method_torchscript
+    from edge_agent.training.noise_floor_export import build_noise_floor_torchscript
     from edge_agent.training.provenance import code_version
     from edge_agent.training.quantize import save_torchscript
 
@@ -154,18 +154,21 @@ def reexport_shipped(float_path: Path, int8_path: Path, *, data: str | None = No
     old_float, old_int8 = load_model(float_path).module, load_model(int8_path).module
     calibration, reference, reference_data, held_out = _recipe(int8_meta, data)
     extra = {"reference_windows": reference, "reference_data": reference_data}
-    new_float, new_float_meta = build_two_method_torchscript(network, float_meta, **extra)
+    new_float, new_float_meta = build_noise_floor_torchscript(network, float_meta, **extra)
     engine = str(int8_meta["quantized_engine"])
-    new_int8, new_int8_meta = build_two_method_torchscript(
+    new_int8, new_int8_meta = build_noise_floor_torchscript(
         network, int8_meta, calibration=calibration, engine=engine, **extra
     )
     generator = torch.Generator().manual_seed(7)
-    noisy = torch.cat([add_noise(held_out, kind, -5.0, generator) for kind in ("gaussian", "pink")])
+    conditions = {"clean": held_out}
+    for snr_db in (-5.0, -10.0):
+        noisy = [add_noise(held_out, kind, snr_db, generator) for kind in ("gaussian", "pink")]
+        conditions[f"{snr_db:+.0f} dB gaussian+pink"] = torch.cat(noisy)
     with torch.inference_mode():
-        float_error = max(float((new_float(w) - old_float(w)).abs().max()) for w in (held_out, noisy))
+        float_error = max(float((new_float(w) - old_float(w)).abs().max()) for w in conditions.values())
         agreement = {
             name: float((new_int8(w).argmax(1) == old_int8(w).argmax(1)).float().mean())
-            for name, w in (("clean", held_out), ("-5 dB gaussian+pink", noisy))
+            for name, w in conditions.items()
         }
     if float_error > 1e-5:
         raise ValueError(f"rebuilt float32 logits differ from {float_path} by {float_error:.3g}")
