@@ -5,7 +5,7 @@
 
 For each shipped file (float32 and int8, vibration and audio), the three calls ``forward``,
 ``forward_with_noise_floor`` and ``noise_floor`` alone take turns inside one loop on the same random
-windows, so load from other processes hits them alike. Each repeat gives the ratio
+windows (in turn first and last), so load from other processes hits them alike. Each repeat gives the ratio
 ``forward_with_noise_floor`` time / ``forward`` time; the table shows the median ms per window and the
 median of those per-repeat ratios with their 10th-90th percentile. One thread, like the agent's
 inference worker. Prints the CPU model and its SIMD flags (bench_inference.py's caveat: int8 speed
@@ -46,10 +46,11 @@ def time_methods(module: torch.jit.ScriptModule, inputs: torch.Tensor, repeats: 
         for _ in range(5):
             for call in calls.values():
                 call(inputs)
-        for _ in range(repeats):
-            for name, call in calls.items():
+        names = list(calls)
+        for repeat in range(repeats):
+            for name in names if repeat % 2 else reversed(names):  # no method always runs first (warm caches)
                 started = time.perf_counter()
-                call(inputs)
+                calls[name](inputs)
                 samples[name].append(time.perf_counter() - started)
     return samples
 
