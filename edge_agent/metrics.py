@@ -152,10 +152,7 @@ class AgentMetrics:
             "edge_agent_class_probability", "Last class probabilities.", ["sensor", "model", "label"], registry=r
         )
         self.noise_floor = Gauge(
-            "edge_agent_noise_floor",
-            "The model's own noise estimate of the last window (its shrinkage thresholds; 1 = clean training data).",
-            ["sensor", "model"],
-            registry=r,
+            "edge_agent_noise_floor", "Model's noise estimate, last window (1: clean).", ["sensor", "model"], registry=r
         )
         self.alerts = Counter(
             "edge_agent_alerts_total", "Alert lifecycle events.", ["sensor", "label", "type"], registry=r
@@ -279,10 +276,6 @@ class AgentMetrics:
                     self.alerts.labels(sensor, label, event_type)
                 for reason in SUPPRESS_REASONS:
                     self.alerts_suppressed.labels(sensor, label, reason)
-
-    def init_noise_floor(self, sensor: str, model: str) -> None:
-        """The noise-floor series of a sensor's model, NaN until its first window (0 would read as noiseless)."""
-        self.noise_floor.labels(sensor, model).set(float("nan"))
 
     def init_pipeline(self, queue_capacity_windows: int, sinks: tuple[str, ...] = ()) -> None:
         """Create the pipeline's series at zero: queue capacity, window drop reasons, sink events and errors.

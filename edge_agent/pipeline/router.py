@@ -1,10 +1,11 @@
 """Chunks -> windows of each model of their source, sensor discovery, and the sensors' metric series.
 
 :class:`SensorSeries` is the one place that creates a source's and a sensor's series at zero
-(``init_source``, ``init_sensor``, ``init_sensor_model``, ``init_noise_floor``), each once however many sources name
-the sensor: configured sensors at start (so a sensor whose payloads are all rejected still has
-its series), a sensor a wildcard topic finds with its first chunk, and the per-label series again
-when a reload changes a model's labels or the normal labels.
+(``init_source``, ``init_sensor``, ``init_sensor_model``; the noise floor of a model that has one at
+NaN), each once however many sources name the sensor: configured sensors at start (so a sensor
+whose payloads are all rejected still has its series), a sensor a wildcard topic finds with its
+first chunk, and the per-label series again when a reload changes a model's labels or the normal
+labels.
 
 :func:`make_router` builds the ``emit`` callback of one source (it runs on the source's thread).
 """
@@ -12,6 +13,7 @@ when a reload changes a model's labels or the normal labels.
 from __future__ import annotations
 
 import logging
+import math
 import threading
 from collections.abc import Callable, Iterable, Mapping
 
@@ -88,8 +90,8 @@ class SensorSeries:
 
     def _init_model(self, sensor: str, model: str) -> None:
         self._metrics.init_sensor_model(sensor, model, self._labels.get(model, ()), self._normal)
-        if model in self._noise_floor:
-            self._metrics.init_noise_floor(sensor, model)
+        if model in self._noise_floor:  # NaN until its first window: 0 would read as noiseless
+            self._metrics.noise_floor.labels(sensor, model).set(math.nan)
 
 
 def make_router(
