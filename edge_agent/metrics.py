@@ -137,6 +137,9 @@ class AgentMetrics:
         self.probability = Gauge(
             "edge_agent_class_probability", "Last class probabilities.", ["sensor", "model", "label"], registry=r
         )
+        self.noise_floor = Gauge(
+            "edge_agent_noise_floor", "Model's noise estimate, last window (1: clean).", ["sensor", "model"], registry=r
+        )
         self.alerts = Counter(
             "edge_agent_alerts_total", "Alert lifecycle events.", ["sensor", "label", "type"], registry=r
         )

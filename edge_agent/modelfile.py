@@ -193,6 +193,17 @@ def _check_output_shape(module: torch.jit.ScriptModule, meta: ModelMeta, path: P
     expected = (1, meta.output_width)
     if tuple(output.shape) != expected:
         raise ValueError(f"{path}: model returns shape {tuple(output.shape)}, meta.json labels imply {expected}")
+    if meta.noise_floor is not None:
+        try:
+            with torch.inference_mode():
+                both = module.forward_with_noise_floor(inputs)
+                floor = module.noise_floor(inputs)
+        except (AttributeError, RuntimeError) as error:
+            raise ValueError(
+                f"{path}: {META_FILE} has 'noise_floor' but its methods fail: {first_line(error)}"
+            ) from error
+        if tuple(floor.shape) != (1,) or tuple(both[1].shape) != (1,):
+            raise ValueError(f"{path}: noise_floor returns shape {tuple(floor.shape)}, expected (1,)")
 
 
 def model_engine(loaded: LoadedModel) -> str:

@@ -67,6 +67,20 @@ class Normalisation:
 
 
 @dataclass(frozen=True)
+class NoiseFloor:
+    """The file has methods ``noise_floor`` (``(N,)``: the model's own noise estimate per window, 1.0 = as clean
+    as its reference windows) and ``forward_with_noise_floor`` (logits and that, in one pass).
+
+    ``units`` names the shrinkage units whose thresholds it summarises.
+    """
+
+    units: tuple[str, ...]
+
+
+NOISE_FLOOR_METHODS = {"method": "noise_floor", "with_logits": "forward_with_noise_floor"}  # what the runtime calls
+
+
+@dataclass(frozen=True)
 class AnomalyScoring:
     """The scoring part of an ``anomaly`` model: a score per window, anomalous above ``threshold``."""
 
@@ -106,6 +120,7 @@ class ModelMeta(Mapping[str, Any]):
     quantized_engine: str | None
     output: str = "logits"
     anomaly: AnomalyScoring | None = None  # set for kind "anomaly" only
+    noise_floor: NoiseFloor | None = None  # the file has a noise_floor method (meta key noise_floor)
     data_sha256: str | None = None  # hash of the training data (training.data_sha256)
     code_version: str | None = None
     metrics: Mapping[str, Any] = field(default_factory=_empty)  # test_metrics of the export, {} if none recorded
@@ -194,6 +209,7 @@ def parse_meta(document: object, *, source: str) -> ModelMeta:
         quantized_engine=engine,
         output=str(meta.get("output", "logits")),
         anomaly=_anomaly(meta, source) if meta["kind"] == "anomaly" else None,
+        noise_floor=_noise_floor(meta.get("noise_floor"), source),
         data_sha256=data_sha256 if isinstance(data_sha256, str) else None,
         code_version=meta.get("code_version") if isinstance(meta.get("code_version"), str) else None,
         metrics=MappingProxyType(metrics if isinstance(metrics, dict) else {}),
@@ -262,6 +278,17 @@ def _anomaly(meta: dict[str, Any], source: str) -> AnomalyScoring:
     if not isinstance(calibration, dict):
         raise ValueError(f"{source}: {META_FILE} key 'calibration' must be an object, got {calibration!r}")
     return AnomalyScoring(threshold=float(threshold), calibration=MappingProxyType(calibration))
+
+
+def _noise_floor(value: object, source: str) -> NoiseFloor | None:
+    if value is None:
+        return None
+    if not isinstance(value, dict) or any(value.get(k) != name for k, name in NOISE_FLOOR_METHODS.items()):
+        raise ValueError(f"{source}: {META_FILE} key 'noise_floor' must be an object with {NOISE_FLOOR_METHODS}")
+    units = value.get("units")
+    if not isinstance(units, list) or not units or not all(isinstance(unit, str) for unit in units):
+        raise ValueError(f"{source}: {META_FILE} key 'noise_floor.units' must be a non-empty list of strings")
+    return NoiseFloor(units=tuple(units))
 
 
 def _check_choice(meta: dict[str, Any], key: str, allowed: tuple[object, ...], source: str) -> None:

@@ -66,6 +66,7 @@ class Prediction:
     confidence: float
     decided_at: float = 0.0  # time.monotonic() when inference finished
     model_sha256: str = ""  # the model file that made it (a reload may swap files between batches)
+    noise_floor: float | None = None  # the model's own noise estimate for this window, when its file has one
 
 
 @dataclass(frozen=True)

@@ -62,12 +62,18 @@ class Shrinkage2d(nn.Module):
         self.channel_wise = unit.channel_wise
         self.attention = copy.deepcopy(unit.attention)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def thresholds(self, x: torch.Tensor) -> torch.Tensor:
+        """The thresholds ``tau`` ``(N, C)`` (CW) or ``(N, 1)`` (CS) for features ``(N, C, 1, L)``."""
         abs_mean = torch.abs(x).mean(dim=(2, 3))  # (N, C)
         alpha = self.attention(abs_mean)
-        tau = alpha * abs_mean if self.channel_wise else alpha * abs_mean.mean(dim=1, keepdim=True)
+        return alpha * abs_mean if self.channel_wise else alpha * abs_mean.mean(dim=1, keepdim=True)
+
+    def shrink(self, x: torch.Tensor, tau: torch.Tensor) -> torch.Tensor:
         tau = tau[:, :, None, None]
         return x.sub_(torch.clamp(x, -tau, tau))  # in place: x is the convolution's output, used only here
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.shrink(x, self.thresholds(x))
 
 
 class Block2d(nn.Module):
@@ -89,9 +95,21 @@ class Block2d(nn.Module):
         self.pad_channels = block.shortcut.pad_channels
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self._add_shortcut(x, self.shrinkage(self._convolve(x)))
+
+    def forward_with_thresholds(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The unit's output and its thresholds ``tau`` ``(N, C)``; needs a shrinkage unit."""
+        if not isinstance(self.shrinkage, Shrinkage2d):
+            raise TypeError("this unit has no shrinkage (a ResNet or ConvNet baseline)")
+        y = self._convolve(x)
+        tau = self.shrinkage.thresholds(y)
+        return self._add_shortcut(x, self.shrinkage.shrink(y, tau)), tau
+
+    def _convolve(self, x: torch.Tensor) -> torch.Tensor:
         y = self.conv1(self.relu1(self.bn1(x)))
-        y = self.conv2(self.relu2(self.bn2(y)))
-        y = self.shrinkage(y)
+        return self.conv2(self.relu2(self.bn2(y)))
+
+    def _add_shortcut(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         if self.use_shortcut:
             shortcut = x
             if self.stride > 1:

@@ -51,7 +51,8 @@ class DataPath:
         """The models and configuration in force (start, and after each reload)."""
         self._models, self._config = models, config
         labels = {name: tuple(loaded.meta.labels) for name, loaded in models.items()}
-        self.sensors.configure(labels, config.decision.normal_labels)
+        floors = [name for name, loaded in models.items() if loaded.meta.noise_floor is not None]
+        self.sensors.configure(labels, config.decision.normal_labels, floors)
         self.context.configure({name: loaded.meta for name, loaded in models.items()}, config)
 
     def router(self, section: SourceSection, submit: Submit, *, real_time: bool = True) -> Router:
@@ -139,4 +140,5 @@ class DataPath:
         """A reload swapped ``changed`` models: remove the series of labels their new files lack."""
         for name, loaded in changed.items():
             gone = set(previous[name].meta.labels) - set(loaded.meta.labels)
-            self.series.retire(name, self.series.sensors(name) | self.sensors.sensors(name), gone)
+            sensors = self.series.sensors(name) | self.sensors.sensors(name)
+            self.series.retire(name, sensors, gone, noise_floor=loaded.meta.noise_floor is None)

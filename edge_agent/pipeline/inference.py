@@ -130,6 +130,8 @@ class InferenceWorker:
         for loaded in self.models.values():
             with torch.inference_mode():
                 loaded.module(torch.zeros(1, loaded.channels, loaded.window_samples))
+                if loaded.meta.noise_floor is not None:
+                    loaded.module.forward_with_noise_floor(torch.zeros(1, loaded.channels, loaded.window_samples))
 
     def start(self) -> None:
         self._stop.clear()
@@ -161,15 +163,21 @@ class InferenceWorker:
         loaded = self.models[name]
         inputs = torch.from_numpy(np.stack([item.window.samples for item in batch]))
         started = time.perf_counter()
+        floors: list[float | None] = [None] * len(batch)
         with torch.inference_mode():
-            probabilities = torch.softmax(loaded.module(inputs), dim=1).numpy()
+            if loaded.meta.noise_floor is not None:  # the file has the method (meta.json key noise_floor)
+                logits, noise = loaded.module.forward_with_noise_floor(inputs)
+                floors = noise.tolist()
+            else:
+                logits = loaded.module(inputs)
+            probabilities = torch.softmax(logits, dim=1).numpy()
         self.metrics.inference_duration.labels(name).observe(time.perf_counter() - started)
         self.metrics.batch_size.labels(name).observe(len(batch))
         self.metrics.windows_processed.labels(name).inc(len(batch))
         self.metrics.last_processed.set(time.time())
         labels = loaded.labels
         decided_at = time.monotonic()
-        for item, row in zip(batch, probabilities, strict=True):
+        for item, row, floor in zip(batch, probabilities, floors, strict=True):
             best = int(row.argmax())
             prediction = Prediction(
                 sensor=item.window.sensor,
@@ -180,6 +188,7 @@ class InferenceWorker:
                 confidence=float(row[best]),
                 decided_at=decided_at,
                 model_sha256=loaded.sha256,
+                noise_floor=floor,
             )
             try:
                 self.on_prediction(prediction)

@@ -37,14 +37,20 @@ class PredictionSeries:
         counters[prediction.label].inc()
         for label, p in prediction.probabilities.items():
             gauges[label].set(p)
+        if prediction.noise_floor is not None:
+            self._metrics.noise_floor.labels(prediction.sensor, prediction.model).set(prediction.noise_floor)
 
     def sensors(self, model: str) -> set[str]:
         """Sensors that have predictions of ``model`` so far."""
         return {sensor for sensor, name, _ in self._children if name == model}
 
-    def retire(self, model: str, sensors: Iterable[str], labels: Iterable[str]) -> None:
-        """Remove ``model``'s series of ``labels`` (gone from its new file) and forget its cached children."""
+    def retire(self, model: str, sensors: Iterable[str], labels: Iterable[str], *, noise_floor: bool = False) -> None:
+        """Remove ``model``'s series of ``labels`` (gone from its new file), its noise-floor series when
+        ``noise_floor`` (the new file has none), and forget its cached children."""
         for sensor in sensors:
+            if noise_floor:
+                with contextlib.suppress(KeyError):
+                    self._metrics.noise_floor.remove(sensor, model)
             for label in labels:
                 for family in (self._metrics.predictions, self._metrics.probability):
                     with contextlib.suppress(KeyError):  # never created for this sensor: nothing to remove

@@ -1,11 +1,11 @@
 """Chunks -> windows of each model of their source, sensor discovery, and the sensors' metric series.
 
 :class:`SensorSeries` is the one place that creates a source's and a sensor's series at zero
-(``init_source``, ``init_sensor``, ``init_sensor_model``), each once however many sources name
-the sensor: configured sensors at start (so a sensor whose payloads are all rejected still has
-its series), a sensor a wildcard topic finds when its source admits it (its first message, before the
-payload is parsed) or with its first chunk, and the per-label series again
-when a reload changes a model's labels or the normal labels.
+(``init_source``, ``init_sensor``, ``init_sensor_model``; the noise floor of a model that has one at
+NaN), each once however many sources name the sensor: configured sensors at start (so a sensor
+whose payloads are all rejected still has its series), a sensor a wildcard topic finds when its
+source admits it (its first message, before the payload is parsed) or with its first chunk, and the
+per-label series again when a reload changes a model's labels or the normal labels.
 
 :func:`make_router` builds the :class:`Router`, the ``emit`` callback of one source (it runs on the source's
 thread), which also feeds the source's stream supervision (edge_agent.pipeline.supervision).
@@ -14,6 +14,7 @@ thread), which also feeds the source's stream supervision (edge_agent.pipeline.s
 from __future__ import annotations
 
 import logging
+import math
 import threading
 from collections.abc import Callable, Iterable, Mapping
 
@@ -41,14 +42,23 @@ class SensorSeries:
         self._sensors: dict[str, set[str]] = {}  # sensor -> models whose series it has
         self._labels: dict[str, tuple[str, ...]] = {}  # model -> labels its series were made for
         self._normal: tuple[str, ...] = ()
+        self._noise_floor: frozenset[str] = frozenset()  # models whose files have a noise_floor method
 
-    def configure(self, labels: Mapping[str, tuple[str, ...]], normal_labels: tuple[str, ...]) -> None:
-        """The models' labels and the normal labels (start, reload): known sensors get the series they now lack."""
+    def configure(
+        self,
+        labels: Mapping[str, tuple[str, ...]],
+        normal_labels: tuple[str, ...],
+        noise_floor_models: Iterable[str] = (),
+    ) -> None:
+        """The models' labels, the normal labels and the models with a noise floor (start, reload): known
+        sensors get the series they now lack."""
         with self._lock:
             changed = {model for model, new in labels.items() if self._labels.get(model) != new}
             if normal_labels != self._normal:  # other labels are faults now: their alert series
                 changed = set(labels)
-            self._labels, self._normal = dict(labels), normal_labels
+            noise_floor = frozenset(noise_floor_models)
+            changed |= noise_floor - self._noise_floor
+            self._labels, self._normal, self._noise_floor = dict(labels), normal_labels, noise_floor
             for sensor, models in self._sensors.items():
                 for model in models & changed:
                     self._init_model(sensor, model)
@@ -83,6 +93,8 @@ class SensorSeries:
 
     def _init_model(self, sensor: str, model: str) -> None:
         self._metrics.init_sensor_model(sensor, model, self._labels.get(model, ()), self._normal)
+        if model in self._noise_floor:  # NaN until its first window: 0 would read as noiseless
+            self._metrics.noise_floor.labels(sensor, model).set(math.nan)
 
 
 def make_router(

@@ -132,8 +132,9 @@ def export_audio(
         },
         "evaluation": {"cross_validation": cv_summary} if cv_summary else {},
     }
-    float_module, float_meta = build_torchscript(model, meta)
-    module, meta = build_torchscript(model, meta, calibration=windows[picks], engine=engine)
+    reference = {"reference_windows": windows, "reference_data": f"median over all {len(windows)} training windows"}
+    float_module, float_meta = build_torchscript(model, meta, **reference)
+    module, meta = build_torchscript(model, meta, calibration=windows[picks], engine=engine, **reference)
     meta["quantization"]["calibration_data"] = f"{len(picks)} windows drawn from all clips"
     float_pred, int8_pred = predictions(float_module, windows), predictions(module, windows)
     checks = {

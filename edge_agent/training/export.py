@@ -14,15 +14,14 @@ the layout this CPU's float and int8 convolution kernels run fastest in; the wei
 trained 1-D ones. ``GRAPH_LAYOUT`` names it in ``meta.json``.
 
 The saved module takes raw windows ``(N, channels, window_samples)`` in g and returns logits
-``(N, len(labels))``; ``meta.json`` rides along through ``_extra_files``
-(see :mod:`edge_agent.modelfile`).
+``(N, len(labels))``, plus a ``noise_floor`` method (``meta.json`` key ``noise_floor``); ``meta.json``
+rides along through ``_extra_files`` (see :mod:`edge_agent.modelfile`).
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import subprocess
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -30,15 +29,16 @@ from typing import Any
 import torch
 from torch import nn
 
-import edge_agent
 from edge_agent.modelfile import SCHEMA_VERSION, load_model
-from edge_agent.nn.channels_last import to_channels_last_2d
+from edge_agent.nn.channels_last import Shrinkage2d, to_channels_last_2d
 from edge_agent.training.accuracy_gate import REFUSED, LowAccuracyError, accuracy_problem
 from edge_agent.training.complexity import count_macs, count_parameters
 from edge_agent.training.data import CwruDataset, load_cwru, make_windows
 from edge_agent.training.evaluate import EVAL_SEED, accuracy_vs_snr, predict_labels, summarize, test_windows
 from edge_agent.training.label_info import CWRU_LABEL_INFO, label_info
 from edge_agent.training.noise import NOISE_TYPES, add_noise, snr_label
+from edge_agent.training.noise_floor_export import build_noise_floor_torchscript
+from edge_agent.training.provenance import code_version
 from edge_agent.training.quantize import (
     QUANTIZED_ENGINE,
     int8_module_names,
@@ -55,23 +55,6 @@ DEFAULT_HOP_SAMPLES = 1024
 METRIC_SNRS_DB: tuple[float | None, ...] = (-10.0, -5.0, None)
 AGREEMENT_SNR_DB = -5.0
 GRAPH_LAYOUT = "2d-channels-last"  # (N, C, 1, L) NHWC inside the graph; the file's input stays (N, C, L)
-
-
-# ---------------------------------------------------------------- meta
-def code_version() -> str:
-    """``edge_agent.__version__`` plus the git commit (``-dirty`` with local changes), else ``+unknown``."""
-    repo = Path(edge_agent.__file__).resolve().parents[1]
-    try:
-        commit = _git(repo, "rev-parse", "--short", "HEAD")
-        dirty = bool(_git(repo, "status", "--porcelain", "--untracked-files=no"))
-    except (OSError, subprocess.SubprocessError):
-        return f"{edge_agent.__version__}+unknown"
-    return f"{edge_agent.__version__}+{commit}{'-dirty' if dirty else ''}"
-
-
-def _git(repo: Path, *args: str) -> str:
-    result = subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True, timeout=10, check=True)
-    return result.stdout.strip()
 
 
 def describe_model(
@@ -119,15 +102,27 @@ def build_torchscript(
     calibration: torch.Tensor | None = None,
     engine: str = QUANTIZED_ENGINE,
     quantize_stem: bool = False,
+    reference_windows: torch.Tensor | None = None,
+    reference_data: str = "",
 ) -> tuple[torch.jit.ScriptModule, dict[str, Any]]:
     """int8 (when ``calibration`` is given) or float32 TorchScript of ``model``, and ``meta`` with its precision.
 
     ``model`` is a :class:`~edge_agent.nn.ResidualNet1d`; the graph is built from its 2-D channels-last copy.
+    With ``reference_windows`` (clean windows) and shrinkage units, the module also gets a ``noise_floor``
+    method (:mod:`edge_agent.training.noise_floor_export`).
     """
-    model = model.eval()
-    example = torch.zeros(2, meta["channels"], meta["window_samples"])
-    network = to_channels_last_2d(model)
+    example, network = torch.zeros(2, meta["channels"], meta["window_samples"]), to_channels_last_2d(model.eval())
     meta = {**meta, "graph_layout": GRAPH_LAYOUT}
+    if reference_windows is not None and any(isinstance(b.shrinkage, Shrinkage2d) for b in network.blocks):
+        return build_noise_floor_torchscript(
+            network,
+            meta,
+            reference_windows=reference_windows,
+            reference_data=reference_data,
+            calibration=calibration,
+            engine=engine,
+            quantize_stem=quantize_stem,
+        )
     if calibration is None:
         return to_torchscript(network, example), {**meta, "precision": "float32", "quantized_engine": None}
     quantized = quantize_int8(network, calibration, engine=engine, quantize_stem=quantize_stem)
@@ -149,14 +144,14 @@ def export_model(
     calibration: torch.Tensor | None = None,
     engine: str = QUANTIZED_ENGINE,
     quantize_stem: bool = False,
+    **reference: Any,
 ) -> tuple[torch.jit.ScriptModule, dict[str, Any]]:
-    """:func:`build_torchscript` and :func:`save_torchscript` in one step (no data files needed)."""
-    module, meta = build_torchscript(model, meta, calibration=calibration, engine=engine, quantize_stem=quantize_stem)
+    """:func:`build_torchscript` (``reference``: its ``reference_windows``/``_data``) and :func:`save_torchscript`."""
+    module, meta = build_torchscript(
+        model, meta, calibration=calibration, engine=engine, quantize_stem=quantize_stem, **reference
+    )
     save_torchscript(module, out, meta)
     return module, meta
-
-
-# ---------------------------------------------------------------- runs
 
 
 def calibration_set(dataset: CwruDataset, config: TrainConfig, count: int) -> torch.Tensor:
@@ -284,7 +279,11 @@ def export_run(
     meta["training"] = _training_meta(summary, config, run_dir)
     meta["label_info"] = label_info(meta["labels"], CWRU_LABEL_INFO)  # descriptions and severities for alerts
     calibration = calibration_set(dataset, config, calibration_windows) if quantize else None
-    module, meta = build_torchscript(model, meta, calibration=calibration, engine=engine, quantize_stem=quantize_stem)
+    clean = torch.from_numpy(make_windows(dataset.splits["train"], config.window_samples, config.window_samples)[0])
+    module, meta = build_torchscript(
+        model, meta, calibration=calibration, engine=engine, quantize_stem=quantize_stem,
+        reference_windows=clean, reference_data=f"median over {len(clean)} clean training windows (hop = window)",
+    )  # fmt: skip
     if quantize:
         meta["quantization"]["calibration_data"] = "train split: half clean, half noisy (every type, training SNRs)"
     windows, labels = test_windows(dataset, config.window_samples)

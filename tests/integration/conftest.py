@@ -8,6 +8,7 @@ production broker would. As root it runs as ``nobody`` through ``setpriv`` when 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import shutil
 import signal
@@ -26,6 +27,7 @@ import paho.mqtt.client as paho
 import pytest
 
 from edge_agent.config import MqttSection
+from edge_agent.modelmeta import ModelMeta
 
 HOST = "127.0.0.1"
 
@@ -254,3 +256,8 @@ def wait_until(predicate: Callable[[], bool], timeout_s: float = 10.0, what: str
 def until() -> Callable[..., None]:
     """``until(predicate, timeout_s=10, what="")``: poll a condition with a bounded wait."""
     return wait_until
+
+
+def without_noise_floor(meta: ModelMeta) -> ModelMeta:
+    """``meta`` for a stand-in module (a plain function) that has none of the file's noise-floor methods."""
+    return dataclasses.replace(meta, noise_floor=None)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import free_port
+from conftest import free_port, without_noise_floor
 
 from edge_agent.common.paths import data_root
 from edge_agent.configload import parse_config
@@ -142,7 +142,7 @@ def test_healthy_while_running_and_not_when_inference_is_stuck() -> None:
             release.wait(30)
             return torch.zeros(inputs.shape[0], len(loaded.labels))
 
-        app.models["bearing"] = dataclasses.replace(loaded, module=stuck_model)
+        app.models["bearing"] = dataclasses.replace(loaded, module=stuck_model, meta=without_noise_floor(loaded.meta))
         deadline = time.monotonic() + 10
         while app.healthy(max_stall_s=0.5) and time.monotonic() < deadline:
             time.sleep(0.05)

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 import torch
-from conftest import wait_until
+from conftest import wait_until, without_noise_floor
 from test_agent_replay import MODEL, REPO, free_port, replay_config
 
 from edge_agent.configload import load_config
@@ -73,7 +73,9 @@ def test_a_new_model_and_decision_settings_apply_without_losing_queued_windows(a
             release.wait(30)
             return torch.zeros(inputs.shape[0], len(loaded.labels))
 
-        app.worker.models = {"bearing": dataclasses.replace(loaded, module=stuck_model)}
+        app.worker.models = {
+            "bearing": dataclasses.replace(loaded, module=stuck_model, meta=without_noise_floor(loaded.meta))
+        }
         wait_until(lambda: len(app.worker.queue) >= 8, 20, "8 windows queued behind the stuck model")
         data["models"][0]["path"] = str(FLOAT_MODEL)
         data["decision"]["min_confidence"] = 0.9

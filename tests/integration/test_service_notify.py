@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import without_noise_floor
 from notify_socket import NotifyListener
 from prometheus_client.parser import text_string_to_metric_families
 from test_agent_replay import MODEL, free_port, replay_config
@@ -99,7 +100,10 @@ def test_watchdog_pings_stop_while_inference_is_stuck(listener: NotifyListener) 
             return torch.zeros(inputs.shape[0], len(loaded.labels))
 
         assert app.worker is not None
-        app.worker.models = {**app.worker.models, "bearing": dataclasses.replace(loaded, module=stuck_model)}
+        app.worker.models = {
+            **app.worker.models,
+            "bearing": dataclasses.replace(loaded, module=stuck_model, meta=without_noise_floor(loaded.meta)),
+        }
         stuck_at = time.monotonic()
         unhealthy = listener.wait_for("STATUS=unhealthy: the inference worker is stuck", 10)
         assert listener.messages[unhealthy][0] - stuck_at >= WATCHDOG_MIN_STALL_S - 0.5  # no hair trigger

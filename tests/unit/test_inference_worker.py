@@ -97,3 +97,45 @@ def test_reconfigure_with_nothing_changes_nothing() -> None:
     assert worker.models == {"bearing": old} and worker.config is settings
     worker.reconfigure(config=InferenceSection(max_batch=8))
     assert worker.models == {"bearing": old} and worker.config.max_batch == 8
+
+
+class WithNoiseFloor(Favours):
+    """A model file with the noise-floor methods: the floor is each window's mean absolute sample."""
+
+    def noise_floor(self, x: torch.Tensor) -> torch.Tensor:
+        return x.abs().mean(dim=(1, 2))
+
+    def forward_with_noise_floor(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.forward(x), self.noise_floor(x)
+
+
+def test_a_model_with_a_noise_floor_gives_each_prediction_its_window_s_floor() -> None:
+    base = loaded(["Normal", "IR007"], 1, "c" * 64)
+    document = {
+        **base.meta.document,
+        "noise_floor": {"method": "noise_floor", "with_logits": "forward_with_noise_floor", "units": ["blocks.0"]},
+    }
+    meta = parse_meta(document, source="bearing.pt")
+    model = LoadedModel(path=Path("bearing.pt"), module=WithNoiseFloor(2, 1), meta=meta, sha256="c" * 64)  # type: ignore[arg-type]
+    collect = Collector(expected=3)
+    worker = InferenceWorker({"bearing": model}, InferenceSection(max_batch=3, max_wait_s=1.0), AgentMetrics(), collect)
+    worker.warm_up()
+    for i in range(3):
+        samples = np.full((1, WINDOW), float(i + 1), np.float32)
+        worker.submit("bearing", Window("pump-1", float(i), float(i) + 1.0, samples))
+    worker.start()
+    try:
+        assert collect.done.wait(30), "no predictions from the worker"
+    finally:
+        worker.stop()
+    assert [p.noise_floor for p in collect.predictions] == [1.0, 2.0, 3.0]
+    assert [p.label for p in collect.predictions] == ["IR007"] * 3
+    plain = Collector(expected=1)
+    worker = InferenceWorker({"bearing": base}, InferenceSection(max_batch=1), AgentMetrics(), plain)
+    worker.submit("bearing", window(0))
+    worker.start()
+    try:
+        assert plain.done.wait(30)
+    finally:
+        worker.stop()
+    assert plain.predictions[0].noise_floor is None  # no method in the file: no value

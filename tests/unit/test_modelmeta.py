@@ -183,3 +183,31 @@ def test_the_runtime_never_indexes_model_meta_by_string() -> None:
             if _indexes_meta(node):
                 found.append(f"{path.relative_to(root)}:{node.lineno}")  # type: ignore[attr-defined]
     assert found == []
+
+
+NOISE_FLOOR = {
+    "method": "noise_floor",
+    "with_logits": "forward_with_noise_floor",
+    "units": ["blocks.0", "blocks.1"],
+    "summary": "geometric mean of tau / reference",
+}
+
+
+def test_the_noise_floor_key_parses_into_its_units() -> None:
+    meta = parse_meta(anomaly_document(kind="classifier", noise_floor=NOISE_FLOOR), source="m.pt")
+    assert meta.noise_floor is not None and meta.noise_floor.units == ("blocks.0", "blocks.1")
+    assert parse_meta(anomaly_document(kind="classifier"), source="m.pt").noise_floor is None
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        {**NOISE_FLOOR, "method": "noise"},  # a method the runtime would not call
+        {**NOISE_FLOOR, "with_logits": None},
+        {**NOISE_FLOOR, "units": []},
+        "noise_floor",
+    ],
+)
+def test_a_bad_noise_floor_key_is_refused_naming_it(value: object) -> None:
+    with pytest.raises(ValueError, match=r"m\.pt: meta\.json key 'noise_floor"):
+        parse_meta(anomaly_document(kind="classifier", noise_floor=value), source="m.pt")

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pytest
 
 from edge_agent.config import AgentConfig
 from edge_agent.configload import parse_config
@@ -16,7 +18,7 @@ from edge_agent.pipeline.datapath import DataPath
 from edge_agent.pipeline.decision import DecisionEngine
 from edge_agent.pipeline.fanout import SinkFanout
 from edge_agent.sinks import Sinks
-from edge_agent.types import AlertEvent, Chunk, Window
+from edge_agent.types import AlertEvent, Chunk, Prediction, Window
 
 WINDOW = 8
 EVENT = AlertEvent("new", "a1", "pump-1", "fault", "IR007", 0.9, 1.0, 1.0, 1.1)
@@ -80,8 +82,8 @@ class CountingMetrics(AgentMetrics):
         super().init_source(source)
 
 
-def loaded(name: str, labels: list[str]) -> LoadedModel:
-    document = {
+def loaded(name: str, labels: list[str], *, noise_floor: bool = False) -> LoadedModel:
+    document: dict[str, Any] = {
         "schema": 1,
         "name": name,
         "kind": "classifier",
@@ -95,6 +97,8 @@ def loaded(name: str, labels: list[str]) -> LoadedModel:
         "precision": "float32",
         "quantized_engine": None,
     }
+    if noise_floor:
+        document["noise_floor"] = {"method": "noise_floor", "with_logits": "forward_with_noise_floor", "units": ["b"]}
     meta = parse_meta(document, source=f"{name}.pt")
     return LoadedModel(path=Path(f"{name}.pt"), module=None, meta=meta, sha256=name[0] * 64)  # type: ignore[arg-type]
 
@@ -257,3 +261,22 @@ def test_a_stream_problem_is_a_health_alert_so_the_state_topic_shows_it() -> Non
     router.supervisor.active.discard(("newcomer", "all_rejected"))  # the problem is over
     path.tick([], now=1_002.0)
     assert [(e.type, e.label) for e in sink.events if e.sensor == "newcomer"][-1] == ("end", "stream_all_rejected")
+
+
+def test_a_model_with_a_noise_floor_gets_its_series_at_nan_and_the_prediction_sets_it() -> None:
+    metrics = AgentMetrics()
+    cfg = config()
+    floored = loaded("bearing", ["Normal", "IR007"], noise_floor=True)
+    path = DataPath(metrics, DecisionEngine(cfg.decision, metrics=metrics))
+    path.configure({**MODELS, "bearing": floored}, cfg)
+    path.fanout.open(Sinks([], sensor_aware=[], state_clearing=[]))
+    path.router(cfg.sources[0], lambda model, window: None)
+    start = value(metrics, "edge_agent_noise_floor", sensor="pump-2", model="bearing")
+    assert start is not None and math.isnan(start)  # no window yet: not a noiseless 0
+    assert value(metrics, "edge_agent_noise_floor", sensor="pump-1", model="second") is None  # has no method
+    window = Window("pump-2", 1.0, 2.0, np.zeros((1, WINDOW), np.float32))
+    probabilities = {"Normal": 0.9, "IR007": 0.1}
+    path.on_prediction(Prediction("pump-2", "bearing", window, probabilities, "Normal", 0.9, noise_floor=1.7))
+    assert value(metrics, "edge_agent_noise_floor", sensor="pump-2", model="bearing") == pytest.approx(1.7)
+    path.retire_labels({"bearing": floored}, {"bearing": MODELS["bearing"]})  # reloaded without the method
+    assert value(metrics, "edge_agent_noise_floor", sensor="pump-2", model="bearing") is None
