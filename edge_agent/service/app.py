@@ -12,6 +12,7 @@ import threading
 import time
 from collections.abc import Callable
 
+from edge_agent.common.errors import first_line
 from edge_agent.config import AgentConfig, SourceSection
 from edge_agent.configload import ConfigError
 from edge_agent.metrics import AgentMetrics
@@ -20,7 +21,7 @@ from edge_agent.pipeline.datapath import DataPath
 from edge_agent.pipeline.decision import DecisionEngine
 from edge_agent.pipeline.inference import InferenceWorker
 from edge_agent.service.backoff import StartAborted, retry_with_backoff
-from edge_agent.service.exporter import serve_metrics
+from edge_agent.service.exporter import start_exporter
 from edge_agent.service.heartbeat import Heartbeat
 from edge_agent.service.preflight import check_fit
 from edge_agent.service.reload import ReloadError, ReloadPlan, plan_reload
@@ -220,11 +221,10 @@ class App:
     # ---------------------------------------------------------------- steps
 
     def _start_exporter(self) -> None:
-        """Serve /metrics; a port taken or an address not up yet is retried (never a crash loop)."""
+        """Serve /metrics; a port taken or an address not up yet is retried in the background (the agent runs)."""
         if self.config.metrics.enabled:
             listen, port = self.config.metrics.listen, self.config.metrics.port
-            serve = lambda: serve_metrics(self.metrics, listen, port)  # noqa: E731
-            self._retry("serve /metrics", serve, self.metrics.exporter_errors.inc)
+            start_exporter(self.metrics, listen, port, stop=self.stop_requested, say=self.notifier.status)
 
     def _retry(self, what: str, attempt: Callable[[], None], count: Callable[[], None], status: str = "") -> None:
         retry_with_backoff(
@@ -235,7 +235,7 @@ class App:
         """Load every model, retrying with capped backoff: a file may appear later (never a crash loop)."""
 
         def load() -> None:
-            self.models = {section.name: load_model(section.path) for section in self.config.models}
+            self.models = {section.name: _load(index, section.path) for index, section in enumerate(self.config.models)}
 
         self._retry("load the model files", load, self.metrics.model_load_errors.inc, "waiting for model files")
         check_fit(self.config, self.models)  # channels and rates against the models' meta
@@ -290,3 +290,11 @@ class App:
 
     def _drained(self) -> bool:
         return self.worker is None or len(self.worker.queue) == 0
+
+
+def _load(index: int, path: str) -> LoadedModel:
+    """One model file; an error names its key (``models[<index>].path``) as well as the file."""
+    try:
+        return load_model(path)
+    except (OSError, ValueError) as error:
+        raise ValueError(f"models[{index}].path = {path!r}: {first_line(error)}") from error

@@ -5,6 +5,7 @@ blocks, a source whose thread dies)."""
 from __future__ import annotations
 
 import dataclasses
+import logging
 import shutil
 import socket
 import threading
@@ -15,7 +16,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import without_noise_floor
+from conftest import wait_until, without_noise_floor
 from notify_socket import NotifyListener
 from prometheus_client.parser import text_string_to_metric_families
 from test_agent_replay import MODEL, free_port, replay_config
@@ -161,20 +162,27 @@ def test_watchdog_pings_stop_when_a_source_thread_dies(listener: NotifyListener)
 
 
 def test_a_taken_metrics_port_is_retried_and_the_reload_gauge_is_good_from_the_first_scrape(
-    listener: NotifyListener,
+    listener: NotifyListener, caplog: pytest.LogCaptureFixture
 ) -> None:
+    # Issue 11: a taken /metrics port kept the whole agent from starting, and the message did not
+    # name the address. The agent now runs without its exporter and keeps retrying it.
     port = free_port()
     blocker = socket.socket()
     blocker.bind(("127.0.0.1", port))
     blocker.listen()
-    app, runner = start_agent(replay_config(["097"], speed=1.0, port=port, loop=True), listener)
+    with caplog.at_level(logging.ERROR, logger="edge_agent.service.exporter"):
+        app, runner = start_agent(replay_config(["097"], speed=1.0, port=port, loop=True), listener)
     try:
         listener.wait_for("STATUS=cannot serve /metrics", 10)  # bind failed: counted, retried, no crash
-        assert runner.is_alive() and not any("READY=1" in t for t in listener.texts())
-        # still starting, no reload ever happened: the configuration in use is the good one (no false alert)
+        listener.wait_for("READY=1", 30)  # monitoring runs without its exporter
+        assert runner.is_alive()
+        assert any(f"127.0.0.1:{port} (metrics.listen, metrics.port)" in r.getMessage() for r in caplog.records)
+        # no reload ever happened: the configuration in use is the good one (no false alert)
         assert app.metrics.registry.get_sample_value("edge_agent_config_last_reload_successful") == 1.0
+        processed = app.metrics.registry.get_sample_value
+        wait_until(lambda: (processed("edge_agent_windows_processed_total", {"model": "bearing"}) or 0) > 0, 30)
         blocker.close()
-        listener.wait_for("READY=1", 20)
+        wait_until(lambda: port_open(port), 40, "the exporter retried once the port was free")
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
             samples = {
                 s.name: s.value for f in text_string_to_metric_families(response.read().decode()) for s in f.samples
