@@ -26,7 +26,7 @@ logger = logging.getLogger(__name__)
 META_FILE = "meta.json"
 SCHEMA_VERSION = 1
 SUPPORTED_SCHEMAS = (1,)
-KINDS = ("classifier",)
+KINDS = ("classifier", "anomaly")  # anomaly: scores (N,) and a "threshold", no "labels"
 PRECISIONS = ("float32", "int8")
 REQUIRED_KEYS = (
     "schema",
@@ -105,15 +105,20 @@ def validate_meta(meta: object, *, source: str) -> None:
     """Raise ``ValueError`` naming ``source`` and the first bad key if ``meta`` is not a usable model meta."""
     if not isinstance(meta, dict):
         raise ValueError(f"{source}: {META_FILE} must hold a JSON object, got {type(meta).__name__}")
-    missing = [key for key in REQUIRED_KEYS if key not in meta]
+    anomaly = meta.get("kind") == "anomaly"
+    required = [key for key in REQUIRED_KEYS if not (anomaly and key == "labels")] + (["threshold"] if anomaly else [])
+    missing = [key for key in required if key not in meta]
     if missing:
         raise ValueError(f"{source}: {META_FILE} lacks required key(s): {', '.join(missing)}")
     _check_choice(meta, "schema", SUPPORTED_SCHEMAS, source)
     _check_choice(meta, "kind", KINDS, source)
     _check_choice(meta, "precision", PRECISIONS, source)
-    labels = meta["labels"]
+    labels = meta.get("labels") if not anomaly else ["score"]
     if not isinstance(labels, list) or not labels or not all(isinstance(label, str) for label in labels):
         raise ValueError(f"{source}: {META_FILE} key 'labels' must be a non-empty list of strings, got {labels!r}")
+    threshold = meta.get("threshold", 0.0)
+    if isinstance(threshold, bool) or not isinstance(threshold, numbers.Real):
+        raise ValueError(f"{source}: {META_FILE} key 'threshold' must be a number, got {threshold!r}")
     for key in ("window_samples", "hop_samples", "channels"):
         value = meta[key]
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -190,7 +195,7 @@ def _check_output_shape(module: torch.jit.ScriptModule, meta: dict[str, Any], pa
         raise ValueError(
             f"{path}: model fails on a window shaped {tuple(inputs.shape)}: {_first_line(error)}"
         ) from error
-    expected = (1, len(meta["labels"]))
+    expected = (1,) if meta["kind"] == "anomaly" else (1, len(meta["labels"]))
     if tuple(output.shape) != expected:
         raise ValueError(f"{path}: model returns shape {tuple(output.shape)}, meta.json labels imply {expected}")
 
