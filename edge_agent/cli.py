@@ -217,6 +217,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", help="folder holding machine_sound/ (default: $EDGE_AGENT_DATA or ../shared/data)")
     p.set_defaults(func=_cmd_train_audio)
 
+    __import__("edge_agent.training.learn_cli", fromlist=["add_parser"]).add_parser(sub)  # edge-agent learn
+
     p = sub.add_parser("evaluate", help="accuracy versus SNR of a trained run on the time-held-out test split")
     p.add_argument("run", help="run folder written by train")
     p.add_argument("--repeats", type=int, default=2, help="noise draws per test window and condition")

@@ -186,8 +186,9 @@ def sparse(
     beta: float = 0.1,
     rho: float = 0.05,
 ) -> Autoencoder:
-    inputs = in_channels * in_features
-    _check_code(code, inputs)
+    inputs = in_channels * in_features  # the code may be as wide as the input: the penalty keeps it sparse
+    if code < 1:
+        raise ValueError(f"code size must be >= 1, got {code}")
     return Autoencoder(
         _dense_encoder(inputs, hidden, code, nn.Sigmoid()),
         _dense_decoder(code, hidden, inputs),
