@@ -52,6 +52,7 @@ class AnomalyConfig:
     target_false_rate: float = 0.01
     threshold_method: str = "pot"
     holdout_fraction: float = 0.2
+    speed_factors: tuple[float, ...] = ()  # training copies resampled to play this much faster (1.05: +5 %)
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -165,12 +166,25 @@ def train_autoencoder(
     return history
 
 
+def speed_copies(parts: Sequence[np.ndarray], factors: Sequence[float]) -> list[np.ndarray]:
+    """``parts`` plus copies whose frequencies are scaled by each factor (polyphase resampling, scipy)."""
+    from fractions import Fraction
+
+    from scipy.signal import resample_poly
+
+    out = list(parts)
+    for factor in factors:
+        ratio = Fraction(factor).limit_denominator(100)  # play ``factor`` times faster: fewer samples
+        out += [resample_poly(p, ratio.denominator, ratio.numerator, axis=-1).astype(np.float32) for p in parts]
+    return out
+
+
 def fit_detector(
     detector: AnomalyDetector, parts: Sequence[np.ndarray], config: AnomalyConfig, *, progress: bool = False
 ) -> dict[str, object]:
     """Fit standardisation, autoencoder and error weights on the healthy ``parts`` ``[(C, n), ...]``."""
     started = time.perf_counter()
-    features = frontend_features(detector, parts, config.train_hop_samples)
+    features = frontend_features(detector, speed_copies(parts, config.speed_factors), config.train_hop_samples)
     fit_standardisation(detector, features)
     with torch.no_grad():
         z = (features - detector.feature_mean) / detector.feature_std
