@@ -66,7 +66,11 @@ def fit_threshold(
 
 
 def _gamma(scores: np.ndarray, rate: float) -> ThresholdFit:
-    shape, _, scale = stats.gamma.fit(np.clip(scores, 1e-12, None), floc=0.0)
+    try:
+        shape, _, scale = stats.gamma.fit(np.clip(scores, 1e-12, None), floc=0.0)
+    except (ValueError, RuntimeError) as error:  # (nearly) constant scores: no gamma law fits
+        logger.info("gamma fit failed (%s); using the empirical quantile", error)
+        return ThresholdFit(float(np.quantile(scores, 1.0 - rate)), "empirical", rate)
     threshold = float(stats.gamma.ppf(1.0 - rate, shape, loc=0.0, scale=scale))
     return ThresholdFit(threshold, "gamma", rate, {"shape": float(shape), "scale": float(scale)})
 

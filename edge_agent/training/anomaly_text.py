@@ -1,0 +1,113 @@
+"""The text of ``docs/results/anomaly.md`` around the generated tables (numbers are filled in from the run)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from edge_agent.training.anomaly_eval import CWRU_BASE, DEBOUNCE_K, DEBOUNCE_N, MOTOR_BASE
+
+
+def _motor_goal(summary: dict[str, Any]) -> str:
+    rows = [e for e in summary["motor"] if e["model"] == "undercomplete/logmel"]
+    return ", ".join(
+        f"{e['motor']}: AUC {e['auc'][0]:.3f}, false windows {100 * e['false_rate'][0]:.0f} %, "
+        f"propeller windows flagged {100 * e['detection_rate'][0]:.0f} %"
+        for e in rows
+    )
+
+
+def render(summary: dict[str, Any], tables: dict[str, str]) -> str:
+    cost = summary["cost"]
+    ms = cost["ms_per_window_batch32"]
+    chosen = summary["cwru_chosen_frontend"]
+    return f"""# Anomaly detection from healthy data: autoencoders on CWRU and on motor sound
+
+Regenerate everything on this page (tables, plots, [`anomaly.json`](anomaly.json)) with one command,
+on one thread (this run: {summary["seconds"] / 60:.1f} min on the shared 2-core machine):
+
+    EDGE_AGENT_DATA=../shared/data nice -n 10 python -m edge_agent.training.anomaly_report
+
+Means ± standard deviations are over seeds {", ".join(map(str, summary["seeds"]))} (network initialisation,
+batch order, corruption and the noise draw). Every model learns from **healthy data only** and sets its
+threshold on healthy windows it was not trained on; fault data is used only to measure.
+
+## What is measured, and how
+
+- **Score**: the mean squared reconstruction error of a window's features in healthy-z units: the
+  front-end's features minus their healthy mean, divided by their healthy standard deviation, so each
+  feature's error is weighted by the inverse of its healthy variance (`weighting = none`; a residual-variance
+  weighting is implemented as an option, not measured here). Higher means more anomalous.
+- **Threshold**: peaks over threshold (a generalised Pareto fit to the top 10 % of held-back healthy scores,
+  at least 20 of them), for a target false-window rate of 1 % (the default of `edge-agent learn`: half the
+  issue's 2 % goal, leaving room for drift; isolated false windows are removed by the agent's
+  {DEBOUNCE_K}-of-{DEBOUNCE_N} debouncing). With fewer held-back windows it falls back to a gamma fit
+  (DCASE 2023's rule), which is what happens on CWRU, whose only healthy record is 4 s long.
+- **CWRU** (`cwru/`, 12 kHz drive end): windows of {CWRU_BASE.window_samples} samples
+  ({1000 * CWRU_BASE.window_samples / 12000:.0f} ms), hop {CWRU_BASE.hop_samples}. The healthy
+  record's first 60 % is the learning data (its first 75 % trains, its last 25 % is held back for
+  the threshold); its last 40 % is the later healthy test data. Faults: the last 40 % of every
+  fault record (all 4 loads) for the test AUC, the 15 % before it for the *validation* AUC used to
+  choose the front-end. Noise: a stationary white floor whose power is set from the healthy
+  learning data at the SNR, added at that same power to learning, later healthy and fault data
+  (a plant's floor does not scale with the fault).
+- **Motor sound** (`machine_sound/bldc_motor`, 16 kHz, each clip at unit RMS): one model per motor (M1, M2)
+  and per held-out speed (leave one speed out): learned on the healthy clips at the other 5 speeds (one whole
+  clip, in the middle of the list, held back for the threshold), tested on the healthy and the propeller clip
+  at the held-out speed. Windows of {MOTOR_BASE.window_samples} samples (256 ms), hop {MOTOR_BASE.hop_samples}.
+  AUC per fold (folds with both classes), averaged; false-window and detection rates at the stored threshold
+  pooled over folds; a clip "has an alert" when {DEBOUNCE_K} of any {DEBOUNCE_N} consecutive windows are anomalous.
+- **Baselines on the same splits and the same held-back data for their thresholds**: window RMS, window
+  kurtosis, and PCA (8 components) reconstruction error and Mahalanobis distance (Ledoit-Wolf) on the same
+  standardised features as the autoencoder.
+
+## CWRU: choosing the front-end (undercomplete autoencoder)
+
+Chosen by the validation AUC (held-back healthy windows against the faults' validation part, worst class,
+averaged over SNRs and seeds): **{chosen}**. `-abs` keeps the vibration level (g); the others scale every
+window to unit RMS first (level-invariant).
+
+{tables["cwru_selection"]}
+
+## CWRU: the autoencoders on the chosen front-end
+
+![CWRU AUC and false windows against SNR](anomaly_cwru.png)
+
+{tables["cwru_networks"]}
+
+AUC per fault class at −10 dB (mean ± std over seeds), with the baselines (features of `{tables["baseline_variant"]}`):
+
+{tables["cwru_classes"]}
+
+Baselines at every SNR:
+
+{tables["cwru_baselines"]}
+
+## Motor sound: one model per motor, speeds held out
+
+![scores of the held-out clips](anomaly_motor_scores.png)
+
+{tables["motor"]}
+
+## Cost on this machine (one thread)
+
+- Learning 10 minutes of a 12 kHz signal with `{chosen}` ({cost["train_windows"]} training windows, through
+  `learn`, threshold included): **{cost["learn_seconds_10min_12kHz"]:.0f} s** (goal ≤ 300 s).
+- Inference at batch 32: **{ms["float32"]:.3f} ms per window** in float32 (goal ≤ 0.1 ms); int8 (dynamic
+  quantisation of the linear layers) {ms["int8-dynamic"]:.3f} ms, agreeing with float on
+  {100 * cost["int8_flag_agreement"]:.1f} % of the anomalous/healthy decisions (largest relative score error
+  {100 * cost["int8_max_relative_score_error"]:.1f} %). The front-end (FFT) dominates the cost and stays
+  float either way, so int8 does not earn its place: model files are float32.
+
+## Goals of the issue
+
+{tables["goals"]}
+
+## Anchors
+
+The DCASE 2020 Task 2 autoencoder baseline (dense AE on log-mel, MSE score) reaches AUC 0.65–0.85 per
+machine type on its own data; MIMII's pump falls to chance at 0 dB. The peers (Edge Impulse's K-means/GMM
+blocks, Netdata's per-metric k-means, the DCASE 2023 gamma rule) set thresholds from healthy scores only,
+as done here; none of them claims a threshold that transfers to operating points it has not seen.
+
+Motor sound summary (undercomplete/logmel): {_motor_goal(summary)}.
+"""
