@@ -122,3 +122,17 @@ def test_npy_without_a_sample_rate_is_refused(tmp_path: Path, capsys: pytest.Cap
     np.save(tmp_path / "a.npy", tone(6.0))
     assert learn(tmp_path, str(tmp_path / "a.npy")) == 2
     assert "--sample-rate-hz" in capsys.readouterr().err
+
+
+def test_an_anomaly_meta_needs_a_numeric_threshold_but_no_labels(baseline: Path) -> None:
+    from edge_agent.modelfile import validate_meta
+
+    meta = read_meta(baseline)
+    assert "labels" not in meta
+    validate_meta(meta, source="x.pt")
+    for bad in ({"threshold": "high"}, {"threshold": None}):
+        with pytest.raises(ValueError, match="'threshold' must be a number"):
+            validate_meta({**meta, **bad}, source="x.pt")
+    without = {k: v for k, v in meta.items() if k != "threshold"}
+    with pytest.raises(ValueError, match=r"lacks required key\(s\): threshold"):
+        validate_meta(without, source="x.pt")
