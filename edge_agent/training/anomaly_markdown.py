@@ -203,7 +203,34 @@ def goals(rows: list[dict[str, Any]], networks: list[str], summary: dict[str, An
     return "\n".join(out)
 
 
-def write_markdown(out: Path, summary: dict[str, Any], cwru_rows: list[dict], motor_rows: list[dict]) -> Path:
+def clip_spectra_table(data: str | None) -> str:
+    """Recording level and share of power per band of every M1/M2 clip: why unseen speeds look anomalous."""
+    import csv
+
+    from edge_agent.training.audio_data import bldc_dir, read_wav_mono, to_rate
+
+    bands_hz = ((0, 500), (500, 1000), (1000, 2000), (2000, 4000), (4000, 8000))
+    folder = bldc_dir(data)
+    lines = ["| clip | RMS (full scale) | " + " | ".join(f"{a}-{b} Hz" for a, b in bands_hz) + " |"]
+    lines.append("|" + "---|" * (2 + len(bands_hz)))
+    with (folder / "labels.csv").open(newline="") as handle:
+        for row in csv.DictReader(handle):
+            if row["motor"] not in ("M1", "M2"):
+                continue
+            samples, rate = read_wav_mono(folder / row["path"])
+            x = to_rate(samples, rate)
+            x = x - x.mean()
+            power = np.abs(np.fft.rfft(x)) ** 2
+            freqs = np.fft.rfftfreq(len(x), 1 / 16_000)
+            shares = [power[(freqs >= a) & (freqs < b)].sum() / power.sum() for a, b in bands_hz]
+            cells = [row["path"], f"{np.sqrt(np.mean(x**2)):.4f}"] + [f"{100 * v:.0f} %" for v in shares]
+            lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def write_markdown(
+    out: Path, summary: dict[str, Any], cwru_rows: list[dict], motor_rows: list[dict], data: str | None = None
+) -> Path:
     from edge_agent.training.anomaly_text import render
 
     out.mkdir(parents=True, exist_ok=True)
@@ -223,6 +250,7 @@ def write_markdown(out: Path, summary: dict[str, Any], cwru_rows: list[dict], mo
         "baseline_variant": baseline_variant,
         "motor": motor_table(summary["motor"]),
         "goals": goals(cwru_rows, networks, summary),
+        "clip_spectra": clip_spectra_table(data),
     }
     (out / "anomaly.json").write_text(json.dumps(summary, indent=2))
     path = out / "anomaly.md"

@@ -172,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     from edge_agent.training.anomaly_markdown import write_markdown
 
-    write_markdown(Path(args.out), summary, cwru_rows, motor_rows)
+    write_markdown(Path(args.out), summary, cwru_rows, motor_rows, args.data)
     return 0
 
 
