@@ -12,17 +12,22 @@ keep the sensor's level (on vibration a fault often shows first as more energy).
 - ``envelope``: Hilbert envelope of the window band-passed to ``[band_low_hz, band_high_hz]``
   (in the frequency domain), its power spectrum over the whole window, log, bins 1 .. ``n_bins``
   (the bearing defect rates live at tens to hundreds of Hz): ``F = n_bins``.
+- ``bandkurtosis``: log kurtosis ``log(E[y^4] / E[y^2]^2)`` of the whole window and of the window
+  band-passed (in the frequency domain) to each of ``kurtosis_bands`` log-spaced bands from 50 Hz to Nyquist:
+  impulsiveness per band, scale-free (level-invariant by construction) and barely moved by a change of
+  speed, where spectral lines move: ``F = kurtosis_bands + 1``.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import numpy as np
 import torch
 from torch import nn
 
-FRONTENDS = ("raw", "logspec", "logmel", "envelope")
+FRONTENDS = ("raw", "logspec", "logmel", "envelope", "bandkurtosis")
 LOG_FLOOR = 1e-10  # added to powers before the log: -100 dB of a unit-RMS (or 1 g RMS) signal
 
 
@@ -70,6 +75,7 @@ class AnomalyFrontEnd(nn.Module):
         band_low_hz: float = 2000.0,
         band_high_hz: float = 5000.0,
         n_bins: int = 128,
+        kurtosis_bands: int = 12,
     ) -> None:
         super().__init__()
         if kind not in FRONTENDS:
@@ -93,7 +99,22 @@ class AnomalyFrontEnd(nn.Module):
         passband = ((freqs_hz >= low_hz) & (freqs_hz <= high_hz)).to(torch.float32)
         self.register_buffer("passband", passband * 2.0)  # one-sided spectrum: the analytic signal
         self.n_bins = min(n_bins, window_samples // 2)
-        self.out_features = {"raw": window_samples, "logspec": bins, "logmel": n_bands, "envelope": self.n_bins}[kind]
+        edges_hz = np.geomspace(50.0, nyquist_hz, kurtosis_bands + 1)
+        masks = [np.ones(half, np.float32)] + [
+            ((freqs_hz.numpy() >= lo) & (freqs_hz.numpy() < hi)).astype(np.float32)
+            for lo, hi in itertools.pairwise(edges_hz)
+        ]
+        masks[0][0] = 0.0
+        self.register_buffer(
+            "band_masks", torch.from_numpy(np.stack(masks)) if kind == "bandkurtosis" else torch.zeros(1, 1)
+        )
+        self.out_features = {
+            "raw": window_samples,
+            "logspec": bins,
+            "logmel": n_bands,
+            "envelope": self.n_bins,
+            "bandkurtosis": kurtosis_bands + 1,
+        }[kind]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = standardize_windows(x) if self.level_invariant else x - x.mean(dim=-1, keepdim=True)
@@ -101,6 +122,8 @@ class AnomalyFrontEnd(nn.Module):
             return x
         if self.kind == "envelope":
             return self._envelope(x)
+        if self.kind == "bandkurtosis":
+            return self._band_kurtosis(x)
         power = self._welch(x)
         if self.kind == "logmel":
             power = torch.matmul(power, self.mel)
@@ -111,6 +134,12 @@ class AnomalyFrontEnd(nn.Module):
         spectrum = torch.fft.rfft(frames * self.taper, dim=-1)
         power = spectrum.real.pow(2) + spectrum.imag.pow(2)
         return power.mean(dim=2)[:, :, 1:] / float(self.n_fft)  # (N, C, n_fft // 2)
+
+    def _band_kurtosis(self, x: torch.Tensor) -> torch.Tensor:
+        spectrum = torch.fft.rfft(x, dim=-1).unsqueeze(2)  # (N, C, 1, half)
+        bands = torch.fft.irfft(spectrum * self.band_masks, n=self.window_samples, dim=-1)  # (N, C, B, L)
+        power = bands.pow(2).mean(dim=-1)
+        return torch.log(bands.pow(4).mean(dim=-1) / (power.pow(2) + self.log_floor) + self.log_floor)
 
     def _envelope(self, x: torch.Tensor) -> torch.Tensor:
         spectrum = torch.fft.rfft(x, dim=-1) * self.passband
@@ -130,6 +159,8 @@ def describe_frontend(front: AnomalyFrontEnd, sample_rate_hz: float) -> dict[str
         info.update(n_fft=front.n_fft, hop=front.hop, bin_hz=sample_rate_hz / front.n_fft, log="natural, power + 1e-10")
     if front.kind == "logmel":
         info["bands"] = int(front.mel.shape[1])
+    if front.kind == "bandkurtosis":
+        info["bands"] = int(front.band_masks.shape[0]) - 1
     if front.kind == "envelope":
         band = (front.passband > 0).nonzero().flatten()
         step_hz = sample_rate_hz / front.window_samples

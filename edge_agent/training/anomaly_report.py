@@ -29,8 +29,15 @@ from edge_agent.training.data import load_cwru
 logger = logging.getLogger(__name__)
 
 NETWORKS = ("undercomplete", "denoising", "sparse", "conv")
-CWRU_FRONTENDS = (("raw", True), ("logspec", True), ("logspec", False), ("logmel", False), ("envelope", False))
-MOTOR_FRONTENDS = (("raw", True), ("logspec", True), ("logmel", True))
+CWRU_FRONTENDS = (
+    ("raw", True),
+    ("logspec", True),
+    ("logspec", False),
+    ("logmel", False),
+    ("envelope", False),
+    ("bandkurtosis", True),
+)
+MOTOR_FRONTENDS = (("raw", True), ("logspec", True), ("logmel", True), ("bandkurtosis", True))
 
 
 def mean_std(values: list[float]) -> tuple[float, float]:
@@ -67,6 +74,7 @@ def run_motor(data: str | None, seeds: tuple[int, ...]) -> list[dict[str, Any]]:
     dataset = load_bldc(data)
     variants = [ev.Variant("undercomplete", f, i) for f, i in MOTOR_FRONTENDS]
     variants += [ev.Variant(n, "logmel", True) for n in NETWORKS[1:]]
+    variants += [ev.Variant(n, "bandkurtosis", True) for n in NETWORKS[1:3]]
     rows = []
     for variant in variants:
         for motor in ("M1", "M2"):
@@ -80,9 +88,8 @@ def summarise_motor(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     table = []
     for variant in dict.fromkeys(r["variant"] for r in rows):
         for motor in ("M1", "M2"):
-            prefixes = [""] + [f"{b}:" for b in ev.BASELINES if f"{b}:scores" in rows[0]] * (
-                variant == "undercomplete/logmel"
-            )
+            first = next(r for r in rows if r["variant"] == variant)
+            prefixes = [""] + [f"{b}:" for b in ev.BASELINES if f"{b}:scores" in first]
             for prefix in prefixes:
                 per_seed = [
                     ev.motor_summary(

@@ -44,6 +44,7 @@ class AnomalyConfig:
     train_hop_samples: int = 256
     n_fft: int = 256
     n_bands: int = 32
+    kurtosis_bands: int = 12
     network_options: dict[str, float] = field(default_factory=dict)
     steps: int = 1500
     batch_size: int = 128
@@ -78,6 +79,7 @@ def build_detector(config: AnomalyConfig, channels: int, sample_rate_hz: float) 
         level_invariant=config.level_invariant,
         n_fft=min(config.n_fft, config.window_samples),
         n_bands=config.n_bands,
+        kurtosis_bands=config.kurtosis_bands,
     )
     torch.manual_seed(config.seed)
     network = get_autoencoder(
