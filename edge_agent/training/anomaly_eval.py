@@ -43,10 +43,11 @@ class Variant:
     frontend: str
     level_invariant: bool
     options: dict[str, float] = field(default_factory=dict)
+    cross_fit: bool = False
 
     @property
     def name(self) -> str:
-        return f"{self.network}/{self.frontend}{'' if self.level_invariant else '-abs'}"
+        return f"{self.network}/{self.frontend}{'' if self.level_invariant else '-abs'}{'+cross-fit' * self.cross_fit}"
 
     def config(self, base: AnomalyConfig, seed: int) -> AnomalyConfig:
         return replace(
@@ -55,6 +56,7 @@ class Variant:
             frontend=self.frontend,
             level_invariant=self.level_invariant,
             network_options=dict(self.options),
+            cross_fit=self.cross_fit,
             seed=seed,
         )
 

@@ -53,6 +53,7 @@ class AnomalyConfig:
     target_false_rate: float = 0.01
     threshold_method: str = "pot"
     holdout_fraction: float = 0.2
+    cross_fit: bool = False  # >= 3 recordings: threshold from leave-one-recording-out scores of all of them
     speed_factors: tuple[float, ...] = ()  # training copies resampled to play this much faster (1.05: +5 %)
     seed: int = 0
 

@@ -130,6 +130,11 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--false-rate", type=float, default=0.01, help="target false-window rate on healthy data")
     p.add_argument("--threshold-method", choices=("pot", "gamma", "empirical"), default="pot")
     p.add_argument("--holdout-fraction", type=float, default=0.2, help="part of the input held back for the threshold")
+    p.add_argument(
+        "--cross-fit",
+        action="store_true",
+        help="with >= 3 recordings: threshold from leave-one-recording-out scores of all of them (one model each)",
+    )
     p.add_argument("--steps", type=int, default=1500, help="optimiser steps")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--units", default="sensor units", help="input units recorded in meta.json (e.g. g)")
@@ -168,6 +173,7 @@ def run(args: argparse.Namespace) -> int:
         target_false_rate=args.false_rate,
         threshold_method=args.threshold_method,
         holdout_fraction=args.holdout_fraction,
+        cross_fit=args.cross_fit,
         seed=args.seed,
     )
     rate = rates.pop()
