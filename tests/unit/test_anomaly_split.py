@@ -39,3 +39,20 @@ def test_window_view_is_a_view_of_the_samples() -> None:
     assert view.shape == (19, 2, 100)
     np.testing.assert_array_equal(view[3], samples[:, 150:250])
     assert np.shares_memory(view, samples)
+
+
+def test_cross_fit_scores_every_recording_with_a_model_that_never_heard_it() -> None:
+    from edge_agent.training.anomaly_learn import learn
+    from edge_agent.training.anomaly_train import AnomalyConfig
+
+    rng = np.random.default_rng(0)
+    t = np.arange(8000) / 8000
+    recordings = [
+        (np.sin(2 * np.pi * f * t) + 0.01 * rng.standard_normal(t.size)).astype(np.float32)[None, :]
+        for f in (400, 440, 480)
+    ]
+    config = AnomalyConfig(window_samples=256, hop_samples=128, train_hop_samples=64, steps=50, cross_fit=True)
+    result = learn(recordings, 8000, config)
+    assert result.split.kind == "cross-fit"
+    assert len(result.split.train) == 3  # the shipped model learned every recording
+    assert result.held_back_scores.size == 3 * (1 + (8000 - 256) // 128)
