@@ -2,7 +2,7 @@
 
     nice -n 10 python -m edge_agent.training.anomaly_report [--data DIR] [--out docs/results] [--seeds 0,1,2]
 
-Runs on one thread (about 15 minutes on this machine): CWRU front-end selection and network
+Runs on one thread (about 20 minutes on this shared machine): CWRU front-end selection and network
 comparison at every SNR, motor sound per motor leave-one-speed-out, baselines on the same splits,
 learning time of 10 minutes of a 12 kHz signal, inference cost per window and int8 against float.
 Raw rows go to ``runs/anomaly/rows.json`` (not committed); the summary to ``<out>/anomaly.json``.
