@@ -89,6 +89,23 @@ def read_meta(path: str | Path) -> ModelMeta:
     return parse_meta(_meta_from_bytes(_read_file(path), path), source=str(path))
 
 
+def check_runtime_kind(meta: ModelMeta, path: str | Path) -> None:
+    """``ValueError`` if the running agent cannot run a model of ``meta.kind`` (the loader reads every kind)."""
+    if meta.kind not in RUNTIME_KINDS:
+        supported = ", ".join(repr(kind) for kind in RUNTIME_KINDS)
+        raise ValueError(f"{path}: {META_FILE} key 'kind' is {meta.kind!r}; this agent runs: {supported}")
+
+
+def load_runtime_model(path: str | Path, *, key: str) -> LoadedModel:
+    """What the agent loads at start and on reload: a model it can run; an error names ``key`` and the file."""
+    try:
+        loaded = load_model(path)
+        check_runtime_kind(loaded.meta, path)
+        return loaded
+    except (OSError, ValueError) as error:
+        raise ValueError(f"{key} = {str(path)!r}: {first_line(error)}") from error
+
+
 def load_model(path: str | Path, *, expected_sha256: str | None = None, check: bool = True) -> LoadedModel:
     """Validate the meta, set ``torch.backends.quantized.engine`` from it, then ``torch.jit.load``.
 
@@ -103,9 +120,6 @@ def load_model(path: str | Path, *, expected_sha256: str | None = None, check: b
     if expected_sha256 is not None and sha256 != expected_sha256.lower():
         raise ValueError(f"{path}: sha256 is {sha256}, expected {expected_sha256}")
     meta = parse_meta(_meta_from_bytes(data, path), source=str(path))
-    if meta.kind not in RUNTIME_KINDS:
-        supported = ", ".join(repr(kind) for kind in RUNTIME_KINDS)
-        raise ValueError(f"{path}: {META_FILE} key 'kind' is {meta.kind!r}; this agent runs: {supported}")
     _set_engine(meta.quantized_engine, path)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=JIT_LOAD_DEPRECATED, category=DeprecationWarning)
@@ -190,7 +204,7 @@ def _check_output_shape(module: torch.jit.ScriptModule, meta: ModelMeta, path: P
         raise ValueError(
             f"{path}: model fails on a window shaped {tuple(inputs.shape)}: {first_line(error)}"
         ) from error
-    expected = (1, meta.output_width)
+    expected = (1,) if meta.kind == "anomaly" else (1, meta.output_width)  # a score, or a logit per label
     if tuple(output.shape) != expected:
         raise ValueError(f"{path}: model returns shape {tuple(output.shape)}, meta.json labels imply {expected}")
     if meta.noise_floor is not None:

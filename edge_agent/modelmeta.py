@@ -35,7 +35,6 @@ REQUIRED_KEYS = (
     "schema",
     "name",
     "kind",
-    "labels",
     "sample_rate_hz",
     "window_samples",
     "hop_samples",
@@ -46,7 +45,7 @@ REQUIRED_KEYS = (
     "quantized_engine",
 )
 # keys a kind needs on top of REQUIRED_KEYS
-KIND_KEYS: dict[str, tuple[str, ...]] = {"classifier": (), "anomaly": ("threshold", "calibration")}
+KIND_KEYS: dict[str, tuple[str, ...]] = {"classifier": ("labels",), "anomaly": ("threshold", "calibration")}
 INPUT_KEYS = ("window_samples", "channels", "sample_rate_hz")  # what a window fed to the model must match
 SEVERITIES = ("none", "info", "warning", "critical")  # label_info severities (Alertmanager's names, none: healthy)
 
@@ -164,6 +163,8 @@ class ModelMeta(Mapping[str, Any]):
 
 def parse_meta(document: object, *, source: str) -> ModelMeta:
     """``document`` (a parsed meta.json) as :class:`ModelMeta`; ``ValueError`` naming ``source`` and the bad key."""
+    if isinstance(document, ModelMeta):
+        document = dict(document.document)
     if not isinstance(document, dict):
         raise ValueError(f"{source}: {META_FILE} must hold a JSON object, got {type(document).__name__}")
     missing = [key for key in REQUIRED_KEYS if key not in document]
@@ -176,8 +177,10 @@ def parse_meta(document: object, *, source: str) -> ModelMeta:
     kind_missing = [key for key in KIND_KEYS[meta["kind"]] if key not in meta]
     if kind_missing:
         raise ValueError(f"{source}: {META_FILE} of kind {meta['kind']!r} lacks key(s): {', '.join(kind_missing)}")
-    labels = meta["labels"]
-    if not isinstance(labels, list) or not labels or not all(isinstance(label, str) for label in labels):
+    labels = meta.get("labels", [])  # an anomaly model scores windows: it has no labels
+    if meta["kind"] == "classifier" and (not isinstance(labels, list) or not labels):
+        raise ValueError(f"{source}: {META_FILE} key 'labels' must be a non-empty list of strings, got {labels!r}")
+    if not isinstance(labels, list) or not all(isinstance(label, str) for label in labels):
         raise ValueError(f"{source}: {META_FILE} key 'labels' must be a non-empty list of strings, got {labels!r}")
     for key in ("window_samples", "hop_samples", "channels"):
         value = meta[key]
@@ -259,8 +262,8 @@ def _label_info(meta: dict[str, Any], source: str) -> dict[str, LabelInfo]:
     infos = {}
     for label, info in value.items():
         key = f"label_info.{label}"
-        if label not in meta["labels"]:
-            raise ValueError(f"{source}: {META_FILE} key {key!r} is not one of the labels {meta['labels']!r}")
+        if label not in meta.get("labels", []):
+            raise ValueError(f"{source}: {META_FILE} key {key!r} is not one of the labels {meta.get('labels', [])!r}")
         if not isinstance(info, dict) or not isinstance(info.get("description"), str) or not info["description"]:
             raise ValueError(f"{source}: {META_FILE} key {key!r} must be an object with a non-empty 'description'")
         severity = info.get("severity")

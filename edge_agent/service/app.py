@@ -12,11 +12,10 @@ import threading
 import time
 from collections.abc import Callable
 
-from edge_agent.common.errors import first_line
 from edge_agent.config import AgentConfig, SourceSection
 from edge_agent.configload import ConfigError
 from edge_agent.metrics import AgentMetrics
-from edge_agent.modelfile import LoadedModel, load_model, model_info_labels
+from edge_agent.modelfile import LoadedModel, load_runtime_model, model_info_labels
 from edge_agent.pipeline.datapath import DataPath
 from edge_agent.pipeline.decision import DecisionEngine
 from edge_agent.pipeline.inference import InferenceWorker
@@ -235,7 +234,10 @@ class App:
         """Load every model, retrying with capped backoff: a file may appear later (never a crash loop)."""
 
         def load() -> None:
-            self.models = {section.name: _load(index, section.path) for index, section in enumerate(self.config.models)}
+            self.models = {
+                section.name: load_runtime_model(section.path, key=f"models[{index}].path")
+                for index, section in enumerate(self.config.models)
+            }
 
         self._retry("load the model files", load, self.metrics.model_load_errors.inc, "waiting for model files")
         check_fit(self.config, self.models)  # channels and rates against the models' meta
@@ -290,11 +292,3 @@ class App:
 
     def _drained(self) -> bool:
         return self.worker is None or len(self.worker.queue) == 0
-
-
-def _load(index: int, path: str) -> LoadedModel:
-    """One model file; an error names its key (``models[<index>].path``) as well as the file."""
-    try:
-        return load_model(path)
-    except (OSError, ValueError) as error:
-        raise ValueError(f"models[{index}].path = {path!r}: {first_line(error)}") from error

@@ -17,7 +17,7 @@ from edge_agent.common.errors import first_line
 from edge_agent.config.secrets import resolve_password
 from edge_agent.config.sections import AgentConfig, SourceSection
 from edge_agent.config.table import ConfigError, Inspection
-from edge_agent.modelfile import LoadedModel, read_meta
+from edge_agent.modelfile import LoadedModel, check_runtime_kind, read_meta
 from edge_agent.modelmeta import ModelMeta
 from edge_agent.pipeline.indicators import make_plan
 from edge_agent.pipeline.resample import rational_factors
@@ -50,7 +50,9 @@ def model_errors(config: AgentConfig) -> tuple[list[str], dict[str, ModelInput]]
             errors.append(f"{key}: {model.path!r} does not exist; {MODEL_FILE}")
             continue
         try:
-            inputs[model.name] = model_input(model.path, read_meta(model.path))
+            meta = read_meta(model.path)
+            check_runtime_kind(meta, model.path)
+            inputs[model.name] = model_input(model.path, meta)
         except (OSError, ValueError) as error:
             reason = first_line(error).removeprefix(str(model.path)).lstrip(": ")
             errors.append(f"{key}: {model.path!r} is not a valid model file ({reason}); {MODEL_FILE}")

@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 
 from edge_agent.config import AgentConfig, ModelSection
 from edge_agent.config.rules import live_keys
-from edge_agent.modelfile import LoadedModel, load_model
+from edge_agent.modelfile import LoadedModel, check_runtime_kind, load_model
 from edge_agent.modelmeta import INPUT_KEYS
 
 logger = logging.getLogger(__name__)
@@ -136,6 +136,7 @@ def _model_changes(
             restart.append(f"{key}.hop_samples")
         try:
             candidate = load(fresh.path)
+            check_runtime_kind(candidate.meta, fresh.path)
         except (OSError, ValueError) as error:
             errors.append(f"{key}.path: {fresh.path!r} cannot be loaded: {error}")
             continue

@@ -12,7 +12,7 @@ import json
 import sys
 from pathlib import Path
 
-COMMANDS = ("train", "train-audio", "evaluate", "export", "sweep", "report")
+COMMANDS = ("train", "train-audio", "evaluate", "export", "sweep", "report", "learn")
 DATA_HELP = "folder holding cwru/; without it $EDGE_AGENT_DATA, else ../shared/data"
 
 
@@ -133,6 +133,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--model", help="shipped TorchScript model to add (confusion matrix, int8 vs float)")
     p.add_argument("--data", help=DATA_HELP)
     p.set_defaults(func=_cmd_report)
+
+    from edge_agent.training import learn_cli  # its heavy imports wait for the command itself
+
+    learn_cli.add_parser(sub, formatter_class=DefaultsShown)  # a healthy baseline from recordings
 
 
 def _cmd_train(args: argparse.Namespace) -> int:

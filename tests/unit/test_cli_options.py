@@ -24,7 +24,13 @@ def test_every_command_takes_verbose_before_or_after_it() -> None:
     commands = subcommands(parser)
     assert {"run", "check-config", "devices", "train", "evaluate", "export"} <= commands.keys()
     for name in commands:
-        rest = {"train": ["--out", "x"], "evaluate": ["r"], "export": ["r", "--out", "x"]}.get(name, [])
+        rest = {
+            "train": ["--out", "x"],
+            "evaluate": ["r"],
+            "export": ["r", "--out", "x"],
+            "learn": ["a.wav", "--out", "x"],
+        }
+        rest = rest.get(name, [])
         assert parser.parse_args([name, *rest]).verbose is False
         assert parser.parse_args(["-v", name, *rest]).verbose is True, name
         assert parser.parse_args([name, "-v", *rest]).verbose is True, name

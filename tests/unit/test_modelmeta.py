@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 import edge_agent
-from edge_agent.modelfile import load_model, read_meta
+from edge_agent.modelfile import check_runtime_kind, load_model, read_meta
 from edge_agent.modelmeta import AnomalyScoring, ModelMeta, Normalisation, parse_meta
 
 REPO = Path(__file__).resolve().parents[2]
@@ -146,7 +146,9 @@ class ScoreModel(nn.Module):
         return x.mean(dim=(1, 2)).unsqueeze(1)
 
 
-def test_the_loader_refuses_a_kind_the_inference_worker_does_not_run_yet(tmp_path: Path) -> None:
+def test_the_agent_refuses_a_kind_the_inference_worker_does_not_run_yet(tmp_path: Path) -> None:
+    # The one loader reads every kind (edge-agent learn checks its anomaly files with it); the agent's
+    # start checks (check-config, run) refuse a kind its inference worker does not run yet.
     path = tmp_path / "anomaly.pt"
     document = anomaly_document()
     torch.jit.save(torch.jit.script(ScoreModel()), str(path), _extra_files={"meta.json": json.dumps(document)})
@@ -154,7 +156,7 @@ def test_the_loader_refuses_a_kind_the_inference_worker_does_not_run_yet(tmp_pat
     with pytest.raises(
         ValueError, match=r"anomaly\.pt: meta\.json key 'kind' is 'anomaly'; this agent runs: 'classifier'"
     ):
-        load_model(path)
+        check_runtime_kind(load_model(path, check=False).meta, path)
 
 
 RUNTIME_EXCLUDED = ("nn", "training", "modelmeta.py")  # modelmeta builds the typed meta from the document

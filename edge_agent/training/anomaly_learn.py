@@ -1,0 +1,203 @@
+"""Learn a healthy baseline from recordings: hold data back, train, set the threshold, export.
+
+Hold-back (:func:`split_recordings`): with at least :data:`MIN_RECORDINGS_FOR_WHOLE` recordings,
+whole recordings (about ``holdout_fraction`` of the duration, picked evenly through the list, so the
+threshold sees the spread between operating points); otherwise the last ``holdout_fraction`` of
+every recording in time. Training and held-back windows are cut from disjoint sample ranges, so no
+window of one overlaps a window of the other. The threshold is fitted on the held-back scores only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from edge_agent.modelfile import SCHEMA_VERSION, load_model
+from edge_agent.nn.anomaly_frontends import describe_frontend
+from edge_agent.nn.autoencoders import AnomalyDetector
+from edge_agent.training.anomaly_threshold import ThresholdFit, calibration, false_rate, fit_threshold
+from edge_agent.training.anomaly_train import AnomalyConfig, build_detector, fit_detector, scores_of
+from edge_agent.training.complexity import count_macs, count_parameters
+from edge_agent.training.export import code_version
+from edge_agent.training.quantize import save_torchscript
+
+logger = logging.getLogger(__name__)
+
+MIN_RECORDINGS_FOR_WHOLE = 3
+SCORE_DEFINITION = (
+    "mean over channels and features of error_weight * (z - autoencoder(z))**2, "
+    "z = (front-end features - healthy mean) / healthy std"
+)
+
+
+@dataclass(frozen=True)
+class Split:
+    train: list[np.ndarray]
+    held_back: list[np.ndarray]
+    kind: str  # "recordings" or "time"
+    held_back_recordings: list[int] = field(default_factory=list)
+
+
+@dataclass
+class LearnResult:
+    detector: AnomalyDetector
+    config: AnomalyConfig
+    sample_rate_hz: float
+    fit: ThresholdFit
+    held_back_scores: np.ndarray
+    split: Split
+    duration_s: float
+    stats: dict[str, Any]
+
+    @property
+    def threshold(self) -> float:
+        return self.fit.threshold
+
+    @property
+    def held_back_false_rate(self) -> float:
+        return false_rate(self.held_back_scores, self.fit.threshold)
+
+
+def split_recordings(recordings: Sequence[np.ndarray], window_samples: int, holdout_fraction: float) -> Split:
+    """Training and held-back parts of ``recordings`` ``[(C, n), ...]`` (see the module doc)."""
+    if len(recordings) >= MIN_RECORDINGS_FOR_WHOLE:
+        count = min(len(recordings) - 1, max(1, round(holdout_fraction * len(recordings))))
+        picks = sorted({int(i) for i in np.linspace(0, len(recordings) - 1, count + 2)[1:-1].round()})
+        train = [r for i, r in enumerate(recordings) if i not in picks]
+        return Split(train, [recordings[i] for i in picks], "recordings", picks)
+    train, held = [], []
+    for recording in recordings:
+        cut = round(recording.shape[-1] * (1.0 - holdout_fraction))
+        train.append(recording[:, :cut])
+        held.append(recording[:, cut:])
+    return Split(train, held, "time")
+
+
+def learn(
+    recordings: Sequence[np.ndarray], sample_rate_hz: float, config: AnomalyConfig, *, progress: bool = False
+) -> LearnResult:
+    """Train on the training part of healthy ``recordings`` and set the threshold on the held-back part."""
+    if not recordings:
+        raise ValueError("no recordings to learn from")
+    channels = {r.shape[0] for r in recordings}
+    if len(channels) != 1:
+        raise ValueError(f"recordings have different channel counts: {sorted(channels)}")
+    started = time.perf_counter()
+    count = channels.pop()
+    if config.cross_fit and len(recordings) >= MIN_RECORDINGS_FOR_WHOLE:
+        held_scores = _cross_fit_scores(recordings, sample_rate_hz, config, count)
+        split = Split(list(recordings), [], "cross-fit", list(range(len(recordings))))
+    else:
+        split = split_recordings(recordings, config.window_samples, config.holdout_fraction)
+    detector = build_detector(config, count, sample_rate_hz)
+    stats = fit_detector(detector, split.train, config, progress=progress)
+    if split.kind != "cross-fit":
+        held_scores = scores_of(detector, split.held_back, config.window_samples, config.hop_samples)
+    if held_scores.size < 2:
+        raise ValueError(
+            f"the held-back part gives {held_scores.size} window(s) of {config.window_samples} samples; "
+            "record longer (or use a shorter --window-samples)"
+        )
+    fit = fit_threshold(held_scores, config.target_false_rate, config.threshold_method)
+    stats["seconds"] = time.perf_counter() - started
+    duration_s = sum(r.shape[-1] for r in recordings) / sample_rate_hz
+    return LearnResult(detector, config, sample_rate_hz, fit, held_scores, split, duration_s, stats)
+
+
+def _cross_fit_scores(
+    recordings: Sequence[np.ndarray], sample_rate_hz: float, config: AnomalyConfig, channels: int
+) -> np.ndarray:
+    """Scores of every recording from a model trained on all the others (leave one recording out).
+
+    The threshold then sees how novel each operating point looks to a model that never heard it;
+    the shipped model is trained on all recordings, so its scores on them are, if anything, lower.
+    """
+    scores = []
+    for index, recording in enumerate(recordings):
+        others = [r for i, r in enumerate(recordings) if i != index]
+        detector = build_detector(config, channels, sample_rate_hz)
+        fit_detector(detector, others, config)
+        scores.append(scores_of(detector, [recording], config.window_samples, config.hop_samples))
+    return np.concatenate(scores)
+
+
+def arrays_sha256(recordings: Sequence[np.ndarray]) -> str:
+    digest = hashlib.sha256()
+    for recording in recordings:
+        digest.update(np.ascontiguousarray(recording, dtype=np.float32).tobytes())
+    return digest.hexdigest()
+
+
+def anomaly_meta(
+    result: LearnResult,
+    *,
+    name: str,
+    data_sha256: str | None = None,
+    input_units: str = "sensor units",
+    sources: Sequence[str] = (),
+) -> dict[str, Any]:
+    """``meta.json`` of an anomaly model file (kind ``anomaly``)."""
+    detector, config = result.detector, result.config
+    channels = detector.channels
+    return {
+        "schema": SCHEMA_VERSION,
+        "name": name,
+        "kind": "anomaly",
+        "sample_rate_hz": result.sample_rate_hz,
+        "window_samples": config.window_samples,
+        "hop_samples": config.hop_samples,
+        "channels": channels,
+        "input_units": input_units,
+        "output": "score",
+        "threshold": float(result.threshold),
+        "calibration": calibration(result.held_back_scores, result.fit),
+        "score": {"definition": SCORE_DEFINITION, "weighting": config.weighting, "anomalous": "score > threshold"},
+        "normalisation": {
+            "applied": "inside the graph",
+            "method": "front-end features standardised by their healthy mean and std (floored at 5 % of the median)",
+        },
+        "network": {
+            "name": config.network,
+            "options": dict(config.network_options),
+            "parameters": count_parameters(detector),
+        },
+        "frontend": describe_frontend(detector.frontend, result.sample_rate_hz),
+        "precision": "float32",
+        "quantized_engine": None,
+        "macs_per_window": count_macs(detector, (channels, config.window_samples)),
+        "training": {
+            "data_sha256": data_sha256 or arrays_sha256(result.split.train + result.split.held_back),
+            "duration_s": round(result.duration_s, 3),
+            "sources": list(sources),
+            "train_windows": result.stats["train_windows"],
+            "held_back": {
+                "kind": result.split.kind,
+                "recordings": result.split.held_back_recordings,
+                "windows": int(result.held_back_scores.size),
+                "false_window_rate": result.held_back_false_rate,
+            },
+            "config": config.to_json(),
+            "train_seconds": round(float(result.stats["train_seconds"]), 2),
+            "torch": torch.__version__,
+        },
+        "code_version": code_version(),
+        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+
+
+def export_anomaly(result: LearnResult, meta: dict[str, Any], out: Path) -> Path:
+    """Script the detector, write it with ``meta.json``, and load it back through the runtime loader."""
+    module = torch.jit.script(result.detector.eval())
+    save_torchscript(module, out, meta)
+    loaded = load_model(out)
+    logger.info("wrote %s (sha256 %s)", out, loaded.sha256[:12])
+    return out

@@ -1,0 +1,185 @@
+"""The text of ``docs/results/anomaly.md`` around the generated tables (numbers are filled in from the run)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from edge_agent.training.anomaly_eval import CWRU_BASE, DEBOUNCE_K, DEBOUNCE_N, MOTOR_BASE
+
+
+def _motor_goal(summary: dict[str, Any]) -> str:
+    rows = [e for e in summary["motor"] if e["model"] == "undercomplete/logmel"]
+    return ", ".join(
+        f"{e['motor']}: AUC {e['auc'][0]:.3f}, false windows {100 * e['false_rate'][0]:.0f} %, "
+        f"propeller windows flagged {100 * e['detection_rate'][0]:.0f} %"
+        for e in rows
+    )
+
+
+def _motor(summary: dict[str, Any], model: str) -> str:
+    rows = [e for e in summary["motor"] if e["model"] == model]
+    return (
+        "; ".join(
+            f"{e['motor']} AUC {e['auc'][0]:.2f}, {100 * e['false_rate'][0]:.1f} % false windows, "
+            f"{100 * e['detection_rate'][0]:.0f} % of propeller windows flagged"
+            for e in rows
+        )
+        or "not run"
+    )
+
+
+def render(summary: dict[str, Any], tables: dict[str, str]) -> str:
+    cost = summary["cost"]
+    ms = cost["ms_per_window_batch32"]
+    chosen = summary["cwru_chosen_frontend"]
+    return f"""# Anomaly detection from healthy data: autoencoders on CWRU and on motor sound
+
+Regenerate everything on this page (tables, plots, [`anomaly.json`](anomaly.json)) with one command,
+on one thread (this run: {summary["seconds"] / 60:.1f} min on the shared 2-core machine):
+
+    EDGE_AGENT_DATA=../shared/data nice -n 10 python -m edge_agent.training.anomaly_report
+
+Means ± standard deviations are over seeds {", ".join(map(str, summary["seeds"]))} (network initialisation,
+batch order, corruption and the noise draw). Every model learns from **healthy data only** and sets its
+threshold on healthy windows it was not trained on; fault data is used only to measure.
+
+## What is measured, and how
+
+- **Score**: the mean squared reconstruction error of a window's features in healthy-z units: the
+  front-end's features minus their healthy mean, divided by their healthy standard deviation, so each
+  feature's error is weighted by the inverse of its healthy variance (`weighting = none`; a residual-variance
+  weighting is implemented as an option, not measured here). Higher means more anomalous.
+- **Threshold**: peaks over threshold (a generalised Pareto fit to the top 10 % of held-back healthy scores,
+  at least 20 of them), for a target false-window rate of 1 % (the default false rate of edge-agent learn: half the
+  issue's 2 % goal, leaving room for drift; isolated false windows are removed by the agent's
+  {DEBOUNCE_K}-of-{DEBOUNCE_N} debouncing). With fewer held-back windows it falls back to a gamma fit
+  (DCASE 2023's rule), which is what happens on CWRU, whose only healthy record is 4 s long.
+- **CWRU** (`cwru/`, 12 kHz drive end): windows of {CWRU_BASE.window_samples} samples
+  ({1000 * CWRU_BASE.window_samples / 12000:.0f} ms), hop {CWRU_BASE.hop_samples}. The healthy
+  record's first 60 % is the learning data (its first 75 % trains, its last 25 % is held back for
+  the threshold); its last 40 % is the later healthy test data. Faults: the last 40 % of every
+  fault record (all 4 loads) for the test AUC, the 15 % before it for the *validation* AUC used to
+  choose the front-end. Noise: a stationary white floor whose power is set from the healthy
+  learning data at the SNR, added at that same power to learning, later healthy and fault data
+  (a plant's floor does not scale with the fault).
+- **Motor sound** (`machine_sound/bldc_motor`, 16 kHz, each clip at unit RMS): one model per motor (M1, M2)
+  and per held-out speed (leave one speed out): learned on the healthy clips at the other 5 speeds (one whole
+  clip, in the middle of the list, held back for the threshold), tested on the healthy and the propeller clip
+  at the held-out speed. Windows of {MOTOR_BASE.window_samples} samples (256 ms), hop {MOTOR_BASE.hop_samples}.
+  AUC per fold (folds with both classes), averaged; false-window and detection rates at the stored threshold
+  pooled over folds; a clip "has an alert" when {DEBOUNCE_K} of any {DEBOUNCE_N} consecutive windows are anomalous.
+- **Baselines on the same splits and the same held-back data for their thresholds**: window RMS, window
+  kurtosis, and PCA (8 components) reconstruction error and Mahalanobis distance (Ledoit-Wolf) on the same
+  standardised features as the autoencoder.
+
+## CWRU: choosing the front-end (undercomplete autoencoder)
+
+Chosen by the validation AUC (held-back healthy windows against the faults' validation part, worst class,
+averaged over SNRs and seeds): **{chosen}**. `-abs` keeps the vibration level (g); the others scale every
+window to unit RMS first (level-invariant).
+
+{tables["cwru_selection"]}
+
+## CWRU: the autoencoders on the chosen front-end
+
+![CWRU AUC and false windows against SNR](anomaly_cwru.png)
+
+{tables["cwru_networks"]}
+
+AUC per fault class at −10 dB (mean ± std over seeds), with the baselines (features of `{tables["baseline_variant"]}`):
+
+{tables["cwru_classes"]}
+
+Baselines at every SNR:
+
+{tables["cwru_baselines"]}
+
+**Reading the CWRU numbers.** Down to −5 dB every spectral front-end separates later healthy windows from
+every fault class perfectly, and so do PCA and Mahalanobis on the same features: on this data set the
+autoencoder adds nothing a linear model does not already give, and at −10 dB it is level with PCA (the
+hardest classes are OR014@6 and B014, whose spectra barely change). The raw-window front-end collapses at
+−10 dB and the envelope spectrum (2-5 kHz band) already at 0 dB: the white floor fills the envelope band.
+The false-window rate at the stored threshold scatters around the 2 % goal, with a spread of several points
+between seeds: the only healthy CWRU record is 4 s long, so the threshold rests on 25 held-back windows
+(gamma fit; too few for a tail fit) and is checked on 73 later windows, where a single window is 1.4 %.
+The AUC goal at −10 dB is met only just, by the denoising autoencoder (chosen on validation).
+That false-window scatter is a limit of the data, not a property the method can fix;
+with minutes of healthy data (any real installation) the peaks-over-threshold fit applies.
+
+## Motor sound: one model per motor, speeds held out
+
+![scores of the held-out clips](anomaly_motor_scores.png)
+
+{tables["motor"]}
+
+Rows without a slash are the baselines, fitted on the features of `undercomplete/logmel` and thresholded on
+the same held-back clip. RMS carries no information here by construction: every clip is scaled to unit RMS
+when loaded (see below).
+
+### Why the threshold does not transfer across speeds (investigation)
+
+The separation (AUC) and the calibration (false windows at the stored threshold) fail for the same reason:
+on these recordings **a healthy clip at an unseen speed is about as novel as a propeller fault at a known
+one**. The table below (regenerated with the page: whole clip, before the per-clip scaling) shows the share
+of power per band: on healthy M1 the 4-8 kHz share goes from 25 % to 89 % between speeds (and sessions),
+more than between healthy and propeller at one speed. The recording level also differs between sessions and
+grows with speed, and propeller clips are louder than healthy ones at the same speed (M2: 2-4x), but with an
+unknown microphone gain the level cannot be used (the front-ends here are level-invariant, as the agent's
+audio classifier is).
+
+{tables["clip_spectra"]}
+
+What does transfer is **impulsiveness**: the kurtosis baseline, a scale-free statistic of the waveform
+that a shift of spectral lines hardly moves, keeps its threshold on unseen speeds while still separating
+({_motor(summary, "kurtosis")}); it is the best single model on motor sound here, and it has no network.
+The `bandkurtosis` front-end generalises it: the log kurtosis of the window
+and of 12 log-spaced bands of it, fed to the same autoencoders
+(undercomplete: {_motor(summary, "undercomplete/bandkurtosis")}). Its threshold holds much better on the
+unseen speeds than the spectra's, at the cost of detection: see the second plot. On CWRU the same
+front-end is poor (table above): the white noise floor drives every band's kurtosis to that of Gaussian
+noise. No front-end here meets the motor goals; log-mel separates M1 best, band kurtosis calibrates best.
+
+![scores of the held-out clips, bandkurtosis](anomaly_motor_scores_bandkurtosis.png)
+
+**Calibration across operating points: cross-fitting.** With several recordings, `learn` can set the
+threshold from *leave-one-recording-out* scores (`--cross-fit`): one extra model per recording, trained on
+all the others, scores the recording it never heard; the pooled scores show how novel every operating point
+looks, not just the one held back, and the shipped model is then trained on all recordings. On the motor
+folds (undercomplete/bandkurtosis+cross-fit: {_motor(summary, "undercomplete/bandkurtosis+cross-fit")}) the
+threshold now holds on unseen speeds, and what is left is separation: at a threshold that transfers, too
+few propeller windows score above it. (Seed 0 with log-mel and cross-fitting, exploration: M1 0 % false
+windows and 10 % flagged, M2 0 % and 4 %.) The cost is one training per recording.
+
+Tried on the way (seed 0 only, leave-one-speed-out or 2-speed folds; not part of the one-command run):
+log-mel with 16, 24, 32, 64 and 128 bands; windows of 4096, 8192 and 16384 samples; level-absolute features
+on the unit-RMS clips; training copies resampled by ±5 % and ±10 % (`speed_factors`, speed augmentation).
+None brought M2 above AUC 0.83 or the held-out false-window rate below about 25 % on either motor; holding
+out two speeds at a time (3 training clips) was worse than one (5). With 5-6 healthy clips per motor, one
+of them held back, the threshold is fitted on the spread of a single unseen operating point, which is not
+the spread of the next one. What would help (not done here): more healthy operating points per machine, a
+speed input (order-normalised spectra from a tachometer or the dominant line), or per-operating-point
+thresholds; the live learning of item 5 can also keep learning across the speeds a machine really runs at.
+
+## Cost on this machine (one thread)
+
+- Learning 10 minutes of a 12 kHz signal with `{chosen}` ({cost["train_windows"]} training windows, through
+  `learn`, threshold included): **{cost["learn_seconds_10min_12kHz"]:.0f} s** (goal ≤ 300 s).
+- Inference at batch 32: **{ms["float32"]:.3f} ms per window** in float32 (goal ≤ 0.1 ms); int8 (dynamic
+  quantisation of the linear layers) {ms["int8-dynamic"]:.3f} ms, agreeing with float on
+  {100 * cost["int8_flag_agreement"]:.1f} % of the anomalous/healthy decisions (largest relative score error
+  {100 * cost["int8_max_relative_score_error"]:.1f} %). The front-end (FFT) dominates the cost and stays
+  float either way, so int8 does not earn its place: model files are float32.
+
+## Goals of the issue
+
+{tables["goals"]}
+
+## Anchors
+
+The DCASE 2020 Task 2 autoencoder baseline (dense AE on log-mel, MSE score) reaches AUC 0.65–0.85 per
+machine type on its own data; MIMII's pump falls to chance at 0 dB. The peers (Edge Impulse's K-means/GMM
+blocks, Netdata's per-metric k-means, the DCASE 2023 gamma rule) set thresholds from healthy scores only,
+as done here; none of them claims a threshold that transfers to operating points it has not seen.
+
+Motor sound summary (undercomplete/logmel): {_motor_goal(summary)}.
+"""
