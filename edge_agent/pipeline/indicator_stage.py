@@ -25,10 +25,10 @@ import numpy as np
 
 from edge_agent.common.ratelimit import RateLimitedLog
 from edge_agent.config.indicators import IndicatorsSection
+from edge_agent.metrics.vibration import VibrationMetrics
 from edge_agent.pipeline.indicator_settings import ZONES
 from edge_agent.pipeline.indicators import IndicatorPlan, Indicators, compute_indicators, make_plan
 from edge_agent.types import Window
-from edge_agent.vibration_metrics import VibrationMetrics
 
 logger = logging.getLogger(__name__)
 

@@ -5,7 +5,7 @@ after the windowing, with the number of windows the chunk completed), once per r
 admitted sensor (:meth:`~StreamSupervisor.rejected`) and once per stream gap (:meth:`~StreamSupervisor.gap`).
 No per-sample Python: a few comparisons and a deque entry per chunk.
 
-Problems (:data:`edge_agent.metrics_streams.STREAM_PROBLEM_REASONS`), each a 0/1 gauge
+Problems (:data:`edge_agent.metrics.streams.STREAM_PROBLEM_REASONS`), each a 0/1 gauge
 ``edge_agent_stream_problem{sensor,reason}``, a counter of onsets and one WARNING naming the sensor, the
 field and the likely cause (rate-limited per (sensor, reason), with the count suppressed); the end of a
 problem is logged at INFO.
@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 
 from edge_agent.common.ratelimit import RateLimitedLog
 from edge_agent.config import StreamsSection
-from edge_agent.metrics_streams import STREAM_PROBLEM_REASONS, StreamMetrics
+from edge_agent.metrics.streams import STREAM_PROBLEM_REASONS, StreamMetrics
 from edge_agent.types import Chunk
 
 logger = logging.getLogger(__name__)

@@ -90,14 +90,14 @@ class SoundcardSource:
         self._warn = RateLimitedLog(logger)
         self.internal_errors = 0  # exceptions caught in the callback or around emit (see the log)
         self.close_errors = 0  # closing a dead stream failed (ignored: the stream is discarded anyway)
-        metrics.init_audio_source(self.name)  # the common source and sensor series: the router
+        metrics.audio.init_source(self.name)  # the common source and sensor series: the router
         self._up = metrics.source_up.labels(self.name)
         self._received = metrics.messages_received.labels(self.name)
         self._last_sample = metrics.last_sample.labels(section.sensor)
-        self._retries = metrics.source_retries.labels(self.name)
-        self._overflows = metrics.audio_overflows.labels(self.name)
-        self._dropped = metrics.audio_blocks_dropped.labels(self.name)
-        self._level = metrics.audio_level.labels(self.name, section.sensor)
+        self._retries = metrics.audio.retries.labels(self.name)
+        self._overflows = metrics.audio.overflows.labels(self.name)
+        self._dropped = metrics.audio.blocks_dropped.labels(self.name)
+        self._level = metrics.audio.level.labels(self.name, section.sensor)
         self._level.set(math.nan)  # no measurement yet (0 would read as full scale)
 
     # ------------------------------------------------------------------ contract

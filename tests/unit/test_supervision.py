@@ -9,7 +9,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from edge_agent.config import StreamsSection
-from edge_agent.metrics_streams import STREAM_PROBLEM_REASONS, StreamMetrics
+from edge_agent.metrics.streams import STREAM_PROBLEM_REASONS, StreamMetrics
 from edge_agent.pipeline.supervision import ALL_REJECTED_MIN, StreamSpec, StreamSupervisor
 from edge_agent.types import Chunk
 

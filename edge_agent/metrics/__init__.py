@@ -1,4 +1,5 @@
-"""Every Prometheus metric of the agent, in one registry (names per docs/ARCHITECTURE rules).
+"""Every Prometheus metric of the agent, in one registry (names per docs/ARCHITECTURE rules); families of
+one area in a module of their own (``streams``, ``vibration``, ``audio``).
 
 Stages receive the :class:`AgentMetrics` object and update the metrics they own. Labels come
 only from configured names (sensor, source, model, label, sink), never from payloads. A sensor's
@@ -14,8 +15,9 @@ import platform
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 import edge_agent
-from edge_agent.metrics_streams import StreamMetrics
-from edge_agent.vibration_metrics import VibrationMetrics
+from edge_agent.metrics.audio import AudioMetrics
+from edge_agent.metrics.streams import StreamMetrics
+from edge_agent.metrics.vibration import VibrationMetrics
 
 logger = logging.getLogger(__name__)
 
@@ -228,30 +230,7 @@ class AgentMetrics:
             "1 when the configuration file holds changes that only a restart applies.",
             registry=r,
         )
-        self.source_retries = Counter(
-            "edge_agent_source_retries_total",
-            "Times a source's device could not be opened or was lost; each is retried with backoff.",
-            ["source"],
-            registry=r,
-        )
-        self.audio_overflows = Counter(
-            "edge_agent_audio_input_overflows_total",
-            "Sound-card blocks that arrived after an input overflow (samples were lost before them).",
-            ["source"],
-            registry=r,
-        )
-        self.audio_blocks_dropped = Counter(
-            "edge_agent_audio_blocks_dropped_total",
-            "Captured sound-card blocks dropped because the hand-off queue was full.",
-            ["source"],
-            registry=r,
-        )
-        self.audio_level = Gauge(
-            "edge_agent_audio_level_dbfs",
-            "RMS level of the captured audio over about 1 s, dB relative to full scale; NaN while there is none.",
-            ["source", "sensor"],
-            registry=r,
-        )
+        self.audio = AudioMetrics(r)  # sound-card sources (edge_agent.sources.soundcard)
         self.streams = StreamMetrics(r)  # stream supervision (edge_agent.pipeline.supervision)
         self.vibration = VibrationMetrics(r)  # [sources.indicators] gauges
         for reason in ALERT_DROP_REASONS:
@@ -297,12 +276,6 @@ class AgentMetrics:
         self.source_up.labels(source).set(0)
         for reason in PAYLOAD_ERROR_REASONS:
             self.payload_errors.labels(source, reason)
-
-    def init_audio_source(self, source: str) -> None:
-        """Create a sound-card source's counters at zero (its level gauge: the source, NaN until audio arrives)."""
-        self.source_retries.labels(source)
-        self.audio_overflows.labels(source)
-        self.audio_blocks_dropped.labels(source)
 
 
 def _torch_version() -> str:
