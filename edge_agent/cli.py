@@ -7,11 +7,12 @@ from __future__ import annotations
 import argparse
 import importlib.metadata
 import logging
+import os
 import platform
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import edge_agent
 from edge_agent.common.errors import first_line
@@ -39,6 +40,14 @@ def _cmd_check_config(args: argparse.Namespace) -> int:
     return 0
 
 
+def waits_for_models(asked: bool, environ: Mapping[str, str] = os.environ, interactive: bool | None = None) -> bool:
+    """Whether ``run`` waits for its model files: asked, under systemd (a file may be installed later, and a
+    crash loop helps nobody), or without a terminal; a person at a terminal gets the error at once instead."""
+    if interactive is None:
+        interactive = sys.stdin.isatty() and sys.stderr.isatty()
+    return asked or "INVOCATION_ID" in environ or "NOTIFY_SOCKET" in environ or not interactive
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
     import dataclasses
     import signal
@@ -52,13 +61,15 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     try:
         config = load_config(args.config)
-        errors = start_errors(config, model_files=False)  # the model files are waited for
+        errors = start_errors(config, model_files=not waits_for_models(args.wait_for_models))
         if errors:
             raise ConfigError(errors)
         password = resolve_password(config.mqtt) if config.mqtt.enabled else None
     except ConfigError as error:
         print(f"edge-agent run: {args.config}: {len(error.errors)} error(s)", file=sys.stderr)
         print("\n".join(error.errors), file=sys.stderr)
+        if any(line.startswith("models[") for line in error.errors):
+            print("edge-agent run: --wait-for-models waits for the model files instead", file=sys.stderr)
         return EXIT_CONFIG
 
     def looping(config: AgentConfig) -> AgentConfig:
@@ -182,6 +193,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run", help="run the agent (default: config.toml, the embedded CWRU replay)")
     p.add_argument("--config", default="config.toml", help="configuration file (default: config.toml)")
     p.add_argument("--loop", action="store_true", help="replay sources start over at the end instead of exiting")
+    p.add_argument(
+        "--wait-for-models",
+        action="store_true",
+        help="wait (retrying with backoff) for model files that are missing or not loadable; the default under "
+        "systemd or without a terminal, while from a terminal a bad model file is an error at once",
+    )
     p.set_defaults(func=_cmd_run)
     for command in sub.choices.values():  # -v after the subcommand too
         command.add_argument("-v", "--verbose", action="store_true", help=VERBOSE_HELP)
