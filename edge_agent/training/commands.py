@@ -39,14 +39,15 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     def add(name: str, help_text: str) -> argparse.ArgumentParser:
         return sub.add_parser(name, help=help_text, description=help_text, formatter_class=DefaultsShown)
 
+    # the defaults are the shipped model's recipe (models/README.md, its meta.json "training" and "architecture")
     p = add("train", "train a network on CWRU with noise augmentation")
     p.add_argument("--model", default="drsn_cw", help="network name (edge_agent.nn.list_models())")
     # string defaults go through `type`, so --help shows them as typed: 4,8,16 is (4, 8, 16)
-    p.add_argument("--widths", type=parse_ints, default="4,8,16", help="channels per stage, comma-separated")
-    p.add_argument("--blocks-per-stage", type=int, default=4, help="residual shrinkage blocks per stage")
+    p.add_argument("--widths", type=parse_ints, default="16,32,64", help="channels per stage, comma-separated")
+    p.add_argument("--blocks-per-stage", type=int, default=2, help="residual shrinkage blocks per stage")
     p.add_argument("--window-samples", type=int, default=2048, help="input window length in samples")
-    p.add_argument("--epochs", type=int, default=100, help="epochs to train")
-    p.add_argument("--steps-per-epoch", type=int, default=64, help="optimiser steps per epoch")
+    p.add_argument("--epochs", type=int, default=40, help="epochs to train")
+    p.add_argument("--steps-per-epoch", type=int, default=50, help="optimiser steps per epoch")
     p.add_argument("--batch-size", type=int, default=128, help="windows per optimiser step")
     p.add_argument(
         "--lr", type=float, default=0.1, help="initial SGD learning rate (it drops 10x at TrainConfig.lr_drops)"

@@ -1,6 +1,6 @@
 """What each dataset's labels mean to a maintenance planner: ``label_info`` of the exported meta.
 
-One table per dataset (label -> description, severity; :data:`edge_agent.modelmeta.SEVERITIES`).
+One table per dataset (label -> description, severity; :data:`edge_agent.modelmeta_parts.SEVERITIES`).
 Severities are this project's recommendation, from what the data can tell: CWRU's seeded bearing
 defects are ``warning`` at 0.007 and 0.014 in and ``critical`` at 0.021 in (the largest; the
 spall is more than half a millimetre wide); the motor-sound model cannot size a fault, so both of

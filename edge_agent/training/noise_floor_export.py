@@ -5,7 +5,7 @@ is quantised once, so every method uses the same int8 layers and scales); :func:
 into one graph per output and drops the dead nodes, so ``forward`` runs exactly the classifier's ops and
 ``noise_floor`` only the layers up to the last chosen unit; ``forward_with_noise_floor`` is the whole
 graph (what the agent calls: the noise floor costs a few reductions, not a second pass). ``meta.json``
-key ``noise_floor`` says the file has the methods (:class:`edge_agent.modelmeta.NoiseFloor`).
+key ``noise_floor`` says the file has the methods (:class:`edge_agent.modelmeta_parts.NoiseFloor`).
 """
 
 from __future__ import annotations
