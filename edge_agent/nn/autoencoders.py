@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from edge_agent.nn.anomaly_frontends import AnomalyFrontEnd
+from edge_agent.nn.registry import Registry
 
 
 def kl_sparsity(codes: torch.Tensor, rho: float) -> torch.Tensor:
@@ -109,30 +110,14 @@ def _dense_decoder(code: int, hidden: int, outputs: int) -> nn.Sequential:
 
 
 AutoencoderFactory = Callable[..., Autoencoder]
-_REGISTRY: dict[str, AutoencoderFactory] = {}
-
-
-def register_autoencoder(name: str) -> Callable[[AutoencoderFactory], AutoencoderFactory]:
-    def decorator(factory: AutoencoderFactory) -> AutoencoderFactory:
-        if name in _REGISTRY:
-            raise ValueError(f"autoencoder {name!r} is already registered")
-        _REGISTRY[name] = factory
-        return factory
-
-    return decorator
-
-
-def list_autoencoders() -> list[str]:
-    return sorted(_REGISTRY)
+_AUTOENCODERS: Registry[AutoencoderFactory] = Registry("autoencoder")
+register_autoencoder = _AUTOENCODERS.register
+list_autoencoders = _AUTOENCODERS.names
 
 
 def get_autoencoder(name: str, *, in_channels: int, in_features: int, **kwargs: object) -> Autoencoder:
     """Build a registered autoencoder for features ``(N, in_channels, in_features)``."""
-    try:
-        factory = _REGISTRY[name]
-    except KeyError:
-        raise ValueError(f"unknown autoencoder {name!r}; registered: {', '.join(list_autoencoders())}") from None
-    return factory(in_channels=in_channels, in_features=in_features, **kwargs)
+    return _AUTOENCODERS.get(name)(in_channels=in_channels, in_features=in_features, **kwargs)
 
 
 def _check_code(code: int, inputs: int) -> None:

@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from edge_agent.nn.blocks import ResidualShrinkageBlock1d, Standardize
+from edge_agent.nn.registry import Registry
 
 
 class ResidualNet1d(nn.Module):
@@ -73,30 +74,14 @@ class ResidualNet1d(nn.Module):
 
 
 ModelFactory = Callable[..., nn.Module]
-_REGISTRY: dict[str, ModelFactory] = {}
-
-
-def register_model(name: str) -> Callable[[ModelFactory], ModelFactory]:
-    def decorator(factory: ModelFactory) -> ModelFactory:
-        if name in _REGISTRY:
-            raise ValueError(f"model {name!r} is already registered")
-        _REGISTRY[name] = factory
-        return factory
-
-    return decorator
-
-
-def list_models() -> list[str]:
-    return sorted(_REGISTRY)
+_MODELS: Registry[ModelFactory] = Registry("model")
+register_model = _MODELS.register
+list_models = _MODELS.names
 
 
 def get_model(name: str, **kwargs: object) -> nn.Module:
     """Build a registered model by name with keyword-only options."""
-    try:
-        factory = _REGISTRY[name]
-    except KeyError:
-        raise ValueError(f"unknown model {name!r}; registered: {', '.join(list_models())}") from None
-    return factory(**kwargs)
+    return _MODELS.get(name)(**kwargs)
 
 
 @register_model("drsn_cw")
