@@ -125,16 +125,19 @@ def _check_code(code: int, inputs: int) -> None:
         raise ValueError(f"code size must be in 1..{inputs - 1} (narrower than the input), got {code}")
 
 
+def _dense(
+    in_channels: int, in_features: int, hidden: int, code: int, activation: nn.Module, **objective: float
+) -> Autoencoder:
+    """Dense encoder (its code through ``activation``) and decoder; ``objective``: the training terms."""
+    inputs = in_channels * in_features
+    encoder, decoder = _dense_encoder(inputs, hidden, code, activation), _dense_decoder(code, hidden, inputs)
+    return Autoencoder(encoder, decoder, in_channels=in_channels, in_features=in_features, **objective)
+
+
 @register_autoencoder("undercomplete")
 def undercomplete(*, in_channels: int, in_features: int, hidden: int = 64, code: int = 8) -> Autoencoder:
-    inputs = in_channels * in_features
-    _check_code(code, inputs)
-    return Autoencoder(
-        _dense_encoder(inputs, hidden, code, nn.Identity()),
-        _dense_decoder(code, hidden, inputs),
-        in_channels=in_channels,
-        in_features=in_features,
-    )
+    _check_code(code, in_channels * in_features)
+    return _dense(in_channels, in_features, hidden, code, nn.Identity())
 
 
 @register_autoencoder("denoising")
@@ -148,17 +151,9 @@ def denoising(
     mask_fraction: float = 0.1,
     code_weight: float = 0.1,
 ) -> Autoencoder:
-    inputs = in_channels * in_features
-    _check_code(code, inputs)
-    return Autoencoder(
-        _dense_encoder(inputs, hidden, code, nn.Identity()),
-        _dense_decoder(code, hidden, inputs),
-        in_channels=in_channels,
-        in_features=in_features,
-        noise_std=noise_std,
-        mask_fraction=mask_fraction,
-        code_weight=code_weight,
-    )
+    _check_code(code, in_channels * in_features)
+    objective = {"noise_std": noise_std, "mask_fraction": mask_fraction, "code_weight": code_weight}
+    return _dense(in_channels, in_features, hidden, code, nn.Identity(), **objective)
 
 
 @register_autoencoder("sparse")
@@ -171,17 +166,9 @@ def sparse(
     beta: float = 0.1,
     rho: float = 0.05,
 ) -> Autoencoder:
-    inputs = in_channels * in_features  # the code may be as wide as the input: the penalty keeps it sparse
-    if code < 1:
+    if code < 1:  # the code may be as wide as the input: the penalty keeps it sparse
         raise ValueError(f"code size must be >= 1, got {code}")
-    return Autoencoder(
-        _dense_encoder(inputs, hidden, code, nn.Sigmoid()),
-        _dense_decoder(code, hidden, inputs),
-        in_channels=in_channels,
-        in_features=in_features,
-        sparsity_weight=beta,
-        sparsity_target=rho,
-    )
+    return _dense(in_channels, in_features, hidden, code, nn.Sigmoid(), sparsity_weight=beta, sparsity_target=rho)
 
 
 @register_autoencoder("conv")
