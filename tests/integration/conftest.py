@@ -155,6 +155,23 @@ def broker() -> Iterator[Broker]:
         shutil.rmtree(workdir, ignore_errors=True)
 
 
+@pytest.fixture
+def broker_factory() -> Iterator[Callable[..., Broker]]:
+    """``broker_factory(persistence=True, extra_config="")``: another started :class:`Broker`."""
+    made: list[Broker] = []
+
+    def make(*, persistence: bool = True, extra_config: str = "") -> Broker:
+        b = Broker(_broker_workdir(), persistence=persistence, extra_config=extra_config)
+        made.append(b)
+        b.start()
+        return b
+
+    yield make
+    for b in made:
+        b.stop(kill=True)
+        shutil.rmtree(b.workdir, ignore_errors=True)
+
+
 def bridge_config(name: str, central: Broker, *, topics: str = "edge-agent/#") -> str:
     """A gateway broker's bridge to ``central``, as docs/fleet.md recommends: QoS 1, persistent sessions on
     both sides (``cleansession false``: the local broker queues what the central one has not acknowledged),
@@ -178,21 +195,14 @@ def bridge_config(name: str, central: Broker, *, topics: str = "edge-agent/#") -
 
 
 @pytest.fixture
-def bridged_broker() -> Iterator[Callable[..., Broker]]:
+def bridged_broker(broker_factory: Callable[..., Broker]) -> Callable[..., Broker]:
     """``bridged_broker(name, central)``: a started gateway broker whose ``edge-agent/#`` is bridged out to
     ``central`` (another :class:`Broker`) at QoS 1, with persistence and a 100,000-message queue."""
-    made: list[Broker] = []
 
     def make(name: str, central: Broker) -> Broker:
-        b = Broker(_broker_workdir(), extra_config=bridge_config(name, central))
-        made.append(b)
-        b.start()
-        return b
+        return broker_factory(extra_config=bridge_config(name, central))
 
-    yield make
-    for b in made:
-        b.stop(kill=True)
-        shutil.rmtree(b.workdir, ignore_errors=True)
+    return make
 
 
 @pytest.fixture
