@@ -157,13 +157,15 @@ def broker() -> Iterator[Broker]:
 
 @pytest.fixture
 def broker_factory() -> Iterator[Callable[..., Broker]]:
-    """``broker_factory(persistence=True, extra_config="")``: another started :class:`Broker`."""
+    """``broker_factory(persistence=True, extra_config="", start=True)``: another :class:`Broker` (started
+    unless ``start`` is false: a test may write its own ``config_path`` first)."""
     made: list[Broker] = []
 
-    def make(*, persistence: bool = True, extra_config: str = "") -> Broker:
+    def make(*, persistence: bool = True, extra_config: str = "", start: bool = True) -> Broker:
         b = Broker(_broker_workdir(), persistence=persistence, extra_config=extra_config)
         made.append(b)
-        b.start()
+        if start:
+            b.start()
         return b
 
     yield make

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -19,12 +20,24 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import paho.mqtt.client as paho
 from conftest import Broker, Collector
 
 REPO = Path(__file__).resolve().parents[2]
 MODEL = REPO / "models" / "drsn_cw_cwru.pt"
 ALERTS = "edge-agent/+/+/alert"
+FLEET_DOC = REPO / "docs" / "fleet.md"
 GATEWAYS = ("gw-a", "gw-b")
+TLS_KEYS = (
+    "bridge_cafile",
+    "bridge_certfile",
+    "bridge_keyfile",
+    "cafile",
+    "certfile",
+    "keyfile",
+    "require_certificate",
+)
+TLS_KEYS += ("use_identity_as_username", "acl_file")  # the TLS identities; TLS itself: test_mqtt_tls.py
 OUTAGE_S = 6.0
 
 
@@ -157,3 +170,54 @@ def test_alerts_of_two_gateways_reach_the_central_subscriber_across_a_bridge_out
     central_sub.close()
     for sub in local_subs.values():
         sub.close()
+
+
+def documented_config(heading: str, broker: Broker, central: Broker | None = None) -> str:
+    """The ``conf`` block under ``heading`` in docs/fleet.md, for ``broker`` on loopback: its port and folder,
+    ``central`` for the documented address, without the TLS lines (no certificates here)."""
+    section = FLEET_DOC.read_text().split(f"## {heading}", 1)[1]
+    block = re.search(r"```conf\n(.*?)```", section, re.S)
+    assert block, f"no conf block under {heading!r} in {FLEET_DOC}"
+    lines = []
+    for line in block.group(1).splitlines():
+        key = line.split(" ", 1)[0]
+        if key in TLS_KEYS:
+            continue
+        if key == "listener":
+            line = f"listener {broker.port} {broker.host}"
+        elif key == "persistence_location":
+            line = f"persistence_location {broker.workdir}/"
+        elif key == "address":
+            assert central is not None
+            line = f"address {central.host}:{central.port}"
+        lines.append(line)
+    lines.append("allow_anonymous true")  # the central block's clients authenticate by certificate
+    return "\n".join(lines) + "\nlog_dest stderr\n"
+
+
+def test_the_documented_broker_configs_bridge_an_alert(broker_factory: Callable[..., Broker]) -> None:
+    """The ready-to-copy snippets of docs/fleet.md, as written but for ports, folders and certificates: the
+    bridge comes up, and what is published while the central broker is down arrives once it is back."""
+    central = broker_factory(start=False)
+    central.config_path.write_text(documented_config("Central broker", central))
+    central.start()
+    watch = Collector(central, ("edge-agent/#", "$SYS/broker/connection/bridge-gw-a/state"), persistent=True, name="c")
+    gateway = broker_factory(start=False)
+    gateway.config_path.write_text(documented_config("Gateway broker", gateway, central))
+    gateway.start()
+    watch.wait_for(lambda c: c.last("$SYS/broker/connection/bridge-gw-a/state") == b"1", 20, "the bridge up")
+    publisher = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id="doc-agent")
+    publisher.connect(gateway.host, gateway.port)
+    publisher.loop_start()
+    try:
+        topic = "edge-agent/gw-a/motor-1/alert"
+        publisher.publish(topic, b"new", qos=1).wait_for_publish(10)
+        watch.wait_for(lambda c: c.payloads(topic) == [b"new"], 10, "the first event")
+        central.stop()
+        publisher.publish(topic, b"end", qos=1).wait_for_publish(10)  # into the bridge's queue
+        central.start()  # the bridge is back after restart_timeout (5 s, up to 30 s with jitter)
+        watch.wait_for(lambda c: c.payloads(topic)[-1:] == [b"end"], 45, "the event queued by the bridge")
+    finally:
+        publisher.disconnect()
+        publisher.loop_stop()
+        watch.close()
