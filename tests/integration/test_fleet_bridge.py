@@ -38,7 +38,7 @@ TLS_KEYS = (
     "require_certificate",
 )
 TLS_KEYS += ("use_identity_as_username", "acl_file")  # the TLS identities; TLS itself: test_mqtt_tls.py
-OUTAGE_S = 6.0
+OUTAGE_S = 4.0  # after the first alert published during the outage
 
 
 def agent_config(agent_id: str, local: Broker, state_dir: Path) -> str:
