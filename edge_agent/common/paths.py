@@ -11,6 +11,8 @@ from pathlib import Path
 
 DATA_ENV = "EDGE_AGENT_DATA"
 DATA_PLACEHOLDER = "${" + DATA_ENV + "}"  # expanded in config paths
+CREDENTIALS_ENV = "CREDENTIALS_DIRECTORY"  # systemd sets it for a unit with LoadCredential=
+CREDENTIALS_PLACEHOLDER = "${" + CREDENTIALS_ENV + "}"  # expanded in config paths, never defaulted
 DEFAULT_DATA_ROOT = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 
 
@@ -20,6 +22,12 @@ def data_root(explicit: str | os.PathLike[str] | None = None) -> Path:
         return Path(explicit)
     env = os.environ.get(DATA_ENV)
     return Path(env).absolute() if env else DEFAULT_DATA_ROOT
+
+
+def credentials_dir() -> Path | None:
+    """systemd's ``$CREDENTIALS_DIRECTORY`` (``/run/credentials/<unit>``), ``None`` when it is not set."""
+    found = os.environ.get(CREDENTIALS_ENV)
+    return Path(found) if found else None
 
 
 def resolve_state_dir(state_dir: str, agent_id: str) -> Path:

@@ -32,7 +32,7 @@ def check_mqtt(table: Table, base_dir: Path) -> None:
 
 
 def _check_password(table: Table, base_dir: Path) -> None:
-    resolve_path(table, "password_file", base_dir)
+    resolve_path(table, "password_file", base_dir, credential=True)
     if not table.ok("password_env", "password_file"):
         return
     if table.values["password_env"] and table.values["password_file"]:
@@ -45,7 +45,7 @@ def _check_password(table: Table, base_dir: Path) -> None:
 def _check_tls(table: Table, base_dir: Path) -> None:
     names = ("ca_file", "cert_file", "key_file")
     for name in names:
-        resolve_path(table, name, base_dir)
+        resolve_path(table, name, base_dir, credential=True)
     if not table.ok("tls", *names):
         return
     if not table.values["tls"]:

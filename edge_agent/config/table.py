@@ -16,7 +16,14 @@ from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from typing import Any, get_type_hints
 
-from edge_agent.common.paths import DATA_ENV, DATA_PLACEHOLDER, data_root
+from edge_agent.common.paths import (
+    CREDENTIALS_ENV,
+    CREDENTIALS_PLACEHOLDER,
+    DATA_ENV,
+    DATA_PLACEHOLDER,
+    credentials_dir,
+    data_root,
+)
 from edge_agent.config.rules import SENSOR_ID_RULE, rule_of, sensor_id
 
 EXPECTED = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
@@ -178,14 +185,31 @@ def topic_filter(text: str) -> bool:
     return bool(text) and "\0" not in text and wild_ok and "#" not in levels[:-1]
 
 
-def resolve_path(table: Table, name: str, base_dir: Path) -> None:
-    """Expand ``${EDGE_AGENT_DATA}`` and make a relative path absolute against the config file's folder."""
+def resolve_path(table: Table, name: str, base_dir: Path, *, credential: bool = False) -> None:
+    """Expand ``${EDGE_AGENT_DATA}`` and make a relative path absolute against the config file's folder.
+
+    ``credential``: a secret's file (password, TLS key), which may also use ``${CREDENTIALS_DIRECTORY}``,
+    set by systemd for a unit with ``LoadCredential=``; it is never defaulted (unset is an error).
+    """
     if not table.ok(name) or not table.values[name]:
         return
     text = table.values[name]
-    if any(found != DATA_ENV for found in _PLACEHOLDER_RE.findall(text)):
-        table.fail(name, "has an unknown placeholder", f"only {DATA_PLACEHOLDER} is supported")
+    known = (DATA_ENV, CREDENTIALS_ENV) if credential else (DATA_ENV,)
+    if any(found not in known for found in _PLACEHOLDER_RE.findall(text)):
+        allowed = (
+            f"only {DATA_PLACEHOLDER} and {CREDENTIALS_PLACEHOLDER} are"
+            if credential
+            else f"only {DATA_PLACEHOLDER} is"
+        )
+        table.fail(name, "has an unknown placeholder", f"{allowed} supported")
         return
+    if CREDENTIALS_PLACEHOLDER in text:
+        credentials = credentials_dir()
+        if credentials is None:
+            why = f"${CREDENTIALS_ENV} is not set (systemd sets it for a unit with LoadCredential=)"
+            table.fail(name, f"uses {CREDENTIALS_PLACEHOLDER}", why)
+            return
+        text = text.replace(CREDENTIALS_PLACEHOLDER, str(credentials))
     path = Path(text.replace(DATA_PLACEHOLDER, str(data_root())))
     table.values[name] = str(path if path.is_absolute() else base_dir / path)
 

@@ -62,7 +62,8 @@ class Broker:
 
     host = HOST
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, *, persistence: bool = True, extra_config: str = "") -> None:
+        """``extra_config``: more mosquitto.conf lines, e.g. a bridge (see :func:`bridge_config`)."""
         self.port = free_port()
         self.workdir = workdir
         self.log_path = workdir / "mosquitto.log"
@@ -73,8 +74,8 @@ class Broker:
             "log_dest stderr\n"
             "log_type error\nlog_type warning\nlog_type notice\nlog_type information\n"
             "max_queued_messages 100000\n"
-            "persistence true\n"
-            f"persistence_location {workdir}/\n"
+            f"persistence {str(persistence).lower()}\n"
+            f"persistence_location {workdir}/\n" + extra_config
         )
         self.config_path.chmod(0o644)
         self._proc: subprocess.Popen[bytes] | None = None
@@ -131,8 +132,7 @@ class Broker:
             return "(no log)"
 
 
-@pytest.fixture
-def broker() -> Iterator[Broker]:
+def _broker_workdir() -> Path:
     workdir = Path(tempfile.mkdtemp(prefix="mosquitto-"))
     workdir.chmod(0o755)
     if _unprivileged_prefix():
@@ -140,6 +140,12 @@ def broker() -> Iterator[Broker]:
     elif os.geteuid() == 0:
         with contextlib.suppress(LookupError):  # as root mosquitto itself switches to user "mosquitto"
             shutil.chown(workdir, "mosquitto")
+    return workdir
+
+
+@pytest.fixture
+def broker() -> Iterator[Broker]:
+    workdir = _broker_workdir()
     b = Broker(workdir)
     b.start()
     try:
@@ -147,6 +153,58 @@ def broker() -> Iterator[Broker]:
     finally:
         b.stop(kill=True)
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+@pytest.fixture
+def broker_factory() -> Iterator[Callable[..., Broker]]:
+    """``broker_factory(persistence=True, extra_config="", start=True)``: another :class:`Broker` (started
+    unless ``start`` is false: a test may write its own ``config_path`` first)."""
+    made: list[Broker] = []
+
+    def make(*, persistence: bool = True, extra_config: str = "", start: bool = True) -> Broker:
+        b = Broker(_broker_workdir(), persistence=persistence, extra_config=extra_config)
+        made.append(b)
+        if start:
+            b.start()
+        return b
+
+    yield make
+    for b in made:
+        b.stop(kill=True)
+        shutil.rmtree(b.workdir, ignore_errors=True)
+
+
+def bridge_config(name: str, central: Broker, *, topics: str = "edge-agent/#") -> str:
+    """A gateway broker's bridge to ``central``, as docs/fleet.md recommends: QoS 1, persistent sessions on
+    both sides (``cleansession false``: the local broker queues what the central one has not acknowledged),
+    bridge state notifications on ``$SYS/broker/connection/bridge-<name>/state`` (retained 1/0)."""
+    return (
+        f"\nconnection {name}\n"
+        f"address {central.host}:{central.port}\n"
+        f"remote_clientid bridge-{name}\n"
+        f"local_clientid local-bridge-{name}\n"
+        f"topic {topics} out 1\n"
+        "cleansession false\n"
+        "local_cleansession false\n"
+        "bridge_attempt_unsubscribe false\n"
+        "bridge_protocol_version mqttv311\n"
+        "try_private true\n"
+        "notifications true\n"
+        "keepalive_interval 5\n"
+        "restart_timeout 1\n"  # reconnect every second (production: the default backoff, 5 to 30 s)
+        "start_type automatic\n"
+    )
+
+
+@pytest.fixture
+def bridged_broker(broker_factory: Callable[..., Broker]) -> Callable[..., Broker]:
+    """``bridged_broker(name, central)``: a started gateway broker whose ``edge-agent/#`` is bridged out to
+    ``central`` (another :class:`Broker`) at QoS 1, with persistence and a 100,000-message queue."""
+
+    def make(name: str, central: Broker) -> Broker:
+        return broker_factory(extra_config=bridge_config(name, central))
+
+    return make
 
 
 @pytest.fixture

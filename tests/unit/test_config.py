@@ -288,6 +288,43 @@ def test_bad_password_file_is_an_error_naming_the_key_not_the_secret(
     assert SECRET not in str(info.value) and info.value.__cause__ is None
 
 
+CREDENTIAL_MQTT = {"enabled": True, "username": "agent", "password_file": "${CREDENTIALS_DIRECTORY}/mqtt-password"}
+
+
+def test_password_file_from_systemd_credentials_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``LoadCredential=mqtt-password:...``: systemd sets $CREDENTIALS_DIRECTORY for the unit's processes."""
+    credentials = tmp_path / "run" / "credentials" / "edge-agent.service"
+    _write(credentials, f"{SECRET}\n", "mqtt-password")
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(credentials))
+    config = parse_config({**_minimal_data(), "mqtt": CREDENTIAL_MQTT}, base_dir=tmp_path / "etc")
+    assert config.mqtt.password_file == str(credentials / "mqtt-password")
+    assert resolve_password(config.mqtt) == SECRET
+
+
+def test_credentials_placeholder_without_systemd_is_an_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("CREDENTIALS_DIRECTORY", raising=False)
+    errors = _errors({**_minimal_data(), "mqtt": CREDENTIAL_MQTT}, tmp_path)
+    assert errors == [
+        "mqtt.password_file: '${CREDENTIALS_DIRECTORY}/mqtt-password' uses ${CREDENTIALS_DIRECTORY}; "
+        "$CREDENTIALS_DIRECTORY is not set (systemd sets it for a unit with LoadCredential=)"
+    ]
+
+
+def test_credentials_placeholder_is_only_for_secret_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(tmp_path))
+    data = _minimal_data()
+    data["models"][0]["path"] = "${CREDENTIALS_DIRECTORY}/model.pt"
+    assert _errors(data, tmp_path) == [
+        "models[0].path: '${CREDENTIALS_DIRECTORY}/model.pt' has an unknown placeholder; "
+        "only ${EDGE_AGENT_DATA} is supported"
+    ]
+    data = {**_minimal_data(), "mqtt": {**CREDENTIAL_MQTT, "password_file": "${SECRETS}/mqtt-password"}}
+    assert _errors(data, tmp_path) == [
+        "mqtt.password_file: '${SECRETS}/mqtt-password' has an unknown placeholder; "
+        "only ${EDGE_AGENT_DATA} and ${CREDENTIALS_DIRECTORY} are supported"
+    ]
+
+
 def test_a_password_written_into_the_config_is_never_echoed(tmp_path: Path) -> None:
     data = {**_minimal_data(), "mqtt": {"password": SECRET, "password_env": SECRET, "password_file": "x"}}
     errors = _errors(data, tmp_path)
