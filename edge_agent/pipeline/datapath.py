@@ -17,7 +17,9 @@ from edge_agent.metrics import AgentMetrics
 from edge_agent.modelfile import LoadedModel
 from edge_agent.modelmeta import ModelMeta
 from edge_agent.pipeline.alert_context import AlertContext
+from edge_agent.pipeline.alert_evidence import end_event
 from edge_agent.pipeline.decision import DecisionEngine
+from edge_agent.pipeline.episode_store import EpisodeStore
 from edge_agent.pipeline.fanout import SinkFanout
 from edge_agent.pipeline.indicator_stage import IndicatorStage
 from edge_agent.pipeline.prediction_series import PredictionSeries
@@ -46,6 +48,31 @@ class DataPath:
         self._supervisors: list[StreamSupervisor] = []
         self._streams_on: set[tuple[str, str]] = set()  # (sensor, health label) reported as on
         self.indicators: dict[str, IndicatorStage] = {}  # source name -> its [sources.indicators] stage
+        self.store = EpisodeStore(None)  # open episodes and announced sensors; App.restore gives the durable one
+
+    def restore(self, store: EpisodeStore, configured: Iterable[str], discovers: bool, now: float) -> None:
+        """Before the sources start: the stored episodes of sensors that may still send (``configured``, or any
+        when a source ``discovers`` sensors) continue, pending (the sinks show them again); those of other
+        sensors end now. Stored sensors not configured and without an open episode are withdrawn
+        (retained state and Home Assistant configs); one a source discovers again is announced again."""
+        self.store = store
+        stored = self.context.apply(store.open_alerts())
+        known = set(configured)
+        gone = [event for event in stored if not discovers and event.sensor not in known]
+        kept = [event for event in stored if event not in gone]
+        self.decision.restore(kept, now)
+        self.fanout.restore(kept)
+        self.deliver(end_event(e, now, None, max(e.peak_confidence or 0.0, e.confidence)) for e in gone)
+        for sensor in sorted(store.sensors() - known - {event.sensor for event in kept}):
+            logger.info("sensor %s is not configured: its retained state and discovery configs are withdrawn", sensor)
+            self.fanout.forget(sensor)
+            store.forget_sensor(sensor)
+        if stored:
+            logger.info("open alerts of the last run: %d continue, %d ended", len(kept), len(gone))
+
+    def _announce(self, sensor: str, models: tuple[str, ...] = (), clear: bool = True) -> None:
+        self.store.add_sensor(sensor)
+        self.fanout.announce(sensor, models, clear)
 
     def configure(self, models: Mapping[str, LoadedModel], config: AgentConfig) -> None:
         """The models and configuration in force (start, and after each reload)."""
@@ -70,7 +97,7 @@ class DataPath:
             metrics=self.metrics,
             sensors=self.sensors,
             submit=submit,
-            announce=self.fanout.announce,
+            announce=self._announce,
             streams=self._config.streams,
             real_time=real_time,
             indicators=stage,
@@ -133,8 +160,10 @@ class DataPath:
         return changes
 
     def deliver(self, events: Iterable[AlertEvent]) -> None:
-        """Events with their context to every sink."""
-        self.fanout.send(self.context.apply(events))
+        """Events with their context to every sink, once the store has what they leave open."""
+        events = self.context.apply(events)
+        self.store.record(events)
+        self.fanout.send(events)
 
     def retire_labels(self, previous: Mapping[str, LoadedModel], changed: Mapping[str, LoadedModel]) -> None:
         """A reload swapped ``changed`` models: remove the series of labels their new files lack."""

@@ -35,6 +35,14 @@ Health alerts (``kind="health"``, e.g. ``silent``), any number of labels per sen
 asserts or clears a condition with :meth:`DecisionEngine.health`; asserting starts an episode
 (``new``) at once, clearing ends it at once; maximum duration and cooldown apply as for faults,
 and a still-asserted condition starts a new episode when its cooldown passes (found by ``tick``).
+
+Restart (:meth:`DecisionEngine.restore`): the episodes open when the agent last stopped (from the
+store, :mod:`edge_agent.pipeline.episode_store`) are open again under their ids, without a
+``new``, and *pending*: a fault continues (normal rules from then on) as soon as a prediction of
+its model finds a fault label confirmed, a health alert as soon as its condition is asserted. A
+fault ends (``ended_at`` that prediction's time) when ``confirm_n`` predictions of its model came
+without a confirmation; either kind ends when it is still pending ``hold_off_s + RESTORE_GRACE_S``
+after the restore (``ended_at`` then), or when its condition is cleared, or at its maximum duration.
 """
 
 from __future__ import annotations
@@ -43,46 +51,20 @@ import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable
 
 from edge_agent.config import DecisionSection
 from edge_agent.config.checks import decision_errors
 from edge_agent.metrics import AgentMetrics
 from edge_agent.pipeline.alert_evidence import end_event, fault_event
+from edge_agent.pipeline.episodes import Episode, SensorState, Vote, mean_confidence
 from edge_agent.pipeline.suppressed import SuppressedAlerts
 from edge_agent.types import AlertEvent, Prediction
 
 FAULT = "fault"
 HEALTH = "health"
 _EPS = 1e-9  # confidences that differ by update_min_delta up to rounding count as a change
-
-
-@dataclass
-class _Vote:
-    label: str | None  # the fault label this prediction votes for, None if it does not vote
-    confidence: float
-
-
-@dataclass
-class _Episode:
-    """An active alert: the last published event, when it was last confirmed (clock), its highest
-    confidence and the last prediction of its model (the closing evidence of its end)."""
-
-    last: AlertEvent
-    confirmed_at: float
-    peak: float = 1.0
-    closing: Prediction | None = None
-
-
-@dataclass
-class _SensorState:
-    votes: dict[str, deque[_Vote]] = field(default_factory=dict)  # model -> last confirm_n votes
-    last_prediction_at: float | None = None
-    fault: _Episode | None = None
-    health: dict[str, _Episode] = field(default_factory=dict)  # label -> episode
-    asserted: set[str] = field(default_factory=set)  # health conditions the caller holds true
-    cooldown_until: dict[tuple[str, str], float] = field(default_factory=dict)  # (kind, label) -> time
+RESTORE_GRACE_S = 60.0  # a restored episode's sensor may take this long (plus hold_off_s) to confirm it
 
 
 class DecisionEngine:
@@ -103,7 +85,7 @@ class DecisionEngine:
         self._metrics = metrics
         self._suppressed = SuppressedAlerts(metrics, clock)
         self._normal = frozenset(config.normal_labels)
-        self._sensors: dict[str, _SensorState] = {}
+        self._sensors: dict[str, SensorState] = {}
         self._lock = threading.Lock()  # update (inference thread) and tick (main thread) may interleave
 
     def update(self, prediction: Prediction, *, model_sha256: str = "") -> list[AlertEvent]:
@@ -125,6 +107,19 @@ class DecisionEngine:
         """Assert (``active``) or clear a health condition ``label`` of ``sensor`` at ``now``."""
         with self._lock:
             return self._health(sensor, label, active, now)
+
+    def restore(self, open_alerts: Iterable[AlertEvent], now: float) -> None:
+        """Open again the episodes whose last published events are ``open_alerts`` (a restart), pending."""
+        with self._lock:
+            for event in open_alerts:
+                state = self._sensors.setdefault(event.sensor, SensorState())
+                peak = max(event.peak_confidence or 0.0, event.confidence)
+                episode = Episode(event, now, peak, pending_until=now + self.config.hold_off_s + RESTORE_GRACE_S)
+                if event.kind == FAULT:
+                    state.fault = episode
+                else:
+                    state.health[event.label] = episode
+                self._publish(event, count=False)
 
     def reconfigure(self, config: DecisionSection) -> None:
         """Apply new settings (a reload) keeping open alerts, cooldowns and the newest votes.
@@ -154,7 +149,7 @@ class DecisionEngine:
 
     def _update(self, prediction: Prediction, model_sha256: str, now: float) -> list[AlertEvent]:
         sensor = prediction.sensor
-        state = self._sensors.setdefault(sensor, _SensorState())
+        state = self._sensors.setdefault(sensor, SensorState())
         events = self._expire(sensor, state, now)
         if state.last_prediction_at is not None and now - state.last_prediction_at > self.config.hold_off_s:
             state.votes.clear()
@@ -162,10 +157,12 @@ class DecisionEngine:
         history = state.votes.setdefault(prediction.model, deque(maxlen=self.config.confirm_n))
         history.append(self._vote(prediction))
         if any(self._confirmed(h) for h in state.votes.values()) and state.fault is not None:
-            state.fault.confirmed_at = now
+            state.fault.confirmed_at, state.fault.pending_until = now, None
+        elif state.fault is not None and state.fault.pending_until is not None:
+            events += self._still_pending(sensor, state, prediction, now)
         label = history[-1].label
         if label is not None and label in self._confirmed(history):
-            confidence = _mean_confidence(history, label)
+            confidence = mean_confidence(history, label)
             event = self._decide(state, prediction, label, confidence, now, model_sha256)
             events += [self._publish(event)] if event is not None else []
             if state.fault is not None and state.fault.last.label == label:  # the episode's label only
@@ -174,15 +171,26 @@ class DecisionEngine:
             state.fault.closing = prediction
         return events
 
+    def _still_pending(self, sensor: str, state: SensorState, prediction: Prediction, now: float) -> list[AlertEvent]:
+        """A restored fault episode its model did not confirm: ended after ``confirm_n`` such predictions."""
+        assert state.fault is not None
+        if state.fault.last.model_name and state.fault.last.model_name != prediction.model:
+            return []
+        state.fault.pending_seen += 1
+        if state.fault.pending_seen < self.config.confirm_n:
+            return []
+        state.fault.closing = prediction
+        return [self._end(sensor, state, FAULT, state.fault.last.label, now)]
+
     def _decide(
-        self, state: _SensorState, prediction: Prediction, label: str, confidence: float, now: float, sha256: str
+        self, state: SensorState, prediction: Prediction, label: str, confidence: float, now: float, sha256: str
     ) -> AlertEvent | None:
         """The ``new`` or ``update`` a prediction voting for the confirmed ``label`` causes, if any."""
         if state.fault is None:
             if self._suppressed.holds(prediction.sensor, FAULT, label, now, state.cooldown_until, self.config):
                 return None
             event = fault_event("new", self._new_id(), prediction, label, confidence, now, sha256, confidence)
-            state.fault = _Episode(event, now, confidence)
+            state.fault = Episode(event, now, confidence)
             return event
         last = state.fault.last
         if label != last.label and any(last.label in self._confirmed(h) for h in state.votes.values()):
@@ -194,11 +202,13 @@ class DecisionEngine:
         return state.fault.last
 
     def _health(self, sensor: str, label: str, active: bool, now: float) -> list[AlertEvent]:
-        state = self._sensors.setdefault(sensor, _SensorState())
+        state = self._sensors.setdefault(sensor, SensorState())
         events = self._expire(sensor, state, now)
         if active:
             state.asserted.add(label)
-            if label not in state.health:
+            if label in state.health:
+                state.health[label].pending_until = None  # a restored episode continues
+            else:
                 events += self._start_health(sensor, state, label, now)
         else:
             state.asserted.discard(label)
@@ -206,11 +216,11 @@ class DecisionEngine:
                 events.append(self._end(sensor, state, HEALTH, label, now))
         return events
 
-    def _vote(self, prediction: Prediction) -> _Vote:
+    def _vote(self, prediction: Prediction) -> Vote:
         votes = prediction.label not in self._normal and prediction.confidence >= self.config.min_confidence
-        return _Vote(prediction.label if votes else None, float(prediction.confidence))
+        return Vote(prediction.label if votes else None, float(prediction.confidence))
 
-    def _confirmed(self, history: deque[_Vote]) -> set[str]:
+    def _confirmed(self, history: deque[Vote]) -> set[str]:
         """Labels with at least ``confirm_k`` votes in ``history``."""
         counts: dict[str, int] = {}
         for vote in history:
@@ -218,7 +228,7 @@ class DecisionEngine:
                 counts[vote.label] = counts.get(vote.label, 0) + 1
         return {label for label, count in counts.items() if count >= self.config.confirm_k}
 
-    def _start_health(self, sensor: str, state: _SensorState, label: str, now: float) -> list[AlertEvent]:
+    def _start_health(self, sensor: str, state: SensorState, label: str, now: float) -> list[AlertEvent]:
         if self._suppressed.holds(sensor, HEALTH, label, now, state.cooldown_until, self.config):
             return []
         event = AlertEvent(
@@ -232,16 +242,17 @@ class DecisionEngine:
             window_start=now,
             window_end=now,
         )
-        state.health[label] = _Episode(event, now)
+        state.health[label] = Episode(event, now)
         return [self._publish(event)]
 
-    def _expire(self, sensor: str, state: _SensorState, now: float) -> list[AlertEvent]:
+    def _expire(self, sensor: str, state: SensorState, now: float) -> list[AlertEvent]:
         """End the episodes whose hold-off or maximum duration has run out by ``now``."""
         events = []
         if state.fault is not None:
+            pending = state.fault.pending_until
             deadline = min(
                 state.fault.last.started_at + self.config.max_duration_s,
-                state.fault.confirmed_at + self.config.hold_off_s,
+                state.fault.confirmed_at + self.config.hold_off_s if pending is None else pending,
             )
             if now >= deadline:
                 if deadline < state.fault.last.started_at + self.config.max_duration_s:
@@ -249,11 +260,12 @@ class DecisionEngine:
                 events.append(self._end(sensor, state, FAULT, state.fault.last.label, deadline))
         for label, episode in list(state.health.items()):
             deadline = episode.last.started_at + self.config.max_duration_s
+            deadline = min(deadline, episode.pending_until) if episode.pending_until is not None else deadline
             if now >= deadline:
                 events.append(self._end(sensor, state, HEALTH, label, deadline))
         return events
 
-    def _end(self, sensor: str, state: _SensorState, kind: str, label: str, ended_at: float) -> AlertEvent:
+    def _end(self, sensor: str, state: SensorState, kind: str, label: str, ended_at: float) -> AlertEvent:
         """Close the active fault episode (or the health episode ``label``); start the label's cooldown."""
         if kind == FAULT and state.fault is not None:
             episode, state.fault = state.fault, None
@@ -265,19 +277,15 @@ class DecisionEngine:
         state.cooldown_until[(kind, event.label)] = ended_at + self.config.cooldown_s
         return self._publish(event)
 
-    def _publish(self, event: AlertEvent) -> AlertEvent:
+    def _publish(self, event: AlertEvent, *, count: bool = True) -> AlertEvent:
         """Count the event and set the sensor's active gauge for its kind."""
         if self._metrics is not None:
-            self._metrics.alerts.labels(event.sensor, event.label, event.type).inc()
+            if count:
+                self._metrics.alerts.labels(event.sensor, event.label, event.type).inc()
             state = self._sensors[event.sensor]
             active = state.fault is not None if event.kind == FAULT else bool(state.health)
             self._metrics.alert_active.labels(event.sensor, event.kind).set(1 if active else 0)
         return event
-
-
-def _mean_confidence(history: deque[_Vote], label: str) -> float:
-    confidences = [v.confidence for v in history if v.label == label]
-    return sum(confidences) / len(confidences)
 
 
 def _validate(config: DecisionSection) -> None:

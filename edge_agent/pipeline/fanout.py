@@ -9,7 +9,7 @@ sensor found on a wildcard topic) go through here too, counted as failures when 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from edge_agent.metrics import AgentMetrics
@@ -69,6 +69,25 @@ class SinkFanout:
             except Exception:  # one failing sink must not stop the stream; counted, logged with its name
                 self._counters[sink.name][1].inc()
                 logger.exception("sink %s failed to announce sensor %s", sink.name, sensor)
+
+    def restore(self, open_alerts: list[AlertEvent]) -> None:
+        """The alerts still open from before a restart: the state-clearing sinks show them, not a cleared state."""
+        for sink in self._set.state_clearing:
+            self._guard(sink, lambda s=sink: s.restore(open_alerts), "restore open alerts")
+
+    def forget(self, sensor: str) -> None:
+        """A stored sensor left the configuration: its retained state and Home Assistant configs are withdrawn."""
+        for sink in self._set.state_clearing:
+            self._guard(sink, lambda s=sink: s.forget_state(sensor), f"withdraw sensor {sensor}")
+        for aware in self._set.sensor_aware:
+            self._guard(aware, lambda s=aware: s.remove_sensor(sensor), f"withdraw sensor {sensor}")
+
+    def _guard(self, sink: Sink, call: Callable[[], None], what: str) -> None:
+        try:
+            call()
+        except Exception:  # counted as the sink's failure, logged with its name; the others go on
+            self._counters[sink.name][1].inc()
+            logger.exception("sink %s failed to %s", sink.name, what)
 
     def _take(self, sinks: Sinks | Sequence[Sink]) -> None:
         """A plain sequence is sinks without optional capabilities (tests, a custom pipeline)."""

@@ -18,6 +18,7 @@ from edge_agent.metrics import AgentMetrics
 from edge_agent.modelfile import LoadedModel, load_runtime_model, model_info_labels
 from edge_agent.pipeline.datapath import DataPath
 from edge_agent.pipeline.decision import DecisionEngine
+from edge_agent.pipeline.episode_store import STATE_FILE, EpisodeStore
 from edge_agent.pipeline.inference import InferenceWorker
 from edge_agent.service.backoff import StartAborted, retry_with_backoff
 from edge_agent.service.exporter import start_exporter
@@ -90,6 +91,7 @@ class App:
             ("models", self._load_models),
             ("inference", self._start_inference),
             ("sinks", self._open_sinks),
+            ("alert state", self._restore_alerts),
             ("sources", self._start_sources),
         ):
             logger.debug("starting %s", name)
@@ -102,7 +104,8 @@ class App:
         for name, step in (
             ("sources", self._stop_sources),
             ("inference", self._stop_inference),
-            ("sinks", self._close_sinks),
+            ("sinks", self.datapath.fanout.close),
+            ("alert state", self.datapath.store.close),  # open episodes stay stored: the next start decides
         ):
             logger.debug("stopping %s", name)
             try:
@@ -255,6 +258,12 @@ class App:
         self.metrics.init_pipeline(self.config.inference.queue_windows)
         self.datapath.fanout.open(sinks)
 
+    def _restore_alerts(self) -> None:
+        """Open episodes of the last run continue (pending); sensors no longer configured are withdrawn."""
+        known = [s.known_sensors for s in self.config.sources]  # () : the source discovers its sensors
+        store = EpisodeStore(self.config.agent.state_path() / STATE_FILE)
+        self.datapath.restore(store, [s for names in known for s in names], not all(known), time.time())
+
     def _start_sources(self) -> None:
         assert self.worker is not None  # the inference step came first
         for section in self.config.sources:
@@ -278,9 +287,6 @@ class App:
     def _stop_inference(self) -> None:
         if self.worker is not None:
             self.worker.stop(drain_timeout_s=STOP_DRAIN_S)
-
-    def _close_sinks(self) -> None:
-        self.datapath.fanout.close()
 
     def _source_finished(self, name: str) -> None:
         with self._lock:

@@ -5,7 +5,8 @@ A sink is one module and one line in :data:`SINKS`: when it is enabled, its fact
 the module, e.g. paho, only then) and the optional capabilities it declares: ``sensor_aware``
 (:class:`SensorAware`: told each sensor a source finds, with its models) and ``clears_state``
 (:class:`StateClearing`: told each sensor that becomes known, to clear a retained state left from
-before a restart). The log sink is always on.
+before a restart, the alerts still open from before it, and the sensors that left the configuration).
+The log sink is always on.
 """
 
 from __future__ import annotations
@@ -40,10 +41,16 @@ class Sink(Protocol):
 class SensorAware(Sink, Protocol):
     def add_sensor(self, sensor: str, models: tuple[str, ...]) -> None: ...
 
+    def remove_sensor(self, sensor: str) -> None: ...
+
 
 @runtime_checkable
 class StateClearing(Sink, Protocol):
     def clear_state(self, sensor: str) -> None: ...
+
+    def restore(self, open_alerts: list[AlertEvent]) -> None: ...
+
+    def forget_state(self, sensor: str) -> None: ...
 
 
 @dataclass(frozen=True)

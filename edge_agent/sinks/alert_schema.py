@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -128,9 +128,25 @@ class OpenAlerts:
         return sensor_state(current, since_s, self._info.get(event.sensor))
 
     def cleared(self, sensor: str, now_s: float) -> dict[str, Any]:
-        """Forget the sensor's open alerts (a retained state left from before is being cleared): no-alert state."""
-        self._open.pop(sensor, None)
-        return sensor_state(None, now_s, self._info.get(sensor))
+        """The sensor's state at start (over a retained one left from before): its restored open alert
+        (:meth:`restore`), else no alert."""
+        restored = self._open.get(sensor, {})
+        current = restored.get("fault") or restored.get("health")
+        return sensor_state(current, now_s, self._info.get(current.sensor if current else sensor))
+
+    def restore(self, open_alerts: Iterable[AlertEvent]) -> None:
+        """The alerts still open from before a restart (the decision engine continues them)."""
+        for event in open_alerts:
+            self._open.setdefault(event.sensor, {})[event.kind] = event
+
+    def stopped(self, now_s: float) -> dict[str, dict[str, Any]]:
+        """Sensor -> its state with ``stopped_at`` (``now_s``), for each sensor with an open alert: a clean
+        stop keeps open alerts (the next start continues or ends them) and the retained state says so."""
+        states = {}
+        for sensor, open_alerts in self._open.items():
+            if current := open_alerts.get("fault") or open_alerts.get("health"):
+                states[sensor] = {**sensor_state(current, now_s, self._info.get(sensor)), "stopped_at": iso_utc(now_s)}
+        return states
 
 
 def encode(document: dict[str, Any]) -> bytes:

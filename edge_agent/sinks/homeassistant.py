@@ -18,8 +18,10 @@ Availability is the agent's status topic: ``online`` is available; ``offline`` (
 ``stopped`` are not. Discovery configs go to
 ``<discovery_prefix>/<component>/<agent_id>/<sensor>_<entity>/config``, retained, QoS 1, on every
 connect and again whenever Home Assistant announces itself with ``online`` on its birth topic
-(after a restart it may have lost them). Sensors known from the configuration are announced at
-once; a sensor an MQTT source discovers later (a wildcard topic) is announced when its first
+(after a restart it may have lost them). A sensor that left the configuration (``remove_sensor``, at
+start) gets empty retained configs on every connect: Home Assistant deletes its entities. Sensors
+known from the configuration are announced at once; a sensor an MQTT source discovers later (a
+wildcard topic) is announced when its first
 samples arrive, right after the alert sink has published its no-alert state. The sink uses a
 client of its own (``<client id>-homeassistant``, no Last Will: availability comes from the alert
 sink's status topic); alert events themselves need nothing here.
@@ -142,6 +144,7 @@ class HomeAssistantDiscoverySink:
         self._mqtt = mqtt
         self._agent_id = agent_id
         self._sensors: dict[str, tuple[str, ...]] = dict(sensors)  # sensor -> its models
+        self._gone: set[str] = set()  # sensors whose configs are withdrawn (empty retained configs)
         self._lock = threading.Lock()
         self._conn = MqttConnection(
             mqtt,
@@ -182,7 +185,16 @@ class HomeAssistantDiscoverySink:
             if sensor in self._sensors:
                 return
             self._sensors[sensor] = models
+            self._gone.discard(sensor)
         self._announce([sensor])
+
+    def remove_sensor(self, sensor: str) -> None:
+        """Withdraw ``sensor``'s discovery configs (it left the configuration); a later ``add_sensor`` undoes it."""
+        with self._lock:
+            self._sensors.pop(sensor, None)
+            self._gone.add(sensor)
+        if self._conn.is_connected():
+            self._announce([], gone=[sensor])
 
     def close(self, timeout_s: float = 2.0) -> None:
         """Disconnect (nothing is queued: ``timeout_s`` is unused); the configs stay retained (the entities turn
@@ -201,13 +213,18 @@ class HomeAssistantDiscoverySink:
             logger.info("Home Assistant is online (%s): publishing discovery again", message.topic)
             self._announce()
 
-    def _announce(self, sensors: list[str] | None = None) -> None:
-        """Publish the discovery configs of ``sensors`` (default: all), retained, QoS 1."""
+    def _announce(self, sensors: list[str] | None = None, gone: list[str] | None = None) -> None:
+        """Publish the discovery configs of ``sensors`` (default: all, and the withdrawals of ``gone``,
+        default: all withdrawn), retained, QoS 1."""
         if not self._conn.opened:
             return
         client = self._conn.client
         with self._lock:
             chosen = {s: self._sensors[s] for s in (sensors if sensors is not None else self._sensors)}
+            withdrawn = sorted(self._gone) if gone is None and sensors is None else list(gone or ())
+        for sensor in withdrawn:
+            for topic in self._topics(sensor):
+                client.publish(topic, b"", qos=1, retain=True)
         for sensor, models in chosen.items():
             messages = discovery_messages(
                 self._ha,
@@ -224,6 +241,10 @@ class HomeAssistantDiscoverySink:
                     logger.warning("Home Assistant discovery: paho refused %s: %s", topic, paho.error_string(info.rc))
         if sensors is None:
             self.announcements += 1
+
+    def _topics(self, sensor: str) -> list[str]:
+        prefix, agent = self._mqtt.topic_prefix, self._agent_id
+        return list(discovery_messages(self._ha, topic_prefix=prefix, agent_id=agent, sensor=sensor, models=()))
 
 
 def discovery_sink(config: AgentConfig, *, password: str | None, metrics: AgentMetrics) -> HomeAssistantDiscoverySink:

@@ -1,32 +1,19 @@
 """``mqtt`` alert sink: the agent's MQTT contract (see README and docs/alert.schema.json).
 
-Topics under ``<prefix>/<agent_id>``:
+Topics under ``<prefix>/<agent_id>``: ``<sensor>/alert`` (every lifecycle event, QoS 1, not retained);
+``<sensor>/state`` (retained, QoS 1, ``alert_schema.sensor_state``: the open alert, a fault before a
+health alert, or null but ``since``; empty withdraws a sensor that left the configuration); ``status``
+(retained ``online`` on connect, ``stopped`` on :meth:`close`, ``offline`` as the Last Will). A clean
+stop keeps open alerts (``pipeline/episode_store.py``): before ``stopped`` their states get ``stopped_at``.
 
-- ``<sensor>/alert``: every lifecycle event, QoS 1, not retained (``alert_payload``).
-- ``<sensor>/state``: retained, QoS 1, the sensor's current alert (``sensor_state``): ``{"label", "kind",
-  "confidence", "since", "alert_id", "description", "severity"}``, null but ``since`` (when the last alert
-  ended) with no open alert (not a "normal" label: the sink does not know each model's healthy class,
-  and "normal" could be a real one); and the sensor's ``machine``, ``location``, ``tags`` (``[sensors]``).
-  When a sensor has a fault and a health alert open at once, the fault is shown.
-- ``status``: retained ``online`` on every connect, ``stopped`` on :meth:`close`, ``offline`` as the
-  Last Will (the broker publishes it when the agent dies or its link drops).
-
-Guarantee: every event :meth:`send` accepts is delivered at least once, in order, across a
-``kill -9`` or power loss; consumers de-duplicate on ``id`` + ``type``. :meth:`send` returns once
-the event is in the durable outbox (``outbox.py``: SQLite in ``agent.state_dir``); it leaves it on
-the broker's PUBACK or by a bound (``mqtt.alert_queue_max`` events, bytes, age; counted by reason).
-Events of an earlier run go out first. Without an outbox file, or with one that cannot be used
-(logged; ``edge_agent_alert_outbox_durable`` 0), the outbox is in memory and alerting goes on.
-A pump thread hands events to paho only while connected, at most ``inflight_max`` unacknowledged.
-Messages in flight when the link drops stay in paho, which re-sends them after the reconnect; new
-alerts wait until those are acknowledged, so order is kept. ``state`` and ``status`` stay in
-memory, latest only: each supersedes the one before, the broker retains it, and every start
-publishes the states again (``clear_state``), so a restart loses nothing a consumer needs.
-
-:meth:`close` waits (bounded) for the outbox to drain, publishes ``stopped`` (after every alert) and
-disconnects; what is undelivered stays stored for the next start (in memory: dropped, ``shutdown``).
-The client id is ``<mqtt.client_id or edge-agent-<agent_id>>-alerts``: a client of its own, so
-its Last Will and its in-flight window are separate from the sources' high-volume subscriptions.
+Every event :meth:`send` accepts is delivered at least once, in order, across ``kill -9`` or power
+loss (de-duplicate on ``id`` + ``type``): it is in the durable outbox (``outbox.py``) when send returns,
+and leaves it on the PUBACK or by a bound (counted by reason); earlier runs' events go out first. A
+pump thread hands events to paho while connected, at most ``inflight_max`` unacknowledged; what was in
+flight when the link dropped paho re-sends, new alerts waiting until it is acknowledged (order kept).
+``state`` and ``status`` stay in memory, latest only, retained; every start publishes them again.
+:meth:`close` drains the outbox (bounded), then ``stopped``; what is undelivered stays stored (in
+memory: dropped, ``shutdown``). Client id ``...-alerts``.
 """
 
 from __future__ import annotations
@@ -166,9 +153,20 @@ class MqttAlertSink:
         """Publish a retained no-alert state (e.g. at start, over a state a previous run left behind)."""
         if not sensor_id(sensor):
             raise ValueError(f"sensor id {sensor!r} cannot be an MQTT topic level")
+        self._state(sensor, encode(self._open.cleared(sensor, time.time())))
+
+    def restore(self, open_alerts: list[AlertEvent]) -> None:
+        """The alerts still open from before a restart: the states published at start show them."""
         with self._cond:
-            doc = self._open.cleared(sensor, time.time())
-            self._states[sensor] = _Out(f"{self._prefix}/{sensor}/state", encode(doc), True, "state", sensor)
+            self._open.restore(open_alerts)
+
+    def forget_state(self, sensor: str) -> None:
+        """Withdraw a sensor's retained state (an empty retained message): it left the configuration."""
+        self._state(sensor, b"")
+
+    def _state(self, sensor: str, payload: bytes) -> None:
+        with self._cond:
+            self._states[sensor] = _Out(f"{self._prefix}/{sensor}/state", payload, True, "state", sensor)
             self._cond.notify_all()
 
     def close(self, timeout_s: float = 2.0) -> None:
@@ -177,6 +175,8 @@ class MqttAlertSink:
             return
         deadline = time.monotonic() + timeout_s
         with self._cond:
+            for sensor, doc in self._open.stopped(time.time()).items():
+                self._state(sensor, encode(doc))  # the condition's lock is reentrant
             self._closing = True
             self._cond.wait_for(self._all_delivered, timeout=max(0.0, deadline - time.monotonic()))
         if self._conn.is_connected():
