@@ -18,10 +18,12 @@ import math
 import threading
 from collections.abc import Callable, Iterable, Mapping
 
+from edge_agent.common.ratelimit import RateLimitedLog
 from edge_agent.config import SourceSection, StreamsSection
 from edge_agent.metrics import AgentMetrics
 from edge_agent.modelmeta import ModelMeta
 from edge_agent.pipeline.indicator_stage import IndicatorStage
+from edge_agent.pipeline.ingress import IngressLimits, ModelShape
 from edge_agent.pipeline.supervision import StreamSpec, StreamSupervisor
 from edge_agent.pipeline.windowing import WindowAssembler
 from edge_agent.types import Chunk, Window
@@ -136,7 +138,14 @@ def make_router(
             on_gap=supervisor.gap if index == 0 else None,
         )
     sensors.add_source(section.name)
-    router = Router(section, assemblers, supervisor, metrics, sensors, submit, announce, indicators)
+    shapes = {
+        name: ModelShape(metas[name].sample_rate_hz, metas[name].window_samples, a.hop_samples)
+        for name, a in assemblers.items()
+    }
+    resampler_bytes = metrics.overload.resampler_bytes.labels(section.name)
+    resampler_bytes.set(0)
+    limits = IngressLimits(shapes, real_time=real_time, on_resampler_bytes=resampler_bytes.set)
+    router = Router(section, assemblers, supervisor, metrics, sensors, submit, announce, indicators, limits)
     for sensor in section.known_sensors:
         new_sensor, _ = sensors.add(sensor, section.models)
         if indicators is not None:
@@ -169,8 +178,11 @@ class Router:
         submit: Submit,
         announce: Announce,
         indicators: IndicatorStage | None = None,
+        limits: IngressLimits | None = None,
     ) -> None:
         self._models = section.models
+        self._limits = limits  # rate, ts and length bounds before windowing (edge_agent.pipeline.ingress)
+        self._source, self._metrics, self._warn = section.name, metrics, RateLimitedLog(logger)
         self._indicators = indicators  # fed the first model's windows
         self._assemblers = assemblers
         self.supervisor = supervisor
@@ -197,6 +209,20 @@ class Router:
 
     def __call__(self, chunk: Chunk) -> None:
         self.admit(chunk.sensor)  # first samples of a sensor a wildcard topic found (a no-op once known)
+        problem = self._limits.check(chunk) if self._limits is not None else None
+        if problem is not None:
+            reason, why = problem
+            self._metrics.payload_errors.labels(self._source, reason).inc()
+            self.supervisor.rejected(chunk.sensor, reason)
+            self._warn.warning(
+                (chunk.sensor, reason),
+                "source %s: sensor %s: payload rejected (%s): %s",
+                self._source,
+                chunk.sensor,
+                reason,
+                why,
+            )
+            return
         count, refused = 0, 0
         for name, assembler in self._assemblers.items():
             try:

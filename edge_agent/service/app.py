@@ -25,7 +25,7 @@ from edge_agent.service.heartbeat import Heartbeat
 from edge_agent.service.preflight import check_fit
 from edge_agent.service.reload import ReloadError, ReloadPlan, plan_reload
 from edge_agent.service.sdnotify import Notifier, Watchdog
-from edge_agent.sinks import SinkBuild, build_sinks
+from edge_agent.sinks import Restartable, SinkBuild, build_sinks, restart_dead
 from edge_agent.sources import (
     SOURCES,
     HealthReporting,
@@ -73,6 +73,7 @@ class App:
         self._watchdog = Watchdog(self.notifier, self.problem, self.status_line)
         self._heartbeat = Heartbeat(self.metrics.registry, config.agent.heartbeat_s)
         self._finished_sources: set[str] = set()
+        self._restartable: list[Restartable] = []  # sinks whose dead thread the tick starts again
         self._lock = threading.Lock()
 
     @property
@@ -139,6 +140,7 @@ class App:
         conditions = [c for source in self.health_sources for c in source.health()]
         self.datapath.tick(conditions, time.time())
         self._heartbeat.poll()
+        restart_dead(self._restartable, self.metrics)  # sink threads that died: started again, counted
 
     def healthy(self, max_stall_s: float = 5.0) -> bool:
         """True while the inference worker turns and every source and sink thread lives (for the watchdog)."""
@@ -253,6 +255,7 @@ class App:
     def _open_sinks(self) -> None:
         sinks = build_sinks(self.config, SinkBuild(self.metrics, self.password, self.echo))
         self.metrics.init_pipeline(self.config.inference.queue_windows)
+        self._restartable = sinks.restartable
         self.datapath.fanout.open(sinks)
 
     def _start_sources(self) -> None:
