@@ -198,6 +198,12 @@ class MqttAlertSink(AlertPump):
         self._wake()
 
     def _on_publish(self, _c: paho.Client, _u: Any, mid: int, reason: paho.ReasonCode, _p: Any) -> None:
+        try:  # an exception escaping here would end paho's network thread
+            self._on_ack(mid, reason)
+        except Exception:
+            self._thread_error("handling a PUBACK failed")
+
+    def _on_ack(self, mid: int, reason: paho.ReasonCode) -> None:
         with self._cond:
             out = self._inflight.pop(mid, None)
             if out is None:
