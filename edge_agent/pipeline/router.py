@@ -214,6 +214,8 @@ class Router:
             reason, why = problem
             self._metrics.payload_errors.labels(self._source, reason).inc()
             self.supervisor.rejected(chunk.sensor, reason)
+            if reason == "bad_ts":  # the supervision still names the likely cause (ts_unit, clock_offset)
+                self.supervisor.observe(chunk, 0)
             self._warn.warning(
                 (chunk.sensor, reason),
                 "source %s: sensor %s: payload rejected (%s): %s",
