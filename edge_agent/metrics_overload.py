@@ -34,6 +34,12 @@ class OverloadMetrics:
             ["sensor"],
             registry=registry,
         )
+        self.messages_shed = Counter(
+            "edge_agent_messages_shed_total",
+            "Messages dropped unparsed at ingress: the inference queue was full and held the sensor's share.",
+            ["source", "sensor"],
+            registry=registry,
+        )
         self.resampler_bytes = Gauge(
             "edge_agent_resampler_bytes",
             "Memory of the resampling filters a source holds (at most a few distinct rates per source).",

@@ -137,6 +137,13 @@ class WindowQueue:
             return models[0]
         return min(models, key=lambda name: min(q[0][0] for q in self._by_model[name].values()))
 
+    def over_share(self, sensor: str) -> bool:
+        """True while the queue is full and ``sensor`` holds at least its fair share of it: a source sheds
+        the sensor's next message before parsing it (read without the lock: an estimate is enough)."""
+        if self._size < self._capacity:
+            return False
+        return self._waiting.get(sensor) * max(1, self._waiting.sensors) >= self._capacity
+
     def __len__(self) -> int:
         return self._size
 
@@ -165,6 +172,11 @@ class _Counts:
             del self._count[sensor]
         while self.largest and not self._with.get(self.largest):
             self.largest -= 1
+
+    @property
+    def sensors(self) -> int:
+        """Sensors with windows waiting."""
+        return len(self._count)
 
     def any_largest(self) -> str:
         return next(iter(self._with[self.largest]))

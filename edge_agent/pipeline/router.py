@@ -17,6 +17,7 @@ import logging
 import math
 import threading
 from collections.abc import Callable, Iterable, Mapping
+from typing import Any
 
 from edge_agent.common.ratelimit import RateLimitedLog
 from edge_agent.config import SourceSection, StreamsSection
@@ -111,6 +112,7 @@ def make_router(
     streams: StreamsSection | None = None,
     real_time: bool = True,
     indicators: IndicatorStage | None = None,
+    shed: Callable[[str], bool] | None = None,
 ) -> Router:
     """The ``emit`` of ``section``'s source: chunk -> windows for each of its models -> ``submit``.
 
@@ -145,7 +147,7 @@ def make_router(
     resampler_bytes = metrics.overload.resampler_bytes.labels(section.name)
     resampler_bytes.set(0)
     limits = IngressLimits(shapes, real_time=real_time, on_resampler_bytes=resampler_bytes.set)
-    router = Router(section, assemblers, supervisor, metrics, sensors, submit, announce, indicators, limits)
+    router = Router(section, assemblers, supervisor, metrics, sensors, submit, announce, indicators, limits, shed)
     for sensor in section.known_sensors:
         new_sensor, _ = sensors.add(sensor, section.models)
         if indicators is not None:
@@ -179,7 +181,10 @@ class Router:
         announce: Announce,
         indicators: IndicatorStage | None = None,
         limits: IngressLimits | None = None,
+        shed: Callable[[str], bool] | None = None,
     ) -> None:
+        self._over_share = shed  # the inference queue: is this sensor over its share of a full queue?
+        self._shed_counts: dict[str, Any] = {}
         self._models = section.models
         self._limits = limits  # rate, ts and length bounds before windowing (edge_agent.pipeline.ingress)
         self._source, self._metrics, self._warn = section.name, metrics, RateLimitedLog(logger)
@@ -201,6 +206,16 @@ class Router:
                 self._indicators.init_sensor(sensor)
             if new_sensor or added:
                 self._announce(sensor, added, new_sensor)
+
+    def shed(self, sensor: str) -> bool:
+        """Overload: True if ``sensor``'s next message is to be dropped before it is parsed (counted)."""
+        if self._over_share is None or not self._over_share(sensor):
+            return False
+        counter = self._shed_counts.get(sensor)
+        if counter is None:
+            counter = self._shed_counts[sensor] = self._metrics.overload.messages_shed.labels(self._source, sensor)
+        counter.inc()
+        return True
 
     def rejected(self, sensor: str, reason: str) -> None:
         """The source rejected a payload of admitted ``sensor`` (``reason``: a payload error reason)."""

@@ -262,7 +262,8 @@ class App:
         assert self.worker is not None  # the inference step came first
         for section in self.config.sources:
             real_time = SOURCES[section.type].real_time(section)
-            router = self.datapath.router(section, self.worker.submit, real_time=real_time)
+            shed = self.worker.queue.over_share  # overload: shed at ingress, before parsing
+            router = self.datapath.router(section, self.worker.submit, real_time=real_time, shed=shed)
             source = self._build_source(section, router)
             source.start(router)
             self.sources.append(source)
