@@ -6,7 +6,8 @@ once a minute per (sensor, reason):
 
 - ``wrong_rate``: an announced rate that is not a model's rate must lie within ``MAX_RATE_RATIO`` of
   each model's rate and be resamplable (factors <= ``resample.MAX_FACTOR``: 11,999 Hz to 12 kHz is
-  not), and a source resamples from at most ``MAX_RATES_PER_SOURCE`` distinct rates (the filters are
+  not) with a filter of at most ``MAX_FILTER_BYTES`` (11,988 Hz would take 4 MB), and a source
+  resamples from at most ``MAX_RATES_PER_SOURCE`` distinct rates (the filters are
   shared by its sensors; their memory is ``edge_agent_resampler_bytes{source}``).
 - ``bad_ts``: a sender's ``ts`` (not one estimated from the arrival) more than ``MAX_CLOCK_OFFSET_S``
   from the agent's clock for a real-time source; for any source outside ``[0, MAX_EPOCH_S]``, where
@@ -23,11 +24,12 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-from edge_agent.pipeline.resample import block_matrix, rational_factors
+from edge_agent.pipeline.resample import block_matrix, filter_bytes, rational_factors
 from edge_agent.types import Chunk
 
 MAX_RATE_RATIO = 8.0
 MAX_RATES_PER_SOURCE = 4
+MAX_FILTER_BYTES = 1 << 20  # per accepted rate and model (shared by the source's sensors)
 MAX_CLOCK_OFFSET_S = 366 * 86_400.0  # a clock wrong by days is still analysed (the supervision warns: clock_offset)
 MAX_EPOCH_S = 4_102_444_800.0  # 2100-01-01: every alert time up to it is publishable
 MAX_WINDOWS_PER_CHUNK = 64
@@ -102,8 +104,11 @@ class IngressLimits:
                     up, down = rational_factors(rate, model_rate)
                 except ValueError as err:
                     return str(err)
-                if (up, down) != (1, 1):
-                    size += int(block_matrix(up, down)[0].nbytes)
+                if (up, down) == (1, 1):
+                    continue
+                if filter_bytes(up, down) > MAX_FILTER_BYTES:  # e.g. 11,988 Hz -> 12 kHz: 1000/999, 4 MB
+                    return f"sample rate {rate:g} Hz: resampling by {up}/{down} needs a filter of more than 1 MiB"
+                size += int(block_matrix(up, down)[0].nbytes)
             self._rates[rate] = size
             total = sum(self._rates.values())
         if self._on_bytes is not None:

@@ -65,6 +65,13 @@ def design_lowpass(up: int, down: int) -> np.ndarray:
     return h * (up / h.sum())
 
 
+def filter_bytes(up: int, down: int) -> int:
+    """About how many bytes :func:`block_matrix` takes for these factors, without designing it."""
+    f_stop = 0.5 / max(up, down)
+    taps = math.ceil((STOPBAND_ATTENUATION_DB - 7.95) / (2.285 * 2 * math.pi * (1 - PASSBAND_FRACTION) * f_stop)) + 2
+    return 4 * up * (taps // up + down + 2)  # float32 (span, up), span ~ taps / up + down
+
+
 @functools.lru_cache(maxsize=MAX_DESIGNS)
 def block_matrix(up: int, down: int) -> tuple[np.ndarray, int]:
     """Weights ``(span, up)`` mapping ``span`` inputs to a block of ``up`` outputs, and ``lead``.
