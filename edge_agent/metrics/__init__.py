@@ -16,6 +16,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 import edge_agent
 from edge_agent.metrics.audio import AudioMetrics
+from edge_agent.metrics.overload import INGRESS_ERROR_REASONS, OverloadMetrics
 from edge_agent.metrics.streams import StreamMetrics
 from edge_agent.metrics.vibration import VibrationMetrics
 
@@ -41,7 +42,7 @@ PAYLOAD_ERROR_REASONS = (
 WINDOW_DROP_REASONS = ("queue_full", "consumer_error")
 ALERT_EVENT_TYPES = ("new", "update", "end")
 # count, bytes, age: the outbox's bounds; closed: sent after close; shutdown: undelivered at close, outbox in memory
-ALERT_DROP_REASONS = ("count", "bytes", "age", "closed", "shutdown")
+ALERT_DROP_REASONS = ("count", "bytes", "age", "closed", "shutdown", "unpublishable")
 SUPPRESS_REASONS = ("cooldown",)
 
 
@@ -233,6 +234,7 @@ class AgentMetrics:
         self.audio = AudioMetrics(r)  # sound-card sources (edge_agent.sources.soundcard)
         self.streams = StreamMetrics(r)  # stream supervision (edge_agent.pipeline.supervision)
         self.vibration = VibrationMetrics(r)  # [sources.indicators] gauges
+        self.overload = OverloadMetrics(r)  # sink threads, fair queue, resamplers (issue 12)
         for reason in ALERT_DROP_REASONS:
             self.alerts_dropped.labels(reason)
         self.build_info.labels(edge_agent.__version__, platform.python_version(), _torch_version()).set(1)
@@ -274,7 +276,7 @@ class AgentMetrics:
     def init_source(self, source: str) -> None:
         self.messages_received.labels(source)
         self.source_up.labels(source).set(0)
-        for reason in PAYLOAD_ERROR_REASONS:
+        for reason in PAYLOAD_ERROR_REASONS + INGRESS_ERROR_REASONS:
             self.payload_errors.labels(source, reason)
 
 

@@ -13,7 +13,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 # no_windows: samples arrive but no window is cut
 STREAM_PROBLEM_REASONS = ("ts_unit", "clock_offset", "seq_samples", "rate_mismatch", "all_rejected", "no_windows")
 SENSOR_PAYLOAD_ERROR_REASONS = ("not_json", "bad_field", "non_finite", "empty", "too_large", "wrong_channels")
-SENSOR_PAYLOAD_ERROR_REASONS += ("wrong_rate", "bad_length")
+SENSOR_PAYLOAD_ERROR_REASONS += ("wrong_rate", "bad_length", "bad_ts", "too_many_samples")
 
 
 class StreamMetrics:

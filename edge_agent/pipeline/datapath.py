@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 
 from edge_agent.config import AgentConfig, SourceSection
 from edge_agent.metrics import AgentMetrics
@@ -82,7 +82,14 @@ class DataPath:
         self.sensors.configure(labels, config.decision.normal_labels, floors)
         self.context.configure({name: loaded.meta for name, loaded in models.items()}, config)
 
-    def router(self, section: SourceSection, submit: Submit, *, real_time: bool = True) -> Router:
+    def router(
+        self,
+        section: SourceSection,
+        submit: Submit,
+        *,
+        real_time: bool = True,
+        shed: Callable[[str], bool] | None = None,
+    ) -> Router:
         """``section``'s source's ``emit``; its configured sensors get their series and are announced now.
 
         ``real_time``: the source delivers at the signal's pace (not a replay at another speed).
@@ -101,6 +108,7 @@ class DataPath:
             streams=self._config.streams,
             real_time=real_time,
             indicators=stage,
+            shed=shed,  # overload: the inference queue's over_share (None: never shed)
         )
         self._supervisors.append(router.supervisor)
         return router

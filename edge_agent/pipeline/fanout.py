@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from edge_agent.metrics import AgentMetrics
-from edge_agent.sinks import Sink, Sinks
+from edge_agent.sinks import Restartable, Sink, Sinks
 from edge_agent.types import AlertEvent
 
 logger = logging.getLogger(__name__)
@@ -28,6 +28,11 @@ class SinkFanout:
         self.sinks: tuple[Sink, ...] = ()
         self._counters: dict[str, tuple[Any, Any]] = {}
         self._take(sinks)
+
+    @property
+    def restartable(self) -> list[Restartable]:
+        """The sinks with a thread of their own that the supervisor starts again when it died."""
+        return self._set.restartable
 
     @property
     def names(self) -> tuple[str, ...]:

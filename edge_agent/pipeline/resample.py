@@ -14,6 +14,7 @@ from zero history (a transient of about half the filter length at the start and 
 
 from __future__ import annotations
 
+import functools
 import math
 from fractions import Fraction
 
@@ -21,6 +22,7 @@ import numpy as np
 
 MAX_FACTOR = 1024  # largest up or down factor accepted (the block matrix is up x (taps/up + down))
 STOPBAND_ATTENUATION_DB = 60.0
+MAX_DESIGNS = 16  # filters kept (shared by every stream at the same factors; callers bound distinct rates)
 PASSBAND_FRACTION = 0.8  # passband edge as a fraction of the lower Nyquist; the stopband starts at it
 
 
@@ -29,7 +31,12 @@ def rational_factors(in_rate_hz: float, out_rate_hz: float) -> tuple[int, int]:
     for name, rate in (("in_rate_hz", in_rate_hz), ("out_rate_hz", out_rate_hz)):
         if not (math.isfinite(rate) and rate > 0):
             raise ValueError(f"{name} must be a positive finite number, got {rate!r}")
-    ratio = Fraction(out_rate_hz).limit_denominator(1_000_000) / Fraction(in_rate_hz).limit_denominator(1_000_000)
+    in_fraction = Fraction(in_rate_hz).limit_denominator(1_000_000)
+    if in_fraction == 0:  # e.g. 1e-7 Hz: rounds to 0 (was a ZeroDivisionError)
+        raise ValueError(f"cannot resample from {in_rate_hz!r} Hz: below the resolution of 1e-6 Hz")
+    ratio = Fraction(out_rate_hz).limit_denominator(1_000_000) / in_fraction
+    if ratio == 0:
+        raise ValueError(f"cannot resample to {out_rate_hz!r} Hz: below the resolution of 1e-6 Hz")
     up, down = ratio.numerator, ratio.denominator
     if max(up, down) > MAX_FACTOR:
         raise ValueError(
@@ -58,12 +65,42 @@ def design_lowpass(up: int, down: int) -> np.ndarray:
     return h * (up / h.sum())
 
 
+def filter_bytes(up: int, down: int) -> int:
+    """About how many bytes :func:`block_matrix` takes for these factors, without designing it."""
+    f_stop = 0.5 / max(up, down)
+    taps = math.ceil((STOPBAND_ATTENUATION_DB - 7.95) / (2.285 * 2 * math.pi * (1 - PASSBAND_FRACTION) * f_stop)) + 2
+    return 4 * up * (taps // up + down + 2)  # float32 (span, up), span ~ taps / up + down
+
+
+@functools.lru_cache(maxsize=MAX_DESIGNS)
+def block_matrix(up: int, down: int) -> tuple[np.ndarray, int]:
+    """Weights ``(span, up)`` mapping ``span`` inputs to a block of ``up`` outputs, and ``lead``.
+
+    Output ``b * up + r`` is ``sum_s W[s, r] * x[b * down - lead + s]`` (zero-phase polyphase).
+    """
+    h = design_lowpass(up, down)
+    delay = (h.size - 1) // 2
+    # output r of a block sits at upsampled index r*down + delay; input o at upsampled o*up
+    newest = (np.arange(up) * down + delay) // up  # newest input offset each output needs
+    oldest = -((h.size - 1 - delay) // up) - 1  # oldest offset any output may touch (<= 0)
+    offsets = np.arange(oldest, int(newest.max()) + 1)
+    tap = (np.arange(up) * down + delay)[None, :] - offsets[:, None] * up  # (span, up)
+    inside = (tap >= 0) & (tap < h.size)
+    weights = np.where(inside, h[np.clip(tap, 0, h.size - 1)], 0.0)
+    used = np.flatnonzero(inside.any(axis=1))  # trim rows no output touches
+    weights = weights[used[0] : used[-1] + 1]
+    weights = np.ascontiguousarray(weights, dtype=np.float32)
+    weights.flags.writeable = False  # shared by every stream at these factors
+    return weights, -(int(offsets[used[0]]))
+
+
 class StreamResampler:
     """Resample a ``(channels, n)`` float32 stream from ``in_rate_hz`` to ``out_rate_hz`` in chunks.
 
     ``process`` returns ``(channels, m)`` float32; the total output after ``N`` input samples
     depends only on ``N`` (about ``N * out/in`` minus half the filter length). Same rates: the
-    input is passed through unchanged.
+    input is passed through unchanged. The filter weights (:func:`block_matrix`, :attr:`weights_bytes`)
+    are shared by every stream with the same factors; each stream holds only its history.
     """
 
     def __init__(self, in_rate_hz: float, out_rate_hz: float, channels: int) -> None:
@@ -74,28 +111,12 @@ class StreamResampler:
         self.channels = int(channels)
         self.up, self.down = rational_factors(self.in_rate_hz, self.out_rate_hz)
         self.identity = self.up == self.down == 1
-        self._weights, self._lead = (np.empty((0, 0), np.float32), 0) if self.identity else self._block_matrix()
+        self._weights, self._lead = (
+            (np.empty((0, 0), np.float32), 0) if self.identity else block_matrix(self.up, self.down)
+        )
         self._span = self._weights.shape[0]
+        self.weights_bytes = int(self._weights.nbytes)
         self.reset()
-
-    def _block_matrix(self) -> tuple[np.ndarray, int]:
-        """Weights ``(span, up)`` mapping ``span`` inputs to a block of ``up`` outputs, and ``lead``.
-
-        Output ``b * up + r`` is ``sum_s W[s, r] * x[b * down - lead + s]`` (zero-phase polyphase).
-        """
-        up, down = self.up, self.down
-        h = design_lowpass(up, down)
-        delay = (h.size - 1) // 2
-        # output r of a block sits at upsampled index r*down + delay; input o at upsampled o*up
-        newest = (np.arange(up) * down + delay) // up  # newest input offset each output needs
-        oldest = -((h.size - 1 - delay) // up) - 1  # oldest offset any output may touch (<= 0)
-        offsets = np.arange(oldest, int(newest.max()) + 1)
-        tap = (np.arange(up) * down + delay)[None, :] - offsets[:, None] * up  # (span, up)
-        inside = (tap >= 0) & (tap < h.size)
-        weights = np.where(inside, h[np.clip(tap, 0, h.size - 1)], 0.0)
-        used = np.flatnonzero(inside.any(axis=1))  # trim rows no output touches
-        weights = weights[used[0] : used[-1] + 1]
-        return np.ascontiguousarray(weights, dtype=np.float32), -(int(offsets[used[0]]))
 
     def reset(self) -> None:
         """Forget the history: the next sample starts a new stream (zero history before it)."""

@@ -17,11 +17,14 @@ import logging
 import math
 import threading
 from collections.abc import Callable, Iterable, Mapping
+from typing import Any
 
+from edge_agent.common.ratelimit import RateLimitedLog
 from edge_agent.config import SourceSection, StreamsSection
 from edge_agent.metrics import AgentMetrics
 from edge_agent.modelmeta import ModelMeta
 from edge_agent.pipeline.indicator_stage import IndicatorStage
+from edge_agent.pipeline.ingress import IngressLimits, ModelShape
 from edge_agent.pipeline.supervision import StreamSpec, StreamSupervisor
 from edge_agent.pipeline.windowing import WindowAssembler
 from edge_agent.types import Chunk, Window
@@ -109,6 +112,7 @@ def make_router(
     streams: StreamsSection | None = None,
     real_time: bool = True,
     indicators: IndicatorStage | None = None,
+    shed: Callable[[str], bool] | None = None,
 ) -> Router:
     """The ``emit`` of ``section``'s source: chunk -> windows for each of its models -> ``submit``.
 
@@ -136,7 +140,14 @@ def make_router(
             on_gap=supervisor.gap if index == 0 else None,
         )
     sensors.add_source(section.name)
-    router = Router(section, assemblers, supervisor, metrics, sensors, submit, announce, indicators)
+    shapes = {
+        name: ModelShape(metas[name].sample_rate_hz, metas[name].window_samples, a.hop_samples)
+        for name, a in assemblers.items()
+    }
+    resampler_bytes = metrics.overload.resampler_bytes.labels(section.name)
+    resampler_bytes.set(0)
+    limits = IngressLimits(shapes, real_time=real_time, on_resampler_bytes=resampler_bytes.set)
+    router = Router(section, assemblers, supervisor, metrics, sensors, submit, announce, indicators, limits, shed)
     for sensor in section.known_sensors:
         new_sensor, _ = sensors.add(sensor, section.models)
         if indicators is not None:
@@ -169,8 +180,14 @@ class Router:
         submit: Submit,
         announce: Announce,
         indicators: IndicatorStage | None = None,
+        limits: IngressLimits | None = None,
+        shed: Callable[[str], bool] | None = None,
     ) -> None:
+        self._over_share = shed  # the inference queue: is this sensor over its share of a full queue?
+        self._shed_counts: dict[str, Any] = {}
         self._models = section.models
+        self._limits = limits  # rate, ts and length bounds before windowing (edge_agent.pipeline.ingress)
+        self._source, self._metrics, self._warn = section.name, metrics, RateLimitedLog(logger)
         self._indicators = indicators  # fed the first model's windows
         self._assemblers = assemblers
         self.supervisor = supervisor
@@ -190,6 +207,16 @@ class Router:
             if new_sensor or added:
                 self._announce(sensor, added, new_sensor)
 
+    def shed(self, sensor: str) -> bool:
+        """Overload: True if ``sensor``'s next message is to be dropped before it is parsed (counted)."""
+        if self._over_share is None or not self._over_share(sensor):
+            return False
+        counter = self._shed_counts.get(sensor)
+        if counter is None:
+            counter = self._shed_counts[sensor] = self._metrics.overload.messages_shed.labels(self._source, sensor)
+        counter.inc()
+        return True
+
     def rejected(self, sensor: str, reason: str) -> None:
         """The source rejected a payload of admitted ``sensor`` (``reason``: a payload error reason)."""
         self.admit(sensor)
@@ -197,6 +224,22 @@ class Router:
 
     def __call__(self, chunk: Chunk) -> None:
         self.admit(chunk.sensor)  # first samples of a sensor a wildcard topic found (a no-op once known)
+        problem = self._limits.check(chunk) if self._limits is not None else None
+        if problem is not None:
+            reason, why = problem
+            self._metrics.payload_errors.labels(self._source, reason).inc()
+            self.supervisor.rejected(chunk.sensor, reason)
+            if reason == "bad_ts":  # the supervision still names the likely cause (ts_unit, clock_offset)
+                self.supervisor.observe(chunk, 0)
+            self._warn.warning(
+                (chunk.sensor, reason),
+                "source %s: sensor %s: payload rejected (%s): %s",
+                self._source,
+                chunk.sensor,
+                reason,
+                why,
+            )
+            return
         count, refused = 0, 0
         for name, assembler in self._assemblers.items():
             try:

@@ -26,15 +26,8 @@ from edge_agent.service.heartbeat import Heartbeat
 from edge_agent.service.preflight import check_fit
 from edge_agent.service.reload import ReloadError, ReloadPlan, plan_reload
 from edge_agent.service.sdnotify import Notifier, Watchdog
-from edge_agent.sinks import SinkBuild, build_sinks
-from edge_agent.sources import (
-    SOURCES,
-    HealthReporting,
-    Source,
-    SourceBuild,
-    build_source,
-    health_reporting,
-)
+from edge_agent.sinks import SinkBuild, build_sinks, restart_dead
+from edge_agent.sources import SOURCES, HealthReporting, Source, SourceBuild, build_source, health_reporting
 from edge_agent.types import StreamEvents
 
 logger = logging.getLogger(__name__)
@@ -142,6 +135,7 @@ class App:
         conditions = [c for source in self.health_sources for c in source.health()]
         self.datapath.tick(conditions, time.time())
         self._heartbeat.poll()
+        restart_dead(self.datapath.fanout.restartable, self.metrics)  # dead sink threads: started again, counted
 
     def healthy(self, max_stall_s: float = 5.0) -> bool:
         """True while the inference worker turns and every source and sink thread lives (for the watchdog)."""
@@ -268,7 +262,8 @@ class App:
         assert self.worker is not None  # the inference step came first
         for section in self.config.sources:
             real_time = SOURCES[section.type].real_time(section)
-            router = self.datapath.router(section, self.worker.submit, real_time=real_time)
+            shed = self.worker.queue.over_share  # overload: shed at ingress, before parsing
+            router = self.datapath.router(section, self.worker.submit, real_time=real_time, shed=shed)
             source = self._build_source(section, router)
             source.start(router)
             self.sources.append(source)

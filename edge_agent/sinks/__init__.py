@@ -5,12 +5,14 @@ A sink is one module and one line in :data:`SINKS`: when it is enabled, its fact
 the module, e.g. paho, only then) and the optional capabilities it declares: ``sensor_aware``
 (:class:`SensorAware`: told each sensor a source finds, with its models) and ``clears_state``
 (:class:`StateClearing`: told each sensor that becomes known, to clear a retained state left from
-before a restart, the alerts still open from before it, and the sensors that left the configuration).
-The log sink is always on.
+before a restart, the alerts still open from before it, and the sensors that left the configuration)
+and ``restartable`` (:class:`Restartable`: a sink with a thread of its own, which the supervisor starts
+again when it died). The log sink is always on.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol, cast, runtime_checkable
@@ -20,6 +22,8 @@ from edge_agent.types import AlertEvent
 
 if TYPE_CHECKING:
     from edge_agent.metrics import AgentMetrics
+
+logger = logging.getLogger(__name__)
 
 CLOSE_TIMEOUT_S = 2.0
 
@@ -53,6 +57,11 @@ class StateClearing(Sink, Protocol):
     def forget_state(self, sensor: str) -> None: ...
 
 
+@runtime_checkable
+class Restartable(Sink, Protocol):
+    def restart(self) -> bool: ...  # start its dead thread again; True if it did
+
+
 @dataclass(frozen=True)
 class SinkBuild:
     """What a factory gets besides the configuration."""
@@ -68,6 +77,7 @@ class SinkType:
     build: Callable[[AgentConfig, SinkBuild], Sink]
     sensor_aware: bool = False
     clears_state: bool = False
+    restartable: bool = False
 
 
 @dataclass
@@ -77,6 +87,7 @@ class Sinks:
     all: list[Sink] = field(default_factory=list)
     sensor_aware: list[SensorAware] = field(default_factory=list)
     state_clearing: list[StateClearing] = field(default_factory=list)
+    restartable: list[Restartable] = field(default_factory=list)
 
 
 def _build_log(config: AgentConfig, build: SinkBuild) -> Sink:
@@ -108,7 +119,7 @@ def _build_homeassistant(config: AgentConfig, build: SinkBuild) -> Sink:
 
 SINKS: dict[str, SinkType] = {
     "log": SinkType(lambda config: True, _build_log),
-    "mqtt": SinkType(lambda config: config.mqtt.enabled, _build_mqtt, clears_state=True),
+    "mqtt": SinkType(lambda config: config.mqtt.enabled, _build_mqtt, clears_state=True, restartable=True),
     "homeassistant": SinkType(lambda config: config.homeassistant.enabled, _build_homeassistant, sensor_aware=True),
 }
 
@@ -125,4 +136,16 @@ def build_sinks(config: AgentConfig, build: SinkBuild) -> Sinks:
             sinks.sensor_aware.append(cast(SensorAware, sink))
         if kind.clears_state:
             sinks.state_clearing.append(cast(StateClearing, sink))
+        if kind.restartable:
+            sinks.restartable.append(cast(Restartable, sink))
     return sinks
+
+
+def restart_dead(sinks: list[Restartable], metrics: AgentMetrics) -> None:
+    """Start the dead thread of each ``restartable`` sink again (the supervisor's tick); counted per sink."""
+    for sink in sinks:
+        try:
+            if sink.restart():
+                metrics.overload.sink_thread_restarts.labels(sink.name).inc()
+        except Exception:  # the watchdog still sees a sink that stays dead
+            logger.exception("restarting sink %s failed", sink.name)

@@ -155,6 +155,7 @@ class HomeAssistantDiscoverySink:
             on_connected=self._on_connected,
         )
         self._failures = metrics.mqtt_publish_failures.labels(_METRIC_CLIENT)
+        self._thread_errors = metrics.overload.sink_thread_errors.labels(self.name)
         self.announcements = 0  # times the whole set was published (connects and birth messages)
 
     @property
@@ -211,7 +212,11 @@ class HomeAssistantDiscoverySink:
         # A retained `online` arrives on every subscribe: the configs just went out on that connect.
         if message.payload == b"online" and not message.retain:
             logger.info("Home Assistant is online (%s): publishing discovery again", message.topic)
-            self._announce()
+            try:  # an exception escaping here would end paho's network thread (no more reconnects)
+                self._announce()
+            except Exception:
+                self._thread_errors.inc()
+                logger.exception("home assistant: publishing discovery failed")
 
     def _announce(self, sensors: list[str] | None = None, gone: list[str] | None = None) -> None:
         """Publish the discovery configs of ``sensors`` (default: all, and the withdrawals of ``gone``,

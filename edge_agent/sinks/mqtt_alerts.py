@@ -1,19 +1,35 @@
 """``mqtt`` alert sink: the agent's MQTT contract (see README and docs/alert.schema.json).
 
-Topics under ``<prefix>/<agent_id>``: ``<sensor>/alert`` (every lifecycle event, QoS 1, not retained);
-``<sensor>/state`` (retained, QoS 1, ``alert_schema.sensor_state``: the open alert, a fault before a
-health alert, or null but ``since``; empty withdraws a sensor that left the configuration); ``status``
-(retained ``online`` on connect, ``stopped`` on :meth:`close`, ``offline`` as the Last Will). A clean
-stop keeps open alerts (``pipeline/episode_store.py``): before ``stopped`` their states get ``stopped_at``.
+Topics under ``<prefix>/<agent_id>``:
 
-Every event :meth:`send` accepts is delivered at least once, in order, across ``kill -9`` or power
-loss (de-duplicate on ``id`` + ``type``): it is in the durable outbox (``outbox.py``) when send returns,
-and leaves it on the PUBACK or by a bound (counted by reason); earlier runs' events go out first. A
-pump thread hands events to paho while connected, at most ``inflight_max`` unacknowledged; what was in
-flight when the link dropped paho re-sends, new alerts waiting until it is acknowledged (order kept).
-``state`` and ``status`` stay in memory, latest only, retained; every start publishes them again.
-:meth:`close` drains the outbox (bounded), then ``stopped``; what is undelivered stays stored (in
-memory: dropped, ``shutdown``). Client id ``...-alerts``.
+- ``<sensor>/alert``: every lifecycle event, QoS 1, not retained (``alert_payload``).
+- ``<sensor>/state``: retained, QoS 1, the sensor's current alert (``sensor_state``): ``{"label", "kind",
+  "confidence", "since", "alert_id", "description", "severity"}``, null but ``since`` (when the last alert
+  ended) with no open alert (not a "normal" label: the sink does not know each model's healthy class,
+  and "normal" could be a real one); and the sensor's ``machine``, ``location``, ``tags`` (``[sensors]``).
+  When a sensor has a fault and a health alert open at once, the fault is shown. An empty retained
+  state withdraws a sensor that left the configuration. A clean stop keeps open alerts
+  (``pipeline/episode_store.py``): before ``stopped`` their states get ``stopped_at``.
+- ``status``: retained ``online`` on every connect, ``stopped`` on :meth:`close`, ``offline`` as the
+  Last Will (the broker publishes it when the agent dies or its link drops).
+
+Guarantee: every event :meth:`send` accepts is delivered at least once, in order, across a
+``kill -9`` or power loss; consumers de-duplicate on ``id`` + ``type``. :meth:`send` returns once
+the event is in the durable outbox (``outbox.py``: SQLite in ``agent.state_dir``); it leaves it on
+the broker's PUBACK or by a bound (``mqtt.alert_queue_max`` events, bytes, age; counted by reason).
+Events of an earlier run go out first. Without an outbox file, or with one that cannot be used
+(logged; ``edge_agent_alert_outbox_durable`` 0), the outbox is in memory and alerting goes on.
+A pump thread (``alert_pump.py``; no exception ends it, and the supervisor restarts it should it
+die) hands events to paho only while connected, at most ``inflight_max`` unacknowledged.
+Messages in flight when the link drops stay in paho, which re-sends them after the reconnect; new
+alerts wait until those are acknowledged, so order is kept. ``state`` and ``status`` stay in
+memory, latest only: each supersedes the one before, the broker retains it, and every start
+publishes the states again (``clear_state``), so a restart loses nothing a consumer needs.
+
+:meth:`close` waits (bounded) for the outbox to drain, publishes ``stopped`` (after every alert) and
+disconnects; what is undelivered stays stored for the next start (in memory: dropped, ``shutdown``).
+The client id is ``<mqtt.client_id or edge-agent-<agent_id>>-alerts``: a client of its own, so
+its Last Will and its in-flight window are separate from the sources' high-volume subscriptions.
 """
 
 from __future__ import annotations
@@ -21,7 +37,6 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +47,8 @@ from edge_agent.config import MqttSection
 from edge_agent.config.rules import sensor_id
 from edge_agent.config.sensor_info import SensorInfo
 from edge_agent.metrics import AgentMetrics
-from edge_agent.mqttclient import PUBLISH_ACCEPTED, LastWill, MqttConnection
+from edge_agent.mqttclient import LastWill, MqttConnection
+from edge_agent.sinks.alert_pump import AlertPump, Out
 from edge_agent.sinks.alert_schema import OpenAlerts, alert_payload, encode
 from edge_agent.sinks.outbox import Outbox, open_outbox
 from edge_agent.types import AlertEvent
@@ -40,20 +56,9 @@ from edge_agent.types import AlertEvent
 logger = logging.getLogger(__name__)
 
 _METRIC_CLIENT = "alerts"
-MAINTAIN_EVERY_S = 10.0  # the idle pump lets the outbox drop events past its age bound this often
 
 
-@dataclass(frozen=True)
-class _Out:
-    topic: str
-    payload: bytes
-    retain: bool
-    kind: str  # "alert" | "state" | "status"
-    sensor: str = ""
-    seq: int = 0  # alerts: the outbox row
-
-
-class MqttAlertSink:
+class MqttAlertSink(AlertPump):
     """Publishes alert events, per-sensor state and the agent's status; see the module docstring."""
 
     name = "mqtt"
@@ -87,10 +92,10 @@ class MqttAlertSink:
         self._outbox_path, self._inflight_max = outbox_path, inflight_max
         self._cond = threading.Condition()
         self._outbox = Outbox(None, metrics=metrics, max_count=mqtt.alert_queue_max)  # open() loads the real one
-        self._states: dict[str, _Out] = {}  # latest state per sensor not yet handed to paho
-        self._inflight: dict[int, _Out] = {}  # mid -> message paho holds until the broker's PUBACK
+        self._states: dict[str, Out] = {}  # latest state per sensor not yet handed to paho
+        self._inflight: dict[int, Out] = {}  # mid -> message paho holds until the broker's PUBACK
         self._early_acks: set[int] = set()  # PUBACKs that arrived before publish() returned the mid
-        self._in_hand: _Out | None = None  # taken from the outbox, publish() not yet returned
+        self._in_hand: Out | None = None  # taken from the outbox, publish() not yet returned
         self._resending = False  # after a reconnect, until what was in flight is acknowledged
         self._open = OpenAlerts({info.id: info for info in sensors})  # what each sensor's state topic shows
         self._closing = self._stop_pump = False
@@ -122,8 +127,7 @@ class MqttAlertSink:
             client.max_inflight_messages_set(self._inflight_max + 4)
             client.max_queued_messages_set(self._inflight_max + 16)
 
-        self._pump_thread = threading.Thread(target=self._pump, name="mqtt-alerts-pump", daemon=True)
-        self._pump_thread.start()  # it waits until the client is connected
+        self._start_pump()  # it waits until the client is connected
         self._conn.open(configure)
         logger.info("alert sink: publishing under %s/ on %s:%s", self._prefix, self._mqtt.host, self._mqtt.port)
 
@@ -145,7 +149,7 @@ class MqttAlertSink:
                 return
             state = encode(self._open.state_after(event))
             self._outbox.append(f"{base}/alert", alert, event_type=event.type, alert_id=event.id)
-            self._states[event.sensor] = _Out(f"{base}/state", state, True, "state", event.sensor)
+            self._states[event.sensor] = Out(f"{base}/state", state, True, "state", event.sensor)
             self._update_gauge()
             self._cond.notify_all()
 
@@ -166,7 +170,7 @@ class MqttAlertSink:
 
     def _state(self, sensor: str, payload: bytes) -> None:
         with self._cond:
-            self._states[sensor] = _Out(f"{self._prefix}/{sensor}/state", payload, True, "state", sensor)
+            self._states[sensor] = Out(f"{self._prefix}/{sensor}/state", payload, True, "state", sensor)
             self._cond.notify_all()
 
     def close(self, timeout_s: float = 2.0) -> None:
@@ -180,7 +184,7 @@ class MqttAlertSink:
             self._closing = True
             self._cond.wait_for(self._all_delivered, timeout=max(0.0, deadline - time.monotonic()))
         if self._conn.is_connected():
-            self._publish(_Out(self.status_topic, b"stopped", True, "status"))
+            self._publish(Out(self.status_topic, b"stopped", True, "status"))
             with self._cond:
                 self._cond.wait_for(lambda: not self._inflight, timeout=max(0.0, deadline - time.monotonic()))
         with self._cond:
@@ -198,61 +202,6 @@ class MqttAlertSink:
         self._outbox.close()
         self._metrics.alerts_queued.set(0)
 
-    # --- pump thread ---
-
-    def _pump(self) -> None:
-        while True:
-            with self._cond:
-                self._cond.wait_for(
-                    lambda: self._stop_pump or self._can_publish() or self._outbox.unflushed(), timeout=MAINTAIN_EVERY_S
-                )
-                if self._stop_pump:
-                    return
-                out = self._next_out() if self._can_publish() else None
-                self._in_hand = out
-            # Disk and paho outside our lock: paho calls on_publish while holding its own message
-            # lock, and on_publish takes ours (lock-order inversion -> deadlock; a slow fsync).
-            self._outbox.flush()  # deletes of acknowledged rows; the age bound
-            if out is None:
-                continue
-            if not self._publish(out):
-                with self._cond:  # paho refused it (queue full): put it back, retry after the next ack
-                    if out.kind == "alert":
-                        self._outbox.untake(out.seq)
-                    else:
-                        self._states.setdefault(out.sensor, out)
-                    self._cond.wait(timeout=0.5)
-
-    def _can_publish(self) -> bool:
-        return (
-            self._conn.is_connected()
-            and not self._resending
-            and len(self._inflight) < self._inflight_max
-            and bool(self._outbox.untaken() or self._states)
-        )
-
-    def _next_out(self) -> _Out:
-        row = self._outbox.take()
-        if row is None:
-            return self._states.pop(next(iter(self._states)))
-        return _Out(row.topic, row.payload, False, "alert", seq=row.seq)
-
-    def _publish(self, out: _Out) -> bool:
-        """Hand one message to paho and track its mid; False if paho refused it."""
-        info = self._conn.client.publish(out.topic, out.payload, qos=1, retain=out.retain)
-        with self._cond:
-            self._in_hand = None
-            if info.rc not in PUBLISH_ACCEPTED:
-                self._failures.inc()
-                self._warn.warning("refused", "alert sink: paho refused a publish: %s", paho.error_string(info.rc))
-                return False
-            if info.mid in self._early_acks:
-                self._early_acks.discard(info.mid)
-                self._acknowledged(out)
-            else:
-                self._inflight[info.mid] = out
-            return True
-
     # --- paho callbacks (paho's network thread) ---
 
     def _on_connected(self, _client: paho.Client) -> None:
@@ -260,10 +209,16 @@ class MqttAlertSink:
             # paho re-sends the messages still in flight only after this callback returns; new
             # alerts wait until those are acknowledged, or they would overtake them.
             self._resending = bool(self._inflight) or self._in_hand is not None
-        self._publish(_Out(self.status_topic, b"online", True, "status"))
+        self._publish(Out(self.status_topic, b"online", True, "status"))
         self._wake()
 
     def _on_publish(self, _c: paho.Client, _u: Any, mid: int, reason: paho.ReasonCode, _p: Any) -> None:
+        try:  # an exception escaping here would end paho's network thread
+            self._on_ack(mid, reason)
+        except Exception:
+            self._thread_error("handling a PUBACK failed")
+
+    def _on_ack(self, mid: int, reason: paho.ReasonCode) -> None:
         with self._cond:
             out = self._inflight.pop(mid, None)
             if out is None:
@@ -280,7 +235,7 @@ class MqttAlertSink:
 
     # --- helpers (caller holds self._cond) ---
 
-    def _acknowledged(self, out: _Out) -> None:
+    def _acknowledged(self, out: Out) -> None:
         if out.kind == "alert":
             self._outbox.ack(out.seq)
             self._metrics.alerts_delivered.inc()

@@ -143,6 +143,8 @@ class MqttSource:
                 self._known.add(sensor)
                 if self._streams is not None:
                     self._streams.admit(sensor)
+            if self._streams is not None and self._streams.shed(sensor):
+                return  # overload: this sensor holds its share of the full inference queue (counted)
             section = self._section
             chunk = parse_payload(
                 msg.payload,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -125,8 +126,11 @@ def config() -> AgentConfig:
     )
 
 
+T0 = time.time()  # signal times near the agent's clock (a ts far from it is rejected: bad_ts)
+
+
 def chunk(sensor: str, seq: int, channels: int = 1) -> Chunk:
-    return Chunk(sensor, 100.0 + seq * WINDOW / 100, 100.0, np.zeros((channels, WINDOW), np.float32), seq=seq)
+    return Chunk(sensor, T0 + seq * WINDOW / 100, 100.0, np.zeros((channels, WINDOW), np.float32), seq=seq)
 
 
 def datapath(metrics: AgentMetrics, sinks: list[Any]) -> tuple[DataPath, AgentConfig]:

@@ -1,0 +1,48 @@
+"""Metrics of hostile input and overload (issue 12): sink thread failures and restarts, windows
+dropped per sensor by the fair queue, and the resamplers' memory; registered by :class:`AgentMetrics`.
+
+Labelled by sink names, admitted sensor ids and source names only, so the series stay bounded.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge
+
+# payload error reasons the router's ingress bounds give (edge_agent.pipeline.ingress), beside the parser's
+INGRESS_ERROR_REASONS = ("bad_ts", "too_many_samples")
+
+
+class OverloadMetrics:
+    """``edge_agent_sink_thread_errors_total``, ``..._restarts_total``, per-sensor window drops, resampler bytes."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.sink_thread_errors = Counter(
+            "edge_agent_sink_thread_errors_total",
+            "Exceptions caught in a sink's own thread (the one message is dropped, the thread goes on).",
+            ["sink"],
+            registry=registry,
+        )
+        self.sink_thread_restarts = Counter(
+            "edge_agent_sink_thread_restarts_total",
+            "Dead sink threads the supervisor started again.",
+            ["sink"],
+            registry=registry,
+        )
+        self.sensor_windows_dropped = Counter(
+            "edge_agent_sensor_windows_dropped_total",
+            "Windows dropped before inference, by sensor (the oldest of the sensor with the most waiting goes first).",
+            ["sensor"],
+            registry=registry,
+        )
+        self.messages_shed = Counter(
+            "edge_agent_messages_shed_total",
+            "Messages dropped unparsed at ingress: the inference queue was full and held the sensor's share.",
+            ["source", "sensor"],
+            registry=registry,
+        )
+        self.resampler_bytes = Gauge(
+            "edge_agent_resampler_bytes",
+            "Memory of the resampling filters a source holds (at most a few distinct rates per source).",
+            ["source"],
+            registry=registry,
+        )
