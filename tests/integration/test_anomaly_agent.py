@@ -149,12 +149,14 @@ def test_a_new_harmonic_raises_an_anomaly_alert_and_the_healthy_tone_none(
 ) -> None:
     alert_topic = f"edge-agent/{AGENT}/{SENSOR}/alert"
     watch = subscriber(alert_topic)
+    source_up = {"source": "plant"}
+    until(lambda: agent.metrics.registry.get_sample_value("edge_agent_source_up", source_up) == 1, 30.0, "source up")
     stream = Stream(broker)
     try:
         healthy = tone(4.0, seed=7)
         stream.play(healthy)
         expected = (healthy.size - WINDOW) // (WINDOW // 2)  # the learned model's hop: half a window
-        until(lambda: processed(agent, "baseline") >= expected, 30.0, "the healthy windows scored")
+        until(lambda: processed(agent, "baseline") >= expected, 30.0, f"the healthy windows scored: {expected}")
         until(lambda: processed(agent, "bearing") >= healthy.size // WINDOW - 1, 30.0, "the healthy windows classified")
         assert watch.payloads(alert_topic) == []  # the healthy tone raises none
         stream.play(tone(3.0, harmonic=0.05, seed=8))
