@@ -27,6 +27,7 @@ from edge_agent.pipeline.prediction_series import PredictionSeries
 from edge_agent.pipeline.router import SensorSeries
 from edge_agent.sinks.alert_schema import OpenAlerts, alert_payload, load_schema
 from edge_agent.sinks.homeassistant import discovery_messages
+from edge_agent.sinks.log import describe
 from edge_agent.types import ANOMALOUS, NOT_ANOMALOUS, AlertEvent, Prediction, Window
 
 WINDOW = 16
@@ -196,6 +197,7 @@ def test_an_anomaly_while_the_classifier_says_healthy_is_an_unknown_condition() 
     context.configure({}, AgentConfig())
     (described,) = context.apply(events)
     assert described.description.startswith(UNKNOWN_CONDITION) and described.severity == "warning"
+    assert "score 0.9 (threshold 0.5) id=a1" in describe(described)  # the log sink's line
     now[0] = 5.0
     assert decision.update(classified("IR007", 5.0)) == []  # one fault window: not yet a fault alert
     update = feed(decision, now, [0.9], start=6.0)  # the classifier no longer says healthy
@@ -271,3 +273,19 @@ def test_home_assistant_shows_the_anomaly_state_and_score_of_a_sensor_with_an_an
     quiet = open_alerts.cleared("s1", 10.0)
     assert "anomaly" not in quiet and render(anomaly["value_template"], quiet) == "OFF"
     assert render(score["value_template"], quiet) == "None"  # Home Assistant: unknown
+
+
+def test_status_shows_an_anomaly_models_score_against_its_threshold() -> None:
+    from edge_agent.service.status import sensor_rows
+
+    def scrape(score: float) -> list[tuple[str, dict[str, str], float]]:
+        labels = {"sensor": "s1", "model": "baseline"}
+        return [
+            ("edge_agent_samples_received_total", {"sensor": "s1"}, 100.0),
+            ("edge_agent_anomaly_score", labels, score),
+            ("edge_agent_anomaly_threshold", labels, THRESHOLD),
+            ("edge_agent_alerts_total", {"sensor": "s1", "label": ANOMALOUS, "type": "new"}, 1.0),
+        ]
+
+    (row,) = sensor_rows(scrape(0.1), scrape(0.91), 1.0, 0.0)
+    assert row[4] == "score 0.91/0.5 (baseline)" and row[5] == ANOMALOUS
