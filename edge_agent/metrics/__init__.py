@@ -15,6 +15,7 @@ import platform
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 import edge_agent
+from edge_agent.metrics.anomaly import AnomalyMetrics
 from edge_agent.metrics.audio import AudioMetrics
 from edge_agent.metrics.overload import INGRESS_ERROR_REASONS, OverloadMetrics
 from edge_agent.metrics.streams import StreamMetrics
@@ -233,6 +234,7 @@ class AgentMetrics:
         )
         self.audio = AudioMetrics(r)  # sound-card sources (edge_agent.sources.soundcard)
         self.streams = StreamMetrics(r)  # stream supervision (edge_agent.pipeline.supervision)
+        self.anomaly = AnomalyMetrics(r)  # anomaly models: score, threshold, anomalous windows
         self.vibration = VibrationMetrics(r)  # [sources.indicators] gauges
         self.overload = OverloadMetrics(r)  # sink threads, fair queue, resamplers (issue 12)
         for reason in ALERT_DROP_REASONS:
@@ -247,7 +249,7 @@ class AgentMetrics:
         self.windows_emitted.labels(sensor)
         self.last_sample.labels(sensor)  # 0 until its first sample: EdgeAgentSensorSilent can fire
         self.streams.init_sensor(sensor)
-        for kind in ("fault", "health"):
+        for kind in ("fault", "health", "anomaly"):
             self.alert_active.labels(sensor, kind).set(0)
 
     def init_sensor_model(self, sensor: str, model: str, labels: tuple[str, ...], normal: tuple[str, ...]) -> None:

@@ -57,7 +57,8 @@ from edge_agent.config import DecisionSection
 from edge_agent.config.checks import decision_errors
 from edge_agent.metrics import AgentMetrics
 from edge_agent.pipeline.alert_evidence import end_event, fault_event
-from edge_agent.pipeline.episodes import Episode, SensorState, Vote, mean_confidence
+from edge_agent.pipeline.anomaly_decision import ANOMALY, AnomalyDecisions, ClassifierView
+from edge_agent.pipeline.episodes import Episode, SensorState, Vote, confirmed_labels, mean_confidence
 from edge_agent.pipeline.suppressed import SuppressedAlerts
 from edge_agent.types import AlertEvent, Prediction
 
@@ -87,6 +88,7 @@ class DecisionEngine:
         self._normal = frozenset(config.normal_labels)
         self._sensors: dict[str, SensorState] = {}
         self._lock = threading.Lock()  # update (inference thread) and tick (main thread) may interleave
+        self._anomaly = AnomalyDecisions(self._new_id, self._suppressed, self._publish)  # kind "anomaly"
 
     def update(self, prediction: Prediction, *, model_sha256: str = "") -> list[AlertEvent]:
         """Take one prediction (decided now, by the clock); return the lifecycle events it causes."""
@@ -101,7 +103,7 @@ class DecisionEngine:
                 events += self._expire(sensor, state, now)
                 for label in sorted(state.asserted - state.health.keys()):
                     events += self._start_health(sensor, state, label, now)
-            return events
+            return events + self._anomaly.tick(now, self.config)
 
     def health(self, sensor: str, label: str, active: bool, now: float) -> list[AlertEvent]:
         """Assert (``active``) or clear a health condition ``label`` of ``sensor`` at ``now``."""
@@ -134,12 +136,18 @@ class DecisionEngine:
             for state in self._sensors.values():
                 for model, votes in state.votes.items():
                     state.votes[model] = deque(votes, maxlen=config.confirm_n)
+            self._anomaly.reconfigure(config)
 
     def active(self, sensor: str) -> AlertEvent | None:
         """The last published event of the sensor's active fault alert, or None."""
         with self._lock:
             state = self._sensors.get(sensor)
             return state.fault.last if state is not None and state.fault is not None else None
+
+    def active_anomaly(self, sensor: str) -> AlertEvent | None:
+        """The last published event of the sensor's active anomaly alert, or None."""
+        with self._lock:
+            return self._anomaly.active(sensor)
 
     def active_health(self, sensor: str) -> list[AlertEvent]:
         """The last published events of the sensor's active health alerts."""
@@ -151,17 +159,21 @@ class DecisionEngine:
         sensor = prediction.sensor
         state = self._sensors.setdefault(sensor, SensorState())
         events = self._expire(sensor, state, now)
+        if prediction.score is not None:  # an anomaly model's window (edge_agent.pipeline.anomaly_decision)
+            view = ClassifierView(state.classifier_label, state.fault is not None)
+            return events + self._anomaly.update(prediction, model_sha256, now, self.config, view)
+        state.classifier_label = prediction.label
         if state.last_prediction_at is not None and now - state.last_prediction_at > self.config.hold_off_s:
             state.votes.clear()
         state.last_prediction_at = now
         history = state.votes.setdefault(prediction.model, deque(maxlen=self.config.confirm_n))
         history.append(self._vote(prediction))
-        if any(self._confirmed(h) for h in state.votes.values()) and state.fault is not None:
+        if state.fault is not None and state.confirmed(self.config.confirm_k):
             state.fault.confirmed_at, state.fault.pending_until = now, None
         elif state.fault is not None and state.fault.pending_until is not None:
             events += self._still_pending(sensor, state, prediction, now)
         label = history[-1].label
-        if label is not None and label in self._confirmed(history):
+        if label is not None and label in confirmed_labels(history, self.config.confirm_k):
             confidence = mean_confidence(history, label)
             event = self._decide(state, prediction, label, confidence, now, model_sha256)
             events += [self._publish(event)] if event is not None else []
@@ -193,7 +205,7 @@ class DecisionEngine:
             state.fault = Episode(event, now, confidence)
             return event
         last = state.fault.last
-        if label != last.label and any(last.label in self._confirmed(h) for h in state.votes.values()):
+        if label != last.label and last.label in state.confirmed(self.config.confirm_k):
             return None  # the active label is still confirmed: keep it
         if label == last.label and abs(confidence - last.confidence) < self.config.update_min_delta - _EPS:
             return None
@@ -219,14 +231,6 @@ class DecisionEngine:
     def _vote(self, prediction: Prediction) -> Vote:
         votes = prediction.label not in self._normal and prediction.confidence >= self.config.min_confidence
         return Vote(prediction.label if votes else None, float(prediction.confidence))
-
-    def _confirmed(self, history: deque[Vote]) -> set[str]:
-        """Labels with at least ``confirm_k`` votes in ``history``."""
-        counts: dict[str, int] = {}
-        for vote in history:
-            if vote.label is not None:
-                counts[vote.label] = counts.get(vote.label, 0) + 1
-        return {label for label, count in counts.items() if count >= self.config.confirm_k}
 
     def _start_health(self, sensor: str, state: SensorState, label: str, now: float) -> list[AlertEvent]:
         if self._suppressed.holds(sensor, HEALTH, label, now, state.cooldown_until, self.config):
@@ -284,6 +288,7 @@ class DecisionEngine:
                 self._metrics.alerts.labels(event.sensor, event.label, event.type).inc()
             state = self._sensors[event.sensor]
             active = state.fault is not None if event.kind == FAULT else bool(state.health)
+            active = self._anomaly.active(event.sensor) is not None if event.kind == ANOMALY else active
             self._metrics.alert_active.labels(event.sensor, event.kind).set(1 if active else 0)
         return event
 

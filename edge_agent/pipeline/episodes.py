@@ -7,7 +7,7 @@ confirms it again: ``pending_until`` is the latest time it may stay open unconfi
 
 from __future__ import annotations
 
-from collections import deque
+from collections import Counter, deque
 from dataclasses import dataclass, field
 
 from edge_agent.types import AlertEvent, Prediction
@@ -40,6 +40,17 @@ class SensorState:
     health: dict[str, Episode] = field(default_factory=dict)  # label -> episode
     asserted: set[str] = field(default_factory=set)  # health conditions the caller holds true
     cooldown_until: dict[tuple[str, str], float] = field(default_factory=dict)  # (kind, label) -> time
+    classifier_label: str | None = None  # the latest label of a classifier on the sensor (anomaly alerts)
+
+    def confirmed(self, confirm_k: int) -> set[str]:
+        """The labels confirmed (``confirm_k`` votes) in the vote history of any of the sensor's models."""
+        return {label for history in self.votes.values() for label in confirmed_labels(history, confirm_k)}
+
+
+def confirmed_labels(history: deque[Vote], confirm_k: int) -> set[str]:
+    """Labels with at least ``confirm_k`` votes in ``history``."""
+    counts = Counter(vote.label for vote in history if vote.label is not None)
+    return {label for label, count in counts.items() if count >= confirm_k}
 
 
 def mean_confidence(history: deque[Vote], label: str) -> float:

@@ -12,9 +12,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import deque
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -22,164 +20,10 @@ import torch
 from edge_agent.config import InferenceSection
 from edge_agent.metrics import AgentMetrics
 from edge_agent.modelfile import LoadedModel
-from edge_agent.types import Prediction, Window
+from edge_agent.pipeline.window_queue import QueuedWindow, WindowQueue
+from edge_agent.types import ANOMALOUS, NOT_ANOMALOUS, Prediction, Window
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class QueuedWindow:
-    model: str
-    window: Window
-
-
-class WindowQueue:
-    """Bounded queue of windows, fair across sensors: a sensor that floods it cannot starve the others.
-
-    ``put`` on a full queue drops one window of the sensor with the most windows waiting (the
-    sender's own if it is one of them), the oldest of *its own*: so no sensor holds more than its
-    fair share of the bound while others wait (max-min fairness). Each drop is counted
-    (``queue_full``, and per sensor). ``take_batch`` takes windows of one model, the model of the
-    oldest window, round-robin over that model's sensors (each sensor's oldest first, the sensor
-    served longest ago first), so every sensor keeps getting windows analysed under overload.
-    Operations cost O(models), except choosing the model when several have windows (O(sensors)).
-    """
-
-    def __init__(self, capacity: int, metrics: AgentMetrics) -> None:
-        if capacity < 1:
-            raise ValueError(f"queue capacity must be >= 1, got {capacity}")
-        # model -> sensor -> its windows (arrival number, window); only non-empty deques, rotation order
-        self._by_model: dict[str, dict[str, deque[tuple[int, Window]]]] = {}
-        self._model_size: dict[str, int] = {}
-        self._waiting = _Counts()  # windows waiting per sensor, with the largest count at hand
-        self._size = 0
-        self._arrivals = 0
-        self._capacity = capacity
-        self._metrics = metrics
-        self._dropped: dict[str, object] = {}  # sensor -> its drop counter child
-        self._ready = threading.Condition()
-
-    def put(self, item: QueuedWindow) -> None:
-        sensor = item.window.sensor
-        with self._ready:
-            if self._size >= self._capacity:
-                self._drop_one(sensor)
-            sensors = self._by_model.setdefault(item.model, {})
-            waiting = sensors.get(sensor)
-            if waiting is None:
-                waiting = sensors[sensor] = deque()
-            waiting.append((self._arrivals, item.window))
-            self._model_size[item.model] = self._model_size.get(item.model, 0) + 1
-            self._waiting.add(sensor, 1)
-            self._arrivals += 1
-            self._size += 1
-            self._metrics.queue_depth.set(self._size)
-            self._ready.notify()
-
-    def take_batch(self, max_batch: int, max_wait_s: float, stop: threading.Event) -> list[QueuedWindow]:
-        """Up to ``max_batch`` windows of the oldest window's model, round-robin over its sensors;
-        empty if nothing came in 0.2 s."""
-        with self._ready:
-            if not self._size:
-                self._ready.wait(timeout=0.2)
-            if not self._size:
-                return []
-            deadline = time.monotonic() + max_wait_s
-            model = self._oldest_model()
-            while self._model_size.get(model, 0) < max_batch and not stop.is_set():
-                remaining = deadline - time.monotonic()
-                if remaining <= 0 or not self._ready.wait(timeout=remaining):
-                    break
-            batch = self._round_robin(model, max_batch)
-            self._size -= len(batch)
-            self._metrics.queue_depth.set(self._size)
-            return batch
-
-    def _round_robin(self, model: str, max_batch: int) -> list[QueuedWindow]:
-        sensors = self._by_model[model]
-        batch: list[QueuedWindow] = []
-        while sensors and len(batch) < max_batch:
-            for sensor in list(sensors):
-                if len(batch) >= max_batch:
-                    break
-                waiting = sensors.pop(sensor)  # served: to the back of the rotation
-                batch.append(QueuedWindow(model, waiting.popleft()[1]))
-                self._waiting.add(sensor, -1)
-                if waiting:
-                    sensors[sensor] = waiting
-        self._model_size[model] -= len(batch)
-        return batch
-
-    def _drop_one(self, arriving: str) -> None:
-        """Drop the oldest window of the sensor with the most waiting (``arriving`` if it is one)."""
-        victim = arriving if self._waiting.get(arriving) == self._waiting.largest else self._waiting.any_largest()
-        model = min(
-            (name for name, sensors in self._by_model.items() if victim in sensors),
-            key=lambda name: self._by_model[name][victim][0][0],
-        )
-        waiting = self._by_model[model][victim]
-        waiting.popleft()
-        if not waiting:
-            del self._by_model[model][victim]
-        self._model_size[model] -= 1
-        self._waiting.add(victim, -1)
-        self._size -= 1
-        self._metrics.windows_dropped.labels("queue_full").inc()
-        counter = self._dropped.get(victim)
-        if counter is None:
-            counter = self._dropped[victim] = self._metrics.overload.sensor_windows_dropped.labels(victim)
-        counter.inc()  # type: ignore[attr-defined]
-
-    def _oldest_model(self) -> str:
-        """The model whose queue holds the oldest window (call only when the queue is not empty)."""
-        models = [name for name, size in self._model_size.items() if size]
-        if len(models) == 1:
-            return models[0]
-        return min(models, key=lambda name: min(q[0][0] for q in self._by_model[name].values()))
-
-    def over_share(self, sensor: str) -> bool:
-        """True while the queue is full and ``sensor`` holds at least its fair share of it: a source sheds
-        the sensor's next message before parsing it (read without the lock: an estimate is enough)."""
-        if self._size < self._capacity:
-            return False
-        return self._waiting.get(sensor) * max(1, self._waiting.sensors) >= self._capacity
-
-    def __len__(self) -> int:
-        return self._size
-
-
-class _Counts:
-    """Windows waiting per sensor, and the sensors with the largest count, in O(1) per change."""
-
-    def __init__(self) -> None:
-        self._count: dict[str, int] = {}
-        self._with: dict[int, dict[str, None]] = {}  # count -> sensors with it (insertion-ordered)
-        self.largest = 0
-
-    def get(self, sensor: str) -> int:
-        return self._count.get(sensor, 0)
-
-    def add(self, sensor: str, delta: int) -> None:
-        old = self._count.get(sensor, 0)
-        new = old + delta
-        if old:
-            del self._with[old][sensor]
-        if new:
-            self._count[sensor] = new
-            self._with.setdefault(new, {})[sensor] = None
-            self.largest = max(self.largest, new)
-        else:
-            del self._count[sensor]
-        while self.largest and not self._with.get(self.largest):
-            self.largest -= 1
-
-    @property
-    def sensors(self) -> int:
-        """Sensors with windows waiting."""
-        return len(self._count)
-
-    def any_largest(self) -> str:
-        return next(iter(self._with[self.largest]))
 
 
 class InferenceWorker:
@@ -257,6 +101,9 @@ class InferenceWorker:
         loaded = self.models[name]
         inputs = torch.from_numpy(np.stack([item.window.samples for item in batch]))
         started = time.perf_counter()
+        if loaded.meta.anomaly is not None:
+            self._score(name, loaded, batch, inputs, started)
+            return
         floors: list[float | None] = [None] * len(batch)
         with torch.inference_mode():
             if loaded.meta.noise_floor is not None:  # the file has the method (meta.json key noise_floor)
@@ -265,10 +112,7 @@ class InferenceWorker:
             else:
                 logits = loaded.module(inputs)
             probabilities = torch.softmax(logits, dim=1).numpy()
-        self.metrics.inference_duration.labels(name).observe(time.perf_counter() - started)
-        self.metrics.batch_size.labels(name).observe(len(batch))
-        self.metrics.windows_processed.labels(name).inc(len(batch))
-        self.metrics.last_processed.set(time.time())
+        self._count(name, len(batch), started)
         labels = loaded.labels
         decided_at = time.monotonic()
         for item, row, floor in zip(batch, probabilities, floors, strict=True):
@@ -284,8 +128,43 @@ class InferenceWorker:
                 model_sha256=loaded.sha256,
                 noise_floor=floor,
             )
-            try:
-                self.on_prediction(prediction)
-            except Exception:  # a failing consumer must not kill inference; counted and logged
-                self.metrics.windows_dropped.labels("consumer_error").inc()
-                logger.exception("prediction consumer failed for sensor %s", item.window.sensor)
+            self._hand_over(prediction)
+
+    def _score(
+        self, name: str, loaded: LoadedModel, batch: list[QueuedWindow], inputs: torch.Tensor, started: float
+    ) -> None:
+        """An anomaly model's batch: one score per window, compared with the meta's threshold."""
+        assert loaded.meta.anomaly is not None
+        threshold = loaded.meta.anomaly.threshold
+        with torch.inference_mode():
+            scores = loaded.module(inputs).reshape(len(batch)).tolist()
+        self._count(name, len(batch), started)
+        decided_at = time.monotonic()
+        for item, score in zip(batch, scores, strict=True):
+            anomalous = score > threshold
+            prediction = Prediction(
+                sensor=item.window.sensor,
+                model=name,
+                window=item.window,
+                probabilities={},
+                label=ANOMALOUS if anomalous else NOT_ANOMALOUS,
+                confidence=1.0,
+                decided_at=decided_at,
+                model_sha256=loaded.sha256,
+                score=float(score),
+                threshold=threshold,
+            )
+            self._hand_over(prediction)
+
+    def _count(self, name: str, windows: int, started: float) -> None:
+        self.metrics.inference_duration.labels(name).observe(time.perf_counter() - started)
+        self.metrics.batch_size.labels(name).observe(windows)
+        self.metrics.windows_processed.labels(name).inc(windows)
+        self.metrics.last_processed.set(time.time())
+
+    def _hand_over(self, prediction: Prediction) -> None:
+        try:
+            self.on_prediction(prediction)
+        except Exception:  # a failing consumer must not kill inference; counted and logged
+            self.metrics.windows_dropped.labels("consumer_error").inc()
+            logger.exception("prediction consumer failed for sensor %s", prediction.sensor)

@@ -13,7 +13,7 @@ from edge_agent.configload import parse_config
 from edge_agent.metrics import AgentMetrics
 from edge_agent.pipeline.datapath import DataPath
 from edge_agent.pipeline.decision import DecisionEngine
-from edge_agent.pipeline.inference import QueuedWindow, WindowQueue
+from edge_agent.pipeline.window_queue import QueuedWindow, WindowQueue
 from edge_agent.sources.mqtt import MqttSource
 from edge_agent.types import Window
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from edge_agent.metrics import AgentMetrics
-from edge_agent.pipeline.inference import QueuedWindow, WindowQueue
+from edge_agent.pipeline.window_queue import QueuedWindow, WindowQueue
 from edge_agent.types import Window
 
 
