@@ -172,7 +172,7 @@ def write_page(summary: dict[str, Any], path: Path) -> None:
         "## Protocol (reduced, the same for both variants)",
         "",
         f"- Folds: every clip at {', '.join(map(str, protocol['folds']))} RPM held out in turn "
-        "(the speeds nearest to 1750/1850 and the lowest one); seeds " + seeds + ".",
+        "(the speeds nearest to 1750/1850); seeds " + seeds + ".",
         f"- Classifier: the shipped recipe (raw 4096, silent edges 10 %, AdamW, lr 3e-3) but **{protocol['steps']} "
         "steps** instead of 1200, for both variants. *speed augmentation*: every training clip is also resampled "
         "(scipy `resample_poly`) to play at "
