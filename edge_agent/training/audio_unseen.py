@@ -4,7 +4,7 @@
         [--seeds 0,1] [--steps 600] [--folds 1650,1800,1950] [--jobs 2]
 
 A reduced leave-one-speed-out protocol (the CPU here is shared): the held-out speeds nearest to the
-1750/1850 RPM clips the data owners keep back (1650, 1800, 1950; ``--folds`` adds others), the same
+1750/1850 RPM clips the data owners keep back (1650, 1800, 1950; ``--folds`` picks others), the same
 number of steps for both variants. Per fold, seed and held-out clip it stores every window's class
 probabilities; a window *votes* for a fault when its predicted class is a fault at probability
 >= 0.8 (the agent's ``min_confidence``), and a clip *alerts* when 3 of 5 consecutive windows vote for
