@@ -15,9 +15,11 @@ import os
 import wave
 from collections.abc import Sequence
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
+from scipy.signal import resample_poly
 
 from edge_agent.common.paths import data_root
 from edge_agent.pipeline.resample import StreamResampler
@@ -152,6 +154,20 @@ def motor_folds(dataset: BldcDataset, motors: Sequence[str] = ("M1", "M2")) -> l
 # ---------------------------------------------------------------- windows
 
 
+def speed_resampled(samples: np.ndarray, factor: float) -> np.ndarray:
+    """``samples`` played ``factor`` times faster: every frequency times ``factor``, ``len / factor`` samples.
+
+    Polyphase resampling (scipy) by the nearest ratio with a denominator of at most 100; a motor
+    running ``factor`` times faster moves its rotation lines (and their orders) by the same factor.
+    """
+    if not 0.5 < factor < 2.0:
+        raise ValueError(f"speed factor must be in (0.5, 2), got {factor}")
+    ratio = Fraction(factor).limit_denominator(100)
+    if ratio == 1:
+        return samples.astype(np.float32)
+    return resample_poly(samples, ratio.denominator, ratio.numerator).astype(np.float32)
+
+
 def clip_windows(clip: Clip, window_samples: int, hop_samples: int) -> np.ndarray:
     """Windows ``(n, 1, window_samples)`` of one clip at ``hop_samples``."""
     count = 1 + (len(clip.samples) - window_samples) // hop_samples
@@ -162,7 +178,12 @@ def clip_windows(clip: Clip, window_samples: int, hop_samples: int) -> np.ndarra
 
 
 class BalancedCropSampler:
-    """Random crops: a class uniformly, then a clip of that class, then an offset (classes balanced)."""
+    """Random crops: a class uniformly, then a clip of that class, then an offset (classes balanced).
+
+    ``speed_factors`` (e.g. 0.9, 0.95, 1.05, 1.1): each clip is also resampled once per factor
+    (:func:`speed_resampled`), and every crop takes the original or one of these copies uniformly:
+    the same recording as if the motor ran that much faster or slower.
+    """
 
     def __init__(
         self,
@@ -171,6 +192,7 @@ class BalancedCropSampler:
         seed: int,
         speed_perturb: float = 0.0,
         gap_fraction: float = 0.0,
+        speed_factors: Sequence[float] = (),
     ) -> None:
         if not 0.0 <= speed_perturb < 0.5:
             raise ValueError(f"speed_perturb must be in [0, 0.5), got {speed_perturb}")
@@ -179,9 +201,12 @@ class BalancedCropSampler:
         self.window_samples = window_samples
         self.speed_perturb = speed_perturb
         self.gap_fraction = gap_fraction
-        self.by_class = {}
+        if speed_factors and speed_perturb:
+            raise ValueError("speed_factors and speed_perturb are two speed augmentations: choose one")
+        self.by_class: dict[int, list[list[np.ndarray]]] = {}
         for clip in clips:
-            self.by_class.setdefault(clip.label, []).append(clip)
+            copies = [clip.samples] + [speed_resampled(clip.samples, f) for f in speed_factors]
+            self.by_class.setdefault(clip.label, []).append(copies)
         self.labels = sorted(self.by_class)
         self.rng = np.random.default_rng(seed)
 
@@ -190,8 +215,8 @@ class BalancedCropSampler:
         windows = np.empty((batch_size, 1, self.window_samples), np.float32)
         for row, label in enumerate(labels):
             group = self.by_class[int(label)]
-            clip = group[self.rng.integers(len(group))]
-            windows[row, 0] = self._crop(clip.samples)
+            copies = group[self.rng.integers(len(group))]
+            windows[row, 0] = self._crop(copies[self.rng.integers(len(copies))] if len(copies) > 1 else copies[0])
             if self.rng.random() < self.gap_fraction:
                 self._silence_an_edge(windows[row, 0])
         return windows, labels.astype(np.int64)

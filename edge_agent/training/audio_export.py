@@ -174,6 +174,7 @@ def run_train_audio(args: Any) -> int:
         window_samples=args.window_samples,
         steps=args.steps,
         gap_fraction=args.gap_fraction,
+        speed_factors=tuple(args.speed_factors),
         seed=args.seed,
     )
     if args.cv:

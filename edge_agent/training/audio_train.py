@@ -38,6 +38,7 @@ class AudioTrainConfig:
     weight_decay: float = 1e-4
     speed_perturb: float = 0.0
     gap_fraction: float = 0.0  # crops with a silent start or end (sound starting/stopping within a window)
+    speed_factors: tuple[float, ...] = ()  # training copies resampled to play this much faster (0.9: -10 %); off
     seed: int = 0
 
     @property
@@ -49,7 +50,7 @@ class AudioTrainConfig:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> AudioTrainConfig:
-        return cls(**{k: tuple(v) if k == "widths" else v for k, v in data.items()})
+        return cls(**{k: tuple(v) if k in ("widths", "speed_factors") else v for k, v in data.items()})
 
 
 def build_audio_model(config: AudioTrainConfig, num_classes: int = len(CLASS_NAMES)) -> AudioResidualNet1d:
@@ -70,7 +71,9 @@ def train_audio(
     """Train on ``clips`` (class-balanced random crops, AdamW, cosine lr); returns the model in eval mode on CPU."""
     torch.manual_seed(config.seed)
     model = build_audio_model(config).to(device)
-    sampler = BalancedCropSampler(clips, config.window_samples, config.seed, config.speed_perturb, config.gap_fraction)
+    sampler = BalancedCropSampler(
+        clips, config.window_samples, config.seed, config.speed_perturb, config.gap_fraction, config.speed_factors
+    )
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, config.steps)
     loss_fn = nn.CrossEntropyLoss()

@@ -26,7 +26,7 @@ class DefaultsShown(argparse.ArgumentDefaultsHelpFormatter):
 
 
 def parse_floats(text: str) -> tuple[float, ...]:
-    return tuple(float(part) for part in text.split(","))
+    return tuple(float(part) for part in text.split(",") if part.strip())
 
 
 def parse_ints(text: str) -> tuple[int, ...]:
@@ -80,6 +80,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--window-samples", type=int, default=4096, help="input window length in samples")
     p.add_argument("--steps", type=int, default=1200, help="optimiser steps")
     p.add_argument("--gap-fraction", type=float, default=0.1, help="training crops with a silent start or end")
+    p.add_argument(
+        "--speed-factors",
+        type=parse_floats,
+        default="",
+        help="speed augmentation, e.g. 0.9,0.95,1.05,1.1: training copies resampled by each factor (off)",
+    )
     p.add_argument("--seed", type=int, default=0, help="random seed")
     p.add_argument("--device", default="cpu", help="torch device for training, e.g. cuda")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
