@@ -22,6 +22,7 @@ from edge_agent.pipeline.inference import InferenceWorker
 from edge_agent.service.backoff import StartAborted, retry_with_backoff
 from edge_agent.service.exporter import start_exporter
 from edge_agent.service.heartbeat import Heartbeat
+from edge_agent.service.learn_control import GatewayLearning
 from edge_agent.service.preflight import check_fit
 from edge_agent.service.reload import ReloadError, ReloadPlan, plan_reload
 from edge_agent.service.sdnotify import Notifier, Watchdog
@@ -74,6 +75,7 @@ class App:
         self._heartbeat = Heartbeat(self.metrics.registry, config.agent.heartbeat_s)
         self._finished_sources: set[str] = set()
         self._lock = threading.Lock()
+        self.learning = GatewayLearning(config, self.metrics.registry, self.datapath.sensors, self.apply)
 
     @property
     def sinks(self) -> tuple[object, ...]:
@@ -91,6 +93,7 @@ class App:
             ("inference", self._start_inference),
             ("sinks", self._open_sinks),
             ("sources", self._start_sources),
+            ("control socket", self.learning.start),  # edge-agent learn --sensor NAME (service/control.py)
         ):
             logger.debug("starting %s", name)
             self.notifier.status(f"starting: {name}")
@@ -100,9 +103,10 @@ class App:
 
     def stop(self) -> None:
         for name, step in (
+            ("learning", self.learning.stop),
             ("sources", self._stop_sources),
             ("inference", self._stop_inference),
-            ("sinks", self._close_sinks),
+            ("sinks", self.datapath.fanout.close),
         ):
             logger.debug("stopping %s", name)
             try:
@@ -138,6 +142,7 @@ class App:
         """Time-based decisions (hold-off expiry, maximum duration) and the sources' health conditions."""
         conditions = [c for source in self.health_sources for c in source.health()]
         self.datapath.tick(conditions, time.time())
+        self.learning.manager.poll()  # recordings due, trainers done, validated models swapped in
         self._heartbeat.poll()
 
     def healthy(self, max_stall_s: float = 5.0) -> bool:
@@ -208,6 +213,7 @@ class App:
             logging.getLogger().setLevel(plan.config.agent.log_level.upper())
         self.datapath.retire_labels(previous, plan.models)
         self.datapath.configure(models, plan.config)
+        self.learning.configure(models, plan.config)
         self.config = plan.config
 
     def _reload_failed(self, outcome: str, status: str, errors: str, *, exc_info: bool = False) -> bool:
@@ -244,9 +250,11 @@ class App:
         for name, loaded in self.models.items():
             self.metrics.model_info.labels(*model_info_labels(name, loaded)).set(1)
         self.datapath.configure(self.models, self.config)
+        self.learning.configure(self.models, self.config)
 
     def _start_inference(self) -> None:
-        self.worker = InferenceWorker(self.models, self.config.inference, self.metrics, self.datapath.on_prediction)
+        on_prediction = self.learning.observing(self.datapath.on_prediction)
+        self.worker = InferenceWorker(self.models, self.config.inference, self.metrics, on_prediction)
         self.worker.warm_up()
         self.worker.start()
 
@@ -259,7 +267,7 @@ class App:
         assert self.worker is not None  # the inference step came first
         for section in self.config.sources:
             real_time = SOURCES[section.type].real_time(section)
-            router = self.datapath.router(section, self.worker.submit, real_time=real_time)
+            router = self.datapath.router(section, self.learning.submit_via(self.worker.submit), real_time=real_time)
             source = self._build_source(section, router)
             source.start(router)
             self.sources.append(source)
@@ -278,9 +286,6 @@ class App:
     def _stop_inference(self) -> None:
         if self.worker is not None:
             self.worker.stop(drain_timeout_s=STOP_DRAIN_S)
-
-    def _close_sinks(self) -> None:
-        self.datapath.fanout.close()
 
     def _source_finished(self, name: str) -> None:
         with self._lock:
