@@ -14,6 +14,7 @@ import platform
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 import edge_agent
+from edge_agent.metrics_anomaly import AnomalyMetrics
 from edge_agent.metrics_streams import StreamMetrics
 from edge_agent.vibration_metrics import VibrationMetrics
 
@@ -253,6 +254,7 @@ class AgentMetrics:
             registry=r,
         )
         self.streams = StreamMetrics(r)  # stream supervision (edge_agent.pipeline.supervision)
+        self.anomaly = AnomalyMetrics(r)  # anomaly models: score, threshold, anomalous windows
         self.vibration = VibrationMetrics(r)  # [sources.indicators] gauges
         for reason in ALERT_DROP_REASONS:
             self.alerts_dropped.labels(reason)
@@ -266,7 +268,7 @@ class AgentMetrics:
         self.windows_emitted.labels(sensor)
         self.last_sample.labels(sensor)  # 0 until its first sample: EdgeAgentSensorSilent can fire
         self.streams.init_sensor(sensor)
-        for kind in ("fault", "health"):
+        for kind in ("fault", "health", "anomaly"):
             self.alert_active.labels(sensor, kind).set(0)
 
     def init_sensor_model(self, sensor: str, model: str, labels: tuple[str, ...], normal: tuple[str, ...]) -> None:

@@ -54,7 +54,7 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-RUNTIME_KINDS = ("classifier",)  # the kinds the inference worker runs today (edge_agent.modelmeta.KINDS: all)
+RUNTIME_KINDS = ("classifier", "anomaly")  # the kinds the inference worker runs (edge_agent.modelmeta.KINDS)
 # torch 2.13 deprecates TorchScript and the quantized tensor types this runtime loads (models are
 # pinned to torch==2.13.0): these two warnings, and only these, are silenced around loading a model.
 JIT_LOAD_DEPRECATED = r"`torch\.jit\.load` is deprecated"

@@ -54,9 +54,15 @@ class Window:
     completed_at: float = 0.0
 
 
+ANOMALOUS = "anomalous"  # the label of an anomaly model's window above its threshold (and of its alerts)
+NOT_ANOMALOUS = "normal"
+
+
 @dataclass(frozen=True)
 class Prediction:
-    """A model's output for one window: class probabilities (softmax of the logits)."""
+    """A model's output for one window: class probabilities (softmax of the logits), or, from an
+    ``anomaly`` model, its ``score`` and the model's ``threshold`` (anomalous: score > threshold;
+    ``probabilities`` empty, ``label`` :data:`ANOMALOUS` or :data:`NOT_ANOMALOUS`, ``confidence`` 1)."""
 
     sensor: str
     model: str
@@ -67,14 +73,23 @@ class Prediction:
     decided_at: float = 0.0  # time.monotonic() when inference finished
     model_sha256: str = ""  # the model file that made it (a reload may swap files between batches)
     noise_floor: float | None = None  # the model's own noise estimate for this window, when its file has one
+    score: float | None = None  # anomaly models only: the window's score, higher is more anomalous
+    threshold: float | None = None  # anomaly models only: the meta's threshold
+
+    @property
+    def anomalous(self) -> bool:
+        """An anomaly model's window whose score exceeds its threshold (False for a classifier's)."""
+        return self.score is not None and self.threshold is not None and self.score > self.threshold
 
 
 @dataclass(frozen=True)
 class AlertEvent:
     """One step of an alert's lifecycle: ``type`` is ``new``, ``update`` or ``end``.
 
-    ``id`` is stable for the whole episode. ``kind`` is ``fault`` (a model's label) or
-    ``health`` (e.g. label ``silent``). Times are epoch seconds; ``ended_at`` only on ``end``.
+    ``id`` is stable for the whole episode. ``kind`` is ``fault`` (a model's label), ``anomaly``
+    (an anomaly model's windows above its threshold: ``score``, ``threshold``; ``unknown_condition``
+    when the classifier on the same sensor says healthy meanwhile) or ``health`` (e.g. label ``silent``).
+    Times are epoch seconds; ``ended_at`` only on ``end``.
     On ``end``, the window, ``probabilities`` and ``confidence`` are the closing evidence (the
     last window of the episode's model, the label's probability in it) and ``peak_confidence``
     the episode's highest confidence. ``description``, ``severity`` (the model's meta) and the
@@ -100,6 +115,10 @@ class AlertEvent:
     machine: str = ""
     location: str = ""
     tags: tuple[str, ...] = ()
+    score: float | None = None  # anomaly alerts: the deciding (end: closing) window's score
+    threshold: float | None = None  # anomaly alerts: the model's threshold
+    unknown_condition: bool = False  # anomaly alerts: the sensor's classifier says healthy (a normal label)
+    classifier_label: str | None = None  # anomaly alerts: the classifier's latest label on the sensor, if any
 
 
 class StreamEvents(Protocol):

@@ -1,6 +1,8 @@
 """What turns a decision into a maintenance report: each alert event on its way to the sinks gets
 its label's ``description`` and ``severity`` (the model's meta ``label_info``) and the sensor's
-``machine``, ``location`` and ``tags`` (``[sensors]`` of the configuration).
+``machine``, ``location`` and ``tags`` (``[sensors]`` of the configuration). An anomaly alert is a
+``warning``; its description says *unknown condition on this machine* when the sensor's classifier
+calls it healthy meanwhile (:func:`anomaly_description`).
 
 A label the meta does not describe reads as itself; its severity is ``critical`` for a fault (the
 severity every fault alert had before labels carried one) and ``warning`` for a health alert.
@@ -28,7 +30,9 @@ logger = logging.getLogger(__name__)
 FAULT_SEVERITY = "critical"  # a fault label without a severity in its meta
 HEALTH_SEVERITY = "warning"
 NORMAL_SEVERITY = "none"
+ANOMALY_SEVERITY = "warning"
 HEALTH_DESCRIPTIONS = {"silent": "no sound above the floor: microphone, cable or sound card"}
+UNKNOWN_CONDITION = "unknown condition on this machine"  # an anomaly the classifier calls healthy
 
 
 class AlertContext:
@@ -71,6 +75,8 @@ class AlertContext:
         if event.kind == "fault":
             meta = self._metas.get(event.model_name)
             description, severity = self._label(meta, event.label)
+        elif event.kind == "anomaly":
+            description, severity = anomaly_description(event), ANOMALY_SEVERITY
         else:
             description, severity = HEALTH_DESCRIPTIONS.get(event.label, event.label), HEALTH_SEVERITY
         return replace(
@@ -96,3 +102,11 @@ class AlertContext:
         if event.type != "end":
             self._open[event.sensor] = (event.model_name, event.label)
             self._metrics.fault_active.labels(event.sensor, event.model_name, event.label).set(1)
+
+
+def anomaly_description(event: AlertEvent) -> str:
+    """What an anomaly alert means: an unknown condition when the classifier calls the machine healthy."""
+    baseline = f"the signal departs from the healthy baseline learned by model {event.model_name}"
+    if event.unknown_condition:
+        return f"{UNKNOWN_CONDITION}: {baseline}, while classifier says {event.classifier_label}"
+    return f"anomaly: {baseline}"

@@ -52,7 +52,8 @@ class DataPath:
         self._models, self._config = models, config
         labels = {name: tuple(loaded.meta.labels) for name, loaded in models.items()}
         floors = [name for name, loaded in models.items() if loaded.meta.noise_floor is not None]
-        self.sensors.configure(labels, config.decision.normal_labels, floors)
+        thresholds = {name: m.meta.anomaly.threshold for name, m in models.items() if m.meta.anomaly is not None}
+        self.sensors.configure(labels, config.decision.normal_labels, floors, thresholds)
         self.context.configure({name: loaded.meta for name, loaded in models.items()}, config)
 
     def router(self, section: SourceSection, submit: Submit, *, real_time: bool = True) -> Router:

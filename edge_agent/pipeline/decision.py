@@ -50,6 +50,7 @@ from edge_agent.config import DecisionSection
 from edge_agent.config.checks import decision_errors
 from edge_agent.metrics import AgentMetrics
 from edge_agent.pipeline.alert_evidence import end_event, fault_event
+from edge_agent.pipeline.anomaly_decision import ANOMALY, AnomalyDecisions, ClassifierView
 from edge_agent.pipeline.suppressed import SuppressedAlerts
 from edge_agent.types import AlertEvent, Prediction
 
@@ -83,6 +84,7 @@ class _SensorState:
     health: dict[str, _Episode] = field(default_factory=dict)  # label -> episode
     asserted: set[str] = field(default_factory=set)  # health conditions the caller holds true
     cooldown_until: dict[tuple[str, str], float] = field(default_factory=dict)  # (kind, label) -> time
+    classifier_label: str | None = None  # the latest label of a classifier on the sensor (anomaly alerts)
 
 
 class DecisionEngine:
@@ -105,6 +107,7 @@ class DecisionEngine:
         self._normal = frozenset(config.normal_labels)
         self._sensors: dict[str, _SensorState] = {}
         self._lock = threading.Lock()  # update (inference thread) and tick (main thread) may interleave
+        self._anomaly = AnomalyDecisions(self._new_id, self._suppressed, self._publish)  # kind "anomaly"
 
     def update(self, prediction: Prediction, *, model_sha256: str = "") -> list[AlertEvent]:
         """Take one prediction (decided now, by the clock); return the lifecycle events it causes."""
@@ -119,7 +122,7 @@ class DecisionEngine:
                 events += self._expire(sensor, state, now)
                 for label in sorted(state.asserted - state.health.keys()):
                     events += self._start_health(sensor, state, label, now)
-            return events
+            return events + self._anomaly.tick(now, self.config)
 
     def health(self, sensor: str, label: str, active: bool, now: float) -> list[AlertEvent]:
         """Assert (``active``) or clear a health condition ``label`` of ``sensor`` at ``now``."""
@@ -139,12 +142,18 @@ class DecisionEngine:
             for state in self._sensors.values():
                 for model, votes in state.votes.items():
                     state.votes[model] = deque(votes, maxlen=config.confirm_n)
+            self._anomaly.reconfigure(config)
 
     def active(self, sensor: str) -> AlertEvent | None:
         """The last published event of the sensor's active fault alert, or None."""
         with self._lock:
             state = self._sensors.get(sensor)
             return state.fault.last if state is not None and state.fault is not None else None
+
+    def active_anomaly(self, sensor: str) -> AlertEvent | None:
+        """The last published event of the sensor's active anomaly alert, or None."""
+        with self._lock:
+            return self._anomaly.active(sensor)
 
     def active_health(self, sensor: str) -> list[AlertEvent]:
         """The last published events of the sensor's active health alerts."""
@@ -156,6 +165,10 @@ class DecisionEngine:
         sensor = prediction.sensor
         state = self._sensors.setdefault(sensor, _SensorState())
         events = self._expire(sensor, state, now)
+        if prediction.score is not None:  # an anomaly model's window (edge_agent.pipeline.anomaly_decision)
+            view = ClassifierView(state.classifier_label, state.fault is not None)
+            return events + self._anomaly.update(prediction, model_sha256, now, self.config, view)
+        state.classifier_label = prediction.label
         if state.last_prediction_at is not None and now - state.last_prediction_at > self.config.hold_off_s:
             state.votes.clear()
         state.last_prediction_at = now
@@ -271,6 +284,7 @@ class DecisionEngine:
             self._metrics.alerts.labels(event.sensor, event.label, event.type).inc()
             state = self._sensors[event.sensor]
             active = state.fault is not None if event.kind == FAULT else bool(state.health)
+            active = self._anomaly.active(event.sensor) is not None if event.kind == ANOMALY else active
             self._metrics.alert_active.labels(event.sensor, event.kind).set(1 if active else 0)
         return event
 

@@ -21,7 +21,7 @@ import torch
 from edge_agent.config import InferenceSection
 from edge_agent.metrics import AgentMetrics
 from edge_agent.modelfile import LoadedModel
-from edge_agent.types import Prediction, Window
+from edge_agent.types import ANOMALOUS, NOT_ANOMALOUS, Prediction, Window
 
 logger = logging.getLogger(__name__)
 
@@ -163,6 +163,9 @@ class InferenceWorker:
         loaded = self.models[name]
         inputs = torch.from_numpy(np.stack([item.window.samples for item in batch]))
         started = time.perf_counter()
+        if loaded.meta.anomaly is not None:
+            self._score(name, loaded, batch, inputs, started)
+            return
         floors: list[float | None] = [None] * len(batch)
         with torch.inference_mode():
             if loaded.meta.noise_floor is not None:  # the file has the method (meta.json key noise_floor)
@@ -171,10 +174,7 @@ class InferenceWorker:
             else:
                 logits = loaded.module(inputs)
             probabilities = torch.softmax(logits, dim=1).numpy()
-        self.metrics.inference_duration.labels(name).observe(time.perf_counter() - started)
-        self.metrics.batch_size.labels(name).observe(len(batch))
-        self.metrics.windows_processed.labels(name).inc(len(batch))
-        self.metrics.last_processed.set(time.time())
+        self._count(name, len(batch), started)
         labels = loaded.labels
         decided_at = time.monotonic()
         for item, row, floor in zip(batch, probabilities, floors, strict=True):
@@ -190,8 +190,43 @@ class InferenceWorker:
                 model_sha256=loaded.sha256,
                 noise_floor=floor,
             )
-            try:
-                self.on_prediction(prediction)
-            except Exception:  # a failing consumer must not kill inference; counted and logged
-                self.metrics.windows_dropped.labels("consumer_error").inc()
-                logger.exception("prediction consumer failed for sensor %s", item.window.sensor)
+            self._hand_over(prediction)
+
+    def _score(
+        self, name: str, loaded: LoadedModel, batch: list[QueuedWindow], inputs: torch.Tensor, started: float
+    ) -> None:
+        """An anomaly model's batch: one score per window, compared with the meta's threshold."""
+        assert loaded.meta.anomaly is not None
+        threshold = loaded.meta.anomaly.threshold
+        with torch.inference_mode():
+            scores = loaded.module(inputs).reshape(len(batch)).tolist()
+        self._count(name, len(batch), started)
+        decided_at = time.monotonic()
+        for item, score in zip(batch, scores, strict=True):
+            anomalous = score > threshold
+            prediction = Prediction(
+                sensor=item.window.sensor,
+                model=name,
+                window=item.window,
+                probabilities={},
+                label=ANOMALOUS if anomalous else NOT_ANOMALOUS,
+                confidence=1.0,
+                decided_at=decided_at,
+                model_sha256=loaded.sha256,
+                score=float(score),
+                threshold=threshold,
+            )
+            self._hand_over(prediction)
+
+    def _count(self, name: str, windows: int, started: float) -> None:
+        self.metrics.inference_duration.labels(name).observe(time.perf_counter() - started)
+        self.metrics.batch_size.labels(name).observe(windows)
+        self.metrics.windows_processed.labels(name).inc(windows)
+        self.metrics.last_processed.set(time.time())
+
+    def _hand_over(self, prediction: Prediction) -> None:
+        try:
+            self.on_prediction(prediction)
+        except Exception:  # a failing consumer must not kill inference; counted and logged
+            self.metrics.windows_dropped.labels("consumer_error").inc()
+            logger.exception("prediction consumer failed for sensor %s", prediction.sensor)

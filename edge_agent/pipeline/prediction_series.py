@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Iterable
 from typing import Any
 
@@ -21,8 +22,12 @@ class PredictionSeries:
     def __init__(self, metrics: AgentMetrics) -> None:
         self._metrics = metrics
         self._children: dict[tuple[str, str, str], tuple[dict[str, Any], dict[str, Any]]] = {}
+        self._scored: set[tuple[str, str]] = set()  # (sensor, anomaly model) with a score so far
 
     def record(self, prediction: Prediction) -> None:
+        if prediction.score is not None:
+            self._record_score(prediction)
+            return
         key = (prediction.sensor, prediction.model, prediction.model_sha256)
         children = self._children.get(key)
         if children is None:
@@ -40,9 +45,22 @@ class PredictionSeries:
         if prediction.noise_floor is not None:
             self._metrics.noise_floor.labels(prediction.sensor, prediction.model).set(prediction.noise_floor)
 
+    def _record_score(self, prediction: Prediction) -> None:
+        """An anomaly model's window: its score, the score relative to the threshold, anomalous windows."""
+        family, sensor, model = self._metrics.anomaly, prediction.sensor, prediction.model
+        score = float(prediction.score or 0.0)
+        family.score.labels(sensor, model).set(score)
+        threshold = prediction.threshold or 0.0
+        family.score_ratio.labels(sensor, model).observe(score / threshold if threshold > 0 else math.inf)
+        if prediction.anomalous:
+            family.anomalous_windows.labels(sensor, model).inc()
+        self._scored.add((sensor, model))
+
     def sensors(self, model: str) -> set[str]:
         """Sensors that have predictions of ``model`` so far."""
-        return {sensor for sensor, name, _ in self._children if name == model}
+        return {sensor for sensor, name, _ in self._children if name == model} | {
+            sensor for sensor, name in self._scored if name == model
+        }
 
     def retire(self, model: str, sensors: Iterable[str], labels: Iterable[str], *, noise_floor: bool = False) -> None:
         """Remove ``model``'s series of ``labels`` (gone from its new file), its noise-floor series when

@@ -19,12 +19,12 @@ import threading
 from collections.abc import Callable, Iterable, Mapping
 
 from edge_agent.config import SourceSection, StreamsSection
-from edge_agent.metrics import AgentMetrics
+from edge_agent.metrics import ALERT_EVENT_TYPES, SUPPRESS_REASONS, AgentMetrics
 from edge_agent.modelmeta import ModelMeta
 from edge_agent.pipeline.indicator_stage import IndicatorStage
 from edge_agent.pipeline.supervision import StreamSpec, StreamSupervisor
 from edge_agent.pipeline.windowing import WindowAssembler
-from edge_agent.types import Chunk, Window
+from edge_agent.types import ANOMALOUS, Chunk, Window
 
 logger = logging.getLogger(__name__)
 
@@ -43,22 +43,30 @@ class SensorSeries:
         self._labels: dict[str, tuple[str, ...]] = {}  # model -> labels its series were made for
         self._normal: tuple[str, ...] = ()
         self._noise_floor: frozenset[str] = frozenset()  # models whose files have a noise_floor method
+        self._thresholds: dict[str, float] = {}  # anomaly model -> its threshold
 
     def configure(
         self,
         labels: Mapping[str, tuple[str, ...]],
         normal_labels: tuple[str, ...],
         noise_floor_models: Iterable[str] = (),
+        anomaly_thresholds: Mapping[str, float] | None = None,
     ) -> None:
-        """The models' labels, the normal labels and the models with a noise floor (start, reload): known
-        sensors get the series they now lack."""
+        """The models' labels, the normal labels, the models with a noise floor and the anomaly models'
+        thresholds (start, reload): known sensors get the series they now lack."""
         with self._lock:
             changed = {model for model, new in labels.items() if self._labels.get(model) != new}
             if normal_labels != self._normal:  # other labels are faults now: their alert series
                 changed = set(labels)
             noise_floor = frozenset(noise_floor_models)
             changed |= noise_floor - self._noise_floor
+            thresholds = dict(anomaly_thresholds or {})
+            changed |= {model for model, value in thresholds.items() if self._thresholds.get(model) != value}
+            for sensor, models in self._sensors.items():  # no longer an anomaly model: its series go
+                for model in models & (self._thresholds.keys() - thresholds.keys()):
+                    self._metrics.anomaly.remove(sensor, model)
             self._labels, self._normal, self._noise_floor = dict(labels), normal_labels, noise_floor
+            self._thresholds = thresholds
             for sensor, models in self._sensors.items():
                 for model in models & changed:
                     self._init_model(sensor, model)
@@ -95,6 +103,12 @@ class SensorSeries:
         self._metrics.init_sensor_model(sensor, model, self._labels.get(model, ()), self._normal)
         if model in self._noise_floor:  # NaN until its first window: 0 would read as noiseless
             self._metrics.noise_floor.labels(sensor, model).set(math.nan)
+        if model in self._thresholds:  # an anomaly model: score NaN, threshold, counters, its alert series
+            self._metrics.anomaly.init_sensor_model(sensor, model, self._thresholds[model])
+            for event_type in ALERT_EVENT_TYPES:
+                self._metrics.alerts.labels(sensor, ANOMALOUS, event_type)
+            for reason in SUPPRESS_REASONS:
+                self._metrics.alerts_suppressed.labels(sensor, ANOMALOUS, reason)
 
 
 def make_router(

@@ -12,6 +12,13 @@ Version 2 (from 1): adds ``description``, ``severity``, ``peak_confidence``, ``d
 keeps its name and type. It is a new version because a consumer could break: one that validates
 with the version-1 schema (``additionalProperties: false``) refuses the new keys, and one that read
 an end's confidence as the episode's would now read the closing window's (``peak_confidence``).
+
+Still version 2: ``kind = "anomaly"`` alerts (an anomaly model's windows above its threshold) and
+their ``anomaly`` object (``score``, ``threshold``, ``unknown_condition``, ``classifier_label``), present
+on anomaly alerts only. Fault and health payloads are unchanged, byte for byte, so no consumer of
+them breaks; a consumer validating with the earlier version-2 schema refuses an anomaly alert, a
+kind it cannot have handled, whatever the version number said (a bump would instead break every
+consumer that checks ``schema == 2`` on every alert).
 """
 
 from __future__ import annotations
@@ -28,7 +35,7 @@ from edge_agent.types import AlertEvent
 
 SCHEMA_VERSION = 2
 EVENT_TYPES = ("new", "update", "end")
-ALERT_KINDS = ("fault", "health")
+ALERT_KINDS = ("fault", "health", "anomaly")
 SCHEMA_PATH = Path(__file__).resolve().parents[2] / "docs" / "alert.schema.json"  # in a source checkout
 
 
@@ -71,6 +78,22 @@ def alert_payload(event: AlertEvent, agent_id: str) -> dict[str, Any]:
         "peak_confidence": _probability(peak, "peak_confidence"),
         "duration_s": duration_s,
         **sensor_context(event),
+        **({"anomaly": anomaly_part(event)} if event.kind == "anomaly" else {}),
+    }
+
+
+def anomaly_part(event: AlertEvent) -> dict[str, Any]:
+    """The ``anomaly`` object of an anomaly alert: score, threshold, unknown_condition, classifier_label."""
+    if event.score is None or event.threshold is None:
+        raise ValueError(f"alert {event.id}: an anomaly alert needs score and threshold")
+    for name, value in (("score", event.score), ("threshold", event.threshold)):
+        if not math.isfinite(value):
+            raise ValueError(f"alert {event.id}: {name} must be finite, got {value}")
+    return {
+        "score": round(float(event.score), 6),
+        "threshold": round(float(event.threshold), 6),
+        "unknown_condition": bool(event.unknown_condition),
+        "classifier_label": event.classifier_label,
     }
 
 
@@ -110,7 +133,8 @@ def sensor_state(current: AlertEvent | None, since_s: float, info: SensorInfo | 
 
 
 class OpenAlerts:
-    """Each sensor's open alerts by kind, for its state topic (a fault is shown before a health alert)."""
+    """Each sensor's open alerts by kind, for its state topic (a fault is shown before an anomaly, an anomaly
+    before a health alert)."""
 
     def __init__(self, info: Mapping[str, SensorInfo] | None = None) -> None:
         self._open: dict[str, dict[str, AlertEvent]] = {}  # sensor -> kind -> open alert
@@ -123,7 +147,7 @@ class OpenAlerts:
             open_alerts.pop(event.kind, None)
         else:
             open_alerts[event.kind] = event
-        current = open_alerts.get("fault") or open_alerts.get("health")
+        current = open_alerts.get("fault") or open_alerts.get("anomaly") or open_alerts.get("health")
         since_s = event.ended_at if event.ended_at is not None else event.window_end
         return sensor_state(current, since_s, self._info.get(event.sensor))
 

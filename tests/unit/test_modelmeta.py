@@ -146,13 +146,18 @@ class ScoreModel(nn.Module):
         return x.mean(dim=(1, 2)).unsqueeze(1)
 
 
-def test_the_agent_refuses_a_kind_the_inference_worker_does_not_run_yet(tmp_path: Path) -> None:
+def test_the_agent_refuses_a_kind_the_inference_worker_does_not_run_yet(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # The one loader reads every kind (edge-agent learn checks its anomaly files with it); the agent's
-    # start checks (check-config, run) refuse a kind its inference worker does not run yet.
+    # start checks (check-config, run) refuse a kind its inference worker does not run yet. The worker
+    # runs anomaly models now: the refusal is shown with a worker that runs classifiers only.
     path = tmp_path / "anomaly.pt"
     document = anomaly_document()
     torch.jit.save(torch.jit.script(ScoreModel()), str(path), _extra_files={"meta.json": json.dumps(document)})
     assert read_meta(path).kind == "anomaly"  # check-config and tools read it
+    check_runtime_kind(load_model(path, check=False).meta, path)  # this agent runs it
+    monkeypatch.setattr("edge_agent.modelfile.RUNTIME_KINDS", ("classifier",))
     with pytest.raises(
         ValueError, match=r"anomaly\.pt: meta\.json key 'kind' is 'anomaly'; this agent runs: 'classifier'"
     ):
