@@ -59,9 +59,10 @@ class LearningRun:
     started_s: float
     state: str = "idle"
     message: str = ""
-    windows_seen: int = 0  # predictions of the sensor's other models during the recording
-    fault_windows: int = 0  # ... of which a classifier said fault
-    flagged_windows: int = 0  # ... of which an anomaly model said anomalous
+    windows_seen: int = 0  # classifier predictions on the sensor during the recording
+    fault_windows: int = 0  # ... of which said fault (not a normal label, confident)
+    anomaly_windows: int = 0  # the running anomaly model's windows of the sensor during the recording
+    flagged_windows: int = 0  # ... of which were anomalous
     last_window_s: float = 0.0
     recorder: WindowRecorder | None = None
     process: subprocess.Popen[str] | None = None

@@ -125,15 +125,17 @@ class LearningManager:
         run.recorder.add(window)
         run.last_window_s = time.monotonic()
 
-    def observe(self, prediction: Prediction, anomalous: bool | None = None) -> None:
-        """A prediction on a recording sensor (inference thread): faults and anomalies are counted."""
+    def observe(self, prediction: Prediction) -> None:
+        """A prediction on a recording sensor (inference thread): classifier faults and anomalies are counted."""
         run = self.runs.get(prediction.sensor)
         if run is None or run.state != "recording":
             return
+        if prediction.score is not None:  # an anomaly model's window
+            run.anomaly_windows += 1
+            run.flagged_windows += int(prediction.anomalous)
+            return
         run.windows_seen += 1
-        if anomalous is not None:
-            run.flagged_windows += int(anomalous)
-        elif prediction.label not in self.normal_labels and prediction.confidence >= self.min_confidence:
+        if prediction.label not in self.normal_labels and prediction.confidence >= self.min_confidence:
             run.fault_windows += 1
 
     # ------------------------------------------------------------------ driving (main thread)
@@ -184,21 +186,20 @@ class LearningManager:
         threading.Thread(target=self._train, args=(run, path), name=f"learn-{run.request.sensor}", daemon=True).start()
 
     def _check_health(self, run: LearningRun) -> None:
-        seen = max(run.windows_seen, 1)
-        if run.fault_windows / seen > FAULT_REFUSE_FRACTION:
+        if run.fault_windows > FAULT_REFUSE_FRACTION * max(run.windows_seen, 1):
             raise LearningError(
                 f"refused: the classifier reported a fault in {run.fault_windows} of {run.windows_seen} windows of "
                 "the recording; a baseline learned while a fault is present hides that fault"
             )
-        if run.flagged_windows / seen > FLAGGED_REFUSE_FRACTION:
+        if run.flagged_windows > FLAGGED_REFUSE_FRACTION * max(run.anomaly_windows, 1):
             raise LearningError(
-                f"refused: the running anomaly model flagged {run.flagged_windows} of {run.windows_seen} windows; "
-                "learn only while the machine is known to be healthy"
+                f"refused: the running anomaly model flagged {run.flagged_windows} of {run.anomaly_windows} windows "
+                "of the recording; learn only while the machine is known to be healthy"
             )
         if run.fault_windows or run.flagged_windows:
             message = (
-                f"{run.fault_windows} fault and {run.flagged_windows} anomalous windows of {run.windows_seen} "
-                "during the recording; learning goes on, check the machine is healthy"
+                f"{run.fault_windows} of {run.windows_seen} classifier windows said fault and {run.flagged_windows} "
+                f"of {run.anomaly_windows} were anomalous during the recording; learning goes on, check the machine"
             )
             run.warnings.append(message)
             logger.warning("learning: sensor %s: %s", run.request.sensor, message)

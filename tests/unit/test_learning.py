@@ -187,3 +187,15 @@ def test_control_socket_answers_the_agent_user_and_refuses_others(tmp_path: Path
     finally:
         server.stop()
     assert not server.path.exists()
+
+
+def test_an_anomaly_model_flagging_most_of_the_recording_refuses_the_baseline(tmp_path: Path) -> None:
+    learning = manager(tmp_path, [sys.executable, "-c", "pass"], [])
+    learning.start(LearnRequest("pump", 2.0), now_s=0.0)
+    record(learning, 2.0, now_s=2.0)
+    window = windows(np.zeros((1, WINDOW)))[0]
+    for score in (3.0, 3.0, 0.5):
+        learning.observe(Prediction("pump", "anomaly", window, {}, "anomaly", 1.0, 0.0, score=score, threshold=1.0))
+    learning.poll(now_s=2.0)
+    run = learning.runs["pump"]
+    assert run.state == "failed" and "anomaly model flagged 2 of 3 windows" in run.message
