@@ -1,8 +1,8 @@
 """Records one sensor's live windows (raw samples, sensor units) to the state folder for learning.
 
 The windows of a sensor overlap by ``window - hop`` samples; the recorder keeps the stream itself:
-the whole first window, then the ``hop`` new samples of each following window (a window that does
-not follow the previous one, after a gap, is kept whole and counted as a gap). Samples are appended
+the whole first window, then the ``hop`` new samples of each following window (one whose start is
+within half a hop of the expected time; a window after a gap is kept whole and counted as a gap). Samples are appended
 as float32, interleaved ``(samples, channels)``, to ``recording.f32``; at ``max_bytes`` the
 recorder stops taking windows and counts them as ``refused``. :meth:`WindowRecorder.finish` writes
 ``recording.npy`` (``(channels, samples)``, what ``edge-agent learn`` reads).
@@ -68,7 +68,10 @@ class WindowRecorder:
         with self._lock:
             last = self._last_start_s
             step = None if last is None else (window.t_start - last) * self.sample_rate_hz
-            follows = step is not None and abs(step - self.hop_samples) < 0.5 and self.hop_samples <= width
+            # the windowing clock follows a stream's drift by small steps; a gap starts a new segment far away
+            follows = (
+                step is not None and abs(step - self.hop_samples) < self.hop_samples / 2 and self.hop_samples <= width
+            )
             new = samples[:, width - self.hop_samples :] if follows else samples
             room = (self.max_bytes - self.counts.bytes) // (self.channels * BYTES_PER_SAMPLE)
             if self._handle.closed or room < new.shape[1]:
