@@ -10,7 +10,8 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry
 
-from edge_agent.config import AgentConfig
+from edge_agent.config import AgentConfig, SourceSection
+from edge_agent.config.learn import LearnSection
 from edge_agent.learning_metrics import LearningMetrics
 from edge_agent.modelfile import LoadedModel, check_runtime_kind
 from edge_agent.pipeline.router import SensorSeries, Submit
@@ -21,8 +22,6 @@ from edge_agent.service.reload import ReloadError, ReloadPlan
 from edge_agent.types import Prediction, Window
 
 logger = logging.getLogger(__name__)
-
-REQUEST_KEYS = ("network", "false_rate", "steps", "max_bytes", "stall_s")
 
 
 class GatewayLearning:
@@ -78,34 +77,45 @@ class GatewayLearning:
         return observed
 
     def start(self) -> None:
+        """The control socket, then the runs ``[sources.learn] at_start`` asks for."""
         try:
             self.server.start()
         except OSError as error:  # monitoring goes on; learning by command is unavailable
             logger.error("control socket %s not started, learning by command is off: %s", self.server.path, error)
+        for section in self._config.sources:
+            if section.learn is not None and section.learn.at_start:
+                for sensor in section.learn.sensors or section.known_sensors:
+                    self.handle({"command": "learn", "sensor": sensor})
 
     def stop(self) -> None:
         self.server.stop()
         self.manager.stop()
 
-    def target(self, sensor: str) -> LearnTarget | None:
-        """The stream of ``sensor``: the first source that names it or has found it."""
+    def source_of(self, sensor: str) -> SourceSection | None:
+        """The first source that names ``sensor`` or has found it."""
         for section in self._config.sources:
-            if sensor not in section.known_sensors and sensor not in self._sensors.sensors(section.models[0]):
-                continue
-            anomaly = [m for m in section.models if self._models[m].meta.kind == "anomaly"]
-            tap = anomaly[0] if anomaly else section.models[0]
-            meta = self._models[tap].meta
-            hops = {m.name: m.hop_samples for m in self._config.models}
-            return LearnTarget(
-                source=section.name,
-                tap_model=tap,
-                sample_rate_hz=meta.sample_rate_hz,
-                channels=meta.channels,
-                window_samples=meta.window_samples,
-                hop_samples=hops.get(tap) or meta.hop_samples,
-                install_model=anomaly[0] if anomaly else None,
-            )
+            if sensor in section.known_sensors or sensor in self._sensors.sensors(section.models[0]):
+                return section
         return None
+
+    def target(self, sensor: str) -> LearnTarget | None:
+        """The stream of ``sensor``: its source's anomaly model's windows (else its first model's)."""
+        section = self.source_of(sensor)
+        if section is None:
+            return None
+        anomaly = [m for m in section.models if self._models[m].meta.kind == "anomaly"]
+        tap = anomaly[0] if anomaly else section.models[0]
+        meta = self._models[tap].meta
+        hops = {m.name: m.hop_samples for m in self._config.models}
+        return LearnTarget(
+            source=section.name,
+            tap_model=tap,
+            sample_rate_hz=meta.sample_rate_hz,
+            channels=meta.channels,
+            window_samples=meta.window_samples,
+            hop_samples=hops.get(tap) or meta.hop_samples,
+            install_model=anomaly[0] if anomaly else None,
+        )
 
     def handle(self, request: dict[str, Any]) -> dict[str, Any]:
         """One control command (the control thread)."""
@@ -114,12 +124,20 @@ class GatewayLearning:
             return {"ok": True, "message": "learning status", "sensors": self.manager.status()}
         if command != "learn":
             return {"ok": False, "message": f"unknown command {command!r}; known: learn, status"}
+        sensor = str(request.get("sensor", ""))
+        section = self.source_of(sensor)
+        defaults = section.learn if section is not None and section.learn is not None else LearnSection()
         try:
-            duration = request.get("duration_s", request.get("duration", ""))
+            duration = request.get("duration_s", defaults.duration_s)
             duration_s = parse_duration_s(duration) if isinstance(duration, str) else float(duration)
-            options = {key: request[key] for key in REQUEST_KEYS if key in request}
-            learn = LearnRequest(sensor=str(request.get("sensor", "")), duration_s=duration_s, **options)
-            message = self.manager.start(learn)
+            options = {
+                "network": request.get("network", defaults.model),
+                "false_rate": request.get("false_rate", defaults.false_rate),
+                "steps": request.get("steps", defaults.steps),
+                "max_bytes": request.get("max_bytes", defaults.max_bytes),
+                "stall_s": request.get("stall_s", defaults.stall_s),
+            }
+            message = self.manager.start(LearnRequest(sensor=sensor, duration_s=duration_s, **options))
         except (LearningError, ValueError, TypeError) as error:
             logger.warning("learning refused: %s", error)
             return {"ok": False, "message": str(error)}

@@ -199,3 +199,30 @@ def test_an_anomaly_model_flagging_most_of_the_recording_refuses_the_baseline(tm
     learning.poll(now_s=2.0)
     run = learning.runs["pump"]
     assert run.state == "failed" and "anomaly model flagged 2 of 3 windows" in run.message
+
+
+def test_the_learn_table_is_read_checked_and_documented(tmp_path: Path) -> None:
+    import dataclasses
+    import re
+
+    from edge_agent.config.learn import LearnSection
+    from edge_agent.configload import ConfigError, parse_config
+
+    base = {
+        "models": [{"name": "m", "path": str(tmp_path / "m.pt")}],
+        "sources": [
+            {"type": "replay", "name": "r", "sensor": "pump", "path": str(tmp_path / "x.wav"), "models": ["m"]}
+        ],
+    }
+    base["sources"][0]["learn"] = {"at_start": True, "duration_s": 30.0, "model": "sparse", "sensors": ["pump"]}
+    learn = parse_config(base, base_dir=tmp_path).sources[0].learn
+    assert learn == LearnSection(at_start=True, sensors=("pump",), duration_s=30.0, model="sparse")
+    base["sources"][0]["learn"] = {"duration_s": 0, "model": "pca", "sensors": ["a/b"], "colour": 1}
+    with pytest.raises(ConfigError) as error:
+        parse_config(base, base_dir=tmp_path)
+    text = "\n".join(error.value.errors)
+    for key in ("sources[0].learn.duration_s", "sources[0].learn.model", "sources[0].learn.sensors[0]", "colour"):
+        assert key in text
+    shipped = (Path(__file__).resolve().parents[2] / "config.toml").read_text()
+    for spec in dataclasses.fields(LearnSection):
+        assert re.search(rf"^#? ?{spec.name} += ", shipped, re.MULTILINE), spec.name
