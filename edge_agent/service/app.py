@@ -139,10 +139,9 @@ class App:
         return 0
 
     def tick(self) -> None:
-        """Time-based decisions (hold-off expiry, maximum duration) and the sources' health conditions."""
-        conditions = [c for source in self.health_sources for c in source.health()]
+        """Time-based decisions (hold-off expiry, maximum duration), the sources' and learning's health conditions."""
+        conditions = [*(c for source in self.health_sources for c in source.health()), *self.learning.conditions()]
         self.datapath.tick(conditions, time.time())
-        self.learning.manager.poll()  # recordings due, trainers done, validated models swapped in
         self._heartbeat.poll()
 
     def healthy(self, max_stall_s: float = 5.0) -> bool:

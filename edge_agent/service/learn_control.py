@@ -87,6 +87,11 @@ class GatewayLearning:
                 for sensor in section.learn.sensors or section.known_sensors:
                     self.handle({"command": "learn", "sensor": sensor})
 
+    def conditions(self) -> list[tuple[str, str, bool]]:
+        """Learning's health conditions; the runs move on first (recordings due, trainers done, models swapped)."""
+        self.manager.poll()
+        return self.manager.conditions()
+
     def stop(self) -> None:
         self.server.stop()
         self.manager.stop()

@@ -45,6 +45,9 @@ from edge_agent.types import Prediction, Window
 
 logger = logging.getLogger(__name__)
 
+LEARNING_LABEL = "learning"  # health label while a sensor learns
+LEARNING_FAILED_LABEL = "learning_failed"  # health label after a failed run (the old model runs)
+
 
 class LearningManager:
     """The sensors' learning runs: started by requests, fed by the data path, driven by :meth:`poll`."""
@@ -154,6 +157,18 @@ class LearningManager:
             if run.recorder is not None:
                 self.metrics.seconds.labels(run.request.sensor).set(run.recorder.seconds)
                 self.metrics.recorded_bytes.labels(run.request.sensor).set(run.recorder.counts.bytes)
+
+    def conditions(self) -> list[tuple[str, str, bool]]:
+        """Health conditions (the retained state topic, Home Assistant, alerts): ``learning`` while a sensor
+        records, trains or validates, ``learning_failed`` from a failed run until the next one starts."""
+        return [
+            (sensor, label, active)
+            for sensor, run in list(self.runs.items())
+            for label, active in (
+                (LEARNING_LABEL, run.state in ("recording", "training", "validating")),
+                (LEARNING_FAILED_LABEL, run.state == "failed"),
+            )
+        ]
 
     def stop(self) -> None:
         """The agent stops: trainer processes are ended, recordings discarded (the old models stay)."""

@@ -4,6 +4,7 @@ window lost; a trainer that is killed leaves the old model; the control command 
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -118,6 +119,15 @@ def agent(broker, tmp_path: Path) -> Iterator[tuple[App, Path]]:  # type: ignore
         runner.join(timeout=20.0)
 
 
+STATE_TOPIC = "edge-agent/learner/pump/state"
+
+
+def shown(collector) -> object:  # type: ignore[no-untyped-def]
+    """The label the sensor's retained state shows (None: no alert), or "" before the first state."""
+    last = collector.last(STATE_TOPIC)
+    return json.loads(last)["label"] if last else ""
+
+
 def value(app: App, name: str, **labels: str) -> float:
     return app.metrics.registry.get_sample_value(name, labels) or 0.0
 
@@ -125,9 +135,11 @@ def value(app: App, name: str, **labels: str) -> float:
 def test_a_sensor_learns_its_live_stream_and_the_model_swaps_in_without_losing_a_window(
     agent: tuple[App, Path],
     broker,
+    subscriber,
     until: Callable[..., None],  # type: ignore[no-untyped-def]
 ) -> None:
     app, state_dir = agent
+    states = subscriber(STATE_TOPIC)
     until(lambda: app.worker is not None and app.learning.server.alive(), 30.0, "the agent to start")
     old_sha = app.models["pump-anomaly"].sha256
     publisher = Publisher(broker.port)
@@ -137,12 +149,14 @@ def test_a_sensor_learns_its_live_stream_and_the_model_swaps_in_without_losing_a
         reply = send_command(state_dir, request)
         assert reply["ok"], reply
         run = app.learning.manager.runs["pump"]
+        states.wait_for(lambda c: shown(c) == "learning", 10.0, "the state topic to show learning")
         until(lambda: run.state in ("idle", "failed"), 180.0, "the learning run to end")
         assert run.state == "idle" and run.message.startswith("learned"), run.message
         assert app.models["pump-anomaly"].sha256 != old_sha  # swapped in, no restart
         assert value(app, "edge_agent_learning_state", sensor="pump", state="idle") == 1
         assert value(app, "edge_agent_learning_seconds", sensor="pump") >= 0.8 * 8
         assert value(app, "edge_agent_learning_last_success_timestamp_seconds", sensor="pump") > 0
+        states.wait_for(lambda c: shown(c) is None, 10.0, "the state topic to show no alert again")
         time.sleep(1.0)  # windows keep coming through the new model
     finally:
         publisher.stop()
@@ -159,9 +173,11 @@ def test_a_sensor_learns_its_live_stream_and_the_model_swaps_in_without_losing_a
 def test_a_killed_trainer_leaves_the_old_model_and_others_are_refused(
     agent: tuple[App, Path],
     broker,
+    subscriber,
     until: Callable[..., None],  # type: ignore[no-untyped-def]
 ) -> None:
     app, state_dir = agent
+    states = subscriber(STATE_TOPIC)
     until(lambda: app.worker is not None and app.learning.server.alive(), 30.0, "the agent to start")
     learned = state_dir / "learned" / "pump.pt"
     old_sha, old_bytes = app.models["pump-anomaly"].sha256, learned.read_bytes()
@@ -179,6 +195,7 @@ def test_a_killed_trainer_leaves_the_old_model_and_others_are_refused(
         until(lambda: run.state == "training" and run.process is not None, 30.0, "the trainer to start")
         run.process.kill()
         until(lambda: run.state == "failed", 30.0, "the run to fail")
+        states.wait_for(lambda c: shown(c) == "learning_failed", 10.0, "the state topic to show the failure")
         assert "killed by signal 9" in run.message
         assert app.models["pump-anomaly"].sha256 == old_sha and learned.read_bytes() == old_bytes
         assert value(app, "edge_agent_learning_state", sensor="pump", state="failed") == 1
