@@ -97,11 +97,12 @@ class GatewayLearning:
         self.manager.stop()
 
     def source_of(self, sensor: str) -> SourceSection | None:
-        """The first source that names ``sensor`` or has found it."""
-        for section in self._config.sources:
-            if sensor in section.known_sensors or sensor in self._sensors.sensors(section.models[0]):
-                return section
-        return None
+        """The source that names ``sensor``, else the first discovering source (a wildcard) that has found it."""
+        named = [s for s in self._config.sources if sensor in s.known_sensors]
+        found = [
+            s for s in self._config.sources if not s.known_sensors and sensor in self._sensors.sensors(s.models[0])
+        ]
+        return (named or found or [None])[0]
 
     def target(self, sensor: str) -> LearnTarget | None:
         """The stream of ``sensor``: its source's anomaly model's windows (else its first model's)."""

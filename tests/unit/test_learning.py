@@ -226,3 +226,40 @@ def test_the_learn_table_is_read_checked_and_documented(tmp_path: Path) -> None:
     shipped = (Path(__file__).resolve().parents[2] / "config.toml").read_text()
     for spec in dataclasses.fields(LearnSection):
         assert re.search(rf"^#? ?{spec.name} += ", shipped, re.MULTILINE), spec.name
+
+
+def test_a_request_means_the_source_that_names_the_sensor_and_takes_its_learn_defaults(tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    from edge_agent.config import AgentConfig, ModelSection
+    from edge_agent.config.learn import LearnSection
+    from edge_agent.config.sections import AgentSection
+    from edge_agent.metrics import AgentMetrics
+    from edge_agent.pipeline.router import SensorSeries
+    from edge_agent.service.learn_control import GatewayLearning
+    from edge_agent.sources.replay import ReplaySection
+
+    def replay(name: str, learn: LearnSection | None = None) -> ReplaySection:
+        return ReplaySection(type="replay", name=name, models=("m",), sensor=name, path="x.wav", learn=learn)
+
+    config = AgentConfig(
+        agent=AgentSection(state_dir=str(tmp_path)),
+        models=(ModelSection("m", "m.pt"),),
+        sources=(replay("a"), replay("b", LearnSection(duration_s=42.0, steps=7))),
+    )
+    registry = CollectorRegistry()
+    series = SensorSeries(AgentMetrics(registry))
+    series.add("a", ("m",))
+    series.add("b", ("m",))
+    learning = GatewayLearning(config, registry, series, lambda plan: None)
+    meta = SimpleNamespace(
+        kind="classifier", sample_rate_hz=12_000.0, channels=1, window_samples=2048, hop_samples=1024
+    )
+    learning.configure({"m": SimpleNamespace(meta=meta)}, config)  # type: ignore[dict-item]
+    assert learning.source_of("b") is config.sources[1]  # not the first source, which shares model m
+    reply = learning.handle({"command": "learn", "sensor": "b"})
+    assert reply["ok"], reply
+    run = learning.manager.runs["b"]
+    assert (run.request.duration_s, run.request.steps, run.target.source) == (42.0, 7, "b")
+    assert run.target.install_model is None  # no anomaly model on b: the learned file is kept, not loaded
+    learning.manager.stop()
