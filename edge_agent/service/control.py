@@ -64,7 +64,12 @@ class ControlServer:
 
     def start(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        self.path.unlink(missing_ok=True)  # a socket left by a process that died
+        if self.path.exists():  # a socket left by a process that died, or another agent's on this state folder
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+                probe.settimeout(1.0)
+                if probe.connect_ex(str(self.path)) == 0:
+                    raise OSError(f"another agent answers on {self.path} (two agents share one state folder)")
+            self.path.unlink()
         server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         old_umask = os.umask(0o177)  # the socket is born 0600: no window in which others may connect
         try:

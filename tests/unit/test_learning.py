@@ -263,3 +263,25 @@ def test_a_request_means_the_source_that_names_the_sensor_and_takes_its_learn_de
     assert (run.request.duration_s, run.request.steps, run.target.source) == (42.0, 7, "b")
     assert run.target.install_model is None  # no anomaly model on b: the learned file is kept, not loaded
     learning.manager.stop()
+
+
+def test_a_second_agent_does_not_take_over_a_live_control_socket(tmp_path: Path) -> None:
+    first = ControlServer(tmp_path, lambda request: {"ok": True, "message": "first"})
+    first.start()
+    try:
+        with pytest.raises(OSError, match="another agent answers"):
+            ControlServer(tmp_path, lambda request: {"ok": True, "message": "second"}).start()
+        assert send_command(tmp_path, {"command": "status"})["message"] == "first"
+    finally:
+        first.stop()
+    stale = ControlServer(tmp_path, lambda request: {"ok": True, "message": "after"})
+    import socket
+
+    left = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)  # a socket file no process listens on
+    left.bind(str(tmp_path / "control.sock"))
+    left.close()
+    stale.start()
+    try:
+        assert send_command(tmp_path, {"command": "status"})["message"] == "after"
+    finally:
+        stale.stop()
