@@ -285,3 +285,24 @@ def test_a_second_agent_does_not_take_over_a_live_control_socket(tmp_path: Path)
         assert send_command(tmp_path, {"command": "status"})["message"] == "after"
     finally:
         stale.stop()
+
+
+def test_edge_agent_learn_sensor_asks_the_running_agent(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from edge_agent.cli import main
+
+    assert main(["learn", "--sensor", "pump", "--duration", "2m", "--state-dir", str(tmp_path)]) == 1
+    assert "no agent answers" in capsys.readouterr().out
+    seen: list[dict[str, object]] = []
+    server = ControlServer(tmp_path, lambda request: seen.append(request) or {"ok": True, "message": "recording"})
+    server.start()
+    try:
+        command = ["learn", "--sensor", "pump", "--duration", "2m", "--state-dir", str(tmp_path), "--model", "sparse"]
+        assert main(command) == 0
+        assert capsys.readouterr().out == "edge-agent learn: recording\n"
+        assert seen[0]["duration_s"] == 120.0 and seen[0]["network"] == "sparse" and seen[0]["sensor"] == "pump"
+        server.handler = lambda request: {"ok": False, "message": "sensor pump is already learning (training)"}
+        assert main(["learn", "--sensor", "pump", "--state-dir", str(tmp_path)]) == 1
+    finally:
+        server.stop()
+    assert main(["learn"]) == 2  # neither files nor a sensor: the error says what is needed
+    assert "needs INPUT... and --out (or --sensor NAME" in capsys.readouterr().err
