@@ -258,7 +258,8 @@ class App:
         self.worker.start()
 
     def _open_sinks(self) -> None:
-        sinks = build_sinks(self.config, SinkBuild(self.metrics, self.password, self.echo))
+        anomaly = frozenset(name for name, loaded in self.models.items() if loaded.meta.anomaly is not None)
+        sinks = build_sinks(self.config, SinkBuild(self.metrics, self.password, self.echo, anomaly))
         self.metrics.init_pipeline(self.config.inference.queue_windows)
         self.datapath.fanout.open(sinks)
 

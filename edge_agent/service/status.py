@@ -9,6 +9,7 @@ configuration's ``[metrics]`` one (or ``--url``).
 
 from __future__ import annotations
 
+import math
 import sys
 import time
 import urllib.error
@@ -22,6 +23,7 @@ from edge_agent.common.errors import first_line
 from edge_agent.config import MetricsSection
 from edge_agent.service.heartbeat import Sample, summary
 
+SCORE, THRESHOLD = "edge_agent_anomaly_score", "edge_agent_anomaly_threshold"  # an anomaly model's, per sensor
 COLUMNS = ("sensor", "last sample", "samples/s", "windows/s", "last prediction", "open alert", "stream problems")
 
 
@@ -68,7 +70,10 @@ def sensor_rows(first: list[Sample], second: list[Sample], elapsed_s: float, now
     events: dict[tuple[str, str], dict[str, float]] = defaultdict(dict)  # (sensor, label) -> type -> count
     health: dict[str, bool] = {}
     problems: dict[str, list[str]] = defaultdict(list)
+    scores: dict[str, dict[str, dict[str, float]]] = defaultdict(lambda: defaultdict(dict))  # sensor, model
     for name, labels, value in second:
+        if name in (SCORE, THRESHOLD):
+            scores[labels["sensor"]][labels["model"]][name] = value
         if name == "edge_agent_class_probability":
             sensor, model = labels["sensor"], labels["model"]
             if value > best[sensor].get(model, (-1.0, ""))[0]:
@@ -84,6 +89,11 @@ def sensor_rows(first: list[Sample], second: list[Sample], elapsed_s: float, now
         rate = (samples1[sensor] - samples0.get(sensor, 0.0)) / elapsed_s
         windows = (windows1.get(sensor, 0.0) - windows0.get(sensor, 0.0)) / elapsed_s
         prediction = ", ".join(f"{label} {p:.2f} ({model})" for model, (p, label) in sorted(best[sensor].items()))
+        anomaly = [
+            f"score {v.get(SCORE, math.nan):.3g}/{v.get(THRESHOLD, math.nan):.3g} ({model})"
+            for model, v in sorted(scores[sensor].items())
+        ]
+        prediction = ", ".join(filter(None, [prediction, *anomaly]))
         open_alerts = [
             label for (s, label), n in sorted(events.items()) if s == sensor and n.get("new", 0) > n.get("end", 0)
         ]

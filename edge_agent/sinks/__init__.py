@@ -53,6 +53,7 @@ class SinkBuild:
     metrics: AgentMetrics
     password: str | None
     echo: Callable[[str], None] | None
+    anomaly_models: frozenset[str] = frozenset()  # [[models]] names of kind anomaly (Home Assistant entities)
 
 
 @dataclass(frozen=True)
@@ -96,7 +97,7 @@ def _build_mqtt(config: AgentConfig, build: SinkBuild) -> Sink:
 def _build_homeassistant(config: AgentConfig, build: SinkBuild) -> Sink:
     from edge_agent.sinks.homeassistant import discovery_sink
 
-    return discovery_sink(config, password=build.password, metrics=build.metrics)
+    return discovery_sink(config, password=build.password, metrics=build.metrics, anomaly_models=build.anomaly_models)
 
 
 SINKS: dict[str, SinkType] = {

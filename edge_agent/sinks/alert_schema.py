@@ -134,7 +134,8 @@ def sensor_state(current: AlertEvent | None, since_s: float, info: SensorInfo | 
 
 class OpenAlerts:
     """Each sensor's open alerts by kind, for its state topic (a fault is shown before an anomaly, an anomaly
-    before a health alert)."""
+    before a health alert); while an anomaly alert is open the state also has its ``anomaly`` object
+    (score, threshold, unknown_condition, classifier_label), whatever alert it shows."""
 
     def __init__(self, info: Mapping[str, SensorInfo] | None = None) -> None:
         self._open: dict[str, dict[str, AlertEvent]] = {}  # sensor -> kind -> open alert
@@ -149,7 +150,9 @@ class OpenAlerts:
             open_alerts[event.kind] = event
         current = open_alerts.get("fault") or open_alerts.get("anomaly") or open_alerts.get("health")
         since_s = event.ended_at if event.ended_at is not None else event.window_end
-        return sensor_state(current, since_s, self._info.get(event.sensor))
+        state = sensor_state(current, since_s, self._info.get(event.sensor))
+        anomaly = open_alerts.get("anomaly")
+        return {**state, "anomaly": anomaly_part(anomaly)} if anomaly is not None else state
 
     def cleared(self, sensor: str, now_s: float) -> dict[str, Any]:
         """Forget the sensor's open alerts (a retained state left from before is being cleared): no-alert state."""

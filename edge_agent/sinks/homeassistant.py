@@ -7,7 +7,10 @@ state topic ``<prefix>/<agent_id>/<sensor>/state`` (``{"label", "kind", "confide
 - ``binary_sensor`` ``<sensor>_fault`` (``device_class: problem``): ``ON`` while a fault alert is open;
 - ``sensor`` ``<sensor>_label``: the open alert's label (a fault class, or ``silent`` for a health
   alert), ``none`` while no alert is open;
-- ``sensor`` ``<sensor>_confidence``: the open alert's confidence in %, unknown while none is open.
+- ``sensor`` ``<sensor>_confidence``: the open alert's confidence in %, unknown while none is open;
+- on a sensor that runs an anomaly model, ``binary_sensor`` ``<sensor>_anomaly`` (``device_class:
+  problem``): ``ON`` while an anomaly alert is open (whatever else the state shows), and ``sensor``
+  ``<sensor>_anomaly_score``: that alert's latest score (the state's ``anomaly.score``), unknown without one.
 
 Every entity has the state document as attributes: the open alert's ``description`` and
 ``severity``, the sensor's ``machine``, ``location`` and ``tags`` (``[sensors]``). A sensor with a
@@ -53,6 +56,8 @@ FAULT_TEMPLATE = "{{ 'ON' if value_json.kind == 'fault' else 'OFF' }}"
 LABEL_TEMPLATE = "{{ value_json.label if value_json.label is not none else 'none' }}"
 # "None" makes Home Assistant set the sensor to unknown
 CONFIDENCE_TEMPLATE = "{{ (value_json.confidence * 100) | round(1) if value_json.confidence is not none else None }}"
+ANOMALY_TEMPLATE = "{{ 'ON' if value_json.anomaly is defined else 'OFF' }}"  # the state has it while one is open
+ANOMALY_SCORE_TEMPLATE = "{{ value_json.anomaly.score if value_json.anomaly is defined else None }}"
 
 
 def discovery_id(text: str) -> str:
@@ -72,8 +77,10 @@ def discovery_messages(
     sensor: str,
     models: tuple[str, ...],
     info: SensorInfo | None = None,
+    anomaly: bool = False,
 ) -> dict[str, dict[str, Any]]:
-    """Discovery topic -> config document for one sensor's device and its three entities."""
+    """Discovery topic -> config document for one sensor's device and its three entities (five when
+    ``anomaly``: the sensor runs an anomaly model)."""
     base = f"{topic_prefix}/{agent_id}"
     node = discovery_id(agent_id)
     unique = f"edge-agent_{agent_id}_{sensor}"
@@ -113,6 +120,18 @@ def discovery_messages(
             "value_template": CONFIDENCE_TEMPLATE,
         },
     }
+    if anomaly:
+        entities[("binary_sensor", "anomaly")] = {
+            "name": "Anomaly",
+            "device_class": "problem",
+            "value_template": ANOMALY_TEMPLATE,
+        }
+        entities[("sensor", "anomaly_score")] = {
+            "name": "Anomaly score",
+            "state_class": "measurement",
+            "icon": "mdi:chart-bell-curve",
+            "value_template": ANOMALY_SCORE_TEMPLATE,
+        }
     messages = {}
     for (component, entity), fields in entities.items():
         object_id = f"{discovery_id(sensor)}_{entity}"
@@ -136,7 +155,9 @@ class HomeAssistantDiscoverySink:
         sensors: Mapping[str, tuple[str, ...]],
         metrics: AgentMetrics,
         places: tuple[SensorInfo, ...] = (),  # [sensors]: machine, location of the devices
+        anomaly_models: frozenset[str] = frozenset(),  # model names of kind anomaly: their sensors get two entities
     ) -> None:
+        self._anomaly_models = anomaly_models
         self._ha = ha
         self._places = {info.id: info for info in places}
         self._mqtt = mqtt
@@ -216,6 +237,7 @@ class HomeAssistantDiscoverySink:
                 sensor=sensor,
                 models=models,
                 info=self._places.get(sensor),
+                anomaly=any(model in self._anomaly_models for model in models),
             )
             for topic, document in messages.items():
                 info = client.publish(topic, json.dumps(document, sort_keys=True), qos=1, retain=True)
@@ -226,7 +248,13 @@ class HomeAssistantDiscoverySink:
             self.announcements += 1
 
 
-def discovery_sink(config: AgentConfig, *, password: str | None, metrics: AgentMetrics) -> HomeAssistantDiscoverySink:
+def discovery_sink(
+    config: AgentConfig,
+    *,
+    password: str | None,
+    metrics: AgentMetrics,
+    anomaly_models: frozenset[str] = frozenset(),
+) -> HomeAssistantDiscoverySink:
     """The sink for an agent's configuration: every configured sensor with the models that run on it."""
     sensors: dict[str, tuple[str, ...]] = {}
     for section in config.sources:
@@ -240,4 +268,5 @@ def discovery_sink(config: AgentConfig, *, password: str | None, metrics: AgentM
         sensors=sensors,
         metrics=metrics,
         places=config.sensors,
+        anomaly_models=anomaly_models,
     )

@@ -17,11 +17,13 @@ logger = logging.getLogger(__name__)
 def describe(event: AlertEvent) -> str:
     """One human line, e.g. ``NEW fault pump-3: IR007 (0.97) inner-race fault, 0.18 mm (0.007 in) [warning]
     id=ab12 window 10:00:01.000-10:00:01.170 UTC; machine 'pump 3' at 'hall 2' tags line-2``; an end adds
-    its peak confidence and duration."""
+    its peak confidence and duration, an anomaly alert its score and threshold."""
     start = datetime.fromtimestamp(event.window_start, UTC).strftime("%H:%M:%S.%f")[:-3]
     end = datetime.fromtimestamp(event.window_end, UTC).strftime("%H:%M:%S.%f")[:-3]
     what = f" {event.description}" if event.description and event.description != event.label else ""
     what += f" [{event.severity}]" if event.severity else ""
+    if event.score is not None and event.threshold is not None:  # an anomaly alert
+        what += f" score {event.score:.4g} (threshold {event.threshold:.4g})"
     line = (
         f"{event.type.upper():<6} {event.kind} {event.sensor}: {event.label} ({event.confidence:.2f}){what} "
         f"id={event.id} window {start}-{end} UTC"

@@ -270,7 +270,16 @@ def test_every_schema_field_has_a_description() -> None:
         return missing
 
     assert undocumented(schema, "") == []
-    assert set(schema["required"]) == set(schema["properties"])
+    # every key is on every alert, but the anomaly object: only on (and required by) kind anomaly, so that
+    # fault and health payloads, and those stored before it existed, stay valid and unchanged (schema 2)
+    assert set(schema["required"]) == set(schema["properties"]) - {"anomaly"}
+    assert schema["allOf"] == [
+        {
+            "if": {"properties": {"kind": {"const": "anomaly"}}, "required": ["kind"]},
+            "then": {"required": ["anomaly"]},
+            "else": {"not": {"required": ["anomaly"]}},
+        }
+    ]
 
 
 # --- Prometheus: the series that name the fault label ---

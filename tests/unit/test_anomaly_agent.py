@@ -7,7 +7,9 @@ import itertools
 import json
 import threading
 from pathlib import Path
+from typing import Any
 
+import jinja2
 import jsonschema
 import numpy as np
 import pytest
@@ -15,7 +17,7 @@ import torch
 from prometheus_client import CollectorRegistry
 from torch import nn
 
-from edge_agent.config import AgentConfig, DecisionSection, InferenceSection
+from edge_agent.config import AgentConfig, DecisionSection, HomeAssistantSection, InferenceSection
 from edge_agent.metrics import AgentMetrics
 from edge_agent.modelfile import load_runtime_model
 from edge_agent.pipeline.alert_context import UNKNOWN_CONDITION, AlertContext
@@ -24,6 +26,8 @@ from edge_agent.pipeline.inference import InferenceWorker
 from edge_agent.pipeline.prediction_series import PredictionSeries
 from edge_agent.pipeline.router import SensorSeries
 from edge_agent.sinks.alert_schema import OpenAlerts, alert_payload, load_schema
+from edge_agent.sinks.homeassistant import discovery_messages
+from edge_agent.sinks.log import describe
 from edge_agent.types import ANOMALOUS, NOT_ANOMALOUS, AlertEvent, Prediction, Window
 
 WINDOW = 16
@@ -193,6 +197,7 @@ def test_an_anomaly_while_the_classifier_says_healthy_is_an_unknown_condition() 
     context.configure({}, AgentConfig())
     (described,) = context.apply(events)
     assert described.description.startswith(UNKNOWN_CONDITION) and described.severity == "warning"
+    assert "score 0.9 (threshold 0.5) id=a1" in describe(described)  # the log sink's line
     now[0] = 5.0
     assert decision.update(classified("IR007", 5.0)) == []  # one fault window: not yet a fault alert
     update = feed(decision, now, [0.9], start=6.0)  # the classifier no longer says healthy
@@ -235,3 +240,52 @@ def test_new_update_and_end_anomaly_payloads_validate(validator: jsonschema.Draf
     fault = alert_payload(AlertEvent("new", "f1", "s1", "fault", "IR007", 0.9, 1.0, 1.0, 2.0), "gw-1")
     assert "anomaly" not in fault and validator.is_valid(fault)  # fault payloads are unchanged
     assert not validator.is_valid({**fault, "anomaly": broken.get("anomaly", {})})
+
+
+def test_home_assistant_shows_the_anomaly_state_and_score_of_a_sensor_with_an_anomaly_model() -> None:
+    ha = HomeAssistantSection(enabled=True)
+    plain = discovery_messages(ha, topic_prefix="edge-agent", agent_id="gw-1", sensor="s1", models=("bearing",))
+    assert len(plain) == 3  # no anomaly model on the sensor: no anomaly entities
+    messages = discovery_messages(
+        ha, topic_prefix="edge-agent", agent_id="gw-1", sensor="s1", models=("bearing", "baseline"), anomaly=True
+    )
+    anomaly = messages["homeassistant/binary_sensor/gw-1/s1_anomaly/config"]
+    score = messages["homeassistant/sensor/gw-1/s1_anomaly_score/config"]
+    assert anomaly["device_class"] == "problem" and anomaly["state_topic"] == "edge-agent/gw-1/s1/state"
+    assert score["state_class"] == "measurement" and score["unique_id"] == "edge-agent_gw-1_s1_anomaly_score"
+
+    def render(template: str, state: dict[str, Any]) -> str:
+        return jinja2.Environment().from_string(template).render(value_json=state)
+
+    decision, now = engine()
+    events: list[AlertEvent] = []
+    for i in range(3):  # a fault alert opens first, then an anomaly alert: the state shows the fault
+        now[0] = float(i)
+        events += decision.update(classified("IR007", now[0]))
+    events += feed(decision, now, [0.9, 0.9, 0.9], start=3.0)
+    assert [(e.type, e.kind) for e in events] == [("new", "fault"), ("new", "anomaly")]
+    open_alerts = OpenAlerts()
+    states = [open_alerts.state_after(event) for event in events]
+    fault_then_anomaly = states[-1]
+    assert fault_then_anomaly["kind"] == "fault" and fault_then_anomaly["anomaly"]["score"] == 0.9
+    assert render(anomaly["value_template"], fault_then_anomaly) == "ON"
+    assert render(score["value_template"], fault_then_anomaly) == "0.9"
+    quiet = open_alerts.cleared("s1", 10.0)
+    assert "anomaly" not in quiet and render(anomaly["value_template"], quiet) == "OFF"
+    assert render(score["value_template"], quiet) == "None"  # Home Assistant: unknown
+
+
+def test_status_shows_an_anomaly_models_score_against_its_threshold() -> None:
+    from edge_agent.service.status import sensor_rows
+
+    def scrape(score: float) -> list[tuple[str, dict[str, str], float]]:
+        labels = {"sensor": "s1", "model": "baseline"}
+        return [
+            ("edge_agent_samples_received_total", {"sensor": "s1"}, 100.0),
+            ("edge_agent_anomaly_score", labels, score),
+            ("edge_agent_anomaly_threshold", labels, THRESHOLD),
+            ("edge_agent_alerts_total", {"sensor": "s1", "label": ANOMALOUS, "type": "new"}, 1.0),
+        ]
+
+    (row,) = sensor_rows(scrape(0.1), scrape(0.91), 1.0, 0.0)
+    assert row[4] == "score 0.91/0.5 (baseline)" and row[5] == ANOMALOUS

@@ -16,7 +16,7 @@ from edge_agent.metrics import AgentMetrics
 DASHBOARD = Path(__file__).resolve().parents[2] / "deploy" / "grafana" / "edge-agent.json"
 CURRENT_PANEL_TYPES = {"row", "timeseries", "stat", "state-timeline", "table", "piechart", "bargauge"}
 DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}
-ROWS = ["Overview", "Ingest health", "Processing", "Model outputs", "MQTT", "Vibration indicators"]
+ROWS = ["Overview", "Ingest health", "Processing", "Model outputs", "MQTT", "Vibration indicators", "Anomaly"]
 
 
 def load() -> dict[str, Any]:
