@@ -167,6 +167,7 @@ def request_learning(args: Any) -> int:
         "network": args.model,
         "false_rate": args.false_rate,
         "steps": args.steps,
+        "force": bool(args.force),
     }
     try:
         reply = send_command(state_dir, request)

@@ -142,6 +142,7 @@ class GatewayLearning:
                 "steps": request.get("steps", defaults.steps),
                 "max_bytes": request.get("max_bytes", defaults.max_bytes),
                 "stall_s": request.get("stall_s", defaults.stall_s),
+                "force": request.get("force") is True,
             }
             message = self.manager.start(LearnRequest(sensor=sensor, duration_s=duration_s, **options))
         except (LearningError, ValueError, TypeError) as error:

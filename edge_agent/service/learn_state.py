@@ -31,6 +31,7 @@ class LearnRequest:
     steps: int = 300
     max_bytes: int = 64 * 1024 * 1024
     stall_s: float = 10.0  # no window for this long while recording: the stream dropped
+    force: bool = False  # learn even when the running anomaly model flags most of the recording (a change, a repair)
 
 
 @dataclass(frozen=True)

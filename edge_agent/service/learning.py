@@ -125,7 +125,11 @@ class LearningManager:
         run = self.runs.get(window.sensor)
         if run is None or run.state != "recording" or model != run.target.tap_model or run.recorder is None:
             return
-        run.recorder.add(window)
+        try:
+            run.recorder.add(window)
+        except ValueError:  # another channel count than the run's: not recorded (the source thread goes on)
+            run.recorder.counts.refused += 1
+            return
         run.last_window_s = time.monotonic()
 
     def observe(self, prediction: Prediction) -> None:
@@ -206,10 +210,11 @@ class LearningManager:
                 f"refused: the classifier reported a fault in {run.fault_windows} of {run.windows_seen} windows of "
                 "the recording; a baseline learned while a fault is present hides that fault"
             )
-        if run.flagged_windows > FLAGGED_REFUSE_FRACTION * max(run.anomaly_windows, 1):
+        if run.flagged_windows > FLAGGED_REFUSE_FRACTION * max(run.anomaly_windows, 1) and not run.request.force:
             raise LearningError(
                 f"refused: the running anomaly model flagged {run.flagged_windows} of {run.anomaly_windows} windows "
-                "of the recording; learn only while the machine is known to be healthy"
+                "of the recording; learn only while the machine is known to be healthy (after a repair or a new "
+                "operating point: edge-agent learn --force)"
             )
         if run.fault_windows or run.flagged_windows:
             message = (

@@ -4,6 +4,10 @@ Inputs: ``.wav`` (16-bit PCM, 32-bit float or 32-bit PCM; rate and channels from
 as full scale), ``.npy`` (1-D, or ``(channels, samples)``) and ``.csv`` (one column per channel, an
 optional header row), the last two at ``--sample-rate-hz``. Refused, with the reason: input too
 short, silent, clipped, with differing sample rates or channel counts.
+
+``edge-agent learn --sensor NAME --duration 10m``: ask the running agent (its control socket,
+edge_agent.service.control) to learn that sensor's live stream instead; --model, --false-rate and
+--steps go with the request (the source's ``[sources.learn]`` gives the rest).
 """
 
 from __future__ import annotations
@@ -125,6 +129,12 @@ def add_parser(subparsers: Any, **parser_options: Any) -> argparse.ArgumentParse
     live.add_argument("--duration", default="10m", help="how long to record the live stream (s, m or h)")
     live.add_argument("--config", default="config.toml", help="the running agent's configuration (its state folder)")
     live.add_argument("--state-dir", help="the running agent's state folder (instead of reading --config)")
+    live.add_argument(
+        "--force",
+        action="store_true",
+        help="learn even if the running anomaly model flags most of the recording (after a repair or a new "
+        "operating point; a classifier fault still refuses)",
+    )
     p.add_argument("--sample-rate-hz", type=float, help="sample rate of .npy and .csv inputs")
     p.add_argument("--window-samples", type=int, default=2048, help="window length in samples (as the agent cuts)")
     p.add_argument("--hop-samples", type=int, help="hop of the agent's windows (default: window / 2)")

@@ -199,6 +199,14 @@ def test_an_anomaly_model_flagging_most_of_the_recording_refuses_the_baseline(tm
     learning.poll(now_s=2.0)
     run = learning.runs["pump"]
     assert run.state == "failed" and "anomaly model flagged 2 of 3 windows" in run.message
+    learning.start(LearnRequest("pump", 2.0, force=True), now_s=10.0)  # the operator says the machine changed
+    record(learning, 2.0, now_s=12.0)
+    for score in (3.0, 3.0, 0.5):
+        learning.observe(Prediction("pump", "anomaly", window, {}, "anomaly", 1.0, 0.0, score=score, threshold=1.0))
+    learning.poll(now_s=12.0)
+    run = learning.runs["pump"]
+    assert run.state == "training" and "2 of 3 were anomalous" in run.warnings[0]
+    learning.stop()
 
 
 def test_the_learn_table_is_read_checked_and_documented(tmp_path: Path) -> None:
@@ -300,6 +308,7 @@ def test_edge_agent_learn_sensor_asks_the_running_agent(tmp_path: Path, capsys: 
         assert main(command) == 0
         assert capsys.readouterr().out == "edge-agent learn: recording\n"
         assert seen[0]["duration_s"] == 120.0 and seen[0]["network"] == "sparse" and seen[0]["sensor"] == "pump"
+        assert seen[0]["force"] is False
         server.handler = lambda request: {"ok": False, "message": "sensor pump is already learning (training)"}
         assert main(["learn", "--sensor", "pump", "--state-dir", str(tmp_path)]) == 1
     finally:
