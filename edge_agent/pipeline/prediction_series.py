@@ -51,7 +51,8 @@ class PredictionSeries:
         score = float(prediction.score or 0.0)
         family.score.labels(sensor, model).set(score)
         threshold = prediction.threshold or 0.0
-        family.score_ratio.labels(sensor, model).observe(score / threshold if threshold > 0 else math.inf)
+        if not math.isnan(score):  # a NaN would poison the histogram's sum for good
+            family.score_ratio.labels(sensor, model).observe(score / threshold if threshold > 0 else math.inf)
         if prediction.anomalous:
             family.anomalous_windows.labels(sensor, model).inc()
         self._scored.add((sensor, model))

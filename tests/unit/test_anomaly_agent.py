@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
 import threading
 from pathlib import Path
 from typing import Any
@@ -108,12 +109,14 @@ def test_the_router_creates_and_the_series_set_the_anomaly_metrics() -> None:
     assert value("edge_agent_anomalous_windows_total", labels) == 0
     assert value("edge_agent_alerts_total", {"sensor": "s1", "label": ANOMALOUS, "type": "new"}) == 0
     recorder = PredictionSeries(metrics)
-    for level in (0.2, 0.75, 0.9):
+    for level in (0.2, 0.75, math.nan, 0.9):  # a NaN score is shown, never observed, never anomalous
         recorder.record(scored(level))
     assert value("edge_agent_anomaly_score", labels) == pytest.approx(0.9)
     assert value("edge_agent_anomalous_windows_total", labels) == 2
     assert value("edge_agent_anomaly_score_ratio_bucket", {**labels, "le": "1.0"}) == 1
     assert value("edge_agent_anomaly_score_ratio_count", labels) == 3
+    series.configure({"baseline": ()}, ("Normal",), (), {"baseline": 0.7})  # re-learned: a new threshold
+    assert value("edge_agent_anomaly_threshold", labels) == 0.7
     series.configure({"baseline": ()}, ("Normal",), (), {})  # a reload made it a non-anomaly model
     assert value("edge_agent_anomaly_threshold", labels) is None
 
