@@ -20,6 +20,7 @@ from typing import Any
 from edge_agent.common.paths import DATA_ENV, DATA_PLACEHOLDER, DEFAULT_DATA_ROOT, data_root
 from edge_agent.config import checks
 from edge_agent.config.indicators import read_indicators
+from edge_agent.config.learn import read_learn
 from edge_agent.config.secrets import resolve_password
 from edge_agent.config.sections import (
     AgentConfig,
@@ -102,13 +103,19 @@ def _read_source(raw: Any, prefix: str, errors: list[str], context: SourceContex
     if isinstance(raw, dict):
         elsewhere = {name: " or ".join(every[name]) + " sources" for name in foreign} if spec is not None else {}
         errors.extend(unknown_key(prefix, k, own, elsewhere) for k in raw if k not in own and k not in every)
-    trimmed = {k: v for k, v in raw.items() if k in own and k != "indicators"} if isinstance(raw, dict) else raw
+    trimmed = (
+        {k: v for k, v in raw.items() if k in own and k not in ("indicators", "learn")}
+        if isinstance(raw, dict)
+        else raw
+    )
     table = read_table(cls, trimmed, prefix, errors, what="a table", required=SOURCE_REQUIRED, rules=False)
     if table is None:
         return None
     table.raw = raw
     if "indicators" in raw:  # a table of its own (edge_agent.config.indicators)
         table.values["indicators"] = read_indicators(raw["indicators"], table.key("indicators"), errors)
+    if "learn" in raw:  # a table of its own (edge_agent.config.learn)
+        table.values["learn"] = read_learn(raw["learn"], table.key("learn"), errors)
     table.check("type", lambda v: v in SOURCES, f"choose one of {', '.join(SOURCES)}", reason="is not allowed")
     required(table, "name", "a non-empty name is required")
     required(table, "models", "name at least one [[models]] entry")

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from edge_agent.common.paths import resolve_state_dir
 from edge_agent.config.indicators import IndicatorsSection
+from edge_agent.config.learn import LearnSection
 from edge_agent.config.rules import TOPIC_LEVEL_RULE, setting, topic_level
 from edge_agent.config.sensor_info import SensorInfo
 
@@ -112,6 +113,7 @@ class SourceSection:
     channels: int = setting(1, **POSITIVE)
     scale: float = setting(1.0, not_value=0)
     indicators: IndicatorsSection | None = None  # [sources.indicators]; None: no vibration indicators
+    learn: LearnSection | None = None  # [sources.learn]: learning on the gateway (None: by command, defaults)
 
     @property
     def known_sensors(self) -> tuple[str, ...]:

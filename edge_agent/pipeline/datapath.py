@@ -19,7 +19,7 @@ from edge_agent.modelmeta import ModelMeta
 from edge_agent.pipeline.alert_context import AlertContext
 from edge_agent.pipeline.alert_evidence import end_event
 from edge_agent.pipeline.decision import DecisionEngine
-from edge_agent.pipeline.episode_store import EpisodeStore
+from edge_agent.pipeline.episode_store import STATE_FILE, EpisodeStore
 from edge_agent.pipeline.fanout import SinkFanout
 from edge_agent.pipeline.indicator_stage import IndicatorStage
 from edge_agent.pipeline.prediction_series import PredictionSeries
@@ -49,6 +49,12 @@ class DataPath:
         self._streams_on: set[tuple[str, str]] = set()  # (sensor, health label) reported as on
         self.indicators: dict[str, IndicatorStage] = {}  # source name -> its [sources.indicators] stage
         self.store = EpisodeStore(None)  # open episodes and announced sensors; App.restore gives the durable one
+
+    def restore_from(self, config: AgentConfig, now: float) -> None:
+        """:meth:`restore` from the agent's state folder, before its sources start."""
+        known = [s.known_sensors for s in config.sources]  # () : the source discovers its sensors
+        store = EpisodeStore(config.agent.state_path() / STATE_FILE)
+        self.restore(store, [s for names in known for s in names], not all(known), now)
 
     def restore(self, store: EpisodeStore, configured: Iterable[str], discovers: bool, now: float) -> None:
         """Before the sources start: the stored episodes of sensors that may still send (``configured``, or any

@@ -18,11 +18,11 @@ from edge_agent.metrics import AgentMetrics
 from edge_agent.modelfile import LoadedModel, load_runtime_model, model_info_labels
 from edge_agent.pipeline.datapath import DataPath
 from edge_agent.pipeline.decision import DecisionEngine
-from edge_agent.pipeline.episode_store import STATE_FILE, EpisodeStore
 from edge_agent.pipeline.inference import InferenceWorker
 from edge_agent.service.backoff import StartAborted, retry_with_backoff
 from edge_agent.service.exporter import start_exporter
 from edge_agent.service.heartbeat import Heartbeat
+from edge_agent.service.learn_control import GatewayLearning
 from edge_agent.service.preflight import check_fit
 from edge_agent.service.reload import ReloadError, ReloadPlan, plan_reload
 from edge_agent.service.sdnotify import Notifier, Watchdog
@@ -68,6 +68,7 @@ class App:
         self._heartbeat = Heartbeat(self.metrics.registry, config.agent.heartbeat_s)
         self._finished_sources: set[str] = set()
         self._lock = threading.Lock()
+        self.learning = GatewayLearning(config, self.metrics.registry, self.datapath.sensors, self.apply)
 
     @property
     def sinks(self) -> tuple[object, ...]:
@@ -84,8 +85,9 @@ class App:
             ("models", self._load_models),
             ("inference", self._start_inference),
             ("sinks", self._open_sinks),
-            ("alert state", self._restore_alerts),
+            ("alert state", lambda: self.datapath.restore_from(self.config, time.time())),
             ("sources", self._start_sources),
+            ("control socket", self.learning.start),  # edge-agent learn --sensor NAME (service/control.py)
         ):
             logger.debug("starting %s", name)
             self.notifier.status(f"starting: {name}")
@@ -95,6 +97,7 @@ class App:
 
     def stop(self) -> None:
         for name, step in (
+            ("learning", self.learning.stop),
             ("sources", self._stop_sources),
             ("inference", self._stop_inference),
             ("sinks", self.datapath.fanout.close),
@@ -131,8 +134,8 @@ class App:
         return 0
 
     def tick(self) -> None:
-        """Time-based decisions (hold-off expiry, maximum duration) and the sources' health conditions."""
-        conditions = [c for source in self.health_sources for c in source.health()]
+        """Time-based decisions (hold-off expiry, maximum duration), the sources' and learning's health conditions."""
+        conditions = [*(c for source in self.health_sources for c in source.health()), *self.learning.conditions()]
         self.datapath.tick(conditions, time.time())
         self._heartbeat.poll()
         restart_dead(self.datapath.fanout.restartable, self.metrics)  # dead sink threads: started again, counted
@@ -205,6 +208,7 @@ class App:
             logging.getLogger().setLevel(plan.config.agent.log_level.upper())
         self.datapath.retire_labels(previous, plan.models)
         self.datapath.configure(models, plan.config)
+        self.learning.configure(models, plan.config)
         self.config = plan.config
 
     def _reload_failed(self, outcome: str, status: str, errors: str, *, exc_info: bool = False) -> bool:
@@ -241,9 +245,11 @@ class App:
         for name, loaded in self.models.items():
             self.metrics.model_info.labels(*model_info_labels(name, loaded)).set(1)
         self.datapath.configure(self.models, self.config)
+        self.learning.configure(self.models, self.config)
 
     def _start_inference(self) -> None:
-        self.worker = InferenceWorker(self.models, self.config.inference, self.metrics, self.datapath.on_prediction)
+        on_prediction = self.learning.observing(self.datapath.on_prediction)
+        self.worker = InferenceWorker(self.models, self.config.inference, self.metrics, on_prediction)
         self.worker.warm_up()
         self.worker.start()
 
@@ -253,18 +259,13 @@ class App:
         self.metrics.init_pipeline(self.config.inference.queue_windows)
         self.datapath.fanout.open(sinks)
 
-    def _restore_alerts(self) -> None:
-        """Open episodes of the last run continue (pending); sensors no longer configured are withdrawn."""
-        known = [s.known_sensors for s in self.config.sources]  # () : the source discovers its sensors
-        store = EpisodeStore(self.config.agent.state_path() / STATE_FILE)
-        self.datapath.restore(store, [s for names in known for s in names], not all(known), time.time())
-
     def _start_sources(self) -> None:
         assert self.worker is not None  # the inference step came first
         for section in self.config.sources:
             real_time = SOURCES[section.type].real_time(section)
             shed = self.worker.queue.over_share  # overload: shed at ingress, before parsing
-            router = self.datapath.router(section, self.worker.submit, real_time=real_time, shed=shed)
+            submit = self.learning.submit_via(self.worker.submit)  # a learning sensor's windows are recorded too
+            router = self.datapath.router(section, submit, real_time=real_time, shed=shed)
             source = self._build_source(section, router)
             source.start(router)
             self.sources.append(source)

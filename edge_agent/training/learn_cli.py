@@ -4,6 +4,10 @@ Inputs: ``.wav`` (16-bit PCM, 32-bit float or 32-bit PCM; rate and channels from
 as full scale), ``.npy`` (1-D, or ``(channels, samples)``) and ``.csv`` (one column per channel, an
 optional header row), the last two at ``--sample-rate-hz``. Refused, with the reason: input too
 short, silent, clipped, with differing sample rates or channel counts.
+
+``edge-agent learn --sensor NAME --duration 10m``: ask the running agent (its control socket,
+edge_agent.service.control) to learn that sensor's live stream instead; --model, --false-rate and
+--steps go with the request (the source's ``[sources.learn]`` gives the rest).
 """
 
 from __future__ import annotations
@@ -116,8 +120,21 @@ def check_recordings(recordings: list[np.ndarray], paths: list[Path], window: in
 def add_parser(subparsers: Any, **parser_options: Any) -> argparse.ArgumentParser:
     what = "learn a healthy baseline (autoencoder anomaly model) from recordings"
     p = subparsers.add_parser("learn", help=what, description=what, **parser_options)
-    p.add_argument("inputs", nargs="+", metavar="INPUT", help="healthy recordings: .wav, .npy or .csv")
-    p.add_argument("--out", required=True, help="model file to write (TorchScript, kind = anomaly)")
+    p.add_argument("inputs", nargs="*", metavar="INPUT", help="healthy recordings: .wav, .npy or .csv")
+    p.add_argument("--out", help="model file to write (TorchScript, kind = anomaly); needed with INPUT")
+    live = p.add_argument_group("learning on a running agent, from a sensor's live stream (its control socket)")
+    live.add_argument(
+        "--sensor", help="the sensor to learn (instead of INPUT files); --model, --false-rate, --steps apply"
+    )
+    live.add_argument("--duration", default="10m", help="how long to record the live stream (s, m or h)")
+    live.add_argument("--config", default="config.toml", help="the running agent's configuration (its state folder)")
+    live.add_argument("--state-dir", help="the running agent's state folder (instead of reading --config)")
+    live.add_argument(
+        "--force",
+        action="store_true",
+        help="learn even if the running anomaly model flags most of the recording (after a repair or a new "
+        "operating point; a classifier fault still refuses)",
+    )
     p.add_argument("--sample-rate-hz", type=float, help="sample rate of .npy and .csv inputs")
     p.add_argument("--window-samples", type=int, default=2048, help="window length in samples (as the agent cuts)")
     p.add_argument("--hop-samples", type=int, help="hop of the agent's windows (default: window / 2)")
@@ -150,6 +167,12 @@ def add_parser(subparsers: Any, **parser_options: Any) -> argparse.ArgumentParse
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.sensor:
+        from edge_agent.service.control import request_learning
+
+        return request_learning(args)
+    if not args.inputs or not args.out:
+        raise ValueError("learning from files needs INPUT... and --out (or --sensor NAME: a running agent's stream)")
     import torch
 
     from edge_agent.training.anomaly_learn import anomaly_meta, export_anomaly, learn
