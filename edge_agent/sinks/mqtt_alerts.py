@@ -14,7 +14,7 @@ Topics under ``<prefix>/<agent_id>``:
   Last Will (the broker publishes it when the agent dies or its link drops).
 
 Guarantee: every event :meth:`send` accepts is delivered at least once, in order, across a
-``kill -9`` or power loss; consumers de-duplicate on ``id`` + ``type``. :meth:`send` returns once
+``kill -9`` or power loss; consumers de-duplicate on ``id`` + ``type`` + ``window.start``. :meth:`send` returns once
 the event is in the durable outbox (``outbox.py``: SQLite in ``agent.state_dir``); it leaves it on
 the broker's PUBACK or by a bound (``mqtt.alert_queue_max`` events, bytes, age; counted by reason).
 Events of an earlier run go out first. Without an outbox file, or with one that cannot be used

@@ -10,7 +10,7 @@ Events are handed out (:meth:`take`) in append order and leave the store only wh
 again, in order, before anything appended later: delivery is at least once and in order.
 An acknowledged row leaves memory at once; its delete is committed by :meth:`flush` or the next
 append, not on the thread of the ack (paho's network thread). A row acknowledged but not deleted
-when the process dies is sent again (consumers de-duplicate on id + type).
+when the process dies is sent again (consumers de-duplicate on id + type + window.start).
 The database is opened in exclusive locking mode: a second agent on the same file is refused.
 
 Bounds: ``max_count`` rows, ``max_bytes`` of topic + payload, ``max_age_s`` since the append;
