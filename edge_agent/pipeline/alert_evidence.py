@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import Any
 
 from edge_agent.types import AlertEvent, Prediction
 
@@ -29,13 +30,15 @@ def fault_event(
     started_at: float,
     model_sha256: str,
     peak: float,
+    kind: str = FAULT,
+    **extra: Any,
 ) -> AlertEvent:
-    """A ``new`` or ``update`` decided by ``prediction``."""
+    """A ``new`` or ``update`` decided by ``prediction`` (``extra``: its kind's fields, e.g. an anomaly score)."""
     return AlertEvent(
         type=type_,
         id=id_,
         sensor=prediction.sensor,
-        kind=FAULT,
+        kind=kind,
         label=label,
         confidence=confidence,
         started_at=started_at,
@@ -45,6 +48,7 @@ def fault_event(
         model_sha256=model_sha256,
         probabilities=dict(prediction.probabilities),
         peak_confidence=max(peak, confidence),
+        **extra,
     )
 
 

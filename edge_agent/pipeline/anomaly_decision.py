@@ -25,6 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 from edge_agent.config import DecisionSection
+from edge_agent.pipeline.alert_evidence import fault_event
 from edge_agent.pipeline.suppressed import SuppressedAlerts
 from edge_agent.types import ANOMALOUS, AlertEvent, Prediction
 
@@ -159,19 +160,16 @@ def _event(
     unknown: bool,
     classifier_label: str | None,
 ) -> AlertEvent:
-    return AlertEvent(
-        type=type_,
-        id=id_,
-        sensor=prediction.sensor,
+    return fault_event(
+        type_,
+        id_,
+        prediction,
+        ANOMALOUS,
+        share,
+        started_at,
+        sha256,
+        share,
         kind=ANOMALY,
-        label=ANOMALOUS,
-        confidence=share,
-        started_at=started_at,
-        window_start=prediction.window.t_start,
-        window_end=prediction.window.t_end,
-        model_name=prediction.model,
-        model_sha256=sha256,
-        peak_confidence=share,
         score=prediction.score,
         threshold=prediction.threshold,
         unknown_condition=unknown,
