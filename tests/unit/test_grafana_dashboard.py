@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from edge_agent.metrics import AgentMetrics
+from edge_agent.metrics.learning import LearningMetrics
 
 DASHBOARD = Path(__file__).resolve().parents[2] / "deploy" / "grafana" / "edge-agent.json"
 CURRENT_PANEL_TYPES = {"row", "timeseries", "stat", "state-timeline", "table", "piechart", "bargauge"}
@@ -35,7 +36,9 @@ def panels(dashboard: dict[str, Any]) -> list[dict[str, Any]]:
 def exported_metric_names() -> set[str]:
     """Every series name the agent's registry can expose (histograms: _bucket, _sum, _count)."""
     names = set()
-    for family in AgentMetrics().registry.collect():
+    registry = AgentMetrics().registry
+    LearningMetrics(registry)  # registered by the learning control when the agent starts (service/learn_control.py)
+    for family in registry.collect():
         suffixes = {"counter": ("_total",), "histogram": ("_bucket", "_sum", "_count")}.get(family.type, ("",))
         names.update(family.name + suffix for suffix in suffixes)
     return names
