@@ -76,8 +76,8 @@ def export_float_onnx(float_path: Path, out: Path) -> tuple[int, int, tuple[str,
     return channels, window_samples, tuple(meta["labels"])
 
 
-def quantize_qdq(float_onnx: Path, out: Path, calibration: np.ndarray) -> None:
-    """Static QDQ int8 of the convolutions of ``float_onnx``, calibrated on ``calibration`` ``(N, C, L)``."""
+def quantize_qdq(float_onnx: Path, out: Path, calibration: np.ndarray, int8_layers: list[str]) -> None:
+    """Static QDQ int8 of the convolutions ``int8_layers`` of ``float_onnx``, calibrated on ``calibration``."""
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 
     class Windows(CalibrationDataReader):
@@ -94,21 +94,36 @@ def quantize_qdq(float_onnx: Path, out: Path, calibration: np.ndarray) -> None:
         Windows(),
         quant_format=QuantFormat.QDQ,
         op_types_to_quantize=["Conv"],
-        nodes_to_exclude=convolutions_outside_units(float_onnx),
+        nodes_to_exclude=convolutions_to_keep_float(float_onnx, int8_layers),
         per_channel=False,
         activation_type=QuantType.QUInt8,
         weight_type=QuantType.QInt8,
     )
 
 
-def convolutions_outside_units(path: Path) -> list[str]:
-    """Names of the Conv nodes of ``path`` that are not in a residual unit (``blocks``): stem, front-end."""
+def convolutions_to_keep_float(path: Path, int8_layers: list[str]) -> list[str]:
+    """Names of the Conv nodes of ``path`` outside the shipped file's ``int8_layers`` (stem, front-end).
+
+    A node's module comes from its ``namespace`` metadata (``.../blocks.0: ...Block2d/blocks.0.conv2: ...``).
+    The exporter folds ``bn2`` into ``conv1`` and names the result after ``blocks.N.bn2``, so a node counts as
+    int8 when its module is listed or is a sibling of a listed layer.
+    """
     import onnx
 
+    layers = set(int8_layers)
     names = []
     for node in onnx.load(str(path)).graph.node:
-        scope = next((p.value for p in node.metadata_props if p.key == "namespace"), None)
-        if node.op_type == "Conv" and (scope is None or "/blocks:" not in scope):
+        if node.op_type != "Conv":
+            continue
+        scope = next((p.value for p in node.metadata_props if p.key == "namespace"), "")
+        modules = [
+            part.split(":")[0].strip()
+            for part in scope.split("/")
+            if not part.split(":")[-1].strip().startswith("aten.")
+        ]
+        module = modules[-1] if modules else ""
+        parent = module.rsplit(".", 1)[0] if "." in module else None
+        if module not in layers and not (parent and any(layer.startswith(parent + ".") for layer in layers)):
             names.append(node.name)
     return names
 
@@ -117,8 +132,11 @@ def build_exports(int8_path: Path, float_path: Path, folder: Path, calibration: 
     """Export ``float_path``'s weights to ONNX float32 and QDQ int8 under ``folder``."""
     stem = float_path.stem
     float_onnx, int8_onnx = folder / f"{stem}.onnx", folder / f"{stem}_qdq.onnx"
+    from edge_agent.modelfile import load_model
+
     channels, window_samples, labels = export_float_onnx(float_path, float_onnx)
-    quantize_qdq(float_onnx, int8_onnx, calibration)
+    int8_layers = list(dict(load_model(int8_path).meta)["quantization"]["int8_layers"])
+    quantize_qdq(float_onnx, int8_onnx, calibration, int8_layers)
     return Exports(int8_path, float_path, float_onnx, int8_onnx, channels, window_samples, labels)
 
 
