@@ -105,7 +105,7 @@ def bench_model(key: str, args: argparse.Namespace, names: tuple[str, ...], fold
     int8_path, float_path = runtime_data.model_paths(key, args.models)
     data = runtime_data.load_windows(int8_path, args.data)
     exports = runtime_exports.build_exports(int8_path, float_path, folder, data.calibration)
-    lines = [f"### `{int8_path.name}` / `{float_path.name}`", "", f"Windows: {data.description}.", ""]
+    lines = [f"#### `{int8_path.name}` / `{float_path.name}`", "", f"Windows: {data.description}.", ""]
     timings = {}
     for batch in args.batch:
         runs = runtime_exports.runners(exports, batch, names)
@@ -228,7 +228,8 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="bench-runtimes-") as folder:
         for key in args.model or ["cwru", "audio"]:
             lines += bench_model(key, args, names, Path(folder))
-    lines.append(f"({(datetime.datetime.now(datetime.UTC) - started).total_seconds():.0f} s in all)")
+    elapsed_s = (datetime.datetime.now(datetime.UTC) - started).total_seconds()
+    lines.append(f"({elapsed_s:.0f} s in all; load average at the end {os.getloadavg()[0]:.2f})")
     section = "\n".join(lines) + "\n"
     print(section)
     if args.out:
