@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import importlib.util
 import logging
 import os
 import platform
@@ -106,13 +107,16 @@ def bench_model(key: str, args: argparse.Namespace, names: tuple[str, ...], fold
     data = runtime_data.load_windows(int8_path, args.data)
     exports = runtime_exports.build_exports(int8_path, float_path, folder, data.calibration)
     lines = [f"#### `{int8_path.name}` / `{float_path.name}`", "", f"Windows: {data.description}.", ""]
+    if max(args.batch) > len(data.held_out):
+        raise SystemExit(f"--batch at most {len(data.held_out)} (the held-out windows of {key})")
     timings = {}
     for batch in args.batch:
         runs = runtime_exports.runners(exports, batch, names)
         samples = time_round_robin(runs, np.ascontiguousarray(data.held_out[:batch]), args.budget_s)
         timings[batch] = (summarise(samples, batch), len(next(iter(samples.values()))))
         print(f"{key} batch {batch}: {timings[batch][1]} repeats", file=sys.stderr, flush=True)
-    header = " | ".join(f"batch {b}: ms/window (p10-p90) | int8 / this" for b in args.batch)
+    reference = "int8" if "ts-int8" in names else names[0]  # what summarise() divides by
+    header = " | ".join(f"batch {b}: ms/window (p10-p90) | {reference} / this" for b in args.batch)
     lines += [f"| runtime | {header} |", "|---|" + "---|---|" * len(args.batch)]
     for name in names:
         cells = []
@@ -219,6 +223,10 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(1)
     torch.set_num_interop_threads(1)
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    peers = ("onnxruntime", "openvino", "onnx", "onnxscript")
+    missing = [name for name in peers if importlib.util.find_spec(name) is None]
+    if missing:
+        raise SystemExit(f"needs the bench extra (pip install -e '.[bench]'); missing: {', '.join(missing)}")
     names = tuple(args.runtime or runtime_exports.RUNTIMES)
     if "ov-bf16" in names and not runtime_exports.openvino_has_bf16():
         names = tuple(n for n in names if n != "ov-bf16")
