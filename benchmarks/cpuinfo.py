@@ -11,7 +11,7 @@ import contextlib
 import platform
 from pathlib import Path
 
-CPU_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8", "amx_bf16")
+CPU_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_int8", "amx_bf16")
 
 
 def cpu_model_and_flags() -> tuple[str, tuple[str, ...]]:
