@@ -7,7 +7,8 @@
 Companion of ``bench_agent.py`` (which measures the agent as a black box over MQTT). Sections:
 
 - ``components``: median cost of each step on one thread: JSON and f32le payload decoding
-  (``parse_payload``, and for JSON its parts), windowing per chunk, the model per window at
+  (``parse_payload``, and for JSON its parts and the decoders: ``json.loads``, msgspec, orjson),
+  windowing per chunk, the model per window at
   batch 1/8/16/32, the per-prediction work after the model (metrics, decision).
 - ``pipeline``: the agent's real code path without the network: ``MqttSource._handle`` on
   ``paho.MQTTMessage`` objects -> parse -> router (windowing, queue) -> ``take_batch`` ->
@@ -102,6 +103,7 @@ def build_app(fmt: str, model: Path, indicators: bool = False) -> Any:
 
 
 def section_components(args: argparse.Namespace) -> dict[str, float]:
+    import msgspec
     import numpy as np
     import torch
 
@@ -123,6 +125,15 @@ def section_components(args: argparse.Namespace) -> dict[str, float]:
 
     out["parse_json_us"] = 1e6 * median_time(parse(json_payload, "json"), repeats=args.repeats, inner=20)
     out["  json.loads_us"] = 1e6 * median_time(lambda: json.loads(json_payload), repeats=args.repeats, inner=20)
+    # the decoders considered for parse_payload (it uses msgspec; orjson is not a dependency)
+    decode = msgspec.json.Decoder().decode
+    out["  msgspec decode_us"] = 1e6 * median_time(lambda: decode(json_payload), repeats=args.repeats, inner=20)
+    with contextlib.suppress(ImportError):
+        import orjson
+
+        out["  (orjson.loads)_us"] = 1e6 * median_time(
+            lambda: orjson.loads(json_payload), repeats=args.repeats, inner=20
+        )
     samples = json.loads(json_payload)["samples"]
     out["  np.asarray(list)_us"] = 1e6 * median_time(lambda: np.asarray(samples), repeats=args.repeats, inner=20)
     out["parse_f32le_us"] = 1e6 * median_time(parse(f32_payload, "f32le"), repeats=args.repeats, inner=50)
