@@ -162,7 +162,7 @@ def _json_samples(value: Any, payload: bytes | bytearray | memoryview, channels:
         raise PayloadError("bad_field", "samples must be numbers, or one list of numbers per channel")
     # numpy turns booleans mixed with numbers into 1/0 silently; JSON booleans only exist as these
     # literals, so the (slow) element check runs only when one appears somewhere in the payload
-    # (first a byte search: "true" has a "u", "false" an "f", neither is in a number or a key).
+    # (first a one-byte search: "true" has a "u", "false" an "f"; no number or standard key has either).
     if _may_hold_bool(payload) and _has_bool(value):
         raise PayloadError("bad_field", "samples contain booleans")
     if arr.ndim == 1:
