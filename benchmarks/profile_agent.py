@@ -3,16 +3,19 @@
     .venv/bin/python benchmarks/profile_agent.py                  # everything, pinned to core 1
     .venv/bin/python benchmarks/profile_agent.py --only components --format f32le
     .venv/bin/python benchmarks/profile_agent.py --model models/drsn_cw_cwru_float.pt
+    .venv/bin/python benchmarks/profile_agent.py --only pipeline --clock thread --rounds 100 --top 0  # shared machine
 
 Companion of ``bench_agent.py`` (which measures the agent as a black box over MQTT). Sections:
 
 - ``components``: median cost of each step on one thread: JSON and f32le payload decoding
-  (``parse_payload``, and for JSON its parts), windowing per chunk, the model per window at
-  batch 1/8/16/32, the per-prediction work after the model (metrics, decision).
+  (``parse_payload``, and for JSON its parts and the decoders: ``json.loads``, msgspec, orjson),
+  windowing per chunk, the model per window at batch 1/8/16/32, the per-prediction work after
+  the model (metrics, decision).
 - ``pipeline``: the agent's real code path without the network: ``MqttSource._handle`` on
   ``paho.MQTTMessage`` objects -> parse -> router (windowing, queue) -> ``take_batch`` ->
   ``InferenceWorker._process`` -> ``DataPath.on_prediction``, for ``--sensors`` sensors, first timed
-  per stage (wrappers), then under ``cProfile`` (top functions by own time).
+  per stage (wrappers; ``--clock thread``: this thread's CPU time, which other processes on the
+  core do not inflate as much as the wall clock), then under ``cProfile`` (top functions by own time).
 - ``mqtt``: paho's own cost per received message (subscriber with an empty callback, pinned to
   the agent's core; QoS 1), JSON and f32le payloads, with a real mosquitto on loopback.
 - ``startup``: a fresh interpreter timing and measuring RSS after each start-up step
@@ -102,6 +105,7 @@ def build_app(fmt: str, model: Path, indicators: bool = False) -> Any:
 
 
 def section_components(args: argparse.Namespace) -> dict[str, float]:
+    import msgspec
     import numpy as np
     import torch
 
@@ -123,6 +127,15 @@ def section_components(args: argparse.Namespace) -> dict[str, float]:
 
     out["parse_json_us"] = 1e6 * median_time(parse(json_payload, "json"), repeats=args.repeats, inner=20)
     out["  json.loads_us"] = 1e6 * median_time(lambda: json.loads(json_payload), repeats=args.repeats, inner=20)
+    # the decoders considered for parse_payload (it uses msgspec; orjson is not a dependency)
+    decode = msgspec.json.Decoder().decode
+    out["  msgspec decode_us"] = 1e6 * median_time(lambda: decode(json_payload), repeats=args.repeats, inner=20)
+    with contextlib.suppress(ImportError):
+        import orjson
+
+        out["  (orjson.loads)_us"] = 1e6 * median_time(
+            lambda: orjson.loads(json_payload), repeats=args.repeats, inner=20
+        )
     samples = json.loads(json_payload)["samples"]
     out["  np.asarray(list)_us"] = 1e6 * median_time(lambda: np.asarray(samples), repeats=args.repeats, inner=20)
     out["parse_f32le_us"] = 1e6 * median_time(parse(f32_payload, "f32le"), repeats=args.repeats, inner=50)
@@ -160,17 +173,44 @@ def section_components(args: argparse.Namespace) -> dict[str, float]:
     return out
 
 
+class _TimedModule:
+    """The model's module with its calls timed on the profile's clock (the histogram is wall time only)."""
+
+    def __init__(self, module: Any, clock: Callable[[], float]) -> None:
+        self.module, self.clock, self.total_s = module, clock, 0.0
+
+    def __call__(self, inputs: Any) -> Any:
+        return self._timed(self.module, inputs)
+
+    def forward_with_noise_floor(self, inputs: Any) -> Any:
+        return self._timed(self.module.forward_with_noise_floor, inputs)
+
+    def _timed(self, fn: Callable[[Any], Any], inputs: Any) -> Any:
+        started = self.clock()
+        try:
+            return fn(inputs)
+        finally:
+            self.total_s += self.clock() - started
+
+
 def section_pipeline(args: argparse.Namespace, fmt: str) -> dict[str, Any]:
+    import dataclasses
+
     import paho.mqtt.client as paho
+    import torch
 
     import edge_agent.sources.mqtt as mqtt_source
     from edge_agent.sources.mqtt import MqttSource
 
+    torch.set_num_threads(1)  # the agent's [inference] threads = 1 (and a thread clock sees one thread)
+    clock_s = time.thread_time if args.clock == "thread" else time.perf_counter
     app = build_app(fmt, args.model, args.indicators)
     section = app.config.sources[0]
     source = MqttSource(section, app.config.mqtt, password=None, agent_id="profile", metrics=app.metrics)
     route = app.datapath.router(section, app.worker.submit)
     worker = app.worker
+    models = {name: _TimedModule(loaded.module, clock_s) for name, loaded in worker.models.items()}
+    worker.models = {name: dataclasses.replace(m, module=models[name]) for name, m in worker.models.items()}
     messages = []
     for topic, payload in payloads(fmt, args.sensors, args.rounds):
         msg = paho.MQTTMessage(topic=topic.encode())
@@ -181,11 +221,11 @@ def section_pipeline(args: argparse.Namespace, fmt: str) -> dict[str, Any]:
 
     def timed(name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
         def wrapper(*a: Any, **k: Any) -> Any:
-            started = time.perf_counter()
+            started = clock_s()
             try:
                 return fn(*a, **k)
             finally:
-                totals[name] += time.perf_counter() - started
+                totals[name] += clock_s() - started
 
         return wrapper
 
@@ -217,13 +257,13 @@ def section_pipeline(args: argparse.Namespace, fmt: str) -> dict[str, Any]:
     worker.on_prediction = timed("on_prediction", app.datapath.on_prediction)
     source._emit = timed("route", route)
     try:
-        started = time.perf_counter()
+        started = clock_s()
         run_all()
-        wall = time.perf_counter() - started
+        wall = clock_s() - started
     finally:
         mqtt_source.parse_payload = original_parse
         mqtt_source.time = time
-    model_s = _histogram_sum(app.metrics.inference_duration)
+    model_s = sum(m.total_s for m in models.values())
     windows = int(
         sum(s.value for m in app.metrics.windows_processed.collect() for s in m.samples if s.name.endswith("_total"))
     )
@@ -231,7 +271,7 @@ def section_pipeline(args: argparse.Namespace, fmt: str) -> dict[str, Any]:
     stages = {
         "messages": n,
         "windows": windows,
-        "wall_s": wall,
+        f"{args.clock}_s": wall,
         "per_message_us": 1e6 * wall / n,
         "source handle (topic, counters) us/msg": 1e6 * (totals["handle"] - totals["parse"] - totals["route"]) / n,
         "parse_payload us/msg": 1e6 * totals["parse"] / n,
@@ -244,6 +284,8 @@ def section_pipeline(args: argparse.Namespace, fmt: str) -> dict[str, Any]:
         / windows,
         "DataPath.on_prediction (metrics, decision) us/window": 1e6 * totals["on_prediction"] / windows,
     }
+    if args.top == 0:
+        return stages
     # the same under cProfile (slower; for the function-level split)
     app2 = build_app(fmt, args.model, args.indicators)
     source2 = MqttSource(section, app2.config.mqtt, password=None, agent_id="profile", metrics=app2.metrics)
@@ -289,11 +331,6 @@ def _send_times(sensors: int, rounds: int) -> list[float]:
     """When each message of :func:`payloads` would arrive in real time (its last sample measured)."""
     t0 = time.time()
     return [t0 + i / sensors * PERIOD_S + (r + 1) * PERIOD_S for r in range(rounds) for i in range(sensors)]
-
-
-def _histogram_sum(histogram: Any) -> float:
-    """Sum of all observations of a prometheus_client histogram (every label set)."""
-    return sum(s.value for metric in histogram.collect() for s in metric.samples if s.name.endswith("_sum"))
 
 
 def _trim_pstats(text: str) -> str:
@@ -453,7 +490,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--indicators", action="store_true", help="pipeline: [sources.indicators] on every sensor")
     p.add_argument("--rounds", type=int, default=20, help="pipeline: chunks per sensor")
     p.add_argument("--repeats", type=int, default=30)
-    p.add_argument("--top", type=int, default=25, help="cProfile: functions shown")
+    p.add_argument("--top", type=int, default=25, help="cProfile: functions shown (0: no cProfile run)")
+    p.add_argument(
+        "--clock",
+        choices=("wall", "thread"),
+        default="wall",
+        help="pipeline: time stages by wall clock, or by this thread's CPU time (a shared machine)",
+    )
     p.add_argument("--mqtt-messages", type=int, default=6000)
     p.add_argument("--startup-runs", type=int, default=3)
     p.add_argument("--agent-cpu", type=int, default=1, help="core for this process and the measured subprocesses")
@@ -482,7 +525,7 @@ def main(argv: list[str] | None = None) -> int:
             for k, v in stages.items():
                 if k != "cprofile_top":
                     print(f"{k:50s} {v:12.1f}")
-            print(stages["cprofile_top"])
+            print(stages.get("cprofile_top", ""))
     if "mqtt" in sections:
         results["mqtt"] = section_mqtt(args)
         print("\n## paho subscriber, QoS 1, empty callback")

@@ -210,6 +210,7 @@ class Router:
         self._announce = announce
         self._known = set(section.known_sensors)
         self._wrong_channels = metrics.payload_errors.labels(section.name, "wrong_channels")
+        self._rejections: dict[str, Any] = {}  # ingress reason -> its payload_errors child
 
     def admit(self, sensor: str) -> None:
         """The source admitted ``sensor`` (before parsing its first payload): its series, the sinks told."""
@@ -241,7 +242,10 @@ class Router:
         problem = self._limits.check(chunk) if self._limits is not None else None
         if problem is not None:
             reason, why = problem
-            self._metrics.payload_errors.labels(self._source, reason).inc()
+            counter = self._rejections.get(reason)
+            if counter is None:  # one child per reason (a handful), looked up once
+                counter = self._rejections[reason] = self._metrics.payload_errors.labels(self._source, reason)
+            counter.inc()
             self.supervisor.rejected(chunk.sensor, reason)
             if reason == "bad_ts":  # the supervision still names the likely cause (ts_unit, clock_offset)
                 self.supervisor.observe(chunk, 0)

@@ -32,6 +32,8 @@ from edge_agent.types import Chunk, StreamEvents
 
 logger = logging.getLogger(__name__)
 
+_TOPIC_CACHE = 4096  # topics remembered with their checked sensor id (more: checked each time)
+
 
 class MqttSource:
     """Subscribes to ``section.topic`` and emits a :class:`Chunk` per valid message (the section is validated)."""
@@ -54,6 +56,8 @@ class MqttSource:
         self._max_bytes = max_payload_bytes
         self._allowed = frozenset(section.sensors)
         self._known: set[str] = set()  # admitted sensor ids; touched only by paho's thread
+        self._last_sample: dict[str, Any] = {}  # sensor -> its last-sample gauge child (labels() once)
+        self._topics: dict[str, str] = {}  # topic -> admitted sensor id it names (bounded: _TOPIC_CACHE)
         self._streams = streams  # the router: admissions and rejections (None: only the chunks)
         self._seqs: dict[str, tuple[int, int, int]] = {}  # seq_counts = "samples": sensor -> (seq, n, message)
         self._warn = RateLimitedLog(logger)
@@ -160,7 +164,10 @@ class MqttSource:
         except PayloadError as err:
             self._rejected(sensor, err)
             return
-        self._metrics.last_sample.labels(sensor).set(wall_time)
+        gauge = self._last_sample.get(sensor)
+        if gauge is None:  # bounded like the admitted sensors: every valid chunk's sensor is one of them
+            gauge = self._last_sample[sensor] = self._metrics.last_sample.labels(sensor)
+        gauge.set(wall_time)
         if section.seq_counts == "samples" and chunk.seq is not None:
             chunk = replace(chunk, seq=self._message_seq(sensor, chunk.seq, chunk.n_samples))
         if self._emit is not None:  # always set: start() assigns it before the client starts
@@ -192,6 +199,15 @@ class MqttSource:
             topic = msg.topic
         except UnicodeDecodeError:
             raise PayloadError("unknown_sensor", "topic is not valid UTF-8") from None
+        sensor = self._topics.get(topic)
+        if sensor is not None:  # an admitted sensor's topic: its id was checked before
+            return sensor
+        sensor = self._check_topic(topic)
+        if sensor in self._known and len(self._topics) < _TOPIC_CACHE:
+            self._topics[topic] = sensor
+        return sensor
+
+    def _check_topic(self, topic: str) -> str:
         levels = topic.split("/")
         level = self._section.sensor_level
         sensor = levels[level] if level < len(levels) else ""

@@ -196,6 +196,18 @@ def test_binary_chunk_does_not_alias_the_payload() -> None:
     assert chunk.samples[0, 0] == 1.0
 
 
+def test_binary_chunk_of_immutable_bytes_is_a_read_only_view_without_copy() -> None:
+    raw = struct.pack("<3f", 1.0, 2.0, 3.0)
+    chunk = parse(raw, fmt="f32le")
+    assert np.shares_memory(chunk.samples, np.frombuffer(raw, "<f4"))
+    assert not chunk.samples.flags.writeable
+    np.testing.assert_array_equal(chunk.samples, [[1.0, 2.0, 3.0]])
+    for overrides in ({"scale": 2.0}, {"channels": 3}):  # scaled or interleaved: a fresh, writable array
+        other = parse(raw, fmt="f32le", **overrides)
+        assert not np.shares_memory(other.samples, np.frombuffer(raw, "<f4"))
+        assert other.samples.flags.writeable
+
+
 def test_large_payload_is_fast_enough() -> None:
     """A 1024-sample JSON chunk (a typical hop) parses in well under a millisecond on average."""
     import time
