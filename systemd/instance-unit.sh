@@ -2,7 +2,7 @@
 # The template unit edge-agent@.service, made from edge-agent.service (its one source of truth) by
 # `make install`: `sh systemd/instance-unit.sh < edge-agent.service > edge-agent@.service`.
 # Instance N (`systemctl enable --now edge-agent@0 edge-agent@1`, one per core) runs
-# `edge-agent run --instance N`: it takes the sensors of the sources with instances > 1 whose
+# the agent with `--instance` set to N: it takes the sensors of the sources with instances > 1 whose
 # crc32(id) % instances == N, publishes as <agent.id>-N, serves /metrics on metrics.port + N and keeps
 # its state in /var/lib/edge-agent/N. Only these lines differ from the plain unit (a test checks it).
 set -eu
