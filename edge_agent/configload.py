@@ -176,7 +176,7 @@ def parse_config(data: dict[str, Any], *, base_dir: Path, instance: int | None =
     models = _read_models(data.get("models", []), errors, base_dir)
     sources = _read_sources(data.get("sources", []), errors, SourceContext(base_dir, mqtt_enabled))
     checks.cross_check(data, models, sources, errors)
-    errors.extend(instance_errors(sections["agent"], sources))
+    errors.extend(instance_errors(sections["agent"], sources, sections["metrics"]))
     sensor_infos = read_sensor_info(data.get("sensors", {}), errors, _named_sensors(sources))
     if errors:
         raise ConfigError(errors)

@@ -39,11 +39,23 @@ def source_instances(table: Table) -> int:
     return value if isinstance(value, int) and table.ok("instances") else 1
 
 
-def instance_errors(agent: Table | None, sources: list[Table]) -> list[str]:
-    """``agent.instance`` against the sources' ``instances``: given when a source is shared, and in range."""
+def instance_errors(agent: Table | None, sources: list[Table], metrics: Table | None = None) -> list[str]:
+    """``agent.instance`` against the sources' ``instances``: given when a source is shared, and in range;
+    ``metrics.port`` + the instance a port."""
     if agent is None or not agent.ok("instance"):
         return []
     instance = agent.values["instance"]
+    if (
+        instance is not None
+        and metrics is not None
+        and metrics.ok("port")
+        and metrics.values["port"] + instance > 65535
+    ):
+        port = metrics.values["port"]
+        return [
+            f"{INSTANCE_KEY}: {instance} is out of range; instance N serves /metrics on metrics.port + N, and "
+            f"metrics.port = {port} allows 0 to {65535 - port}"
+        ]
     counts = [(table, source_instances(table)) for table in sources]
     shared = [(table, count) for table, count in counts if count > 1]
     if instance is None:

@@ -16,6 +16,7 @@ from edge_agent.cli import main
 from edge_agent.config.instances import for_instance, share_of
 from edge_agent.configload import ConfigError, parse_config
 from edge_agent.metrics import AgentMetrics
+from edge_agent.service.control import state_dir_of
 from edge_agent.sources.mqtt import MqttSource
 from edge_agent.types import Chunk
 
@@ -159,6 +160,28 @@ def test_an_instance_past_the_sources_instances_is_refused_naming_key_and_value(
     assert _errors(_config(2, instances=2)) == _errors(_config(instances=2), instance=2)
     assert _errors(_config(instances=2), instance=-1) == ["agent.instance: -1 is out of range; must be >= 0"]
     assert _errors(_config(instances=0)) == ["sources[0].instances: 0 is out of range; must be >= 1 and <= 256"]
+
+
+def test_an_instance_whose_metrics_port_would_pass_65535_is_refused() -> None:
+    data = _config(instances=2)
+    data["metrics"] = {"port": 65535}
+    assert _errors(data, instance=1) == [
+        "agent.instance: 1 is out of range; instance N serves /metrics on metrics.port + N, "
+        "and metrics.port = 65535 allows 0 to 0"
+    ]
+    assert parse_config(data, base_dir=Path("/"), instance=0).metrics.port == 65535
+
+
+def test_learn_finds_the_state_folder_of_the_instance_that_owns_the_sensor(tmp_path: Path) -> None:
+    path = tmp_path / "config.toml"
+    text = (
+        f'[agent]\nstate_dir = "{tmp_path}"\n[mqtt]\nenabled = true\n[[models]]\nname = "bearing"\npath = "m.pt"\n'
+        '[[sources]]\ntype = "mqtt"\nname = "plant"\ntopic = "plant/+/vibration"\nmodels = ["bearing"]\n'
+    )
+    path.write_text(text)
+    assert state_dir_of(str(path), "s0") == tmp_path  # one agent: its own folder
+    path.write_text(text + "instances = 2\n")
+    assert [state_dir_of(str(path), s) for s in ("s0", "pump-7")] == [tmp_path / "instance-0", tmp_path / "instance-1"]
 
 
 def test_a_shared_source_needs_the_instance_index() -> None:
