@@ -1207,9 +1207,9 @@ def write_section(path: Path, section: str) -> None:
 GATEWAY_STEPS = (25, 50, 75, 100, 150, 200, 300)
 GATEWAY_HEAD = (
     "| instances | sensors | offered windows/s (of target) | processed/s (of offered) | dropped | max queue "
-    "| payload errors | sensors in 2 instances / in none | foreign msgs/s per instance | agent CPU % per instance "
-    "| cores busy % | verdict |\n"
-    "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"
+    "| payload errors | sensors in 2 instances / in none (per instance) | foreign msgs/s per instance "
+    "| agent CPU % per instance | broker CPU % | cores busy % | verdict |\n"
+    "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"
 )
 
 
@@ -1268,6 +1268,7 @@ def gateway_run(args: argparse.Namespace, fmt: str, sensors: int, count: int, *,
         sleep_until(t_a)
         first = [scrape(agent.metrics_port) for agent in agents]
         cpu_a, cores_a = [proc_cpu_s(agent.pid) for agent in agents], cores_busy()
+        broker_a = proc_cpu_s(broker.proc.pid)
         depths = [first[i].total("edge_agent_inference_queue_windows") for i in range(count)]
         next_sample = t_a + args.sample_s
         while next_sample < t_b - 0.5 * args.sample_s:
@@ -1278,6 +1279,7 @@ def gateway_run(args: argparse.Namespace, fmt: str, sensors: int, count: int, *,
         sleep_until(t_b)
         last = [scrape(agent.metrics_port) for agent in agents]
         cpu_b, cores_b = [proc_cpu_s(agent.pid) for agent in agents], cores_busy()
+        broker_b = proc_cpu_s(broker.proc.pid)
         for i in range(count):
             depths[i] = max(depths[i], last[i].total("edge_agent_inference_queue_windows"))
         if restarts:
@@ -1315,6 +1317,7 @@ def gateway_run(args: argparse.Namespace, fmt: str, sensors: int, count: int, *,
                 "foreign_per_s": [delta("edge_agent_messages_foreign_total", i) / walls[i] for i in range(count)],
                 "agent_cpu_percent": [100.0 * (cpu_b[i] - cpu_a[i]) / walls[i] for i in range(count)],
                 "cores_busy_percent": {str(k): round(v, 1) for k, v in busy_percent(cores_a, cores_b).items()},
+                "broker_cpu_percent": 100.0 * (broker_b - broker_a) / walls[0],  # every message to every instance
             }
         )
         result.ok, result.verdict = judge_gateway(d)
@@ -1402,7 +1405,7 @@ def judge_gateway(d: dict[str, Any]) -> tuple[bool, str]:
 def gateway_row(r: RunResult) -> str:
     d = r.details
     if "processed_per_s" not in d:
-        return f"| {d.get('instances', '?')} | {r.sensors} | | | | | | | | | | {r.verdict} |"
+        return f"| {d.get('instances', '?')} | {r.sensors} | | | | | | | | | | | {r.verdict} |"
     per = " / ".join
     return (
         f"| {d['instances']} | {r.sensors} | {d['offered_per_s']:.0f} ({100 * d['publisher_ratio']:.1f} %) "
@@ -1410,6 +1413,7 @@ def gateway_row(r: RunResult) -> str:
         f"| {d['queue_max']:.0f} | {d['payload_errors']:.0f} | {d['sensors_twice']} / {d['sensors_missing']} "
         f"({' + '.join(str(n) for n in d['sensors_per_instance'])}) "
         f"| {per(f'{v:.0f}' for v in d['foreign_per_s'])} | {per(f'{v:.0f}' for v in d['agent_cpu_percent'])} "
+        f"| {d['broker_cpu_percent']:.0f} "
         f"| {per(f'{v:.0f}' for v in d['cores_busy_percent'].values())} | {r.verdict} |"
     )
 
