@@ -5,6 +5,7 @@
     .venv/bin/python benchmarks/bench_agent.py --search --out docs/benchmarks.md  # also rewrite the doc's section
     .venv/bin/python benchmarks/bench_agent.py --instances 1,2 --search           # sensors per gateway: 1, 2 instances
     .venv/bin/python benchmarks/bench_agent.py --instances 2 --sensors 40 --restart  # an instance restarting
+    .venv/bin/python benchmarks/bench_agent.py --drop-cost      # another instance's message against an own one
 
 Everything runs on loopback and stops by itself; every process it starts (broker, agent,
 publishers) is killed at the end, also on errors. For each load it starts:
@@ -1509,6 +1510,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--sensors loads or a search, one format (json unless --format f32le)",
     )
     p.add_argument(
+        "--drop-cost",
+        action="store_true",
+        help="only time another instance's message (dropped from its topic) against an own one, in this process",
+    )
+    p.add_argument(
         "--restart",
         action="store_true",
         help="--instances: after each steady window, stop the last instance (SIGTERM, then SIGKILL) and start it "
@@ -1530,6 +1536,9 @@ def main(argv: list[str] | None = None) -> int:
     def log(line: str) -> None:
         print(line, flush=True)
 
+    if args.drop_cost:
+        log(drop_cost())
+        return 0
     if args.instances:
         return gateway_main(args, log)
 
@@ -1555,6 +1564,47 @@ def main(argv: list[str] | None = None) -> int:
         write_section(args.out, section)
         print(f"wrote the generated block of {args.out}")
     return 0
+
+
+def drop_cost() -> str:
+    """What another instance's message costs an instance (dropped from its topic) against one of its own
+    (decoded; emit does nothing): MqttSource's message callback in this process, best of 3, one run."""
+    from edge_agent.config.instances import share_of
+    from edge_agent.configload import parse_config
+    from edge_agent.metrics import AgentMetrics
+    from edge_agent.sources.mqtt import MqttSource
+
+    source_table = {"type": "mqtt", "name": "p", "topic": "bench/+/vibration", "models": ["b"], "instances": 2}
+    cfg = parse_config(
+        {
+            "agent": {"id": "cost", "instance": 0},
+            "mqtt": {"enabled": True},
+            "models": [{"name": "b", "path": str(MODEL)}],
+            "sources": [source_table],
+        },
+        base_dir=REPO,
+    )
+    source = MqttSource(cfg.sources[0], cfg.mqtt, password=None, agent_id="cost", metrics=AgentMetrics(), instance=0)
+    source._emit = lambda chunk: None  # not started (no broker, no paho thread): the callback is called directly
+    chunk = held_out_chunks(HEALTHY_KEY)[0]
+    payload = json.dumps({"sample_rate_hz": RATE_HZ, "samples": [float(f"{v:.6g}") for v in chunk]}).encode()
+    names = [sensor_name(i) for i in range(400)]
+    lines = [f"CPU: {cpu_description()} (a shared machine: compare the two lines, measured in one run)"]
+    for label, share, reps in (("another instance's (dropped)", 1, 200), ("its own (decoded)", 0, 20)):
+        messages = []
+        for name in [n for n in names if share_of(n, 2) == share][:100]:
+            message = paho.MQTTMessage(topic=f"bench/{name}/vibration".encode())
+            message.payload = payload
+            messages.append(message)
+        best = float("inf")
+        for _ in range(3):
+            started = time.perf_counter()
+            for _ in range(reps):
+                for message in messages:
+                    source._on_message(None, None, message)  # type: ignore[arg-type]
+            best = min(best, (time.perf_counter() - started) / (reps * len(messages)))
+        lines.append(f"{label}: {1e6 * best:.1f} us per JSON message of {CHUNK_SAMPLES} samples")
+    return "\n".join(lines)
 
 
 def gateway_main(args: argparse.Namespace, log: Any) -> int:
