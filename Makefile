@@ -118,14 +118,22 @@ install:
 	  echo "wrote $(SYSCONFDIR)/config.toml"; \
 	fi
 	$(PATHS_FOR_PREFIX) systemd/edge-agent.service > $(DESTDIR)$(UNITDIR)/edge-agent.service
-	chmod 0644 $(DESTDIR)$(UNITDIR)/edge-agent.service
+	@# the template (one process per core: edge-agent@0, edge-agent@1, ...) is made from the plain unit
+	$(PATHS_FOR_PREFIX) systemd/edge-agent.service | sh systemd/instance-unit.sh > $(DESTDIR)$(UNITDIR)/edge-agent@.service
+	chmod 0644 $(DESTDIR)$(UNITDIR)/edge-agent.service $(DESTDIR)$(UNITDIR)/edge-agent@.service
 	@if [ -z "$(DESTDIR)" ] && [ -d /run/systemd/system ]; then systemctl daemon-reload; fi
 	@echo "installed; edit $(SYSCONFDIR)/config.toml, then: systemctl enable --now edge-agent"
+	@echo "(or one process per core, with instances = N in the mqtt sources: systemctl enable --now edge-agent@0 edge-agent@1)"
 
 uninstall:
 	@case "$(PREFIX)" in /?*) ;; *) echo "PREFIX must be an absolute path other than /, got '$(PREFIX)'"; exit 2;; esac
-	@if [ -z "$(DESTDIR)" ] && [ -d /run/systemd/system ]; then systemctl disable --now edge-agent || true; fi
-	rm -f $(DESTDIR)$(UNITDIR)/edge-agent.service
+	@if [ -z "$(DESTDIR)" ] && [ -d /run/systemd/system ]; then \
+	  systemctl disable --now edge-agent || true; \
+	  for unit in $$(systemctl list-units --all --plain --no-legend 'edge-agent@*' | cut -d' ' -f1); do \
+	    systemctl disable --now "$$unit" || true; \
+	  done; \
+	fi
+	rm -f $(DESTDIR)$(UNITDIR)/edge-agent.service $(DESTDIR)$(UNITDIR)/edge-agent@.service
 	@if [ -z "$(DESTDIR)" ] && [ -d /run/systemd/system ]; then systemctl daemon-reload; fi
 	rm -rf $(DEST_VENV) $(DESTDIR)$(PREFIX)/models
 	rm -f $(DESTDIR)$(PREFIX)/README.md $(DESTDIR)$(PREFIX)/config.example.toml $(DESTDIR)$(SYSCONFDIR)/config.toml.default

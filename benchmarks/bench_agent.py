@@ -3,6 +3,9 @@
     .venv/bin/python benchmarks/bench_agent.py --search                          # both formats, find the largest N
     .venv/bin/python benchmarks/bench_agent.py --format json --sensors 50,100,200
     .venv/bin/python benchmarks/bench_agent.py --search --out docs/benchmarks.md  # also rewrite the doc's section
+    .venv/bin/python benchmarks/bench_agent.py --instances 1,2 --search           # sensors per gateway: 1, 2 instances
+    .venv/bin/python benchmarks/bench_agent.py --instances 2 --sensors 40 --restart  # an instance restarting
+    .venv/bin/python benchmarks/bench_agent.py --drop-cost      # another instance's message against an own one
 
 Everything runs on loopback and stops by itself; every process it starts (broker, agent,
 publishers) is killed at the end, also on errors. For each load it starts:
@@ -73,6 +76,7 @@ from agent_publisher import (
     RATE_HZ,
     Encoder,
     held_out_chunks,
+    sensor_name,
 )
 from cpuinfo import cpu_description
 
@@ -394,6 +398,7 @@ def agent_config(
     max_batch: int = MAX_BATCH,
     max_wait_s: float = MAX_WAIT_S,
     indicators: bool = False,
+    instances: int = 1,
 ) -> Path:
     binary = f"sample_rate_hz = {float(RATE_HZ)}\n" if fmt != "json" else ""
     indicator_table = INDICATORS_TABLE if indicators else ""
@@ -430,6 +435,7 @@ topic = "bench/+/vibration"
 sensor_level = 1
 format = "{fmt}"
 qos = {qos}
+instances = {instances}
 {binary}models = ["bearing"]
 {indicator_table}"""
     )
@@ -459,24 +465,30 @@ class Agent:
         max_batch: int = MAX_BATCH,
         max_wait_s: float = MAX_WAIT_S,
         indicators: bool = False,
+        instance: int | None = None,
+        instances: int = 1,
     ):
-        self.agent_id = agent_id
+        """``instance`` of ``instances``: ``run --instance N``, publishing as ``<agent_id>-N`` (config/instances.py)."""
+        self.agent_id = agent_id if instance is None else f"{agent_id}-{instance}"
         self.metrics_port = free_port()
+        name = self.agent_id
         self.config = agent_config(
-            workdir / f"{agent_id}.toml",
+            workdir / f"{name}.toml",
             agent_id=agent_id,
             broker_port=broker_port,
-            metrics_port=self.metrics_port,
+            metrics_port=self.metrics_port - (instance or 0),  # an instance listens on metrics.port + N
             fmt=fmt,
             qos=qos,
             max_batch=max_batch,
             max_wait_s=max_wait_s,
             indicators=indicators,
+            instances=instances,
         )
-        self.log_path = workdir / f"{agent_id}.log"
+        self.log_path = workdir / f"{name}.log"
         python = REPO / ".venv" / "bin" / "python"
         argv = [str(python if python.exists() else sys.executable), "-m", "edge_agent", "run", "--config"]
-        self.argv = pinned(cpu, [*argv, str(self.config)])
+        extra = [] if instance is None else ["--instance", str(instance)]
+        self.argv = pinned(cpu, [*argv, str(self.config), *extra])
         self.proc: subprocess.Popen[bytes] | None = None
         self.spawned_at = 0.0
 
@@ -919,14 +931,28 @@ def startup_runs(args: argparse.Namespace, fmt: str, runs: int, *, log: Any) -> 
 # ----------------------------------------------------------------------------- search and report
 
 
-def search(args: argparse.Namespace, fmt: str, *, log: Any) -> list[RunResult]:
-    """Step up through SEARCH_STEPS until a load fails, then bisect down to ``--resolution`` sensors."""
+def search(
+    args: argparse.Namespace,
+    fmt: str,
+    *,
+    log: Any,
+    run: Any = None,
+    steps: tuple[int, ...] = SEARCH_STEPS,
+) -> list[RunResult]:
+    """Step up through ``steps`` until a load fails, then bisect down to ``--resolution`` sensors.
+
+    ``run(n)``: one measured load (default :func:`measured_run` of one agent)."""
+    if run is None:
+
+        def run(n: int) -> RunResult:
+            return measured_run(args, fmt, n, log=log)
+
     results: list[RunResult] = []
     best, worst = 0, None
-    for n in SEARCH_STEPS:
+    for n in steps:
         if n > MAX_SENSORS:
             break
-        r = measured_run(args, fmt, n, log=log)
+        r = run(n)
         results.append(r)
         if r.ok:
             best = n
@@ -936,7 +962,7 @@ def search(args: argparse.Namespace, fmt: str, *, log: Any) -> list[RunResult]:
     while worst is not None and worst - best > args.resolution:
         n = (best + worst) // 2
         n = max(best + 1, min(worst - 1, round(n / 5) * 5 or n))
-        r = measured_run(args, fmt, n, log=log)
+        r = run(n)
         results.append(r)
         if r.ok:
             best = n
@@ -1177,6 +1203,269 @@ def write_section(path: Path, section: str) -> None:
     )
 
 
+# ----------------------------------------------------------------------------- instances: sensors per gateway
+
+GATEWAY_STEPS = (25, 50, 75, 100, 150, 200, 300)
+GATEWAY_HEAD = (
+    "| instances | sensors | offered windows/s (of target) | processed/s (of offered) | dropped | max queue "
+    "| payload errors | sensors in 2 instances / in none (per instance) | foreign msgs/s per instance "
+    "| agent CPU % per instance | broker CPU % | cores busy % | verdict |\n"
+    "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"
+)
+
+
+def gateway_run(args: argparse.Namespace, fmt: str, sensors: int, count: int, *, log: Any) -> RunResult:
+    """``count`` agent instances (instance i pinned to core i) sharing N sensors of one source (instances = count).
+
+    The broker, the publishers and this script are not pinned: on a machine with ``count`` cores they
+    share the agents' cores. Sustained: the instances together process >= 99 % of the windows offered,
+    none dropped, no instance's queue above 4 x max_batch, no payload error, and every sensor's windows
+    cut by exactly one instance (``edge_agent_windows_total`` by sensor, read from each instance)."""
+    result = RunResult(fmt, sensors, args.qos)
+    d = result.details
+    d["instances"] = count
+    workdir = Path(tempfile.mkdtemp(prefix=f"bench-gateway-{count}-{fmt}-{sensors}-"))
+    workdir.chmod(0o755)
+    broker: Broker | None = None
+    monitor: Monitor | None = None
+    agents: list[Agent] = []
+    publishers: list[subprocess.Popen[str]] = []
+    pin = shutil.which("taskset") is not None and (os.cpu_count() or 1) >= count
+    try:
+        broker = Broker(workdir, None)
+        monitor = Monitor(broker.port)
+        for instance in range(count):
+            agents.append(
+                Agent(
+                    workdir,
+                    agent_id=AGENT_ID,
+                    broker_port=broker.port,
+                    fmt=fmt,
+                    qos=args.qos,
+                    cpu=instance if pin else None,
+                    max_batch=args.max_batch,
+                    max_wait_s=args.max_wait_s,
+                    instance=instance,
+                    instances=count,
+                )
+            )
+            agents[-1].spawn()
+        for agent in agents:
+            online = monitor.wait_status(agent.agent_id, b"online", agent.spawned_at, timeout_s=120)
+            if online is None or not agent.alive():
+                raise RuntimeError(f"{agent.agent_id} did not come online:\n{agent.log_tail()}")
+        time.sleep(args.idle_s)
+        parts = args.publishers or max(1, math.ceil(sensors / args.sensors_per_publisher))
+        restarts = args.restart and count > 1
+        run_s = args.warmup_s + args.duration_s + 2.0 + (RESTART_BUDGET_S if restarts else 0.0)
+        publishers, reports = start_publishers(workdir, broker.port, sensors, fmt, args.qos, run_s, parts, None)
+        t0 = math.ceil(time.time() + 0.5)
+        for proc in publishers:
+            assert proc.stdin is not None
+            proc.stdin.write(f"{t0}\n")
+            proc.stdin.flush()
+        t_a = math.ceil((t0 + args.warmup_s) / BIN_S) * BIN_S
+        t_b = t_a + args.duration_s
+        sleep_until(t_a)
+        first = [scrape(agent.metrics_port) for agent in agents]
+        cpu_a, cores_a = [proc_cpu_s(agent.pid) for agent in agents], cores_busy()
+        broker_a = proc_cpu_s(broker.proc.pid)
+        depths = [first[i].total("edge_agent_inference_queue_windows") for i in range(count)]
+        next_sample = t_a + args.sample_s
+        while next_sample < t_b - 0.5 * args.sample_s:
+            sleep_until(next_sample)
+            for i, agent in enumerate(agents):
+                depths[i] = max(depths[i], scrape(agent.metrics_port).total("edge_agent_inference_queue_windows"))
+            next_sample += args.sample_s
+        sleep_until(t_b)
+        last = [scrape(agent.metrics_port) for agent in agents]
+        cpu_b, cores_b = [proc_cpu_s(agent.pid) for agent in agents], cores_busy()
+        broker_b = proc_cpu_s(broker.proc.pid)
+        for i in range(count):
+            depths[i] = max(depths[i], last[i].total("edge_agent_inference_queue_windows"))
+        if restarts:
+            d["restarts"] = restart_cycles(agents, monitor, log=log)
+        for proc in publishers:
+            proc.wait(timeout=run_s + 30)
+        pub = [json.loads(r.read_text()) for r in reports]
+        published = sum(v for p in pub for k, v in p["bins"].items() if t_a <= int(k) * BIN_S + 1e-6 < t_b)
+
+        def delta(name: str, i: int) -> float:
+            return last[i].total(name) - first[i].total(name)
+
+        walls = [last[i].at - first[i].at for i in range(count)]
+        offered = published / args.duration_s
+        processed = sum(delta("edge_agent_windows_processed_total", i) / walls[i] for i in range(count))
+        owners: dict[str, list[int]] = {}
+        for i, scraped in enumerate(last):
+            for labels, value in scraped.samples.get("edge_agent_windows_total", []):
+                if value > 0:
+                    owners.setdefault(labels["sensor"], []).append(i)
+        expected = {sensor_name(i) for i in range(sensors)}
+        d.update(
+            {
+                "target_per_s": sensors * RATE_HZ / CHUNK_SAMPLES,
+                "offered_per_s": offered,
+                "publisher_ratio": offered / (sensors * RATE_HZ / CHUNK_SAMPLES),
+                "processed_per_s": processed,
+                "processed_ratio": processed / offered if offered else float("nan"),
+                "dropped": sum(delta("edge_agent_windows_dropped_total", i) for i in range(count)),
+                "payload_errors": sum(delta("edge_agent_payload_errors_total", i) for i in range(count)),
+                "queue_max": max(depths),
+                "sensors_twice": sum(1 for found in owners.values() if len(found) > 1),
+                "sensors_missing": len(expected - set(owners)),
+                "sensors_per_instance": [sum(1 for found in owners.values() if i in found) for i in range(count)],
+                "foreign_per_s": [delta("edge_agent_messages_foreign_total", i) / walls[i] for i in range(count)],
+                "agent_cpu_percent": [100.0 * (cpu_b[i] - cpu_a[i]) / walls[i] for i in range(count)],
+                "cores_busy_percent": {str(k): round(v, 1) for k, v in busy_percent(cores_a, cores_b).items()},
+                "broker_cpu_percent": 100.0 * (broker_b - broker_a) / walls[0],  # every message to every instance
+            }
+        )
+        result.ok, result.verdict = judge_gateway(d)
+    except Exception as error:  # one failed run must not stop a search; the error goes in the table
+        result.ok, result.verdict = False, f"error: {error}"
+        d["traceback"] = traceback.format_exc()
+        d["agent_log_tail"] = "\n".join(agent.log_tail() for agent in agents)
+    finally:
+        for proc in publishers:
+            stop_process(proc, sig=signal.SIGKILL)
+        for agent in agents:
+            stop_process(agent.proc, sig=signal.SIGKILL)
+        if monitor is not None:
+            monitor.close()
+        if broker is not None:
+            broker.stop()
+        if not args.keep:
+            shutil.rmtree(workdir, ignore_errors=True)
+        else:
+            d["workdir"] = str(workdir)
+    log(gateway_row(result))
+    return result
+
+
+RESTART_BUDGET_S = 60.0  # the publishers stream this much longer when --restart cycles the last instance
+RESTART_OBSERVE_S = 4.0  # seconds of load watched while the instance is away, and again after it is back
+
+
+def owned(scraped: Scrape) -> set[str]:
+    """The sensors an instance cut windows of (its ``edge_agent_windows_total`` series above 0)."""
+    return {labels["sensor"] for labels, v in scraped.samples.get("edge_agent_windows_total", []) if v > 0}
+
+
+def restart_cycles(agents: list[Agent], monitor: Monitor, *, log: Any) -> list[dict[str, Any]]:
+    """Stop the last instance (SIGTERM, then SIGKILL), start it again: while it is away no other instance
+    cuts windows of its sensors; once it is back, every one of them is its own again."""
+    last, others = agents[-1], agents[:-1]
+    mine = owned(scrape(last.metrics_port))
+    cycles = []
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        stopped_at = time.time()
+        stop_process(last.proc, sig=sig)
+        time.sleep(RESTART_OBSERVE_S)
+        taken = mine & set().union(*(owned(scrape(agent.metrics_port)) for agent in others))
+        last.spawn()
+        online = monitor.wait_status(last.agent_id, b"online", last.spawned_at, timeout_s=120)
+        if online is None:
+            raise RuntimeError(f"{last.agent_id} did not come back:\n{last.log_tail()}")
+        time.sleep(RESTART_OBSERVE_S)
+        back = owned(scrape(last.metrics_port))
+        cycles.append(
+            {
+                "signal": signal.Signals(sig).name,
+                "away_s": online - stopped_at,
+                "sensors": len(mine),
+                "taken_by_others": len(taken),
+                "back": len(back & mine),
+                "new_sensors": len(back - mine),
+            }
+        )
+        log(f"  restart ({cycles[-1]['signal']}): {cycles[-1]}")
+    return cycles
+
+
+def judge_gateway(d: dict[str, Any]) -> tuple[bool, str]:
+    if d["publisher_ratio"] < SUSTAIN_RATIO:
+        return False, f"publisher-limited ({100 * d['publisher_ratio']:.1f} % of target)"
+    problems = []
+    if d["processed_ratio"] < SUSTAIN_RATIO:
+        problems.append(f"processed {100 * d['processed_ratio']:.1f} % of offered")
+    if d["dropped"] > 0:
+        problems.append(f"{d['dropped']:.0f} dropped")
+    if d["queue_max"] > QUEUE_BOUND:
+        problems.append(f"queue up to {d['queue_max']:.0f}")
+    if d["payload_errors"] > 0:
+        problems.append(f"{d['payload_errors']:.0f} payload errors")
+    if d["sensors_twice"] or d["sensors_missing"]:
+        problems.append(f"{d['sensors_twice']} sensors in two instances, {d['sensors_missing']} in none")
+    for cycle in d.get("restarts", []):
+        if cycle["taken_by_others"] or cycle["back"] != cycle["sensors"] or cycle["new_sensors"]:
+            problems.append(f"restart ({cycle['signal']}) moved sensors: {cycle}")
+    return (not problems), ("sustained" if not problems else "not sustained: " + ", ".join(problems))
+
+
+def gateway_row(r: RunResult) -> str:
+    d = r.details
+    if "processed_per_s" not in d:
+        return f"| {d.get('instances', '?')} | {r.sensors} | | | | | | | | | | | {r.verdict} |"
+    per = " / ".join
+    return (
+        f"| {d['instances']} | {r.sensors} | {d['offered_per_s']:.0f} ({100 * d['publisher_ratio']:.1f} %) "
+        f"| {d['processed_per_s']:.0f} ({100 * d['processed_ratio']:.1f} %) | {d['dropped']:.0f} "
+        f"| {d['queue_max']:.0f} | {d['payload_errors']:.0f} | {d['sensors_twice']} / {d['sensors_missing']} "
+        f"({' + '.join(str(n) for n in d['sensors_per_instance'])}) "
+        f"| {per(f'{v:.0f}' for v in d['foreign_per_s'])} | {per(f'{v:.0f}' for v in d['agent_cpu_percent'])} "
+        f"| {d['broker_cpu_percent']:.0f} "
+        f"| {per(f'{v:.0f}' for v in d['cores_busy_percent'].values())} | {r.verdict} |"
+    )
+
+
+def gateway_section(args: argparse.Namespace, runs: dict[int, list[RunResult]], fmt: str) -> str:
+    """The markdown subsection: every run, the most sensors per instance count and the ratio to one instance."""
+    m = machine()
+    now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    lines = [
+        f"Measured {now} on {m['cores']} cores of an {m['cpu']}, Python {m['python']}, torch {m['torch']}, "
+        f"{m['broker']}, Linux {m['kernel']}; format {fmt}, QoS {args.qos}, warm-up {args.warmup_s:g} s, steady "
+        f"window {args.duration_s:g} s. Instance i pinned to core i (`taskset`); broker, publishers and this "
+        "script not pinned: they share the agents' cores.",
+        "",
+        "```sh",
+        shlex.join([".venv/bin/python", *sys.argv]),
+        "```",
+        "",
+        GATEWAY_HEAD,
+    ]
+    best: dict[int, int] = {}
+    for count, results in runs.items():
+        lines += [gateway_row(r) for r in sorted(results, key=lambda r: r.sensors)]
+        best[count] = max((r.sensors for r in results if r.ok), default=0)
+    restarted = [(r, c) for rs in runs.values() for r in rs for c in r.details.get("restarts", [])]
+    if restarted:
+        lines += [
+            "",
+            "| instances | sensors | restart of the last instance | away s | its sensors "
+            "| cut by another instance meanwhile | its own again after | new to it |",
+            "|---:|---:|---|---:|---:|---:|---:|---:|",
+        ]
+        for r, c in restarted:
+            lines.append(
+                f"| {r.details['instances']} | {r.sensors} | {c['signal']} | {c['away_s']:.1f} | {c['sensors']} "
+                f"| {c['taken_by_others']} | {c['back']} | {c['new_sensors']} |"
+            )
+    lines += ["", "| instances | most sensors sustained per gateway | of one instance |", "|---:|---:|---:|"]
+    one = best.get(1, 0)
+    for count, n in best.items():
+        lines.append(f"| {count} | **{n}** | {f'{n / one:.2f}x' if one else '-'} |")
+    return "\n".join(lines) + "\n"
+
+
+def parse_instances(text: str) -> list[int]:
+    values = [int(v) for v in text.split(",") if v.strip()]
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError("instances must be integers >= 1, e.g. 1,2")
+    return values
+
+
 # ----------------------------------------------------------------------------- main
 
 
@@ -1214,6 +1503,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", type=Path, help="write every measurement as JSON here")
     p.add_argument("--retries", type=int, default=2, help="repeat a run disturbed by other processes (default 2)")
     p.add_argument("--keep", action="store_true", help="keep the work folders (configs, logs)")
+    p.add_argument(
+        "--instances",
+        type=parse_instances,
+        help="sensors per gateway instead: this many agent instances (e.g. 1,2; instance i on core i), "
+        "--sensors loads or a search, one format (json unless --format f32le)",
+    )
+    p.add_argument(
+        "--drop-cost",
+        action="store_true",
+        help="only time another instance's message (dropped from its topic) against an own one, in this process",
+    )
+    p.add_argument(
+        "--restart",
+        action="store_true",
+        help="--instances: after each steady window, stop the last instance (SIGTERM, then SIGKILL) and start it "
+        "again; the run fails if another instance cut windows of its sensors meanwhile or one did not come back",
+    )
     return p
 
 
@@ -1224,11 +1530,17 @@ def main(argv: list[str] | None = None) -> int:
     if shutil.which("taskset") is None or (os.cpu_count() or 1) < 2:
         print("no taskset or fewer than 2 cores: nothing pinned", file=sys.stderr)
         args.agent_cpu = args.load_cpu = None
-    elif args.load_cpu is not None:
+    elif args.load_cpu is not None and not args.instances:
         os.sched_setaffinity(0, {args.load_cpu})  # this script runs beside the broker, not beside the agent
 
     def log(line: str) -> None:
         print(line, flush=True)
+
+    if args.drop_cost:
+        log(drop_cost())
+        return 0
+    if args.instances:
+        return gateway_main(args, log)
 
     formats = ["json", "f32le"] if args.format == "both" else [args.format]
     runs: dict[str, list[RunResult]] = {}
@@ -1251,6 +1563,72 @@ def main(argv: list[str] | None = None) -> int:
     if args.out:
         write_section(args.out, section)
         print(f"wrote the generated block of {args.out}")
+    return 0
+
+
+def drop_cost() -> str:
+    """What another instance's message costs an instance (dropped from its topic) against one of its own
+    (decoded; emit does nothing): MqttSource's message callback in this process, best of 3, one run."""
+    from edge_agent.config.instances import share_of
+    from edge_agent.configload import parse_config
+    from edge_agent.metrics import AgentMetrics
+    from edge_agent.sources.mqtt import MqttSource
+
+    source_table = {"type": "mqtt", "name": "p", "topic": "bench/+/vibration", "models": ["b"], "instances": 2}
+    cfg = parse_config(
+        {
+            "agent": {"id": "cost", "instance": 0},
+            "mqtt": {"enabled": True},
+            "models": [{"name": "b", "path": str(MODEL)}],
+            "sources": [source_table],
+        },
+        base_dir=REPO,
+    )
+    source = MqttSource(cfg.sources[0], cfg.mqtt, password=None, agent_id="cost", metrics=AgentMetrics(), instance=0)
+    source._emit = lambda chunk: None  # not started (no broker, no paho thread): the callback is called directly
+    chunk = held_out_chunks(HEALTHY_KEY)[0]
+    payload = json.dumps({"sample_rate_hz": RATE_HZ, "samples": [float(f"{v:.6g}") for v in chunk]}).encode()
+    names = [sensor_name(i) for i in range(400)]
+    lines = [f"CPU: {cpu_description()} (a shared machine: compare the two lines, measured in one run)"]
+    for label, share, reps in (("another instance's (dropped)", 1, 200), ("its own (decoded)", 0, 20)):
+        messages = []
+        for name in [n for n in names if share_of(n, 2) == share][:100]:
+            message = paho.MQTTMessage(topic=f"bench/{name}/vibration".encode())
+            message.payload = payload
+            messages.append(message)
+        best = float("inf")
+        for _ in range(3):
+            started = time.perf_counter()
+            for _ in range(reps):
+                for message in messages:
+                    source._on_message(None, None, message)  # type: ignore[arg-type]
+            best = min(best, (time.perf_counter() - started) / (reps * len(messages)))
+        lines.append(f"{label}: {1e6 * best:.1f} us per JSON message of {CHUNK_SAMPLES} samples")
+    return "\n".join(lines)
+
+
+def gateway_main(args: argparse.Namespace, log: Any) -> int:
+    fmt = "f32le" if args.format == "f32le" else "json"
+    runs: dict[int, list[RunResult]] = {}
+    log(GATEWAY_HEAD)
+    for count in args.instances:
+
+        def run(n: int, count: int = count) -> RunResult:
+            return gateway_run(args, fmt, n, count, log=log)
+
+        if args.search:
+            runs[count] = search(args, fmt, log=log, run=run, steps=GATEWAY_STEPS)
+        else:
+            runs[count] = [run(n) for n in args.sensors]
+    section = gateway_section(args, runs, fmt)
+    print()
+    print(section)
+    if args.json:
+        raw = {
+            c: [{"sensors": r.sensors, "ok": r.ok, "verdict": r.verdict, **r.details} for r in rs]
+            for c, rs in runs.items()
+        }
+        args.json.write_text(json.dumps(raw, indent=1, default=str))
     return 0
 
 

@@ -27,7 +27,7 @@ def _cmd_check_config(args: argparse.Namespace) -> int:
     from edge_agent.service.preflight import start_errors
 
     try:
-        config = load_config(args.path)
+        config = load_config(args.path, args.instance)
     except ConfigError as error:
         errors = error.errors
     else:  # what `run` would refuse at start (the model files: unless the service waits for them)
@@ -60,7 +60,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from edge_agent.sources import SOURCES
 
     try:
-        config = load_config(args.config)
+        config = load_config(args.config, args.instance)
         errors = start_errors(config, model_files=not waits_for_models(args.wait_for_models))
         if errors:
             raise ConfigError(errors)
@@ -86,7 +86,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         echo=lambda line: print(line, flush=True),
         password=password,
         notifier=Notifier(),  # systemd (Type=notify): READY=1, STATUS=, WATCHDOG=1, STOPPING=1
-        read_config=lambda: looping(load_config(args.config)),
+        read_config=lambda: looping(load_config(args.config, args.instance)),
     )
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, _off_the_main_thread(app.stop_requested.set, "stop"))
@@ -138,7 +138,7 @@ def _cmd_devices(args: argparse.Namespace) -> int:
 def _cmd_status(args: argparse.Namespace) -> int:
     from edge_agent.service.status import run_status
 
-    return run_status(args.config, args.url, args.interval_s)
+    return run_status(args.config, args.url, args.interval_s, args.instance)
 
 
 def version_text() -> str:
@@ -179,6 +179,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="do not require the model files to exist (the service's pre-start check: run waits for them)",
     )
+    _instance_option(p)
     p.set_defaults(func=_cmd_check_config)
 
     p = sub.add_parser("devices", help="list the sound-card input devices PortAudio sees (for soundcard sources)")
@@ -188,6 +189,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", default="config.toml", help="configuration file naming [metrics] (default: config.toml)")
     p.add_argument("--url", help="the agent's metrics URL instead, e.g. http://127.0.0.1:10041/metrics")
     p.add_argument("--interval-s", type=float, default=1.0, help="seconds between the two scrapes (default: 1.0)")
+    _instance_option(p)
     p.set_defaults(func=_cmd_status)
 
     p = sub.add_parser("run", help="run the agent (default: config.toml, the embedded CWRU replay)")
@@ -199,10 +201,21 @@ def build_parser() -> argparse.ArgumentParser:
         help="wait (retrying with backoff) for model files that are missing or not loadable; the default under "
         "systemd or without a terminal, while from a terminal a bad model file is an error at once",
     )
+    _instance_option(p)
     p.set_defaults(func=_cmd_run)
     for command in sub.choices.values():  # -v after the subcommand too
         command.add_argument("-v", "--verbose", action="store_true", help=VERBOSE_HELP)
     return parser
+
+
+def _instance_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--instance",
+        type=int,
+        metavar="N",
+        help="this process is agent instance N (overrides agent.instance): it takes its share of the sensors of "
+        "sources with instances > 1, publishes as <agent.id>-N and serves /metrics on metrics.port + N",
+    )
 
 
 def _register_training(

@@ -20,6 +20,7 @@ from typing import Any
 from edge_agent.common.paths import DATA_ENV, DATA_PLACEHOLDER, DEFAULT_DATA_ROOT, data_root
 from edge_agent.config import checks
 from edge_agent.config.indicators import read_indicators
+from edge_agent.config.instances import for_instance, instance_errors
 from edge_agent.config.learn import read_learn
 from edge_agent.config.secrets import resolve_password
 from edge_agent.config.sections import (
@@ -144,9 +145,15 @@ def _read_sources(raw: Any, errors: list[str], context: SourceContext) -> list[T
     return [table for table in tables if table is not None]
 
 
-def parse_config(data: dict[str, Any], *, base_dir: Path) -> AgentConfig:
-    """Validate parsed TOML into an ``AgentConfig``; raise ``ConfigError`` listing every problem."""
+def parse_config(data: dict[str, Any], *, base_dir: Path, instance: int | None = None) -> AgentConfig:
+    """Validate parsed TOML into an ``AgentConfig``; raise ``ConfigError`` listing every problem.
+
+    ``instance`` (``--instance N``) overrides ``agent.instance``; the result is that instance's view
+    (``edge_agent.config.instances.for_instance``).
+    """
     errors: list[str] = []
+    if instance is not None and isinstance(data.get("agent", {}), dict):
+        data = {**data, "agent": {**data.get("agent", {}), "instance": instance}}
     allowed = [*SECTIONS, *ARRAYS]
     errors.extend(unknown_key("", name, allowed) for name in data if name not in allowed)
     section_checks: dict[str, Callable[[Table], None]] = {
@@ -169,16 +176,18 @@ def parse_config(data: dict[str, Any], *, base_dir: Path) -> AgentConfig:
     models = _read_models(data.get("models", []), errors, base_dir)
     sources = _read_sources(data.get("sources", []), errors, SourceContext(base_dir, mqtt_enabled))
     checks.cross_check(data, models, sources, errors)
+    errors.extend(instance_errors(sections["agent"], sources, sections["metrics"]))
     sensor_infos = read_sensor_info(data.get("sensors", {}), errors, _named_sensors(sources))
     if errors:
         raise ConfigError(errors)
     built = {name: SECTIONS[name](**table.values) for name, table in sections.items() if table is not None}
-    return AgentConfig(
+    config = AgentConfig(
         **built,
         models=tuple(ModelSection(**t.values) for t in models),
         sources=tuple(SOURCES[t.values["type"]].section(**t.values) for t in sources),
         sensors=sensor_infos,
     )
+    return for_instance(config)
 
 
 def _named_sensors(sources: list[Table]) -> tuple[str, ...] | None:
@@ -191,8 +200,10 @@ def _named_sensors(sources: list[Table]) -> tuple[str, ...] | None:
     return tuple(sensor for section in built for sensor in section.known_sensors)
 
 
-def load_config(path: str | Path) -> AgentConfig:
-    """Read and validate a ``config.toml``; relative paths in it resolve against its folder."""
+def load_config(path: str | Path, instance: int | None = None) -> AgentConfig:
+    """Read and validate a ``config.toml``; relative paths in it resolve against its folder.
+
+    ``instance``: this process's ``--instance N`` (overrides ``agent.instance``)."""
     path = Path(path)
     try:
         with path.open("rb") as handle:
@@ -205,4 +216,4 @@ def load_config(path: str | Path) -> AgentConfig:
         raise ConfigError([f"{path}: is not UTF-8 text"]) from None
     except tomllib.TOMLDecodeError as error:
         raise ConfigError([f"not valid TOML: {error}"]) from None
-    return parse_config(data, base_dir=path.absolute().parent)
+    return parse_config(data, base_dir=path.absolute().parent, instance=instance)

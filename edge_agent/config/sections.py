@@ -32,6 +32,7 @@ class AgentSection:
         ""
     )  # alert outbox; empty: $STATE_DIRECTORY (systemd), else $XDG_STATE_HOME/edge-agent/<id>
     heartbeat_s: float = setting(300.0, **NOT_NEGATIVE)  # one INFO line: sensors, windows/s, alerts; 0: off
+    instance: int | None = setting(None, ge=0)  # this process's share of sources with instances > 1 (--instance)
 
     def state_path(self) -> Path:
         """The folder of the agent's state (the alert outbox): see :func:`edge_agent.common.paths.resolve_state_dir`."""
@@ -124,6 +125,15 @@ class SourceSection:
     def stream_format(self) -> str:
         """How the samples arrive, for the log (a payload format; default: the source type)."""
         return self.type
+
+    @property
+    def instance_count(self) -> int:
+        """How many agent instances share its sensors (1: it runs in instance 0 only; config/instances.py)."""
+        return 1
+
+    def with_sensors(self, sensors: tuple[str, ...]) -> SourceSection:
+        """The section with its named sensors cut to ``sensors`` (a type with an allow-list overrides it)."""
+        return self
 
 
 @dataclass(frozen=True)

@@ -65,6 +65,9 @@ class AgentMetrics:
         self.messages_received = Counter(
             "edge_agent_messages_received_total", "Messages or blocks received, by source.", ["source"], registry=r
         )
+        self.messages_foreign = Counter(  # sources with instances > 1 (edge_agent.config.instances)
+            "edge_agent_messages_foreign_total", "Messages of other instances' sensors.", ["source"], registry=r
+        )
         self.samples_received = Counter(
             "edge_agent_samples_received_total", "Samples accepted (per channel), by sensor.", ["sensor"], registry=r
         )
@@ -277,6 +280,7 @@ class AgentMetrics:
 
     def init_source(self, source: str) -> None:
         self.messages_received.labels(source)
+        self.messages_foreign.labels(source)
         self.source_up.labels(source).set(0)
         for reason in PAYLOAD_ERROR_REASONS + INGRESS_ERROR_REASONS:
             self.payload_errors.labels(source, reason)

@@ -152,14 +152,25 @@ def send_command(state_dir: Path, request: dict[str, Any], *, timeout_s: float =
     return reply
 
 
+def state_dir_of(config_path: str, sensor: str) -> Path:
+    """The state folder of the agent that processes ``sensor``: with sources shared by instances
+    (``instances`` = K), that of instance ``share_of(sensor, K)`` (config/instances.py)."""
+    from edge_agent.config.instances import share_of
+    from edge_agent.configload import ConfigError, load_config
+
+    try:
+        return load_config(config_path).agent.state_path()
+    except ConfigError:
+        first = load_config(config_path, 0)  # still invalid: that error
+    counts = sorted({source.instance_count for source in first.sources if source.instance_count > 1})
+    if len(counts) != 1:
+        raise ConfigError([f"{config_path}: sources shared by {counts} instances: give --state-dir"])
+    return load_config(config_path, share_of(sensor, counts[0])).agent.state_path()
+
+
 def request_learning(args: Any) -> int:
     """``edge-agent learn --sensor NAME --duration 10m``: ask the running agent to learn; 0 if it started."""
-    if args.state_dir:
-        state_dir = Path(args.state_dir)
-    else:
-        from edge_agent.configload import load_config
-
-        state_dir = load_config(args.config).agent.state_path()
+    state_dir = Path(args.state_dir) if args.state_dir else state_dir_of(args.config, args.sensor)
     request = {
         "command": "learn",
         "sensor": args.sensor,

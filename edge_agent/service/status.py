@@ -141,7 +141,7 @@ def status_report(
     return head + "\n" + (format_table(rows) if rows else "no sensor yet")
 
 
-def run_status(config_path: str, url: str | None, interval_s: float) -> int:
+def run_status(config_path: str, url: str | None, interval_s: float, instance: int | None = None) -> int:
     """``edge-agent status``: print the report; 1 when no agent answers, 2 for a bad configuration file."""
     from edge_agent.configload import ConfigError, load_config
 
@@ -150,7 +150,7 @@ def run_status(config_path: str, url: str | None, interval_s: float) -> int:
 
     if url is None:
         try:
-            config = load_config(config_path)
+            config = load_config(config_path, instance)  # an instance listens on metrics.port + N
         except ConfigError as error:
             print(
                 f"edge-agent status: {config_path}: {error.errors[0]} (or give the address with --url)", file=sys.stderr

@@ -101,6 +101,7 @@ def _build_mqtt(section: MqttSourceSection, build: SourceBuild) -> Source:
         agent_id=config.agent.id,
         metrics=build.metrics,
         streams=build.streams,
+        instance=config.agent.instance or 0,
     )
 
 

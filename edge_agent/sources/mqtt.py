@@ -7,6 +7,9 @@ admitted with its first message, before its payload is parsed (so a sensor whose
 rejected has its series, its silent alarm and its stream supervision). Rejected messages are
 counted by source and reason, those of an admitted sensor also by sensor, and logged at most once
 a minute per (sensor, reason) (per reason for refused sensor ids, which are not bounded).
+With ``instances = K`` > 1 the sensors of another agent instance (config/instances.py) are
+discarded from the topic, before any decoding or admission, and counted in
+``edge_agent_messages_foreign_total`` (never as payload errors).
 ``seq_counts = "samples"``: a JSON ``seq`` that advances by the previous message's sample count
 is turned into a message count before the windowing (README, "Payloads").
 """
@@ -23,6 +26,7 @@ import paho.mqtt.client as paho
 
 from edge_agent.common.ratelimit import RateLimitedLog
 from edge_agent.config import MqttSection
+from edge_agent.config.instances import share_of
 from edge_agent.config.rules import SENSOR_ID_RULE, sensor_id
 from edge_agent.metrics import AgentMetrics
 from edge_agent.mqttclient import MqttConnection
@@ -48,6 +52,7 @@ class MqttSource:
         metrics: AgentMetrics,
         max_payload_bytes: int = MAX_PAYLOAD_BYTES,
         streams: StreamEvents | None = None,
+        instance: int = 0,
     ) -> None:
         self.name = section.name
         self._section = section
@@ -55,6 +60,7 @@ class MqttSource:
         self._metrics = metrics
         self._max_bytes = max_payload_bytes
         self._allowed = frozenset(section.sensors)
+        self._instance = instance  # this process's share: sensors with share_of(id, section.instances) == instance
         self._known: set[str] = set()  # admitted sensor ids; touched only by paho's thread
         self._last_sample: dict[str, Any] = {}  # sensor -> its last-sample gauge child (labels() once)
         self._topics: dict[str, str] = {}  # topic -> admitted sensor id it names (bounded: _TOPIC_CACHE)
@@ -66,6 +72,7 @@ class MqttSource:
         self.internal_errors = 0  # exceptions caught in the message callback (emit or a bug)
         self._up = metrics.source_up.labels(self.name)  # this source's and its sensors' series: the router
         self._received = metrics.messages_received.labels(self.name)
+        self._foreign = metrics.messages_foreign.labels(self.name)
         self._conn = MqttConnection(
             mqtt,
             agent_id=agent_id,
@@ -143,6 +150,9 @@ class MqttSource:
         sensor = ""
         try:
             sensor = self._sensor_of(msg)
+            if sensor is None:
+                self._foreign.inc()
+                return  # another instance's sensor: nothing decoded, nothing admitted
             if sensor not in self._known:
                 self._known.add(sensor)
                 if self._streams is not None:
@@ -194,7 +204,8 @@ class MqttSource:
         self._seqs[sensor] = (seq, n, message)
         return message
 
-    def _sensor_of(self, msg: paho.MQTTMessage) -> str:
+    def _sensor_of(self, msg: paho.MQTTMessage) -> str | None:
+        """The topic's sensor id, None if another instance's; PayloadError if it cannot be admitted."""
         try:
             topic = msg.topic
         except UnicodeDecodeError:
@@ -213,6 +224,9 @@ class MqttSource:
         sensor = levels[level] if level < len(levels) else ""
         if not sensor:
             raise PayloadError("unknown_sensor", f"topic has no sensor id at level {level}")
+        instances = self._section.instances
+        if instances > 1 and share_of(sensor, instances) != self._instance:
+            return None  # before the id checks: each message is counted by exactly one instance
         if not sensor_id(sensor):  # a hostile id must not reach topics, metric labels or logs
             raise PayloadError("bad_sensor_id", f"{SENSOR_ID_RULE} (got {len(sensor)} characters)")
         if self._allowed:

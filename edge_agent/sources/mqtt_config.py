@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from edge_agent.config.rules import SENSOR_ID_RULE, sensor_id, setting
 from edge_agent.config.sections import SourceSection
@@ -18,6 +18,7 @@ from edge_agent.sources.payloads import FORMATS
 
 BINARY_FORMATS = tuple(f for f in FORMATS if f != "json")
 SEQ_COUNTS = ("messages", "samples")  # seq + 1 per message, or seq + the previous message's samples
+MAX_INSTANCES = 256  # agent processes sharing one source's sensors (one per core)
 QOS_LEVELS = (0, 1)  # QoS 2 stalled under sustained load (ENVIRONMENT.md)
 
 
@@ -35,6 +36,7 @@ class MqttSourceSection(SourceSection):
     sensors: tuple[str, ...] = ()  # accepted sensor ids (empty: any, up to max_sensors)
     max_sensors: int = setting(1000, gt=0)  # new sensor ids past this are refused (metric label bound)
     seq_counts: str = setting("messages", choices=SEQ_COUNTS)  # what a JSON seq counts (README, "Payloads")
+    instances: int = setting(1, ge=1, le=MAX_INSTANCES)  # agent instances sharing its sensors (config/instances.py)
 
     @property
     def known_sensors(self) -> tuple[str, ...]:
@@ -43,6 +45,13 @@ class MqttSourceSection(SourceSection):
     @property
     def stream_format(self) -> str:
         return self.format
+
+    @property
+    def instance_count(self) -> int:
+        return self.instances
+
+    def with_sensors(self, sensors: tuple[str, ...]) -> MqttSourceSection:
+        return replace(self, sensors=sensors)
 
 
 def check_mqtt_source(table: Table, context: SourceContext) -> None:

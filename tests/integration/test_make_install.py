@@ -53,6 +53,7 @@ def test_install_twice_over_an_edited_config_then_uninstall(tmp_path: Path) -> N
         "etc/edge-agent/config.toml",
         "etc/edge-agent/config.toml.default",
         "etc/systemd/system/edge-agent.service",
+        "etc/systemd/system/edge-agent@.service",  # the template: one process per core
         f"{PREFIX[1:]}/README.md",
         f"{PREFIX[1:]}/config.example.toml",
         f"{PREFIX[1:]}/models/README.md",
@@ -76,6 +77,12 @@ def test_install_twice_over_an_edited_config_then_uninstall(tmp_path: Path) -> N
     unit = (dest / "etc/systemd/system/edge-agent.service").read_text()
     assert f"ExecStart={PREFIX}/venv/bin/python -m edge_agent run --config /etc/edge-agent/config.toml" in unit
     assert "/opt/edge-agent/" not in unit
+    template = (dest / "etc/systemd/system/edge-agent@.service").read_text()
+    assert (
+        f"ExecStart={PREFIX}/venv/bin/python -m edge_agent run --config /etc/edge-agent/config.toml --instance %i"
+        in (template)
+    )
+    assert "/opt/edge-agent/" not in template
     config_path = dest / "etc/edge-agent/config.toml"
     config = load_config(config_path)
     assert config.models[0].path == f"{PREFIX}/models/drsn_cw_cwru.pt"
