@@ -22,8 +22,11 @@ per channel with ``s = gamma / sqrt(var + eps)``, ``b = beta - s * mean``):
 ``direct_convs`` replaces float convolutions by :class:`DirectConv2d`, which calls oneDNN's
 convolution (``torch.mkldnn_convolution``) directly: for a batch of 1, ``torch.nn.functional.conv2d``
 picks ``aten::_slow_conv2d_forward`` on these layers (PyTorch sends inputs of batch 1 with at most
-20 480 elements to its native kernel, and every layer here has 16 384), ~4x slower than oneDNN. The
-int8 export keeps ``nn.Conv2d`` in the units (FX quantises them) and makes only the float stem direct.
+20 480 elements to its native kernel, and every layer here has 16 384). On the AMD EPYC this was
+measured on (AVX-512 VNNI, torch 2.13) the native kernel was the faster one at batch 1 (oneDNN's
+per-call overhead dominates such small layers: docs/benchmarks.md, "Model inference"), so the
+export's default is ``"none"``; the option stays for CPUs where it pays (measure with
+``benchmarks/bench_inference.py``). ``"stem"`` is for int8 (the units' convolutions are quantised).
 """
 
 from __future__ import annotations
@@ -146,11 +149,12 @@ class FoldedBlock2d(Block2d):
         return y
 
 
-def fold_network(network: ResidualNet2d, *, direct_convs: str = "all") -> ResidualNet2d:
+def fold_network(network: ResidualNet2d, *, direct_convs: str = "none") -> ResidualNet2d:
     """A folded copy of ``network`` (eval, no gradients); ``network`` is untouched.
 
-    ``direct_convs``: ``"all"`` (float32 export), ``"stem"`` (int8 export: the units' convolutions are
-    quantised) or ``"none"``. The copy keeps ``network``'s class (and front-end, for audio) and module
+    ``direct_convs``: ``"none"`` (the default: PyTorch picks the kernel), ``"all"`` (every convolution
+    through :class:`DirectConv2d`; float32 only) or ``"stem"`` (for int8: the units' convolutions are
+    quantised). The copy keeps ``network``'s class (and front-end, for audio) and module
     names, so :class:`~edge_agent.nn.noise_floor.NoiseFloorNet2d` and the int8 export take it as is.
     """
     if direct_convs not in DIRECT_CONVS:
