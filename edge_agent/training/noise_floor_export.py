@@ -18,6 +18,7 @@ from torch import fx, nn
 
 from edge_agent.nn.channels_last import ResidualNet2d
 from edge_agent.nn.noise_floor import DEFAULT_UNITS, NoiseFloorNet2d
+from edge_agent.training.int8_params import Int8Parameters, write_int8_parameters
 from edge_agent.training.quantize import check_batch_sizes, int8_module_names, quantize_boundaries, quantize_int8
 
 logger = logging.getLogger(__name__)
@@ -81,8 +82,12 @@ def build_noise_floor_torchscript(
     engine: str = "onednn",
     quantize_stem: bool = False,
     units: tuple[int, ...] = DEFAULT_UNITS,
+    int8_parameters: Int8Parameters | None = None,
 ) -> tuple[torch.jit.ScriptModule, dict[str, Any]]:
     """float32 (``calibration`` None) or int8 TorchScript of ``network`` with a ``noise_floor`` method, and its meta.
+
+    ``int8_parameters`` (int8 only): scales, zero points and int8 weights to use instead of the calibrated
+    ones (a previous int8 file of the same weights, :mod:`edge_agent.training.int8_params`).
 
     ``meta`` is copied and only extended (unknown keys ride along): ``graph_layout`` is expected to be
     set by the caller; this adds ``noise_floor`` and the precision keys.
@@ -96,6 +101,8 @@ def build_noise_floor_torchscript(
         meta.update(precision="float32", quantized_engine=None)
     else:
         graph = quantize_int8(combined, calibration, engine=engine, quantize_stem=quantize_stem)
+        if int8_parameters is not None:
+            write_int8_parameters(graph, int8_parameters)
         meta.update(precision="int8", quantized_engine=engine)
         meta["quantization"] = {
             **meta.get("quantization", {}),

@@ -104,27 +104,34 @@ def quantize_int8(
 
 
 def drop_relu_before_quantize(module: GraphModule) -> int:
-    """Drop the ReLU of fused float ``BatchNorm + ReLU`` modules whose only user is a quint8 quantize with zero point 0.
+    """Drop the ReLU of fused float ``BatchNorm + ReLU`` modules, and plain ``nn.ReLU`` modules, whose only user
+    is a quint8 quantize with zero point 0.
 
     quint8 saturates at its zero point, so ``quantize(relu(y)) == quantize(y)`` exactly.
     Returns how many ReLUs were dropped (FX fuses ``bn1 -> relu1`` into a float ``BNReLU2d``;
-    in 1-D models it does not fuse them and nothing is dropped).
+    in 1-D models it does not fuse them and nothing is dropped; after :mod:`edge_agent.nn.folding` the BN is
+    an affine and ``relu1`` a module of its own, bypassed in the graph).
     """
     dropped = 0
-    for node in module.graph.nodes:
+    for node in list(module.graph.nodes):
         if node.op != "call_function" or node.target is not torch.quantize_per_tensor:
             continue
         source, _, zero_point, dtype = node.args
         if dtype != torch.quint8 or source.op != "call_module" or len(source.users) != 1:
             continue
         fused = module.get_submodule(source.target)
-        if not isinstance(fused, nni.BNReLU2d | nni.BNReLU3d) or zero_point.op != "get_attr":
+        if not isinstance(fused, nni.BNReLU2d | nni.BNReLU3d | nn.ReLU) or zero_point.op != "get_attr":
             continue
         if int(getattr(module, zero_point.target)) != 0:
             continue
-        parent, _, leaf = source.target.rpartition(".")
-        setattr(module.get_submodule(parent) if parent else module, leaf, fused[0])
+        if isinstance(fused, nn.ReLU):  # a plain ReLU (after a folded BN's affine): bypass it
+            node.replace_input_with(source, source.args[0])
+            module.graph.erase_node(source)
+        else:
+            parent, _, leaf = source.target.rpartition(".")
+            setattr(module.get_submodule(parent) if parent else module, leaf, fused[0])
         dropped += 1
+    module.graph.lint()
     module.recompile()
     return dropped
 

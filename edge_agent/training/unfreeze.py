@@ -40,19 +40,26 @@ def _tensor_inputs(node: torch._C.Node) -> list[torch.Tensor | None]:
 
 def frozen_parameters(module: torch.jit.ScriptModule) -> dict[str, list[list[torch.Tensor | None]]]:
     """Tensor constants of every ``_convolution``, ``batch_norm`` and ``linear`` node, in graph order;
-    ``normalize``: the constants subtracted and divided by (Standardize's mean and std)."""
-    found: dict[str, list[list[torch.Tensor | None]]] = {"conv": [], "bn": [], "linear": [], "normalize": []}
+    ``mean`` / ``std``: the constants subtracted and divided by before the first convolution (Standardize).
+
+    Also reads :mod:`edge_agent.nn.folding`'s form (what ``fast_export`` writes): a ``mkldnn_convolution``
+    is a convolution and an ``addcmul(shift, x, scale)`` a batch norm given as ``[scale, shift, None, None]``.
+    """
+    found: dict[str, list[list[torch.Tensor | None]]] = {"conv": [], "bn": [], "linear": [], "mean": [], "std": []}
     for node in module.inlined_graph.nodes():
         kind = node.kind()
-        if kind == "aten::_convolution":
+        if kind in ("aten::_convolution", "aten::mkldnn_convolution"):
             found["conv"].append(_tensor_inputs(node)[:2])
         elif kind == "aten::batch_norm":
             found["bn"].append(_tensor_inputs(node)[:4])
+        elif kind == "aten::addcmul":
+            shift, scale = _tensor_inputs(node)[:2]
+            found["bn"].append([scale, shift, None, None])
         elif kind == "aten::linear":
             found["linear"].append(_tensor_inputs(node)[:2])
         elif kind in ("aten::sub", "aten::div") and len(found["conv"]) == 0:
             constants = [t for t in _tensor_inputs(node) if t is not None and t.ndim == 3]
-            found["normalize"].extend([[t] for t in constants])
+            found["mean" if kind == "aten::sub" else "std"].extend([[t] for t in constants])
     return found
 
 
@@ -118,12 +125,20 @@ def network_from_frozen(path: Path) -> tuple[ResidualNet2d, dict[str, Any]]:
             if _is_folded(network, module):
                 _identity_bn(module)
         for module, (weight, bias, mean, var) in zip(kept_bns, found["bn"], strict=True):
+            if mean is None or var is None:  # a folded affine: weight = scale, bias = shift
+                _identity_bn(module)
+                weight, bias = weight.reshape(-1), bias.reshape(-1)
+            else:
+                module.running_mean.copy_(mean)
+                module.running_var.copy_(var)
             module.weight.copy_(weight)
             module.bias.copy_(bias)
-            module.running_mean.copy_(mean)
-            module.running_var.copy_(var)
-        if len(found["normalize"]) == 2:
-            network.normalize.set_stats(found["normalize"][0][0], found["normalize"][1][0])
+        if len(found["mean"]) > 1 or len(found["std"]) > 1:
+            raise ValueError(f"{path}: more than one normalisation constant before the first convolution")
+        if found["mean"] or found["std"]:
+            normalize = network.normalize
+            mean = found["mean"][0][0] if found["mean"] else torch.zeros_like(normalize.mean)
+            normalize.set_stats(mean, found["std"][0][0] if found["std"] else torch.ones_like(normalize.std))
     return network.eval().requires_grad_(False), meta
 
 
