@@ -16,6 +16,14 @@ keep the sensor's level (on vibration a fault often shows first as more energy).
   band-passed (in the frequency domain) to each of ``kurtosis_bands`` log-spaced bands from 50 Hz to Nyquist:
   impulsiveness per band, scale-free (level-invariant by construction) and barely moved by a change of
   speed, where spectral lines move: ``F = kurtosis_bands + 1``.
+- ``envspread``: amplitude modulation, scale-free and speed-stable. The window and its band-passed copies
+  (``spread_bands`` log-spaced bands from :data:`SPREAD_LOW_HZ` to Nyquist, in the frequency domain) are cut
+  into frames of each of :data:`SPREAD_FRAMES` samples (those giving >= 4 frames); the short-time envelope
+  ``0.5 * log(frame power)`` is taken per frame, and the feature is ``log(q90 - q10)`` of it over the frames:
+  how much the level swings inside the window (a loose or damaged propeller modulates the sound; a
+  stationary healthy whine, at whatever speed and pitch, does not), the 10-90 % range rather than the
+  standard deviation so that one click does not carry the window. A gain cancels in the difference of
+  logs: ``F = (spread_bands + 1) * len(frames)``.
 """
 
 from __future__ import annotations
@@ -27,7 +35,11 @@ import numpy as np
 import torch
 from torch import nn
 
-FRONTENDS = ("raw", "logspec", "logmel", "envelope", "bandkurtosis")
+FRONTENDS = ("raw", "logspec", "logmel", "envelope", "bandkurtosis", "envspread")
+SCALE_FREE = ("bandkurtosis", "envspread")  # ratios of the signal to itself: level-invariant whatever the setting
+SPREAD_FRAMES = (16, 64, 256)  # envelope frame lengths (samples) of ``envspread``
+SPREAD_LOW_HZ = 1000.0  # lowest band edge of ``envspread``
+SPREAD_QUANTILES = (0.1, 0.9)
 LOG_FLOOR = 1e-10  # added to powers before the log: -100 dB of a unit-RMS (or 1 g RMS) signal
 
 
@@ -60,6 +72,13 @@ def mel_filterbank(n_bins: int, n_bands: int, sample_rate_hz: float, f_min_hz: f
     return bank / bank.sum(axis=0, keepdims=True)
 
 
+def band_mask(freqs_hz: np.ndarray, low_hz: float, high_hz: float) -> np.ndarray:
+    """1.0 on rfft bins in ``[low_hz, high_hz)``, DC excluded."""
+    mask = ((freqs_hz >= low_hz) & (freqs_hz < high_hz)).astype(np.float32)
+    mask[0] = 0.0
+    return mask
+
+
 class AnomalyFrontEnd(nn.Module):
     """One of :data:`FRONTENDS`; ``out_features`` is ``F``."""
 
@@ -76,6 +95,7 @@ class AnomalyFrontEnd(nn.Module):
         band_high_hz: float = 5000.0,
         n_bins: int = 128,
         kurtosis_bands: int = 12,
+        spread_bands: int = 3,
     ) -> None:
         super().__init__()
         if kind not in FRONTENDS:
@@ -108,12 +128,30 @@ class AnomalyFrontEnd(nn.Module):
         self.register_buffer(
             "band_masks", torch.from_numpy(np.stack(masks)) if kind == "bandkurtosis" else torch.zeros(1, 1)
         )
+        low_hz = min(SPREAD_LOW_HZ, nyquist_hz / 4.0)
+        spread = [band_mask(freqs_hz.numpy(), 0.0, nyquist_hz + 1.0)]
+        spread += (
+            [
+                band_mask(freqs_hz.numpy(), lo, hi)
+                for lo, hi in itertools.pairwise(np.geomspace(low_hz, nyquist_hz, spread_bands + 1))
+            ]
+            if spread_bands
+            else []
+        )
+        self.register_buffer(
+            "spread_masks", torch.from_numpy(np.stack(spread)) if kind == "envspread" else torch.zeros(1, 1)
+        )
+        self.spread_frames: list[int] = [f for f in SPREAD_FRAMES if window_samples // f >= 4]
+        if kind == "envspread" and not self.spread_frames:
+            raise ValueError(f"envspread needs window_samples >= {4 * SPREAD_FRAMES[0]}, got {window_samples}")
+        self.register_buffer("spread_quantiles", torch.tensor(SPREAD_QUANTILES))
         self.out_features = {
             "raw": window_samples,
             "logspec": bins,
             "logmel": n_bands,
             "envelope": self.n_bins,
             "bandkurtosis": kurtosis_bands + 1,
+            "envspread": (spread_bands + 1) * len(self.spread_frames),
         }[kind]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -124,6 +162,8 @@ class AnomalyFrontEnd(nn.Module):
             return self._envelope(x)
         if self.kind == "bandkurtosis":
             return self._band_kurtosis(x)
+        if self.kind == "envspread":
+            return self._envelope_spread(x)
         power = self._welch(x)
         if self.kind == "logmel":
             power = torch.matmul(power, self.mel)
@@ -140,6 +180,18 @@ class AnomalyFrontEnd(nn.Module):
         bands = torch.fft.irfft(spectrum * self.band_masks, n=self.window_samples, dim=-1)  # (N, C, B, L)
         power = bands.pow(2).mean(dim=-1)
         return torch.log(bands.pow(4).mean(dim=-1) / (power.pow(2) + self.log_floor) + self.log_floor)
+
+    def _envelope_spread(self, x: torch.Tensor) -> torch.Tensor:
+        spectrum = torch.fft.rfft(x, dim=-1).unsqueeze(2)  # (N, C, 1, half)
+        bands = torch.fft.irfft(spectrum * self.spread_masks, n=self.window_samples, dim=-1)  # (N, C, B, L)
+        spreads = []
+        for frame in self.spread_frames:
+            count = self.window_samples // frame
+            framed = bands[..., : count * frame].reshape(bands.shape[0], bands.shape[1], bands.shape[2], count, frame)
+            log_envelope = 0.5 * torch.log(framed.pow(2).mean(dim=-1) + self.log_floor)  # (N, C, B, frames)
+            low_high = torch.quantile(log_envelope, self.spread_quantiles, dim=-1)  # (2, N, C, B)
+            spreads.append(torch.log(low_high[1] - low_high[0] + 1e-6))
+        return torch.stack(spreads, dim=-1).flatten(2)  # (N, C, B * frames), band-major
 
     def _envelope(self, x: torch.Tensor) -> torch.Tensor:
         spectrum = torch.fft.rfft(x, dim=-1) * self.passband
@@ -161,6 +213,13 @@ def describe_frontend(front: AnomalyFrontEnd, sample_rate_hz: float) -> dict[str
         info["bands"] = int(front.mel.shape[1])
     if front.kind == "bandkurtosis":
         info["bands"] = int(front.band_masks.shape[0]) - 1
+    if front.kind == "envspread":
+        info.update(
+            bands=int(front.spread_masks.shape[0]) - 1,
+            low_hz=min(SPREAD_LOW_HZ, sample_rate_hz / 8.0),
+            frames_samples=list(front.spread_frames),
+            quantiles=list(SPREAD_QUANTILES),
+        )
     if front.kind == "envelope":
         band = (front.passband > 0).nonzero().flatten()
         step_hz = sample_rate_hz / front.window_samples

@@ -11,7 +11,13 @@ Registered by name (:func:`get_autoencoder`), like the classifiers:
 - ``sparse``: sigmoid code units, loss + ``beta * sum_j KL(rho || rho_hat_j)`` with ``rho_hat_j`` the
   mean activation of unit ``j`` over the batch (``rho = 0.05``);
 - ``conv``: a small 1-D convolutional encoder along the features (spectra are smooth along
-  frequency) with a dense decoder.
+  frequency) with a dense decoder;
+- ``excess``: no weights, nothing to train: the "reconstruction" is ``min(z, 0)``, the nearest point that is
+  no higher than the healthy mean, so the score is ``mean(relu(z)**2)``, the one-sided excess of the
+  features over healthy in z units. For front-ends whose features grow with a fault (``envspread``,
+  ``bandkurtosis``: more modulation, more impulses); a feature that drops scores 0. It cannot learn the
+  correlations of healthy features, and so it cannot mistake an unseen healthy combination of them for
+  a fault either (the motor recordings at unseen speeds: docs/results/anomaly_unseen_speeds.md).
 
 :class:`AnomalyDetector` (front-end, standardisation, autoencoder, error weights) maps raw windows to
 scores ``(N,)``: ``mean_j w_j (z_j - zhat_j)**2``, the squared error per feature in healthy-z units,
@@ -191,6 +197,26 @@ def conv(*, in_channels: int, in_features: int, width: int = 8, hidden: int = 64
         in_channels=in_channels,
         in_features=in_features,
     )
+
+
+class ClampAbove(nn.Module):
+    """``min(z, ceiling)``."""
+
+    def __init__(self, ceiling: float = 0.0) -> None:
+        super().__init__()
+        self.ceiling = ceiling
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return z.clamp(max=self.ceiling)
+
+
+@register_autoencoder("excess")
+def excess(*, in_channels: int, in_features: int) -> Autoencoder:
+    return Autoencoder(nn.Identity(), ClampAbove(0.0), in_channels=in_channels, in_features=in_features)
+
+
+def is_trainable(network: nn.Module) -> bool:
+    return any(p.requires_grad for p in network.parameters())
 
 
 class AnomalyDetector(nn.Module):

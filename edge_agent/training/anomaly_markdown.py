@@ -125,7 +125,12 @@ def plot_motor(rows: list[dict[str, Any]], variant: str, path: Path) -> None:
     plt.close(fig)
 
 
-MOTOR_GOAL_VARIANTS = ("undercomplete/logmel", "undercomplete/bandkurtosis", "undercomplete/bandkurtosis+cross-fit")
+MOTOR_GOAL_VARIANTS = (
+    "undercomplete/logmel",
+    "undercomplete/bandkurtosis",
+    "undercomplete/bandkurtosis+cross-fit",
+    "excess/envspread+cross-fit",
+)
 
 
 def _motor_goals(summary: dict[str, Any], variant: str) -> list[tuple[str, bool, str]]:

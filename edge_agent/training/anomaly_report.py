@@ -76,6 +76,7 @@ def run_motor(data: str | None, seeds: tuple[int, ...]) -> list[dict[str, Any]]:
     variants += [ev.Variant(n, "logmel", True) for n in NETWORKS[1:]]
     variants += [ev.Variant(n, "bandkurtosis", True) for n in NETWORKS[1:3]]
     variants.append(ev.Variant("undercomplete", "bandkurtosis", True, cross_fit=True))
+    variants.append(ev.Variant("excess", "envspread", True, cross_fit=True))  # see anomaly_speeds (8192 there)
     rows = []
     for variant in variants:
         for motor in ("M1", "M2"):

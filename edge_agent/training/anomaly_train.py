@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from edge_agent.nn.anomaly_frontends import AnomalyFrontEnd
-from edge_agent.nn.autoencoders import AnomalyDetector, get_autoencoder
+from edge_agent.nn.autoencoders import AnomalyDetector, get_autoencoder, is_trainable
 
 logger = logging.getLogger(__name__)
 
@@ -45,6 +45,7 @@ class AnomalyConfig:
     n_fft: int = 256
     n_bands: int = 32
     kurtosis_bands: int = 12
+    spread_bands: int = 3  # bands of ``envspread`` besides the whole window
     network_options: dict[str, float] = field(default_factory=dict)
     steps: int = 1500
     batch_size: int = 128
@@ -81,6 +82,7 @@ def build_detector(config: AnomalyConfig, channels: int, sample_rate_hz: float) 
         n_fft=min(config.n_fft, config.window_samples),
         n_bands=config.n_bands,
         kurtosis_bands=config.kurtosis_bands,
+        spread_bands=config.spread_bands,
     )
     torch.manual_seed(config.seed)
     network = get_autoencoder(
@@ -148,6 +150,10 @@ def train_autoencoder(
 ) -> list[float]:
     """Adam on random batches of ``z``; returns the loss every 100 steps."""
     network = detector.autoencoder
+    if not is_trainable(network):  # e.g. ``excess``: nothing to fit beyond the standardisation
+        network.eval()
+        with torch.no_grad():
+            return [float(network.loss(z[: config.batch_size])[0])]
     network.train()
     optimiser = torch.optim.Adam(network.parameters(), lr=config.lr)
     generator = torch.Generator().manual_seed(config.seed)

@@ -28,8 +28,8 @@ logger = logging.getLogger(__name__)
 MIN_TRAIN_WINDOWS = 32
 SILENT_RMS = 1e-6  # relative to the largest recording's RMS: a dead channel / digital silence
 CLIPPED_FRACTION = 1e-3  # of samples in flat runs at the recording's extreme value: saturated input
-NETWORK_CHOICES = ("undercomplete", "denoising", "sparse", "conv")
-FRONTEND_CHOICES = ("logspec", "logmel", "raw", "envelope", "bandkurtosis")
+NETWORK_CHOICES = ("undercomplete", "denoising", "sparse", "conv", "excess")
+FRONTEND_CHOICES = ("logspec", "logmel", "raw", "envelope", "bandkurtosis", "envspread")
 
 
 def read_recording(path: Path, sample_rate_hz: float | None) -> tuple[np.ndarray, float, bool]:

@@ -1,0 +1,287 @@
+"""Motor sound at unseen speeds: the envelope-spread detector, chosen per fold on validation folds (one command).
+
+    EDGE_AGENT_DATA=../shared/data nice -n 10 python -m edge_agent.training.anomaly_speeds [--out docs/results]
+
+Writes ``<out>/anomaly_unseen_speeds.md`` and ``<out>/anomaly_unseen_speeds.json``. Per motor (M1, M2) and per
+held-out speed (leave one speed out, as in ``anomaly_report``): the healthy clips at the other 5 speeds are the
+learning data; the held-out speed's healthy and propeller clips are the test and are used for nothing else.
+
+- **Selection on validation folds** (nested): for each outer fold, every candidate of :data:`CANDIDATES` is
+  scored leave-one-*learned*-speed-out on the 5 learned speeds (healthy at the 4 others learned; that speed's
+  healthy clip against its propeller clip, where it has one): the best mean validation AUC wins; within
+  0.005 of it, the validation false-window rate over 2 % decides, then the validation detection (both at a
+  cross-fitted 99 % healthy quantile, see :func:`choose`).
+  This inner scoring uses the front-end features and the detector's arithmetic directly (fast path).
+- **Test**: the chosen candidate is learned through :func:`edge_agent.training.anomaly_learn.learn` with
+  ``cross_fit`` (the same code as ``edge-agent learn --cross-fit``: threshold from the leave-one-recording-out
+  scores of all 5 learned clips, peaks over threshold at 1 %), exported graph's scores on the test clips.
+- Reference table: every candidate on every test fold (choosing from it would be choosing on the test).
+
+Nothing here is random (no training, no noise draw): one run gives every number.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from edge_agent.training import anomaly_eval as ev
+from edge_agent.training.anomaly_learn import learn
+from edge_agent.training.anomaly_train import AnomalyConfig, build_detector, scores_of
+from edge_agent.training.audio_data import SAMPLE_RATE_HZ, BldcDataset, Clip, load_bldc
+
+logger = logging.getLogger(__name__)
+
+MOTORS = ("M1", "M2")
+SPEEDS = tuple(s for (s,) in ev.MOTOR_SPEED_FOLDS)
+HOP_SAMPLES = 2048
+TIE_AUC = 0.005
+VALIDATION_QUANTILE = 0.99
+MAX_FALSE_RATE = 0.02  # the issue's goal on held-out healthy data
+
+
+@dataclass(frozen=True)
+class Candidate:
+    frontend: str
+    window_samples: int
+    spread_bands: int = 3
+    network: str = "excess"
+
+    @property
+    def name(self) -> str:
+        bands = f", {self.spread_bands} bands" if self.frontend == "envspread" else ""
+        return f"{self.network}/{self.frontend} ({self.window_samples} samples{bands})"
+
+    def config(self) -> AnomalyConfig:
+        return replace(
+            ev.MOTOR_BASE,
+            network=self.network,
+            frontend=self.frontend,
+            window_samples=self.window_samples,
+            hop_samples=HOP_SAMPLES,
+            train_hop_samples=512,
+            spread_bands=self.spread_bands,
+            cross_fit=True,
+        )
+
+
+CANDIDATES = (
+    Candidate("envspread", 4096, 3),
+    Candidate("envspread", 8192, 0),
+    Candidate("envspread", 8192, 3),
+    Candidate("envspread", 8192, 6),
+    Candidate("bandkurtosis", 8192),
+)
+
+
+class FastScorer:
+    """The ``excess`` detector's arithmetic on cached front-end features (mirrors ``fit_standardisation``)."""
+
+    def __init__(self, healthy: list[np.ndarray]) -> None:
+        x = np.concatenate(healthy)
+        self.mean = x.mean(axis=0)
+        std = x.std(axis=0, ddof=1)
+        self.std = np.maximum(std, max(float(np.median(std)) * 0.05, 1e-6))
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        return (np.maximum((x - self.mean) / self.std, 0.0) ** 2).mean(axis=1)
+
+
+def clip_features(dataset: BldcDataset, candidate: Candidate) -> dict[str, np.ndarray]:
+    """Front-end features ``(windows, C * F)`` of every M1/M2 clip, at the evaluation hop."""
+    front = build_detector(candidate.config(), 1, dataset.sample_rate_hz).frontend
+    out = {}
+    with torch.inference_mode():
+        for clip in _clips(dataset):
+            windows = np.lib.stride_tricks.sliding_window_view(clip.samples, candidate.window_samples)[::HOP_SAMPLES]
+            out[clip.path] = front(torch.from_numpy(np.ascontiguousarray(windows[:, None, :]))).flatten(1).numpy()
+    return out
+
+
+def _clips(dataset: BldcDataset) -> list[Clip]:
+    return [c for c in dataset.clips if c.motor in MOTORS and c.condition in ("healthy", "propeller")]
+
+
+def _clip(dataset: BldcDataset, motor: str, condition: str, rpm: int) -> Clip | None:
+    found = [c for c in dataset.clips if (c.motor, c.condition, c.rpm) == (motor, condition, rpm)]
+    return found[0] if found else None
+
+
+def validation(dataset: BldcDataset, feats: dict[str, np.ndarray], motor: str, learned: tuple[int, ...]) -> dict:
+    """Leave one learned speed out on the learned speeds only: mean validation AUC, false and detection rates.
+
+    The threshold of each validation fold is the 99 % quantile of the cross-fitted scores of its 4 learned
+    speeds (as ``learn --cross-fit`` sets it, without the tail fit).
+    """
+    healthy = {s: feats[_clip(dataset, motor, "healthy", s).path] for s in learned}  # type: ignore[union-attr]
+    aucs, detections, false_rates = [], [], []
+    for speed in learned:
+        others = tuple(s for s in learned if s != speed)
+        scorer = FastScorer([healthy[s] for s in others])
+        crossed = np.concatenate([FastScorer([healthy[o] for o in others if o != s])(healthy[s]) for s in others])
+        threshold = float(np.quantile(crossed, VALIDATION_QUANTILE))
+        negatives = scorer(healthy[speed])
+        false_rates.append(float((negatives > threshold).mean()))
+        fault = _clip(dataset, motor, "propeller", speed)
+        if fault is not None:
+            positives = scorer(feats[fault.path])
+            aucs.append(ev.auc(negatives, positives))
+            detections.append(float((positives > threshold).mean()))
+    return {
+        "auc": float(np.mean(aucs)),
+        "detection": float(np.mean(detections)),
+        "false_rate": float(np.mean(false_rates)),
+        "folds": len(aucs),
+    }
+
+
+def choose(scores: dict[str, dict]) -> str:
+    """Best validation AUC; within :data:`TIE_AUC` of it, the fewest validation false windows above
+    :data:`MAX_FALSE_RATE` (0 below it), then the most validation detections."""
+    best_auc = max(s["auc"] for s in scores.values())
+    close = {name: s for name, s in scores.items() if s["auc"] >= best_auc - TIE_AUC}
+    return min(close, key=lambda n: (max(close[n]["false_rate"] - MAX_FALSE_RATE, 0.0), -close[n]["detection"]))
+
+
+def held_out_rows(dataset: BldcDataset, motor: str, held: int, candidate: Candidate) -> list[dict[str, Any]]:
+    """The product path: learn (cross-fit) on the learned speeds, score the held-out speed's clips."""
+    config = candidate.config()
+    train = [
+        c.samples[None, :] for c in dataset.clips if (c.motor, c.condition) == (motor, "healthy") and c.rpm != held
+    ]
+    result = learn(train, dataset.sample_rate_hz, config)
+    module = torch.jit.script(result.detector.eval())
+    rows = []
+    for condition in ("healthy", "propeller"):
+        clip = _clip(dataset, motor, condition, held)
+        if clip is None:
+            continue
+        scores = scores_of(module, [clip.samples[None, :]], config.window_samples, config.hop_samples)
+        rows.append(
+            {
+                "variant": candidate.name,
+                "motor": motor,
+                "fold": str(held),
+                "clip": clip.path,
+                "rpm": held,
+                "anomalous": condition != "healthy",
+                "scores": scores.tolist(),
+                "threshold": result.threshold,
+                "threshold_method": result.fit.method,
+            }
+        )
+    return rows
+
+
+def fold_table(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per fold: AUC, false and detection rates at the stored threshold, debounced alerts."""
+    out = []
+    for fold in sorted({r["fold"] for r in rows}, key=int):
+        picked = [r for r in rows if r["fold"] == fold]
+        healthy = next(r for r in picked if not r["anomalous"])
+        fault = next((r for r in picked if r["anomalous"]), None)
+        flags_h = np.asarray(healthy["scores"]) > healthy["threshold"]
+        entry: dict[str, Any] = {
+            "fold": fold,
+            "variant": healthy["variant"],
+            "threshold": healthy["threshold"],
+            "false_rate": float(flags_h.mean()),
+            "false_alert": ev.debounced_alert(flags_h),
+            "false_windows_s": [round(float(i) * HOP_SAMPLES / SAMPLE_RATE_HZ, 3) for i in np.flatnonzero(flags_h)],
+        }
+        if fault is not None:
+            flags_f = np.asarray(fault["scores"]) > fault["threshold"]
+            entry.update(
+                auc=ev.auc(np.asarray(healthy["scores"]), np.asarray(fault["scores"])),
+                detection_rate=float(flags_f.mean()),
+                fault_missed=not ev.debounced_alert(flags_f),
+            )
+        out.append(entry)
+    return out
+
+
+def cost_ms_per_window(candidate: Candidate, batch: int = 32, repeats: int = 5) -> float:
+    """Median time per window of the scripted detector at ``batch`` on one thread (front-end included)."""
+    module = torch.jit.script(build_detector(candidate.config(), 1, float(SAMPLE_RATE_HZ)).eval())
+    x = torch.randn(batch, 1, candidate.window_samples)
+    times = []
+    with torch.inference_mode():
+        module(x)
+        for _ in range(repeats):
+            started = time.perf_counter()
+            module(x)
+            times.append((time.perf_counter() - started) / batch * 1e3)
+    return float(np.median(times))
+
+
+def run(data: str | None) -> dict[str, Any]:
+    torch.set_num_threads(1)
+    started = time.perf_counter()
+    dataset = load_bldc(data)
+    feats = {c.name: clip_features(dataset, c) for c in CANDIDATES}
+    by_name = {c.name: c for c in CANDIDATES}
+    summary: dict[str, Any] = {"candidates": [c.name for c in CANDIDATES], "motors": {}}
+    for motor in MOTORS:
+        nested_rows, chosen, fixed_rows = [], {}, {}
+        for held in SPEEDS:
+            learned = tuple(s for s in SPEEDS if s != held)
+            scores = {name: validation(dataset, f, motor, learned) for name, f in feats.items()}
+            chosen[str(held)] = {"chosen": choose(scores), "validation": scores}
+            nested_rows += held_out_rows(dataset, motor, held, by_name[chosen[str(held)]["chosen"]])
+            logger.info("%s fold %d: chose %s", motor, held, chosen[str(held)]["chosen"])
+        for candidate in CANDIDATES:  # reference: every candidate on every test fold (fast path, 99 % quantile)
+            fixed_rows[candidate.name] = reference(dataset, feats[candidate.name], motor)
+        summary["motors"][motor] = {
+            "nested": {"folds": fold_table(nested_rows), "pooled": ev.motor_summary(nested_rows), "choices": chosen},
+            "reference": fixed_rows,
+        }
+    summary["cost_ms_per_window"] = {c.name: cost_ms_per_window(c) for c in CANDIDATES}
+    summary["seconds"] = round(time.perf_counter() - started, 1)
+    summary["labels_sha256"] = dataset.sha256
+    return summary
+
+
+def reference(dataset: BldcDataset, feats: dict[str, np.ndarray], motor: str) -> dict[str, Any]:
+    rows = []
+    for held in SPEEDS:
+        learned = [s for s in SPEEDS if s != held]
+        healthy = {s: feats[_clip(dataset, motor, "healthy", s).path] for s in learned}  # type: ignore[union-attr]
+        scorer = FastScorer(list(healthy.values()))
+        crossed = np.concatenate([FastScorer([healthy[o] for o in learned if o != s])(healthy[s]) for s in learned])
+        threshold = float(np.quantile(crossed, VALIDATION_QUANTILE))
+        for condition in ("healthy", "propeller"):
+            clip = _clip(dataset, motor, condition, held)
+            if clip is not None:
+                scores = scorer(feats[clip.path]).tolist()
+                anomalous = condition != "healthy"
+                rows.append({"fold": str(held), "anomalous": anomalous, "scores": scores, "threshold": threshold})
+    return ev.motor_summary(rows)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", help="folder holding machine_sound/ (default: $EDGE_AGENT_DATA)")
+    parser.add_argument("--out", default="docs/results", help="where the page and its JSON go")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    from edge_agent.training.anomaly_speeds_text import render
+
+    summary = run(args.data)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "anomaly_unseen_speeds.json").write_text(json.dumps(summary, indent=1, default=float) + "\n")
+    (out / "anomaly_unseen_speeds.md").write_text(render(summary))
+    logger.info("wrote %s (%.0f s)", out / "anomaly_unseen_speeds.md", summary["seconds"])
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
