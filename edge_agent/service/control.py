@@ -175,11 +175,11 @@ def request_learning(args: Any) -> int:
         "command": "learn",
         "sensor": args.sensor,
         "duration_s": parse_duration_s(args.duration),
-        "network": args.model,
-        "false_rate": args.false_rate,
-        "steps": args.steps,
         "force": bool(args.force),
     }
+    given = {"network": args.model, "frontend": args.frontend, "false_rate": args.false_rate, "steps": args.steps}
+    # options left out on the command line fall back to the sensor's [sources.learn] values (in the agent)
+    request.update({key: value for key, value in given.items() if value is not None})
     try:
         reply = send_command(state_dir, request)
     except PermissionError as error:

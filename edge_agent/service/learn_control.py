@@ -138,6 +138,7 @@ class GatewayLearning:
             duration_s = parse_duration_s(duration) if isinstance(duration, str) else float(duration)
             options = {
                 "network": request.get("network", defaults.model),
+                "frontend": request.get("frontend", defaults.frontend),
                 "false_rate": request.get("false_rate", defaults.false_rate),
                 "steps": request.get("steps", defaults.steps),
                 "max_bytes": request.get("max_bytes", defaults.max_bytes),

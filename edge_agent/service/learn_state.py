@@ -6,6 +6,7 @@ import math
 import subprocess
 from dataclasses import dataclass, field
 
+from edge_agent.config.learn import FRONTENDS, NETWORKS
 from edge_agent.modelfile import LoadedModel
 from edge_agent.pipeline.recorder import WindowRecorder
 
@@ -16,7 +17,6 @@ TRANSITIONS = {
     "training": ("validating", "failed"),
     "validating": ("idle", "failed"),
 }
-NETWORKS = ("undercomplete", "denoising", "sparse", "conv")
 MIN_RECORDED_FRACTION = 0.8  # of the requested duration: less means the stream dropped
 FAULT_REFUSE_FRACTION = 0.2  # classifier fault windows above this part of the recording: refused
 FLAGGED_REFUSE_FRACTION = 0.5  # windows the running anomaly model flags above this part: refused
@@ -27,6 +27,7 @@ class LearnRequest:
     sensor: str
     duration_s: float
     network: str = "undercomplete"
+    frontend: str = "logspec"
     false_rate: float = 0.01
     steps: int = 300
     max_bytes: int = 64 * 1024 * 1024
@@ -81,6 +82,8 @@ def request_problem(request: LearnRequest) -> str:
         return f"duration {request.duration_s} s must be > 0"
     if request.network not in NETWORKS:
         return f"model {request.network!r} is not one of {', '.join(NETWORKS)}"
+    if request.frontend not in FRONTENDS:
+        return f"frontend {request.frontend!r} is not one of {', '.join(FRONTENDS)}"
     if not 0 < request.false_rate < 0.5:
         return f"false rate {request.false_rate} must be in (0, 0.5)"
     if request.steps < 1 or request.max_bytes < 1:

@@ -32,6 +32,7 @@ def run_trainer(trainer: Sequence[str], run: LearningRun, recording: Path) -> Ou
         f"--window-samples={target.window_samples}",
         f"--hop-samples={target.hop_samples}",
         f"--model={request.network}",
+        f"--frontend={request.frontend}",
         f"--false-rate={request.false_rate:g}",
         f"--steps={request.steps}",
         "--quiet",

@@ -23,13 +23,15 @@ from typing import Any
 
 import numpy as np
 
+from edge_agent.config.learn import FRONTENDS, NETWORKS, LearnSection
+
 logger = logging.getLogger(__name__)
 
 MIN_TRAIN_WINDOWS = 32
 SILENT_RMS = 1e-6  # relative to the largest recording's RMS: a dead channel / digital silence
 CLIPPED_FRACTION = 1e-3  # of samples in flat runs at the recording's extreme value: saturated input
-NETWORK_CHOICES = ("undercomplete", "denoising", "sparse", "conv", "excess")
-FRONTEND_CHOICES = ("logspec", "logmel", "raw", "envelope", "bandkurtosis", "envspread")
+DEFAULTS = LearnSection()  # file learning's defaults; with --sensor the agent's [sources.learn] values
+LIVE_DEFAULT = "; with --sensor: the source's [sources.learn] value"
 
 
 def read_recording(path: Path, sample_rate_hz: float | None) -> tuple[np.ndarray, float, bool]:
@@ -138,14 +140,20 @@ def add_parser(subparsers: Any, **parser_options: Any) -> argparse.ArgumentParse
     p.add_argument("--sample-rate-hz", type=float, help="sample rate of .npy and .csv inputs")
     p.add_argument("--window-samples", type=int, default=2048, help="window length in samples (as the agent cuts)")
     p.add_argument("--hop-samples", type=int, help="hop of the agent's windows (default: window / 2)")
-    p.add_argument("--model", choices=NETWORK_CHOICES, default="undercomplete", help="autoencoder type")
-    p.add_argument("--frontend", choices=FRONTEND_CHOICES, default="logspec", help="features inside the model")
+    p.add_argument("--model", choices=NETWORKS, help=f"autoencoder type (default {DEFAULTS.model}){LIVE_DEFAULT}")
+    p.add_argument(
+        "--frontend", choices=FRONTENDS, help=f"features inside the model (default {DEFAULTS.frontend}){LIVE_DEFAULT}"
+    )
     p.add_argument(
         "--absolute-level",
         action="store_true",
         help="keep the signal's level in the features (default: level-invariant, a gain change is not an anomaly)",
     )
-    p.add_argument("--false-rate", type=float, default=0.01, help="target false-window rate on healthy data")
+    p.add_argument(
+        "--false-rate",
+        type=float,
+        help=f"target false-window rate on healthy data (default {DEFAULTS.false_rate:g}){LIVE_DEFAULT}",
+    )
     p.add_argument(
         "--threshold-method",
         choices=("pot", "gamma", "empirical"),
@@ -158,7 +166,7 @@ def add_parser(subparsers: Any, **parser_options: Any) -> argparse.ArgumentParse
         action="store_true",
         help="with >= 3 recordings: threshold from leave-one-recording-out scores of all of them (one model each)",
     )
-    p.add_argument("--steps", type=int, default=1500, help="optimiser steps")
+    p.add_argument("--steps", type=int, help=f"optimiser steps (default {DEFAULTS.steps}){LIVE_DEFAULT}")
     p.add_argument("--seed", type=int, default=0, help="random seed (initialisation, batch order, corruption)")
     p.add_argument("--units", default="sensor units", help="input units recorded in meta.json (e.g. g)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -192,14 +200,14 @@ def run(args: argparse.Namespace) -> int:
     recordings = [r for r, _, _ in loaded]
     check_recordings(recordings, paths, args.window_samples)
     config = AnomalyConfig(
-        network=args.model,
-        frontend=args.frontend,
+        network=args.model or DEFAULTS.model,
+        frontend=args.frontend or DEFAULTS.frontend,
         level_invariant=not args.absolute_level,
         window_samples=args.window_samples,
         hop_samples=args.hop_samples or args.window_samples // 2,
         train_hop_samples=max(1, args.window_samples // 8),
-        steps=args.steps,
-        target_false_rate=args.false_rate,
+        steps=args.steps if args.steps is not None else DEFAULTS.steps,
+        target_false_rate=args.false_rate if args.false_rate is not None else DEFAULTS.false_rate,
         threshold_method=args.threshold_method,
         holdout_fraction=args.holdout_fraction,
         cross_fit=args.cross_fit,
