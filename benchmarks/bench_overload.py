@@ -3,6 +3,7 @@
     .venv/bin/python benchmarks/bench_overload.py                          # capacity search, then 1x 3x 9x
     .venv/bin/python benchmarks/bench_overload.py --capacity-sensors 45    # skip the search
     .venv/bin/python benchmarks/bench_overload.py --capacity-sensors 45 --factors 1,9 --json /tmp/overload.json
+    .venv/bin/python benchmarks/bench_overload.py --capacity-sensors 40 --compare /tmp/old-checkout  # old vs this
 
 Reuses ``bench_agent.py``'s machinery (its own mosquitto, the agent as a subprocess with the
 shipped int8 model, ``agent_publisher.py`` processes streaming real CWRU data in real time, the
@@ -71,8 +72,9 @@ def spread(values: list[float]) -> dict[str, float]:
     return {"min": min(values), "median": statistics.median(values), "max": max(values)}
 
 
-def overload_run(args: argparse.Namespace, sensors: int, *, log: Any) -> dict[str, Any]:
-    d: dict[str, Any] = {"sensors": sensors}
+def overload_run(args: argparse.Namespace, sensors: int, *, log: Any, code: str | None = None) -> dict[str, Any]:
+    """One load on a fresh broker and agent; ``code``: the agent's package from this folder (PYTHONPATH)."""
+    d: dict[str, Any] = {"sensors": sensors, "code": code or "this tree"}
     workdir = Path(tempfile.mkdtemp(prefix=f"bench-overload-{sensors}-"))
     workdir.chmod(0o755)
     broker = monitor = agent = probe = None
@@ -83,7 +85,8 @@ def overload_run(args: argparse.Namespace, sensors: int, *, log: Any) -> dict[st
         agent = ba.Agent(
             workdir, agent_id=ba.AGENT_ID, broker_port=broker.port, fmt=args.format, qos=args.qos, cpu=args.agent_cpu
         )
-        agent.spawn()
+        with _pythonpath(code):
+            agent.spawn()
         online = monitor.wait_status(ba.AGENT_ID, b"online", agent.spawned_at, timeout_s=90)
         if online is None or not agent.alive():
             raise RuntimeError(f"agent did not come online:\n{agent.log_tail()}")
@@ -190,6 +193,21 @@ def overload_run(args: argparse.Namespace, sensors: int, *, log: Any) -> dict[st
     return d
 
 
+@contextlib.contextmanager
+def _pythonpath(code: str | None) -> Any:
+    """The agent spawned inside runs ``code``'s edge_agent (another checkout, e.g. main) when given."""
+    before = os.environ.get("PYTHONPATH")
+    if code is not None:
+        os.environ["PYTHONPATH"] = code
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop("PYTHONPATH", None)
+        else:
+            os.environ["PYTHONPATH"] = before
+
+
 def _cycle_start(probe: ba.Probe, cycle: dict[str, Any]) -> float:
     period = ba.PROBE_HEALTHY_CHUNKS + ba.PROBE_FAULT_CHUNKS
     first = cycle["cycle"] * period + ba.PROBE_HEALTHY_CHUNKS
@@ -270,6 +288,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--agent-cpu", type=int, default=1)
     p.add_argument("--load-cpu", type=int, default=0)
     p.add_argument("--json", type=Path, help="write every measurement as JSON here")
+    p.add_argument("--compare", type=Path, help="also run the agent of this checkout (e.g. /work/main), alternating")
     return p
 
 
@@ -288,14 +307,18 @@ def main(argv: list[str] | None = None) -> int:
     log(f"date: {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC; agent on core {args.agent_cpu}, load on {args.load_cpu}")
     capacity = args.capacity_sensors or capacity_search(args, log=log)
     log(f"capacity: {capacity} sensors ({capacity * WINDOWS_PER_SENSOR_S:.0f} windows/s offered)")
+    codes: list[str | None] = [None] if args.compare is None else [str(args.compare.resolve()), None]
     rows = []
     for factor in (int(f) for f in args.factors.split(",")):
         sensors = min(ba.MAX_SENSORS, factor * capacity)
-        rows.append({"factor": factor, **overload_run(args, sensors, log=log)})
-    first = next((r for r in rows if "error" not in r), None)
-    capacity_per_s = first["processed_per_s"] if first else float("nan")
-    print()
-    print(table(rows, capacity_per_s))
+        for code in codes:  # alternating, so other jobs on the machine hit both alike
+            rows.append({"factor": factor, **overload_run(args, sensors, log=log, code=code)})
+    for code in codes:
+        mine = [r for r in rows if r["code"] == (code or "this tree")]
+        first = next((r for r in mine if "error" not in r), None)
+        capacity_per_s = first["processed_per_s"] if first else float("nan")
+        print(f"\nagent code: {code or 'this tree'} (capacity: the 1x row's {capacity_per_s:.0f} windows/s)")
+        print(table(mine, capacity_per_s))
     if args.json:
         args.json.write_text(json.dumps({"capacity_sensors": capacity, "rows": rows}, indent=1, default=str))
     return 0

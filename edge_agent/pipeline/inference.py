@@ -4,7 +4,9 @@ Windows wait in a bounded queue, fair across sensors (overflow drops the oldest 
 sensor with the most waiting, counted); the worker takes up to ``max_batch`` windows of one model
 round-robin over its sensors, waiting at most ``max_wait_s`` for a batch to fill,
 runs the model under ``torch.inference_mode()`` and hands each :class:`Prediction` to the
-callback (decision and sinks run on this thread; they are fast and never block).
+callback (decision and sinks run on this thread; they are fast and never block). Each verdict
+goes back to the queue (:meth:`WindowQueue.observe`): a sensor whose window was a fault (a label
+outside ``normal_labels``, or anomalous) is served first under overload until it is normal again.
 """
 
 from __future__ import annotations
@@ -35,8 +37,10 @@ class InferenceWorker:
         config: InferenceSection,
         metrics: AgentMetrics,
         on_prediction: Callable[[Prediction], None],
+        normal_labels: tuple[str, ...] = ("Normal", "healthy"),
     ) -> None:
         self.models = models
+        self.normal_labels = frozenset(normal_labels)  # [decision] normal_labels
         self.config = config
         self.metrics = metrics
         self.on_prediction = on_prediction
@@ -46,7 +50,11 @@ class InferenceWorker:
         self.last_progress_s = time.monotonic()  # watchdog: advances on every loop turn
 
     def reconfigure(
-        self, *, models: Mapping[str, LoadedModel] | None = None, config: InferenceSection | None = None
+        self,
+        *,
+        models: Mapping[str, LoadedModel] | None = None,
+        config: InferenceSection | None = None,
+        normal_labels: tuple[str, ...] | None = None,
     ) -> None:
         """Swap the models and/or the settings (a reload); both are read once per batch, so a batch
         already taken finishes on the old ones and queued windows run on the new ones.
@@ -58,6 +66,8 @@ class InferenceWorker:
             self.models = models
         if config is not None:
             self.config = config
+        if normal_labels is not None:
+            self.normal_labels = frozenset(normal_labels)
 
     def submit(self, model: str, window: Window) -> None:
         self.queue.put(QueuedWindow(model, window))
@@ -163,6 +173,11 @@ class InferenceWorker:
         self.metrics.last_processed.set(time.time())
 
     def _hand_over(self, prediction: Prediction) -> None:
+        if prediction.score is not None:
+            fault = prediction.label == ANOMALOUS
+        else:
+            fault = prediction.label not in self.normal_labels
+        self.queue.observe(prediction.sensor, fault=fault)
         try:
             self.on_prediction(prediction)
         except Exception:  # a failing consumer must not kill inference; counted and logged
