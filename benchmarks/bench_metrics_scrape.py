@@ -10,7 +10,8 @@ CWRU model's labels, and N sensors admitted the way the router admits them
 gets a window (new values in its per-window series: the worst case for the exporter's line cache). Then
 ``/metrics`` is served by the agent's own exporter (:func:`~edge_agent.service.exporter.serve_metrics`,
 on a free loopback port) and fetched over HTTP ``--scrapes`` times: the table gives the series
-count, the exposition's size and the median and worst scrape. Prints the CPU; the machine may be
+count, the exposition's size, the median and worst scrape and the growth of this process's RSS
+(after creating the series, after the scrapes). Prints the CPU; the machine may be
 shared (other jobs slow every scrape alike).
 """
 
@@ -80,10 +81,19 @@ def fetch(port: int) -> tuple[float, int]:
     return time.perf_counter() - started, size
 
 
+def rss_mb() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
 def measure(sensors: int, scrapes: int) -> dict[str, float]:
     from edge_agent.service.exporter import serve_metrics
 
+    before_mb = rss_mb()
     metrics = populated(sensors)
+    series_mb = rss_mb() - before_mb
     port = free_port()
     serve_metrics(metrics, HOST, port)
     fetch(port)  # first scrape: warms caches and the HTTP thread
@@ -100,6 +110,8 @@ def measure(sensors: int, scrapes: int) -> dict[str, float]:
         "bytes": size,
         "median_s": statistics.median(times),
         "max_s": max(times),
+        "series_mb": series_mb,
+        "after_scrapes_mb": rss_mb() - before_mb,
     }
 
 
@@ -110,13 +122,13 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     print(f"CPU: {cpu_description()}")
     print(f"date: {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC; the machine may be shared with other jobs")
-    print("| sensors | series | exposition | scrape median | scrape max |")
-    print("|---:|---:|---:|---:|---:|")
+    print("| sensors | series | exposition | scrape median | scrape max | RSS: series / after the scrapes |")
+    print("|---:|---:|---:|---:|---:|---:|")
     for text in args.sensors.split(","):
         r = measure(int(text), args.scrapes)
         print(
             f"| {r['sensors']:.0f} | {r['series']:.0f} | {r['bytes'] / 1e6:.1f} MB "
-            f"| {r['median_s']:.2f} s | {r['max_s']:.2f} s |"
+            f"| {r['median_s']:.2f} s | {r['max_s']:.2f} s | +{r['series_mb']:.0f} / +{r['after_scrapes_mb']:.0f} MB |"
         )
     return 0
 
