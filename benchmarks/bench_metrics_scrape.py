@@ -91,6 +91,7 @@ def rss_mb() -> float:
 def measure(sensors: int, scrapes: int) -> dict[str, float]:
     from edge_agent.service.exporter import serve_metrics
 
+    read_meta(MODEL)  # its imports (torch) before the baseline
     before_mb = rss_mb()
     metrics = populated(sensors)
     series_mb = rss_mb() - before_mb
