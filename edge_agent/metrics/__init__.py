@@ -18,6 +18,7 @@ import edge_agent
 from edge_agent.metrics.anomaly import AnomalyMetrics
 from edge_agent.metrics.audio import AudioMetrics
 from edge_agent.metrics.overload import INGRESS_ERROR_REASONS, OverloadMetrics
+from edge_agent.metrics.series import CounterFamily, GaugeFamily
 from edge_agent.metrics.streams import StreamMetrics
 from edge_agent.metrics.vibration import VibrationMetrics
 
@@ -68,7 +69,7 @@ class AgentMetrics:
         self.messages_foreign = Counter(  # sources with instances > 1 (edge_agent.config.instances)
             "edge_agent_messages_foreign_total", "Messages of other instances' sensors.", ["source"], registry=r
         )
-        self.samples_received = Counter(
+        self.samples_received = CounterFamily(
             "edge_agent_samples_received_total", "Samples accepted (per channel), by sensor.", ["sensor"], registry=r
         )
         self.payload_errors = Counter(
@@ -77,13 +78,13 @@ class AgentMetrics:
             ["source", "reason"],
             registry=r,
         )
-        self.stream_gaps = Counter(
+        self.stream_gaps = CounterFamily(
             "edge_agent_stream_gaps_total",
             "Gaps (seq or time jumps) that reset a sensor's buffer.",
             ["sensor"],
             registry=r,
         )
-        self.last_sample = Gauge(
+        self.last_sample = GaugeFamily(
             "edge_agent_last_sample_timestamp_seconds",
             "Wall-clock time the sensor's last sample arrived.",
             ["sensor"],
@@ -92,7 +93,7 @@ class AgentMetrics:
         self.source_up = Gauge(
             "edge_agent_source_up", "1 while a source is connected or running.", ["source"], registry=r
         )
-        self.windows_emitted = Counter(
+        self.windows_emitted = CounterFamily(
             "edge_agent_windows_total", "Windows cut from the streams, by sensor.", ["sensor"], registry=r
         )
         self.windows_processed = Counter(
@@ -107,7 +108,7 @@ class AgentMetrics:
             "Most windows the inference queue holds (inference.queue_windows); past it the oldest is dropped.",
             registry=r,
         )
-        self.signal_seconds = Counter(
+        self.signal_seconds = CounterFamily(
             "edge_agent_signal_seconds_total",
             "Seconds of signal accepted (samples / sample rate), by sensor (for the real-time factor).",
             ["sensor"],
@@ -138,29 +139,29 @@ class AgentMetrics:
             buckets=LATENCY_BUCKETS_S,
             registry=r,
         )
-        self.predictions = Counter(
+        self.predictions = CounterFamily(
             "edge_agent_predictions_total", "Predicted labels.", ["sensor", "model", "label"], registry=r
         )
-        self.probability = Gauge(
+        self.probability = GaugeFamily(
             "edge_agent_class_probability", "Last class probabilities.", ["sensor", "model", "label"], registry=r
         )
-        self.noise_floor = Gauge(
+        self.noise_floor = GaugeFamily(
             "edge_agent_noise_floor", "Model's noise estimate, last window (1: clean).", ["sensor", "model"], registry=r
         )
-        self.alerts = Counter(
+        self.alerts = CounterFamily(
             "edge_agent_alerts_total", "Alert lifecycle events.", ["sensor", "label", "type"], registry=r
         )
-        self.alerts_suppressed = Counter(
+        self.alerts_suppressed = CounterFamily(
             "edge_agent_alerts_suppressed_total",
             "Alerts not raised, by reason (cooldown: the label was confirmed again within decision.cooldown_s "
             "of its last end); one per hidden episode.",
             ["sensor", "label", "reason"],
             registry=r,
         )
-        self.alert_active = Gauge(
+        self.alert_active = GaugeFamily(
             "edge_agent_alert_active", "1 while an alert of this kind is active.", ["sensor", "kind"], registry=r
         )
-        self.fault_active = Gauge(
+        self.fault_active = GaugeFamily(
             "edge_agent_fault_active",
             "1 while a fault alert of this label is open on the sensor (labels from the model meta only).",
             ["sensor", "model", "label"],

@@ -14,7 +14,9 @@ from __future__ import annotations
 import contextlib
 import math
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Histogram
+
+from edge_agent.metrics.series import CounterFamily, GaugeFamily
 
 SCORE_RATIO_BUCKETS = (0.25, 0.5, 0.75, 0.9, 1.0, 1.1, 1.25, 1.5, 2.0, 3.0, 5.0, 10.0)
 
@@ -24,7 +26,7 @@ class AnomalyMetrics:
 
     def __init__(self, registry: CollectorRegistry) -> None:
         labels = ["sensor", "model"]
-        self.score = Gauge(
+        self.score = GaugeFamily(
             "edge_agent_anomaly_score",
             "The anomaly model's score of the sensor's latest window (higher: more anomalous; NaN before one).",
             labels,
@@ -37,13 +39,13 @@ class AnomalyMetrics:
             buckets=SCORE_RATIO_BUCKETS,
             registry=registry,
         )
-        self.threshold = Gauge(
+        self.threshold = GaugeFamily(
             "edge_agent_anomaly_threshold",
             "The anomaly model's threshold (meta.json threshold): a window scoring above it is anomalous.",
             labels,
             registry=registry,
         )
-        self.anomalous_windows = Counter(
+        self.anomalous_windows = CounterFamily(
             "edge_agent_anomalous_windows_total",
             "Windows of the sensor whose anomaly score exceeded the model's threshold.",
             labels,

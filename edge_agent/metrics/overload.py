@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
+from edge_agent.metrics.series import CounterFamily
+
 # payload error reasons the router's ingress bounds give (edge_agent.pipeline.ingress), beside the parser's
 INGRESS_ERROR_REASONS = ("bad_ts", "too_many_samples")
 
@@ -28,13 +30,13 @@ class OverloadMetrics:
             ["sink"],
             registry=registry,
         )
-        self.sensor_windows_dropped = Counter(
+        self.sensor_windows_dropped = CounterFamily(
             "edge_agent_sensor_windows_dropped_total",
             "Windows dropped before inference, by sensor (the oldest of the sensor with the most waiting goes first).",
             ["sensor"],
             registry=registry,
         )
-        self.messages_shed = Counter(
+        self.messages_shed = CounterFamily(
             "edge_agent_messages_shed_total",
             "Messages dropped unparsed at ingress: the inference queue was full and held the sensor's share.",
             ["source", "sensor"],

@@ -6,7 +6,9 @@ the fixed :data:`STREAM_PROBLEM_REASONS` and payload error reasons, so the serie
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client import CollectorRegistry
+
+from edge_agent.metrics.series import CounterFamily, GaugeFamily
 
 # ts_unit: ts in ms/us/ns; clock_offset: ts far from the agent's clock; seq_samples: seq counts samples;
 # rate_mismatch: arrival rate != declared rate; all_rejected: every recent payload rejected;
@@ -20,19 +22,19 @@ class StreamMetrics:
     """``edge_agent_stream_problem{sensor,reason}`` (0/1), its onsets, and payload errors by sensor."""
 
     def __init__(self, registry: CollectorRegistry) -> None:
-        self.problem = Gauge(
+        self.problem = GaugeFamily(
             "edge_agent_stream_problem",
             "1 while a sensor's stream has this problem (see the agent's log for the field and likely cause).",
             ["sensor", "reason"],
             registry=registry,
         )
-        self.problems = Counter(
+        self.problems = CounterFamily(
             "edge_agent_stream_problems_total",
             "Times a stream problem began, by sensor and reason.",
             ["sensor", "reason"],
             registry=registry,
         )
-        self.payload_errors = Counter(
+        self.payload_errors = CounterFamily(
             "edge_agent_sensor_payload_errors_total",
             "Rejected payloads of an admitted sensor, by reason (edge_agent_payload_errors_total: by source).",
             ["sensor", "reason"],

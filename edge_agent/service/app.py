@@ -203,7 +203,8 @@ class App:
             self.metrics.model_info.labels(*model_info_labels(name, loaded)).set(1)
         self.models = models
         if self.worker is not None:
-            self.worker.reconfigure(models=models, config=plan.config.inference)
+            normal = plan.config.decision.normal_labels  # overload: a fault's sensor is served first
+            self.worker.reconfigure(models=models, config=plan.config.inference, normal_labels=normal)
         if plan.config.agent.log_level != self.config.agent.log_level:
             logging.getLogger().setLevel(plan.config.agent.log_level.upper())
         self.datapath.retire_labels(previous, plan.models)
@@ -249,7 +250,8 @@ class App:
 
     def _start_inference(self) -> None:
         on_prediction = self.learning.observing(self.datapath.on_prediction)
-        self.worker = InferenceWorker(self.models, self.config.inference, self.metrics, on_prediction)
+        normal = self.config.decision.normal_labels  # overload: a fault's sensor is served first
+        self.worker = InferenceWorker(self.models, self.config.inference, self.metrics, on_prediction, normal)
         self.worker.warm_up()
         self.worker.start()
 

@@ -4,17 +4,24 @@ An address that cannot be bound at start (a port taken, an address not up yet) d
 agent from starting: the failure is logged naming ``metrics.listen:metrics.port``, counted in
 ``edge_agent_exporter_errors_total``, and a background thread retries with capped backoff (1 s to
 30 s) while the agent monitors and alerts without its exporter.
+
+The text is written by :func:`edge_agent.metrics.series.exposition` (the per-sensor families keep
+their lines rendered: a scrape at 3,000 sensors takes a fraction of a second, not seconds), in the
+text format 0.0.4, uncompressed, on every path.
 """
 
 from __future__ import annotations
 
 import logging
+import socket
 import threading
 from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from prometheus_client import start_http_server
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from edge_agent.metrics import AgentMetrics
+from edge_agent.metrics.series import exposition
 from edge_agent.service.backoff import StartAborted, retry_with_backoff
 
 logger = logging.getLogger(__name__)
@@ -22,7 +29,27 @@ logger = logging.getLogger(__name__)
 
 def serve_metrics(metrics: AgentMetrics, listen: str, port: int) -> None:
     """Serve ``/metrics`` on ``listen:port``; ``OSError`` if the port is taken or the address not up."""
-    start_http_server(port, addr=listen, registry=metrics.registry)
+    family = socket.getaddrinfo(listen or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0][0]
+    registry = metrics.registry
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = exposition(registry)
+            self.send_response(200)
+            self.send_header("Content-Type", CONTENT_TYPE_LATEST)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: object) -> None:
+            return  # a scrape is not worth a log line
+
+    class Server(ThreadingHTTPServer):
+        address_family = family
+        daemon_threads = True
+
+    server = Server((listen, port), Handler)
+    threading.Thread(target=server.serve_forever, name="metrics-http", daemon=True).start()
     logger.info("serving Prometheus metrics at %s", metrics_url(listen, port))
 
 

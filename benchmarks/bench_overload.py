@@ -1,0 +1,328 @@
+"""Overload that still alerts (issue 12 item 4, issue 13): the agent at 1x, 3x and 9x its capacity, measured.
+
+    .venv/bin/python benchmarks/bench_overload.py                          # capacity search, then 1x 3x 9x
+    .venv/bin/python benchmarks/bench_overload.py --capacity-sensors 45    # skip the search
+    .venv/bin/python benchmarks/bench_overload.py --capacity-sensors 45 --factors 1,9 --json /tmp/overload.json
+    .venv/bin/python benchmarks/bench_overload.py --capacity-sensors 40 --compare /tmp/old-checkout  # old vs this
+
+Reuses ``bench_agent.py``'s machinery (its own mosquitto, the agent as a subprocess with the
+shipped int8 model, ``agent_publisher.py`` processes streaming real CWRU data in real time, the
+``probe`` sensor cycling healthy -> IR007 -> healthy); agent pinned to ``--agent-cpu``, broker,
+publishers and this script to ``--load-cpu`` (``taskset``; the machine may be shared: each row
+says how much of the agent's core other processes used).
+
+Capacity: the largest of ``--search-steps`` that ``bench_agent`` would call sustained, other jobs on
+the agent's core included (they are part of what the agent has now), or ``--capacity-sensors``.
+Then for each factor a fresh broker and agent get ``factor x capacity`` sensors plus the probe for
+``--warmup-s`` + ``--duration-s`` (long enough for >= 10 probe fault periods of 3.6 s), and the
+publishers stop. Per load:
+
+- windows processed/s in the steady window, and its ratio to the 1x row's (the capacity);
+- probe fault periods in the steady window with a ``new`` alert / all of them;
+- windows analysed per sensor in the steady window (``edge_agent_predictions_total``: min, median,
+  max; "every sensor analysed" = min > 0), messages shed and windows dropped per sensor;
+- RSS: idle before the load, peak (VmHWM), and ``--settle-s`` after the recovery;
+- recovery: from the publishers' stop until the inference queue is empty and the agent receives
+  no more than the probe (the broker's backlog drained);
+- the worst ``/metrics`` scrape during the load.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime as dt
+import json
+import math
+import os
+import shutil
+import signal
+import statistics
+import sys
+import tempfile
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import bench_agent as ba
+from agent_publisher import BIN_S, CHUNK_SAMPLES, PERIOD_S, RATE_HZ, sensor_name
+from cpuinfo import cpu_description
+
+WINDOWS_PER_SENSOR_S = RATE_HZ / CHUNK_SAMPLES  # hop 1024 = chunk: one window per message
+PROBE_PERIOD_S = (ba.PROBE_HEALTHY_CHUNKS + ba.PROBE_FAULT_CHUNKS) * PERIOD_S
+
+
+def by_sensor(s: ba.Scrape, name: str) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for labels, value in s.samples.get(name, []):
+        if "sensor" in labels:
+            out[labels["sensor"]] = out.get(labels["sensor"], 0.0) + value
+    return out
+
+
+def delta(a: dict[str, float], b: dict[str, float]) -> dict[str, float]:
+    return {k: v - a.get(k, 0.0) for k, v in b.items()}
+
+
+def spread(values: list[float]) -> dict[str, float]:
+    if not values:
+        return {"min": 0.0, "median": 0.0, "max": 0.0}
+    return {"min": min(values), "median": statistics.median(values), "max": max(values)}
+
+
+def overload_run(args: argparse.Namespace, sensors: int, *, log: Any, code: str | None = None) -> dict[str, Any]:
+    """One load on a fresh broker and agent; ``code``: the agent's package from this folder (PYTHONPATH)."""
+    d: dict[str, Any] = {"sensors": sensors, "code": code or "this tree"}
+    workdir = Path(tempfile.mkdtemp(prefix=f"bench-overload-{sensors}-"))
+    workdir.chmod(0o755)
+    broker = monitor = agent = probe = None
+    publishers: list[Any] = []
+    try:
+        broker = ba.Broker(workdir, args.load_cpu)
+        monitor = ba.Monitor(broker.port)
+        agent = ba.Agent(
+            workdir, agent_id=ba.AGENT_ID, broker_port=broker.port, fmt=args.format, qos=args.qos, cpu=args.agent_cpu
+        )
+        with _pythonpath(code):
+            agent.spawn()
+        online = monitor.wait_status(ba.AGENT_ID, b"online", agent.spawned_at, timeout_s=90)
+        if online is None or not agent.alive():
+            raise RuntimeError(f"agent did not come online:\n{agent.log_tail()}")
+        time.sleep(args.idle_s)
+        d["rss_idle_kb"] = ba.proc_status_kb(agent.pid).get("VmRSS", 0)
+        parts = max(1, math.ceil(sensors / args.sensors_per_publisher))
+        run_s = args.warmup_s + args.duration_s
+        publishers, reports = ba.start_publishers(
+            workdir, broker.port, sensors, args.format, args.qos, run_s, parts, args.load_cpu
+        )
+        probe = ba.Probe(broker.port, args.format, args.qos)
+        t0 = math.ceil(time.time() + 0.5)
+        for proc in publishers:
+            proc.stdin.write(f"{t0}\n")
+            proc.stdin.flush()
+        probe.start_at(t0 + 0.5 * PERIOD_S / (sensors + 1))
+        t_a = math.ceil((t0 + args.warmup_s) / BIN_S) * BIN_S
+        t_b = t0 + run_s  # the publishers stop here
+        ba.sleep_until(t_a)
+        a = ba.scrape(agent.metrics_port, timeout_s=60)
+        cpu_a, cores_a = ba.proc_cpu_s(agent.pid), ba.cores_busy()
+        scrape_s, rss = [a.seconds], []
+        while time.time() < t_b - args.sample_s:
+            ba.sleep_until(time.time() + args.sample_s)
+            s = ba.scrape(agent.metrics_port, timeout_s=60)
+            scrape_s.append(s.seconds)
+            rss.append(ba.proc_status_kb(agent.pid).get("VmRSS", 0))
+        b = ba.scrape(agent.metrics_port, timeout_s=60)
+        wall = b.at - a.at
+        cpu_b, cores_b = ba.proc_cpu_s(agent.pid), ba.cores_busy()
+        scrape_s.append(b.seconds)
+        d["recovery_s"] = recovery(agent.metrics_port, t_b, limit_s=args.recovery_limit_s)
+        recovered_at = time.time()
+        status = ba.proc_status_kb(agent.pid)
+        d["rss_peak_kb"] = status.get("VmHWM", 0)
+        d["rss_end_of_load_kb"] = max(rss, default=0)
+        ba.sleep_until(recovered_at + args.settle_s)
+        d["rss_after_kb"] = ba.proc_status_kb(agent.pid).get("VmRSS", 0)
+        for proc in publishers:
+            proc.wait(timeout=60)
+        pub = [json.loads(r.read_text()) for r in reports]
+        published = sum(v for p in pub for k, v in p["bins"].items() if t_a <= int(k) * BIN_S + 1e-6 < t_b)
+        published += probe.published_between(t_a, t_b)
+        time.sleep(0.5)
+        alerts = monitor.alerts(ba.AGENT_ID)
+        probe.stop()
+        cycles = [c for c in probe.alert_latencies(alerts, after=t_a) if _cycle_start(probe, c) < t_b - 2.0]
+        analysed = delta(by_sensor(a, "edge_agent_predictions_total"), by_sensor(b, "edge_agent_predictions_total"))
+        shed = delta(by_sensor(a, "edge_agent_messages_shed_total"), by_sensor(b, "edge_agent_messages_shed_total"))
+        dropped = delta(
+            by_sensor(a, "edge_agent_sensor_windows_dropped_total"),
+            by_sensor(b, "edge_agent_sensor_windows_dropped_total"),
+        )
+        agent_cpu = 100.0 * (cpu_b - cpu_a) / wall
+        processed = b.total("edge_agent_windows_processed_total") - a.total("edge_agent_windows_processed_total")
+        received = b.total("edge_agent_messages_received_total") - a.total("edge_agent_messages_received_total")
+        d.update(
+            {
+                "wall_s": wall,
+                "target_per_s": (sensors + 1) * WINDOWS_PER_SENSOR_S,
+                "offered_per_s": published / (t_b - t_a),
+                "received_per_s": received / wall,
+                "processed_per_s": processed / wall,
+                "probe_periods": len(cycles),
+                "probe_alerted": sum(1 for c in cycles if c["alert"]),
+                "probe_latency_s": [c.get("latency_s") for c in cycles],
+                "analysed_per_sensor": spread([analysed.get(sensor_name(i), 0.0) for i in range(sensors)]),
+                "sensors_analysed": sum(1 for i in range(sensors) if analysed.get(sensor_name(i), 0.0) > 0),
+                "probe_analysed": analysed.get("probe", 0.0),
+                "shed_per_sensor": spread([shed.get(sensor_name(i), 0.0) for i in range(sensors)]),
+                "shed_total": sum(shed.values()),
+                "dropped_per_sensor": spread([dropped.get(sensor_name(i), 0.0) for i in range(sensors)]),
+                "dropped_total": sum(dropped.values()),
+                "gaps": b.total("edge_agent_stream_gaps_total") - a.total("edge_agent_stream_gaps_total"),
+                "scrape_s_max": max(scrape_s),
+                "agent_cpu_percent": agent_cpu,
+                "foreign_on_agent_core_percent": (
+                    ba.busy_percent(cores_a, cores_b).get(args.agent_cpu, agent_cpu) - agent_cpu
+                    if args.agent_cpu is not None
+                    else 0.0
+                ),
+                "publisher_lateness_p99_s": max(p["lateness_p99_s"] for p in pub),
+            }
+        )
+    except Exception as error:  # one failed load must not lose the others
+        d["error"] = str(error)
+        d["traceback"] = traceback.format_exc()
+        if agent is not None:
+            d["agent_log_tail"] = agent.log_tail()
+    finally:
+        for proc in publishers:
+            ba.stop_process(proc, sig=signal.SIGKILL)
+        if probe is not None:
+            with contextlib.suppress(Exception):
+                probe.stop()
+        if agent is not None:
+            ba.stop_process(agent.proc, sig=signal.SIGKILL)
+        if monitor is not None:
+            monitor.close()
+        if broker is not None:
+            broker.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+    log(json.dumps({k: v for k, v in d.items() if k not in ("traceback", "probe_latency_s")}, default=str))
+    return d
+
+
+@contextlib.contextmanager
+def _pythonpath(code: str | None) -> Any:
+    """The agent spawned inside runs ``code``'s edge_agent (another checkout, e.g. main) when given."""
+    before = os.environ.get("PYTHONPATH")
+    if code is not None:
+        os.environ["PYTHONPATH"] = code
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop("PYTHONPATH", None)
+        else:
+            os.environ["PYTHONPATH"] = before
+
+
+def _cycle_start(probe: ba.Probe, cycle: dict[str, Any]) -> float:
+    period = ba.PROBE_HEALTHY_CHUNKS + ba.PROBE_FAULT_CHUNKS
+    first = cycle["cycle"] * period + ba.PROBE_HEALTHY_CHUNKS
+    return next((r.published_at for r in probe.records if r.seq == first), math.inf)
+
+
+def recovery(port: int, stopped_at: float, *, limit_s: float) -> float | None:
+    """Seconds from ``stopped_at`` until the queue is empty and only the probe arrives (None: not in time)."""
+    ba.sleep_until(stopped_at)
+    last = ba.scrape(port, timeout_s=60)
+    while time.time() < stopped_at + limit_s:
+        time.sleep(0.25)
+        now = ba.scrape(port, timeout_s=60)
+        received = now.total("edge_agent_messages_received_total") - last.total("edge_agent_messages_received_total")
+        probe_only = received <= 2 * (now.at - last.at) * WINDOWS_PER_SENSOR_S + 1
+        if probe_only and now.total("edge_agent_inference_queue_windows") <= 1:
+            return last.at - stopped_at  # quiet since the previous scrape
+        last = now
+    return None
+
+
+def capacity_search(args: argparse.Namespace, *, log: Any) -> int:
+    """The largest of ``--search-steps`` that bench_agent calls sustained (the first step if none)."""
+    search_args = ba.build_parser().parse_args(["--format", args.format, "--duration-s", "15", "--warmup-s", "5"])
+    search_args.agent_cpu, search_args.load_cpu, search_args.qos = args.agent_cpu, args.load_cpu, args.qos
+    search_args.retries = 0
+    best = args.search_steps[0]
+    for sensors in args.search_steps:
+        d = ba.load_run(search_args, args.format, sensors, log=log).details
+        # sustained as bench_agent judges it, but a core shared with other jobs counts (it is the capacity now)
+        if "processed_ratio" not in d or d["processed_ratio"] < ba.SUSTAIN_RATIO or d["dropped"] > 0:
+            break
+        if d["queue_max"] > ba.QUEUE_BOUND or d["publisher_ratio"] < ba.SUSTAIN_RATIO:
+            break
+        best = sensors
+    return best
+
+
+def table(rows: list[dict[str, Any]], capacity_per_s: float) -> str:
+    head = (
+        "| load | sensors | offered/s | processed/s | / capacity | probe alerted | sensors analysed "
+        "| analysed/sensor min-median-max | shed/sensor min-max | RSS idle / peak / after (MB) "
+        "| recovery | worst /metrics | others on agent core |\n"
+        "|---|---:|---:|---:|---:|---:|---:|---|---|---|---:|---:|---:|"
+    )
+    lines = [head]
+    for r in rows:
+        if "error" in r:
+            lines.append(f"| {r['factor']}x | {r['sensors']} | error: {r['error']} |")
+            continue
+        a, s = r["analysed_per_sensor"], r["shed_per_sensor"]
+        rec = "-" if r["recovery_s"] is None else f"{r['recovery_s']:.1f} s"
+        lines.append(
+            f"| {r['factor']}x | {r['sensors']} + probe | {r['offered_per_s']:.0f} | {r['processed_per_s']:.0f} "
+            f"| {r['processed_per_s'] / capacity_per_s:.2f} | {r['probe_alerted']} / {r['probe_periods']} "
+            f"| {r['sensors_analysed']} / {r['sensors']} | {a['min']:.0f} - {a['median']:.0f} - {a['max']:.0f} "
+            f"| {s['min']:.0f} - {s['max']:.0f} "
+            f"| {r['rss_idle_kb'] / 1024:.0f} / {r['rss_peak_kb'] / 1024:.0f} / {r['rss_after_kb'] / 1024:.0f} "
+            f"| {rec} | {r['scrape_s_max']:.2f} s | {r['foreign_on_agent_core_percent']:.0f} % |"
+        )
+    return "\n".join(lines)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--format", choices=("json", "f32le"), default="f32le")
+    p.add_argument("--capacity-sensors", type=int, help="skip the search: the agent sustains this many sensors")
+    p.add_argument("--search-steps", type=ba.parse_sensors, default=[20, 30, 40, 50, 60, 80])
+    p.add_argument("--factors", default="1,3,9", help="loads as multiples of the capacity (default 1,3,9)")
+    p.add_argument("--duration-s", type=float, default=40.0, help="steady window per load (>= 10 probe periods)")
+    p.add_argument("--warmup-s", type=float, default=6.0)
+    p.add_argument("--sample-s", type=float, default=5.0, help="RSS and /metrics sampling interval")
+    p.add_argument("--idle-s", type=float, default=2.0)
+    p.add_argument("--settle-s", type=float, default=5.0, help="after the recovery, before the 'after' RSS")
+    p.add_argument("--recovery-limit-s", type=float, default=60.0)
+    p.add_argument("--qos", type=int, choices=(0, 1), default=1)
+    p.add_argument("--sensors-per-publisher", type=int, default=150)
+    p.add_argument("--agent-cpu", type=int, default=1)
+    p.add_argument("--load-cpu", type=int, default=0)
+    p.add_argument("--json", type=Path, help="write every measurement as JSON here")
+    p.add_argument("--compare", type=Path, help="also run the agent of this checkout (e.g. /work/main), alternating")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if shutil.which("taskset") is None or (os.cpu_count() or 1) < 2:
+        print("no taskset or fewer than 2 cores: nothing pinned", file=sys.stderr)
+        args.agent_cpu = args.load_cpu = None
+    elif args.load_cpu is not None:
+        os.sched_setaffinity(0, {args.load_cpu})
+
+    def log(line: str) -> None:
+        print(line, flush=True)
+
+    log(f"CPU: {cpu_description()}")
+    log(f"date: {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC; agent on core {args.agent_cpu}, load on {args.load_cpu}")
+    capacity = args.capacity_sensors or capacity_search(args, log=log)
+    log(f"capacity: {capacity} sensors ({capacity * WINDOWS_PER_SENSOR_S:.0f} windows/s offered)")
+    codes: list[str | None] = [None] if args.compare is None else [str(args.compare.resolve()), None]
+    rows = []
+    for factor in (int(f) for f in args.factors.split(",")):
+        sensors = min(ba.MAX_SENSORS, factor * capacity)
+        for code in codes:  # alternating, so other jobs on the machine hit both alike
+            rows.append({"factor": factor, **overload_run(args, sensors, log=log, code=code)})
+    for code in codes:
+        mine = [r for r in rows if r["code"] == (code or "this tree")]
+        first = next((r for r in mine if "error" not in r), None)
+        capacity_per_s = first["processed_per_s"] if first else float("nan")
+        print(f"\nagent code: {code or 'this tree'} (capacity: the 1x row's {capacity_per_s:.0f} windows/s)")
+        print(table(mine, capacity_per_s))
+    if args.json:
+        args.json.write_text(json.dumps({"capacity_sensors": capacity, "rows": rows}, indent=1, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
