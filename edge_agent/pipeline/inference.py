@@ -7,18 +7,11 @@ runs the model under ``torch.inference_mode()`` and hands each :class:`Predictio
 callback (decision and sinks run on this thread; they are fast and never block). Each verdict
 goes back to the queue (:meth:`WindowQueue.observe`): a sensor whose window was a fault (a label
 outside ``normal_labels``, or anomalous) is served first under overload until it is normal again.
-
-Receive before analyse: the worker thread runs ``INFERENCE_NICE_INCREMENT`` nice levels below the
-process (Linux: per thread), so the source threads, whose per-message cost is small and which shed
-what the queue cannot take, keep up with the broker. Without it, at 9x overload inference took
-the core, the receive thread read 1,700 of 4,200 messages/s, the rest waited in the broker (every
-alert later by a growing backlog; more than 60 s to recover).
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -33,8 +26,6 @@ from edge_agent.pipeline.window_queue import QueuedWindow, WindowQueue
 from edge_agent.types import ANOMALOUS, NOT_ANOMALOUS, Prediction, Window
 
 logger = logging.getLogger(__name__)
-
-INFERENCE_NICE_INCREMENT = 5
 
 
 class InferenceWorker:
@@ -108,7 +99,6 @@ class InferenceWorker:
         return self._thread is not None and self._thread.is_alive()
 
     def _run(self) -> None:
-        _lower_priority(INFERENCE_NICE_INCREMENT)
         torch.set_num_threads(self.config.threads)
         while not self._stop.is_set():
             self.last_progress_s = time.monotonic()
@@ -193,12 +183,3 @@ class InferenceWorker:
         except Exception:  # a failing consumer must not kill inference; counted and logged
             self.metrics.windows_dropped.labels("consumer_error").inc()
             logger.exception("prediction consumer failed for sensor %s", prediction.sensor)
-
-
-def _lower_priority(increment: int) -> None:
-    """Raise the calling thread's nice value by ``increment`` (Linux: a thread id is a process id here)."""
-    tid = threading.get_native_id()
-    try:
-        os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + increment))
-    except OSError as error:  # not Linux-like, or refused: inference runs at the process's priority
-        logger.warning("inference thread keeps the process's priority: %s", error)

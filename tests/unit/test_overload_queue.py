@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import os
 import threading
-import time
 
 import numpy as np
 from test_inference_worker import Collector, loaded
 
 from edge_agent.config import InferenceSection
 from edge_agent.metrics import AgentMetrics
-from edge_agent.pipeline.inference import INFERENCE_NICE_INCREMENT, InferenceWorker
+from edge_agent.pipeline.inference import InferenceWorker
 from edge_agent.pipeline.window_queue import SUSPECT_CLEAR_WINDOWS, QueuedWindow, WindowQueue
 from edge_agent.types import Window
 
@@ -100,19 +98,3 @@ def test_the_worker_tells_the_queue_which_sensor_showed_a_fault() -> None:
     for t_s in (3.0, 4.0):
         worker.submit("bearing", Window("pump-1", t_s, t_s + 1, np.zeros((1, 16), np.float32)))
     assert not worker.queue.over_share("pump-1")  # a suspect now: never shed
-
-
-def test_the_inference_thread_runs_below_the_receive_threads() -> None:
-    worker = InferenceWorker({}, InferenceSection(), AgentMetrics(), Collector(1))
-    worker.start()
-    try:
-        assert worker._thread is not None and worker._thread.native_id is not None
-        deadline = time.monotonic() + 10
-        own = os.getpriority(os.PRIO_PROCESS, 0)
-        expected = min(19, own + INFERENCE_NICE_INCREMENT)
-        while os.getpriority(os.PRIO_PROCESS, worker._thread.native_id) != expected and time.monotonic() < deadline:
-            time.sleep(0.01)  # the thread lowers itself as it starts
-        assert os.getpriority(os.PRIO_PROCESS, worker._thread.native_id) == expected
-        assert os.getpriority(os.PRIO_PROCESS, 0) == own  # the process (paho's thread, the sources) keeps its own
-    finally:
-        worker.stop()
