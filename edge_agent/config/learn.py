@@ -11,13 +11,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from edge_agent.common.learning import (
+    DEFAULT_FALSE_RATE,
+    DEFAULT_FRONTEND,
+    DEFAULT_NETWORK,
+    DEFAULT_STEPS,
+    FRONTENDS,
+    NETWORKS,
+)
 from edge_agent.config.rules import SENSOR_ID_RULE, sensor_id, setting
 from edge_agent.config.table import check_rules, read_table, show
-
-# The one list of what a learning run may train (edge-agent learn from files, [sources.learn], the live command);
-# the runtime validates against these names without importing the training code that implements them.
-NETWORKS = ("undercomplete", "denoising", "sparse", "conv", "excess")
-FRONTENDS = ("logspec", "logmel", "raw", "envelope", "bandkurtosis", "envspread")
 
 
 @dataclass(frozen=True)
@@ -25,10 +28,12 @@ class LearnSection:
     at_start: bool = False  # learn the sensors below when the agent starts
     sensors: tuple[str, ...] = ()  # which sensors at_start learns (empty: the source's configured sensors)
     duration_s: float = setting(600.0, gt=0, le=86_400)  # live stream recorded per run
-    model: str = setting("undercomplete", choices=NETWORKS)  # autoencoder type
-    frontend: str = setting("logspec", choices=FRONTENDS)  # features inside the model
-    false_rate: float = setting(0.01, gt=0, lt=0.5)  # target false-window rate on held-back healthy windows
-    steps: int = setting(1500, gt=0)  # optimiser steps of the trainer
+    model: str = setting(DEFAULT_NETWORK, choices=NETWORKS)  # autoencoder type
+    frontend: str = setting(DEFAULT_FRONTEND, choices=FRONTENDS)  # features inside the model
+    false_rate: float = setting(
+        DEFAULT_FALSE_RATE, gt=0, lt=0.5
+    )  # target false-window rate on held-back healthy windows
+    steps: int = setting(DEFAULT_STEPS, gt=0)  # optimiser steps of the trainer
     max_bytes: int = setting(64 * 1024 * 1024, gt=0)  # bound of the raw recording in the state folder
     stall_s: float = setting(10.0, gt=0)  # no window for this long while recording: the run fails
 

@@ -6,7 +6,7 @@ import math
 import subprocess
 from dataclasses import dataclass, field
 
-from edge_agent.config.learn import FRONTENDS, NETWORKS
+from edge_agent.common.learning import FRONTENDS, NETWORKS
 from edge_agent.modelfile import LoadedModel
 from edge_agent.pipeline.recorder import WindowRecorder
 

@@ -23,14 +23,20 @@ from typing import Any
 
 import numpy as np
 
-from edge_agent.config.learn import FRONTENDS, NETWORKS, LearnSection
+from edge_agent.common.learning import (
+    DEFAULT_FALSE_RATE,
+    DEFAULT_FRONTEND,
+    DEFAULT_NETWORK,
+    DEFAULT_STEPS,
+    FRONTENDS,
+    NETWORKS,
+)
 
 logger = logging.getLogger(__name__)
 
 MIN_TRAIN_WINDOWS = 32
 SILENT_RMS = 1e-6  # relative to the largest recording's RMS: a dead channel / digital silence
 CLIPPED_FRACTION = 1e-3  # of samples in flat runs at the recording's extreme value: saturated input
-DEFAULTS = LearnSection()  # file learning's defaults; with --sensor the agent's [sources.learn] values
 LIVE_DEFAULT = "; with --sensor: the source's [sources.learn] value"
 
 
@@ -140,9 +146,9 @@ def add_parser(subparsers: Any, **parser_options: Any) -> argparse.ArgumentParse
     p.add_argument("--sample-rate-hz", type=float, help="sample rate of .npy and .csv inputs")
     p.add_argument("--window-samples", type=int, default=2048, help="window length in samples (as the agent cuts)")
     p.add_argument("--hop-samples", type=int, help="hop of the agent's windows (default: window / 2)")
-    p.add_argument("--model", choices=NETWORKS, help=f"autoencoder type (default {DEFAULTS.model}){LIVE_DEFAULT}")
+    p.add_argument("--model", choices=NETWORKS, help=f"autoencoder type (default {DEFAULT_NETWORK}){LIVE_DEFAULT}")
     p.add_argument(
-        "--frontend", choices=FRONTENDS, help=f"features inside the model (default {DEFAULTS.frontend}){LIVE_DEFAULT}"
+        "--frontend", choices=FRONTENDS, help=f"features inside the model (default {DEFAULT_FRONTEND}){LIVE_DEFAULT}"
     )
     p.add_argument(
         "--absolute-level",
@@ -152,7 +158,7 @@ def add_parser(subparsers: Any, **parser_options: Any) -> argparse.ArgumentParse
     p.add_argument(
         "--false-rate",
         type=float,
-        help=f"target false-window rate on healthy data (default {DEFAULTS.false_rate:g}){LIVE_DEFAULT}",
+        help=f"target false-window rate on healthy data (default {DEFAULT_FALSE_RATE:g}){LIVE_DEFAULT}",
     )
     p.add_argument(
         "--threshold-method",
@@ -166,7 +172,7 @@ def add_parser(subparsers: Any, **parser_options: Any) -> argparse.ArgumentParse
         action="store_true",
         help="with >= 3 recordings: threshold from leave-one-recording-out scores of all of them (one model each)",
     )
-    p.add_argument("--steps", type=int, help=f"optimiser steps (default {DEFAULTS.steps}){LIVE_DEFAULT}")
+    p.add_argument("--steps", type=int, help=f"optimiser steps (default {DEFAULT_STEPS}){LIVE_DEFAULT}")
     p.add_argument("--seed", type=int, default=0, help="random seed (initialisation, batch order, corruption)")
     p.add_argument("--units", default="sensor units", help="input units recorded in meta.json (e.g. g)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -200,14 +206,14 @@ def run(args: argparse.Namespace) -> int:
     recordings = [r for r, _, _ in loaded]
     check_recordings(recordings, paths, args.window_samples)
     config = AnomalyConfig(
-        network=args.model or DEFAULTS.model,
-        frontend=args.frontend or DEFAULTS.frontend,
+        network=args.model or DEFAULT_NETWORK,
+        frontend=args.frontend or DEFAULT_FRONTEND,
         level_invariant=not args.absolute_level,
         window_samples=args.window_samples,
         hop_samples=args.hop_samples or args.window_samples // 2,
         train_hop_samples=max(1, args.window_samples // 8),
-        steps=args.steps if args.steps is not None else DEFAULTS.steps,
-        target_false_rate=args.false_rate if args.false_rate is not None else DEFAULTS.false_rate,
+        steps=args.steps if args.steps is not None else DEFAULT_STEPS,
+        target_false_rate=args.false_rate if args.false_rate is not None else DEFAULT_FALSE_RATE,
         threshold_method=args.threshold_method,
         holdout_fraction=args.holdout_fraction,
         cross_fit=args.cross_fit,

@@ -14,11 +14,11 @@ import numpy as np
 import pytest
 
 from edge_agent.cli import build_parser
-from edge_agent.config.learn import FRONTENDS, NETWORKS, LearnSection
+from edge_agent.common.learning import DEFAULT_FRONTEND, DEFAULT_NETWORK, DEFAULT_STEPS, FRONTENDS, NETWORKS
+from edge_agent.config.learn import LearnSection
 from edge_agent.service import control
 from edge_agent.service.learn_state import LearningRun, LearnRequest, LearnTarget, request_problem
 from edge_agent.service.learn_trainer import run_trainer
-from edge_agent.training.learn_cli import DEFAULTS
 
 
 def sent(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, *argv: str) -> dict[str, Any]:
@@ -54,7 +54,8 @@ def test_options_given_are_sent(monkeypatch, tmp_path: Path) -> None:
 
 def test_one_list_of_networks_and_front_ends_and_one_set_of_defaults() -> None:
     assert "excess" in NETWORKS and "envspread" in FRONTENDS
-    assert LearnSection() == DEFAULTS
+    section = LearnSection()
+    assert (section.model, section.frontend, section.steps) == (DEFAULT_NETWORK, DEFAULT_FRONTEND, DEFAULT_STEPS)
     assert request_problem(LearnRequest("pump", 10.0, network="excess", frontend="envspread")) == ""
     assert "frontend 'mfcc'" in request_problem(LearnRequest("pump", 10.0, frontend="mfcc"))
 
