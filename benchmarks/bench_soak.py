@@ -21,9 +21,12 @@ It starts, on loopback (every process is killed at the end, also on errors):
   ``hostile_corpus.py`` (random bytes, truncated JSON, NaN, odd rates and channel counts, deep
   nesting, 4 MiB bodies, unicode and 65,515-byte ids, absurd ts), all of them invalid.
 
-Phases: a warm-up (``--warmup-s``); a burst of ``--burst-payloads`` (default 100,000) hostile
-payloads as fast as the broker takes them, with VmRSS read before and after it (after the agent has
-counted every one and 10 s of settling; goal: growth <= 50 MB); then the soak proper for
+Phases: a warm-up (``--warmup-s``), then samples every 10 s until the last four VmRSS lie within 1 MB
+(at most ``--settle-max-s``: without it the agent's own growth in its first minutes, ~40 MB in a
+control run without hostile payloads, is blamed on the burst); ``--bursts`` bursts (default 1) of
+``--burst-payloads`` (default 100,000) hostile payloads as fast as the broker takes them, each with
+VmRSS read before and after it (after the agent has counted every one as a payload error, and 10 s
+more; goal: growth <= 50 MB; a second burst tells a one-off high-water mark from a leak); then the soak proper for
 ``--duration-s``, sampling every ``--sample-s``: VmRSS, open fds (``/proc/<pid>/fd``), threads,
 windows processed, payload errors, messages shed, outbox depth (``edge_agent_alerts_queued``) and the
 alerts received. Each sample is one JSON line in ``--samples``.
@@ -79,6 +82,7 @@ PREFIX = f"edge-agent/{AGENT_ID}"
 RSS_FLAT_MB = 10.0
 RSS_SLOPE_MB_PER_H = 10.0
 BURST_GOAL_MB = 50.0
+SETTLED_KB = 1024  # before the burst: the last 4 samples (10 s apart) within 1 MB
 
 
 class Broker:
@@ -167,10 +171,10 @@ class Hostile(threading.Thread):
         self.client.connect(HOST, port, keepalive=10)
         self.client.loop_start()
 
-    def burst(self, count: int) -> None:
+    def burst(self, count: int, big_every: int) -> None:
         """``count`` payloads as fast as paho hands them over (at most 1,000 unacknowledged)."""
         pending: list[paho.MQTTMessageInfo] = []
-        for sensor, payload in corpus(self.seed, count, time.time(), big_every=5_000):
+        for sensor, payload in corpus(self.seed, count, time.time(), big_every=big_every):
             pending.append(self.client.publish(f"bench/{sensor}/vibration", payload, qos=1))
             self.sent += 1
             if len(pending) >= 1_000:
@@ -180,7 +184,7 @@ class Hostile(threading.Thread):
                 pending.clear()
 
     def run(self) -> None:
-        seed = self.seed + 1
+        seed = self.seed + 1_000_000
         while not self.halt.is_set():
             for sensor, payload in corpus(seed, 10_000, time.time(), big_every=2_000):
                 if self.halt.wait(1.0 / self.rate_hz):
@@ -353,28 +357,45 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         probe.start_at(start_at + 0.5 * PERIOD_S / (args.sensors + 1))
         hostile = Hostile(broker.port, args.hostile_rate_hz, args.seed)
         time.sleep(args.warmup_s)
-        # ---- burst: N hostile payloads, RSS before and after
-        before = record("burst-before")
-        received_before = before.get("messages_received", 0.0)
-        hostile.burst(args.burst_payloads)
-        burst_deadline = time.monotonic() + args.burst_max_s
-        while time.monotonic() < burst_deadline:
-            s = scrape(metrics_port)
-            if s.total("edge_agent_messages_received_total") - received_before >= args.burst_payloads:
+        # the agent's RSS grows by ~40 MB in its first minute or two without any hostile payload (a control
+        # run: 336 -> 374 MB): wait until it has settled, or that growth is blamed on the burst
+        settle_deadline = time.monotonic() + args.settle_max_s
+        while time.monotonic() < settle_deadline:
+            recent = [r["rss_kb"] for r in rows[-4:] if r["phase"] == "settle"]
+            if len(recent) == 4 and max(recent) - min(recent) <= SETTLED_KB:
                 break
-            time.sleep(1.0)
-        time.sleep(10.0)
-        after = record("burst-after")
-        result["burst"] = {
-            "payloads": args.burst_payloads,
-            "rss_before_mb": before["rss_kb"] / 1024,
-            "rss_after_mb": after["rss_kb"] / 1024,
-            "growth_mb": (after["rss_kb"] - before["rss_kb"]) / 1024,
-            "payload_errors_delta": after["payload_errors"] - before["payload_errors"],
-            "messages_shed_delta": after["messages_shed"] - before["messages_shed"],
-            "goal_mb": BURST_GOAL_MB,
-        }
-        print(json.dumps({"burst": result["burst"]}), flush=True)
+            record("settle")
+            time.sleep(10.0)
+        # ---- bursts: N hostile payloads each, RSS before and after (every hostile payload is a payload error)
+        first = record("burst-before")
+        bursts: list[dict[str, Any]] = []
+        for n in range(args.bursts):
+            before = rows[-1]
+            hostile.seed = args.seed + 1_000 * (n + 1)
+            hostile.burst(args.burst_payloads, args.burst_big_every)
+            burst_deadline = time.monotonic() + args.burst_max_s
+            while time.monotonic() < burst_deadline:
+                errors = scrape(metrics_port).total("edge_agent_payload_errors_total")
+                if errors - before["payload_errors"] >= args.burst_payloads:
+                    break
+                time.sleep(1.0)
+            time.sleep(10.0)
+            after = record("burst-after")
+            bursts.append(
+                {
+                    "payloads": args.burst_payloads,
+                    "rss_before_mb": before["rss_kb"] / 1024,
+                    "rss_after_mb": after["rss_kb"] / 1024,
+                    "growth_mb": (after["rss_kb"] - before["rss_kb"]) / 1024,
+                    "growth_since_first_mb": (after["rss_kb"] - first["rss_kb"]) / 1024,
+                    "payload_errors_delta": after["payload_errors"] - before["payload_errors"],
+                    "messages_shed_delta": after["messages_shed"] - before["messages_shed"],
+                    "goal_mb": BURST_GOAL_MB,
+                }
+            )
+            print(json.dumps({"burst": bursts[-1]}), flush=True)
+        result["burst"] = bursts[0] if bursts else None
+        result["bursts"] = bursts
         # ---- soak
         hostile.start()
         soak_start = time.monotonic()
@@ -396,7 +417,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         time.sleep(15.0)  # let the outbox drain and the last alerts arrive
         final = record("final")
         result["broker_restarts"] = restarts
-        result["soak"] = verdict(soak_rows)
+        result["soak"] = verdict(soak_rows) if soak_rows else None
         result["final"] = final
         result["alerts"] = watch.summary()
     finally:
@@ -419,8 +440,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sensors", type=int, default=20)
     parser.add_argument("--sample-s", type=float, default=30.0)
     parser.add_argument("--warmup-s", type=float, default=30.0)
+    parser.add_argument("--settle-max-s", type=float, default=300.0, help="longest wait for RSS to settle")
     parser.add_argument("--burst-payloads", type=int, default=100_000)
+    parser.add_argument("--bursts", type=int, default=1, help="bursts in a row (is the growth a one-off?)")
     parser.add_argument("--burst-max-s", type=float, default=600.0, help="longest wait for the burst to be counted")
+    parser.add_argument("--burst-big-every", type=int, default=5_000, help="a 4 MiB body every this many")
     parser.add_argument("--hostile-rate-hz", type=float, default=20.0)
     parser.add_argument("--broker-restart-s", type=float, default=300.0, help="SIGKILL + restart the broker; 0: never")
     parser.add_argument("--broker-down-s", type=float, default=3.0)
