@@ -366,12 +366,15 @@ def test_ten_thousand_hostile_payloads_over_the_broker_crash_nothing_are_counted
         watch.wait_for(lambda c: probe_news() >= 1, timeout_s=30, what="a probe alert before the corpus")
         rss_before_mb, news_before = vm_rss_mb(agent.pid), probe_news()
         pending: list[paho.MQTTMessageInfo] = []
+        batch_due = time.monotonic() + 0.5
         for n, (sensor, payload) in enumerate(corpus(12, HOSTILE_PAYLOADS, time.time())):
             pending.append(hostile.publish(f"plant/{sensor}/vibration", payload, qos=1))
-            if n % 500 == 499:  # paced in batches, so the probe's alerts interleave with the corpus
+            if n % 500 == 499:  # 20 batches over >= 10 s (~3 probe cycles): its alerts interleave with the corpus
                 for info in pending:
                     info.wait_for_publish(30)
                 pending.clear()
+                time.sleep(max(0.0, batch_due - time.monotonic()))
+                batch_due = time.monotonic() + 0.5
         for info in pending:
             info.wait_for_publish(30)
         wait_until(
@@ -391,7 +394,8 @@ def test_ten_thousand_hostile_payloads_over_the_broker_crash_nothing_are_counted
         watch.close()
     assert agent.alive(), agent.text()[-3000:]
     errors = {labels: v for (n, labels), v in scraped.items() if n == "edge_agent_payload_errors_total" and v}
-    print(f"payload errors {errors}; RSS {rss_before_mb:.1f} -> {rss_after_mb:.1f} MB; probe news {news_before}")
+    print(f"payload errors {errors}; RSS {rss_before_mb:.1f} -> {rss_after_mb:.1f} MB")
+    print(f"probe new alerts: {news_before} before the corpus, {news_during} by its end, {probe_news()} in all")
     # every hostile payload counted under a reason, and nothing else (the probe's are all valid)
     assert _total(scraped, "edge_agent_payload_errors_total") == HOSTILE_PAYLOADS
     assert _total(scraped, "edge_agent_messages_received_total") == HOSTILE_PAYLOADS + probe.sent
