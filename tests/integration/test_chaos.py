@@ -52,6 +52,7 @@ CHUNK_SAMPLES = 1024
 CHUNK_S = CHUNK_SAMPLES / RATE_HZ
 SAVE_ON_CHANGES = "autosave_on_changes true\nautosave_interval 1\n"
 BROKER_KILLS = 5
+SUBSCRIBER_OFFLINE_FROM_KILL = 2  # kills 3, 4 and 5 find the subscriber offline
 HOSTILE_PAYLOADS = 10_000
 RSS_GROWTH_MAX_MB = 50.0  # issue 12's goal for 100,000 payloads; the old code grew 256 MB (255 -> 511)
 EVENT_ORDER = re.compile(r"\b(NEW|UPDATE|END)\s+(\S+) (\S+): (.+?) \(\d\.\d\d\).*? id=(\S+) window ")
@@ -200,14 +201,14 @@ def window_start(doc: dict[str, Any]) -> str:
     return at.strftime("%H:%M:%S.%f")[:-3]
 
 
-def received(watch: Collector) -> list[tuple[Key, dict[str, Any]]]:
-    docs = [json.loads(m.payload) for m in list(watch.messages) if m.topic.endswith("/alert")]
+def received(*watches: Collector) -> list[tuple[Key, dict[str, Any]]]:
+    docs = [json.loads(m.payload) for w in watches for m in list(w.messages) if m.topic.endswith("/alert")]
     return [((d["type"], d["id"], window_start(d)), d) for d in docs]
 
 
-def wait_delivered(watch: Collector, expected: set[Key], timeout_s: float) -> None:
-    watch.wait_for(
-        lambda c: expected <= {k for k, _ in received(c)},
+def wait_delivered(watches: list[Collector], expected: set[Key], timeout_s: float) -> None:
+    watches[-1].wait_for(
+        lambda _c: expected <= {k for k, _ in received(*watches)},
         timeout_s=timeout_s,
         what=f"all {len(expected)} events the agent made",
     )
@@ -248,17 +249,21 @@ def watcher(broker: Broker, name: str) -> Collector:
 def test_broker_sigkill_and_restart_five_times_mid_stream_loses_no_alert(
     broker_factory: Callable[..., Broker], agent_factory: Callable[[Path], Agent], tmp_path: Path
 ) -> None:
+    """Kills 1-2 with the subscriber online; kills 3-5 with it offline, so its queue is in the broker when the
+    broker dies (without the snapshot per change this loses events: the agent deleted them at the PUBACK)."""
     broker = chaos_broker(broker_factory)
-    watch = watcher(broker, "chaos-watch-a")
+    watches = [watcher(broker, "chaos-watch-a")]
     agent = agent_factory(write_config(tmp_path / "agent.toml", broker.port, replay=True))
     agent.start()
     feeder = Feeder(broker, "motor-a")
     try:
-        watch.wait_for(lambda c: c.last(f"{PREFIX}/status") == b"online", timeout_s=90, what="agent online")
+        watches[0].wait_for(lambda c: c.last(f"{PREFIX}/status") == b"online", timeout_s=90, what="agent online")
         feeder.start()
         wait_until(lambda: any(k[0] == "new" for k in agent.events()), 30, "a first alert")
         made_in_outages: set[Key] = set()
-        for _ in range(BROKER_KILLS):
+        for n in range(BROKER_KILLS):
+            if n == SUBSCRIBER_OFFLINE_FROM_KILL:
+                watches[0].close()  # a persistent session: the broker queues its QoS 1 events
             time.sleep(3.0)
             broker.stop(kill=True)
             before = agent.events()
@@ -267,12 +272,14 @@ def test_broker_sigkill_and_restart_five_times_mid_stream_loses_no_alert(
             broker.start()
         time.sleep(3.0)
         assert agent.alive(), agent.text()[-3000:]
+        watches.append(watcher(broker, "chaos-watch-a"))  # the same session: what the broker kept for it
         made = agent.events()
-        wait_delivered(watch, made, timeout_s=45)
+        wait_delivered(watches, made, timeout_s=45)
     finally:
         feeder.stop()
-        watch.close()
-    got = received(watch)
+        for watch in watches:
+            watch.close()
+    got = received(*watches)
     keys = Counter(k for k, _ in got)
     print(f"made {len(made)} events ({len(made_in_outages)} with the broker down); received {len(got)}, ", end="")
     print(f"{len(keys)} distinct, {len(got) - len(keys)} duplicates")
@@ -309,7 +316,7 @@ def test_kill_9_of_the_agent_while_the_broker_is_down_loses_no_alert_and_repeats
         agent.start()
         wait_until(lambda: len(agent.events() - before - during) >= 3, 60, "the restarted agent's alerts")
         made = agent.events()
-        wait_delivered(watch, made, timeout_s=45)
+        wait_delivered([watch], made, timeout_s=45)
     finally:
         watch.close()
     got = received(watch)
