@@ -5,7 +5,8 @@ Used by ``tests/integration/test_chaos.py`` (10,000 payloads over a real broker)
 ``(sensor_id, payload)``; publish each on ``<prefix>/<sensor_id>/vibration`` of a JSON mqtt source
 with one channel and no configured rate, for a 12 kHz model. The first ``len(TABLE_CASES)``
 payloads are issue 12's table, in order; the rest are drawn from :data:`KINDS` with a seeded RNG
-(``random.Random(seed)``: the same seed gives the same bytes). Every payload is invalid for a
+(``random.Random(seed)``: the same seed and ``now_s`` give the same bytes; the reason counts move by a few
+between runs as ``now_s`` changes the length of a truncated text). Every payload is invalid for a
 reason the agent counts (``edge_agent_payload_errors_total{reason}``): there is no "odd but valid"
 case in the corpus, so the sum of the error counters must equal the number of payloads sent.
 Sensor ids mix plain, unicode and one of 65,515 bytes (a topic of 65,531 bytes, under MQTT's
