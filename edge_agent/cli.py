@@ -13,6 +13,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Mapping
+from typing import TextIO
 
 import edge_agent
 from edge_agent.common.errors import first_line
@@ -46,6 +47,18 @@ def waits_for_models(asked: bool, environ: Mapping[str, str] = os.environ, inter
     if interactive is None:
         interactive = sys.stdin.isatty() and sys.stderr.isatty()
     return asked or "INVOCATION_ID" in environ or "NOTIFY_SOCKET" in environ or not interactive
+
+
+_ECHO_LOCK = threading.Lock()
+
+
+def echo_line(line: str, stream: TextIO | None = None) -> None:
+    """One console line, whole: ``print`` writes the text and its newline in two calls, so two threads
+    echoing at once could put two alerts on one line (seen in the soak benchmark's log)."""
+    out = sys.stdout if stream is None else stream
+    with _ECHO_LOCK:
+        out.write(line + "\n")
+        out.flush()
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
@@ -83,7 +96,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         logging.getLogger().setLevel(config.agent.log_level.upper())
     app = App(
         config,
-        echo=lambda line: print(line, flush=True),
+        echo=echo_line,
         password=password,
         notifier=Notifier(),  # systemd (Type=notify): READY=1, STATUS=, WATCHDOG=1, STOPPING=1
         read_config=lambda: looping(load_config(args.config, args.instance)),
