@@ -1,15 +1,17 @@
-"""Summary and page of :mod:`edge_agent.training.audio_unseen` (``docs/results/audio_unseen_speeds.md``)."""
+"""Summary of :mod:`edge_agent.training.audio_unseen`: per fold, pooled, per clip, with the anomaly model, decision.
+
+The page is written by :mod:`edge_agent.training.audio_unseen_page`.
+"""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from edge_agent.training.anomaly_eval import DEBOUNCE_K, DEBOUNCE_N, debounced_alert
+from edge_agent.training.anomaly_eval import debounced_alert
 from edge_agent.training.audio_data import CLASS_NAMES
 
 logger = logging.getLogger(__name__)
@@ -91,15 +93,96 @@ def _over_seeds(per_seed: Sequence[dict[str, Any]]) -> dict[str, Any]:
     return entry
 
 
+NEAR_RPM = 100  # folds within this of 1750 or 1850 RPM (the reported speeds) are "near"
+REPORTED_RPM = (1750, 1850)
+
+
+def near_folds(folds: Sequence[int]) -> list[int]:
+    return [f for f in folds if min(abs(f - r) for r in REPORTED_RPM) <= NEAR_RPM]
+
+
+def complete_seeds(rows: Sequence[dict[str, Any]], variants: Sequence[str], folds: Sequence[int]) -> list[int]:
+    """Seeds with a row of every variant at every fold in ``folds`` (so variants compare on the same models' folds)."""
+    have = {(r["variant"], r["fold"], r["seed"]) for r in rows}
+    seeds = sorted({r["seed"] for r in rows})
+    return [s for s in seeds if all((v, f, s) in have for v in variants for f in folds)]
+
+
+def _pooled(rows: Sequence[dict[str, Any]], variants: Sequence[str], folds: Sequence[int]) -> list[dict[str, Any]]:
+    seeds = complete_seeds(rows, variants, folds)
+    out = []
+    for variant in variants:
+        per_seed = [
+            _rates(
+                [
+                    _clip_result(r, None)
+                    for r in rows
+                    if r["variant"] == variant and r["seed"] == s and r["fold"] in folds
+                ]
+            )
+            for s in seeds
+        ]
+        out.append({"variant": variant, "seeds": seeds, "folds": list(folds), **_over_seeds(per_seed)})
+    return out
+
+
+def per_clip(rows: Sequence[dict[str, Any]], variants: Sequence[str], folds: Sequence[int]) -> list[dict[str, Any]]:
+    """Per held-out clip and variant: share of its windows that vote for a fault, and its debounced alert, per seed."""
+    out = []
+    for fold in folds:
+        for clip in sorted({r["clip"] for r in rows if r["fold"] == fold}):
+            condition = next(r["condition"] for r in rows if r["clip"] == clip)
+            entry: dict[str, Any] = {"clip": clip, "fold": fold, "condition": condition, "variants": {}}
+            for variant in variants:
+                picked = sorted(
+                    (r for r in rows if r["clip"] == clip and r["variant"] == variant), key=lambda r: r["seed"]
+                )
+                results = [_clip_result(r, None) for r in picked]
+                entry["variants"][variant] = [
+                    {"seed": r["seed"], "flagged": float(c["flags"].mean()), "alert": bool(c["alert"])}
+                    for r, c in zip(picked, results, strict=True)
+                ]
+            out.append(entry)
+    return out
+
+
+def decide(pooled: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each augmentation variant against the first (the shipped recipe), on the pooled means over seeds.
+
+    *better* when fault recall (windows) is at least as high, no more fault clips are missed in any
+    seed, and healthy false windows are lower.
+    """
+    base = pooled[0]
+    missed_base = max((len(m) for m in base["fault_clips_missed"]), default=0)
+    out = []
+    for entry in pooled[1:]:
+        if base["fault_window_recall"] is None or entry["fault_window_recall"] is None:
+            continue
+        recall_ok = entry["fault_window_recall"][0] >= base["fault_window_recall"][0]
+        missed_ok = max((len(m) for m in entry["fault_clips_missed"]), default=0) <= missed_base
+        false_lower = entry["healthy_window_false"][0] < base["healthy_window_false"][0]
+        out.append(
+            {
+                "variant": entry["variant"],
+                "recall_at_least": recall_ok,
+                "missed_at_most": missed_ok,
+                "false_lower": false_lower,
+                "better": recall_ok and missed_ok and false_lower,
+            }
+        )
+    return out
+
+
 def summarise(result: dict[str, Any]) -> dict[str, Any]:
-    """Per fold and variant, pooled over folds, and the classifier + anomaly table (means and std over seeds)."""
-    rows, seeds = result["classifier"], result["seeds"]
+    """Per fold and variant, pooled over folds, per clip, and the classifier + anomaly table (mean, std over seeds)."""
+    rows = result["classifier"]
     anomaly = {(a["clip"], a["seed"]): a for a in result["anomaly"]}
     variants = list(dict.fromkeys(r["variant"] for r in rows))
+    fold_list = [f for f in result["folds"] if any(r["fold"] == f for r in rows)]
     folds: list[dict[str, Any]] = []
-    pooled: list[dict[str, Any]] = []
-    for variant in variants:
-        for fold in result["folds"]:
+    for fold in fold_list:
+        for variant in variants:
+            seeds = complete_seeds(rows, [variant], [fold])
             per_seed = [
                 _rates(
                     [
@@ -111,13 +194,13 @@ def summarise(result: dict[str, Any]) -> dict[str, Any]:
                 for s in seeds
             ]
             clips = sorted({r["clip"] for r in rows if r["fold"] == fold})
-            folds.append({"variant": variant, "fold": fold, "clips": clips, **_over_seeds(per_seed)})
-        per_seed = [
-            _rates([_clip_result(r, None) for r in rows if r["variant"] == variant and r["seed"] == s]) for s in seeds
-        ]
-        pooled.append({"variant": variant, **_over_seeds(per_seed)})
+            folds.append({"variant": variant, "fold": fold, "seeds": seeds, "clips": clips, **_over_seeds(per_seed)})
+    pooled = _pooled(rows, variants, fold_list)
+    near = _pooled(rows, variants, near_folds(fold_list))
+    combined_folds = sorted({r["fold"] for r in rows if (r["clip"], r["seed"]) in anomaly})
+    seeds = [s for s in complete_seeds(rows, variants, combined_folds) if any(k[1] == s for k in anomaly)]
+    paired = [r for r in rows if (r["clip"], r["seed"]) in anomaly and r["seed"] in seeds]
     combined: list[dict[str, Any]] = []
-    paired = [r for r in rows if (r["clip"], r["seed"]) in anomaly]
     for name, variant, how in _combinations(variants):
         per_seed = []
         for s in seeds:
@@ -130,14 +213,21 @@ def summarise(result: dict[str, Any]) -> dict[str, Any]:
                     ]
                 )
             )
-        combined.append({"model": name, **_over_seeds(per_seed)})
+        combined.append({"model": name, "seeds": seeds, **_over_seeds(per_seed)})
+    protocol = {k: result[k] for k in ("steps", "anomaly_variant", "seconds")}
+    protocol.update(seeds=complete_seeds(rows, variants, fold_list), folds=fold_list)
+    protocol["variants"] = result.get("variants", {})
     return {
-        "protocol": {k: result[k] for k in ("seeds", "steps", "folds", "speed_factors", "anomaly_variant", "seconds")},
+        "protocol": protocol,
         "data_sha256": result["data_sha256"],
         "combined_clips": sorted({r["clip"] for r in paired}),
+        "combined_folds": combined_folds,
         "folds": folds,
         "pooled": pooled,
+        "near": near,
+        "clips": per_clip(rows, variants, fold_list),
         "combined": combined,
+        "decision": decide(pooled),
     }
 
 
@@ -146,103 +236,3 @@ def _combinations(variants: Sequence[str]) -> list[tuple[str, str, str]]:
     out.append(("anomaly model alone", variants[0], "anomaly"))
     out += [(f"classifier ({v}) or anomaly model", v, "either") for v in variants]
     return out
-
-
-def _pct(value: list[float] | None) -> str:
-    return "n/a" if value is None else f"{100 * value[0]:.1f} ± {100 * value[1]:.1f} %"
-
-
-def _names(per_seed: Sequence[Sequence[str]]) -> str:
-    text = " / ".join(", ".join(p.removesuffix(".wav") for p in seed) or "none" for seed in per_seed)
-    return text or "none"
-
-
-def write_page(summary: dict[str, Any], path: Path) -> None:
-    protocol = summary["protocol"]
-    seeds = ", ".join(map(str, protocol["seeds"]))
-    lines = [
-        "# Motor sounds at unseen speeds: speed augmentation for the classifier, and the anomaly model beside it",
-        "",
-        "Regenerate with `nice -n 10 python -m edge_agent.training.audio_unseen` "
-        f"(this run: {protocol['seconds'] / 60:.1f} min, 2 jobs of one thread each, on the shared 2-core VM). "
-        "Independent checks at 1750/1850 RPM (clips the data owners keep back, not in this repository) found the "
-        "shipped classifier calling a propeller fault on M2 and the bearing fault on M4 healthy in every window. "
-        "This page measures, leave-one-speed-out, whether training on resampled copies of every clip helps.",
-        "",
-        "## Protocol (reduced, the same for both variants)",
-        "",
-        f"- Folds: every clip at {', '.join(map(str, protocol['folds']))} RPM held out in turn "
-        "(the speeds nearest to 1750/1850); seeds " + seeds + ".",
-        f"- Classifier: the shipped recipe (raw 4096, silent edges 10 %, AdamW, lr 3e-3) but **{protocol['steps']} "
-        "steps** instead of 1200, for both variants. *speed augmentation*: every training clip is also resampled "
-        "(scipy `resample_poly`) to play at "
-        + ", ".join(f"{f:g}" for f in protocol["speed_factors"])
-        + " × its speed, and each crop comes from the original or one copy, uniformly "
-        "(`--speed-factors` of `edge-agent train-audio`, off by default).",
-        f"- A window **votes** for a fault when its most probable class is a fault at probability ≥ {MIN_CONFIDENCE} "
-        f"(the agent's `min_confidence`); a clip **alerts** when {DEBOUNCE_K} of {DEBOUNCE_N} consecutive windows "
-        "vote for the same fault (`confirm_k` of `confirm_n`). A bearing clip called propeller still alerts.",
-        "- *fault windows flagged*: share of the fault clips' windows that vote; *healthy false windows*: share of "
-        "the healthy clips' windows that vote; *window accuracy*: argmax equals the true class. ± is the std over "
-        "seeds; clip counts are given per seed.",
-        f"- Anomaly model: `{protocol['anomaly_variant']}` (the anomaly report's recommendation), one per motor "
-        "(M1, M2), learned on that motor's healthy clips at the other speeds, its threshold from cross-fitted "
-        "healthy scores. A window of the combined system counts when either the classifier votes or the score "
-        "exceeds the threshold; a clip alerts when either one's debounced alert fires.",
-        "",
-        "## Classifier, fold by fold",
-        "",
-        "| held out | variant | fault windows flagged | healthy false windows | window accuracy | "
-        "fault clips alerted | healthy clips alerted | fault clips missed (per seed) |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
-    for fold in summary["folds"]:
-        lines.append(
-            f"| {fold['fold']} RPM | {fold['variant']} | {_pct(fold['fault_window_recall'])} | "
-            f"{_pct(fold['healthy_window_false'])} | {_pct(fold['window_accuracy'])} | {fold['fault_clips_alerted']} | "
-            f"{fold['healthy_clips_alerted']} | {_names(fold['fault_clips_missed'])} |"
-        )
-    lines += [
-        "",
-        "## Classifier, all these folds pooled",
-        "",
-        "| variant | fault windows flagged | healthy false windows | window accuracy | fault clips alerted | "
-        "healthy clips alerted | healthy clips with a false alert (per seed) |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    for entry in summary["pooled"]:
-        lines.append(
-            f"| {entry['variant']} | {_pct(entry['fault_window_recall'])} | {_pct(entry['healthy_window_false'])} | "
-            f"{_pct(entry['window_accuracy'])} | {entry['fault_clips_alerted']} | {entry['healthy_clips_alerted']} | "
-            f"{_names(entry['healthy_clips_false_alert'])} |"
-        )
-    lines += [
-        "",
-        "## Classifier and anomaly model together (M1 and M2 clips of these folds)",
-        "",
-        f"{len(summary['combined_clips'])} held-out clips: the motors with healthy recordings to learn from "
-        "(M4, the bearing motor, has none, and no M1/M2 clip exists at 1800 RPM).",
-        "",
-        "| model | propeller windows flagged | healthy false windows | propeller clips alerted | "
-        "healthy clips alerted | fault clips missed (per seed) |",
-        "|---|---|---|---|---|---|",
-    ]
-    for entry in summary["combined"]:
-        lines.append(
-            f"| {entry['model']} | {_pct(entry['fault_window_recall'])} | {_pct(entry['healthy_window_false'])} | "
-            f"{entry['fault_clips_alerted']} | {entry['healthy_clips_alerted']} | "
-            f"{_names(entry['fault_clips_missed'])} |"
-        )
-    missed = any(any(seed) for entry in summary["pooled"] for seed in entry["fault_clips_missed"])
-    lines += ["", "## What these folds can show", ""]
-    if not missed:
-        lines.append(
-            "No fault clip is missed by either variant on these folds: the misses found at 1750/1850 RPM do not "
-            "reproduce on the speeds available here, so these folds cannot show that augmentation fixes them. "
-            "What they do measure is fault recall and healthy false alarms at held-out speeds."
-        )
-    else:
-        lines.append("Some fault clips are missed on these folds (listed above, per seed).")
-    lines += ["", "The numbers behind these tables are in `audio_unseen_speeds.json`.", ""]
-    path.write_text("\n".join(lines))
-    logger.info("wrote %s", path)
