@@ -36,7 +36,7 @@ from edge_agent.training.anomaly_train import scores_of
 from edge_agent.training.audio_data import load_bldc, speed_folds
 from edge_agent.training.audio_train import AudioTrainConfig, clip_probabilities, train_audio
 from edge_agent.training.audio_unseen_page import write_page
-from edge_agent.training.audio_unseen_text import summarise
+from edge_agent.training.audio_unseen_text import speed_cv, summarise
 from edge_agent.training.commands import parse_ints
 
 logger = logging.getLogger(__name__)
@@ -230,6 +230,12 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     (out / "audio_unseen_speeds.json").write_text(json.dumps(summary, indent=1) + "\n")
     write_page(summary, out / "audio_unseen_speeds.md")
+    for key, name in VARIANT_KEYS.items():  # --cv-summary files of `edge-agent train-audio` (not committed)
+        cv = speed_cv(result, name)
+        if cv is not None:
+            config = dataclasses.replace(SHIPPED, steps=result["steps"], speed_factors=VARIANTS[name], seed=-1)
+            document = {"config": config.to_json(), "speed": cv, "motor": None, "source": str(rows_path)}
+            (rows_path.parent / f"cv-{key}.json").write_text(json.dumps(document, indent=1) + "\n")
     for entry in summary["pooled"]:
         print(
             f"{entry['variant']}: fault windows {entry['fault_window_recall']}, healthy false "

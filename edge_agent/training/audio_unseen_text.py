@@ -236,3 +236,31 @@ def _combinations(variants: Sequence[str]) -> list[tuple[str, str, str]]:
     out.append(("anomaly model alone", variants[0], "anomaly"))
     out += [(f"classifier ({v}) or anomaly model", v, "either") for v in variants]
     return out
+
+
+def speed_cv(result: dict[str, Any], variant: str) -> dict[str, Any] | None:
+    """Leave-one-speed-out accuracy of ``variant`` in the form of ``train-audio --cv`` (``summarise_cv``).
+
+    Window accuracy pools every held-out window; clip accuracy takes the argmax of a clip's mean
+    probabilities; mean and std over the seeds complete on every fold. None without such a seed.
+    """
+    rows = [r for r in result["classifier"] if r["variant"] == variant]
+    folds = sorted({r["fold"] for r in result["classifier"]})
+    seeds = complete_seeds(rows, [variant], folds)
+    if not seeds:
+        return None
+    window, clip = [], []
+    for seed in seeds:
+        picked = [r for r in rows if r["seed"] == seed]
+        truth = [CLASS_NAMES.index(r["condition"]) for r in picked]
+        probabilities = [np.asarray(r["probabilities"]) for r in picked]
+        correct = np.concatenate([p.argmax(axis=1) == t for p, t in zip(probabilities, truth, strict=True)])
+        window.append(float(correct.mean()))
+        clip.append(float(np.mean([p.mean(axis=0).argmax() == t for p, t in zip(probabilities, truth, strict=True)])))
+    return {
+        "seeds": len(seeds),
+        "window_accuracy_mean": float(np.mean(window)),
+        "window_accuracy_std": float(np.std(window)),
+        "clip_accuracy_mean": float(np.mean(clip)),
+        "clip_accuracy_std": float(np.std(clip)),
+    }

@@ -113,3 +113,13 @@ def test_fewer_false_alarms_do_not_make_up_for_a_missed_fault() -> None:
     ]
     verdicts = {d["variant"]: d["better"] for d in decide(pooled)}
     assert verdicts == {"aug10": False, "aug15": True, "aug20": False}
+
+
+def test_speed_cv_summary_uses_the_seeds_complete_on_every_fold() -> None:
+    from edge_agent.training.audio_unseen_text import speed_cv
+
+    shipped = speed_cv(_result(), "shipped")
+    assert shipped is not None and shipped["seeds"] == 1
+    assert shipped["window_accuracy_mean"] == 18 / 24  # half of each healthy clip's windows called propeller
+    assert speed_cv(_result(), "aug")["window_accuracy_mean"] == 1.0
+    assert speed_cv(_result(), "none") is None
