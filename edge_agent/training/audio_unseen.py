@@ -36,12 +36,11 @@ from edge_agent.training.anomaly_train import scores_of
 from edge_agent.training.audio_data import load_bldc, speed_folds
 from edge_agent.training.audio_train import AudioTrainConfig, clip_probabilities, train_audio
 from edge_agent.training.audio_unseen_page import write_page
-from edge_agent.training.audio_unseen_text import speed_cv, summarise
+from edge_agent.training.audio_unseen_text import by_priority, speed_cv, summarise
 from edge_agent.training.commands import parse_ints
 
 logger = logging.getLogger(__name__)
 
-REPORTED_RPM = (1750, 1850)  # the independent checks' speeds (clips held back by the data owners)
 SPEED_FACTORS = (0.9, 0.95, 1.05, 1.1)
 WIDE_SPEED_FACTORS = (0.85, 0.9, 0.95, 1.05, 1.1, 1.15)
 SHIPPED = AudioTrainConfig(frontend="raw", window_samples=4096, gap_fraction=0.1)
@@ -112,11 +111,6 @@ def anomaly_job(job: dict[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
-def by_priority(speeds: list[int]) -> tuple[int, ...]:
-    """Held-out speeds, nearest to the reported 1750/1850 RPM first (ties: the lower speed first)."""
-    return tuple(sorted(speeds, key=lambda rpm: (min(abs(rpm - r) for r in REPORTED_RPM), rpm)))
-
-
 def _job_key(function: Any, job: dict[str, Any]) -> tuple[Any, ...]:
     if function is anomaly_job:
         return ("anomaly", job["motor"], job["rpm"], job["seed"])
@@ -173,6 +167,7 @@ def run(
         if previous["steps"] != steps or previous["data_sha256"] != dataset.sha256:
             raise ValueError(f"{rows_path}: other steps or data; cannot resume")
         result.update(classifier=previous["classifier"], anomaly=previous["anomaly"], seconds=previous["seconds"])
+        result["folds"] = list(by_priority(list({*previous["folds"], *folds})))
         done = _row_keys(result)
         jobs_in_order = [(f, j) for f, j in jobs_in_order if _job_key(f, j) not in done]
     for _, job in jobs_in_order:

@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from edge_agent.training.audio_unseen import _job_key, _row_keys, anomaly_job, by_priority, classifier_job
+from edge_agent.training.audio_unseen import _job_key, _row_keys, anomaly_job, classifier_job
 from edge_agent.training.audio_unseen_page import write_page
-from edge_agent.training.audio_unseen_text import complete_seeds, decide, near_folds, summarise
+from edge_agent.training.audio_unseen_text import by_priority, complete_seeds, decide, near_folds, summarise
 
 HEALTHY = [0.9, 0.05, 0.05]
 PROPELLER = [0.05, 0.9, 0.05]
