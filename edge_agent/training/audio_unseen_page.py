@@ -69,14 +69,21 @@ def _decision_lines(summary: dict[str, Any]) -> list[str]:
             f"- *{d['variant']}* against the *{pooled[0]['variant']}*: fault windows flagged "
             f"{'at least as high' if d['recall_at_least'] else 'lower'}, fault clips missed "
             f"{'no more' if d['missed_at_most'] else 'more'}, healthy false windows "
-            f"{'lower' if d['false_lower'] else 'not lower'} (means over seeds, all folds): {verdict}."
+            f"{'lower' if d['false_lower'] else 'not lower'} (means over the pooled seeds and folds): {verdict}."
         )
     return lines
 
 
 def write_page(summary: dict[str, Any], path: Path) -> None:
     protocol = summary["protocol"]
-    variants = [e["variant"] for e in summary["pooled"]]
+    variants = protocol["ran_variants"]
+    scope = (
+        f"folds {', '.join(map(str, protocol['pooled_folds']))} RPM, seeds {_seeds(protocol['pooled_seeds'])}"
+        if protocol["pooled_folds"]
+        else "no fold yet has every variant"
+    )
+    left_out = [v for v in variants if v not in protocol["pooled_variants"]]
+    scope += f"; not pooled (run on fewer folds): {', '.join(left_out)}" if left_out else ""
     factors = protocol["variants"]
     lines = [
         "# Motor sounds at unseen speeds: speed augmentation for the classifier, and the anomaly model beside it",
@@ -116,22 +123,28 @@ def write_page(summary: dict[str, Any], path: Path) -> None:
         "## Decision rule (issue 10, item 8)",
         "",
         "Augmentation replaces the shipped recipe if it is at least as good on fault recall and better on false "
-        "alarms, pooled over all folds:",
+        f"alarms, pooled ({scope}):",
         "",
         *_decision_lines(summary),
         "",
-        "## Classifier, all folds pooled",
+        "## Classifier, pooled",
+        "",
+        f"Pooled over {scope}.",
         "",
         *_rate_table(summary["pooled"], "variant", "variant"),
         "",
         f"## Classifier, the folds within {NEAR_RPM} RPM of {'/'.join(map(str, REPORTED_RPM))} pooled "
-        f"({', '.join(map(str, summary['near'][0]['folds'] if summary['near'] else []))} RPM)",
+        f"({', '.join(map(str, summary['near'][0]['folds'] if summary['near'] else [])) or 'none yet'} RPM)",
         "",
         *_rate_table(summary["near"], "variant", "variant"),
         "",
         "## Classifier, fold by fold",
         "",
-        *_rate_table([{**f, "name": f"{f['fold']} RPM, {f['variant']}"} for f in summary["folds"]], "held out", "name"),
+        *_rate_table(
+            [{**f, "name": f"{f['fold']} RPM, {f['variant']}"} for f in summary["folds"] if f["seeds"]],
+            "held out",
+            "name",
+        ),
         "",
         "## Fault clips, one by one (windows that vote, per seed · debounced alerts)",
         "",

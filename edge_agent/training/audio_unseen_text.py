@@ -113,8 +113,28 @@ def complete_seeds(rows: Sequence[dict[str, Any]], variants: Sequence[str], fold
     return [s for s in seeds if all((v, f, s) in have for v in variants for f in folds)]
 
 
-def _pooled(rows: Sequence[dict[str, Any]], variants: Sequence[str], folds: Sequence[int]) -> list[dict[str, Any]]:
-    seeds = complete_seeds(rows, variants, folds)
+def pooled_scope(
+    rows: Sequence[dict[str, Any]], variants: Sequence[str], folds: Sequence[int]
+) -> tuple[list[str], list[int], list[int]]:
+    """(variants, folds, seeds) that pooled tables compare on the same held-out clips.
+
+    The folds are those where the first two variants (the shipped recipe and the first augmentation)
+    both have the first seed; the seeds, those that have all these folds too; the variants, those
+    with a row at every such fold and seed (a variant run on fewer folds is left out of the pool).
+    With every job done that is every fold, seed and variant.
+    """
+    have = {(r["variant"], r["fold"], r["seed"]) for r in rows}
+    seeds = sorted({r["seed"] for r in rows})
+    base = list(variants[:2])
+    scope = [f for f in folds if seeds and all((v, f, seeds[0]) in have for v in base)]
+    kept = [s for s in seeds if all((v, f, s) in have for v in base for f in scope)]
+    included = [v for v in variants if all((v, f, s) in have for f in scope for s in kept)]
+    return included, scope, kept
+
+
+def _pooled(
+    rows: Sequence[dict[str, Any]], variants: Sequence[str], folds: Sequence[int], seeds: Sequence[int]
+) -> list[dict[str, Any]]:
     out = []
     for variant in variants:
         per_seed = [
@@ -127,7 +147,7 @@ def _pooled(rows: Sequence[dict[str, Any]], variants: Sequence[str], folds: Sequ
             )
             for s in seeds
         ]
-        out.append({"variant": variant, "seeds": seeds, "folds": list(folds), **_over_seeds(per_seed)})
+        out.append({"variant": variant, "seeds": list(seeds), "folds": list(folds), **_over_seeds(per_seed)})
     return out
 
 
@@ -165,7 +185,8 @@ def decide(pooled: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
             continue
         recall_ok = entry["fault_window_recall"][0] >= base["fault_window_recall"][0]
         missed_ok = max((len(m) for m in entry["fault_clips_missed"]), default=0) <= missed_base
-        false_lower = entry["healthy_window_false"][0] < base["healthy_window_false"][0]
+        false_pair = (entry["healthy_window_false"], base["healthy_window_false"])
+        false_lower = None not in false_pair and false_pair[0][0] < false_pair[1][0]  # no healthy clip: not lower
         out.append(
             {
                 "variant": entry["variant"],
@@ -182,7 +203,9 @@ def summarise(result: dict[str, Any]) -> dict[str, Any]:
     """Per fold and variant, pooled over folds, per clip, and the classifier + anomaly table (mean, std over seeds)."""
     rows = result["classifier"]
     anomaly = {(a["clip"], a["seed"]): a for a in result["anomaly"]}
-    variants = list(dict.fromkeys(r["variant"] for r in rows))
+    ran = set(r["variant"] for r in rows)
+    variants = [v for v in [*result.get("variants", {}), *sorted(ran)] if v in ran]
+    variants = list(dict.fromkeys(variants))  # the run's order: the shipped recipe first
     fold_list = [f for f in by_priority(result["folds"]) if any(r["fold"] == f for r in rows)]
     folds: list[dict[str, Any]] = []
     for fold in fold_list:
@@ -200,13 +223,13 @@ def summarise(result: dict[str, Any]) -> dict[str, Any]:
             ]
             clips = sorted({r["clip"] for r in rows if r["fold"] == fold})
             folds.append({"variant": variant, "fold": fold, "seeds": seeds, "clips": clips, **_over_seeds(per_seed)})
-    pooled = _pooled(rows, variants, fold_list)
-    near = _pooled(rows, variants, near_folds(fold_list))
-    combined_folds = sorted({r["fold"] for r in rows if (r["clip"], r["seed"]) in anomaly})
-    seeds = [s for s in complete_seeds(rows, variants, combined_folds) if any(k[1] == s for k in anomaly)]
-    paired = [r for r in rows if (r["clip"], r["seed"]) in anomaly and r["seed"] in seeds]
+    pooled_variants, scope, seeds = pooled_scope(rows, variants, fold_list)
+    pooled = _pooled(rows, pooled_variants, scope, seeds)
+    near = _pooled(rows, pooled_variants, near_folds(scope), seeds)
+    combined_folds = [f for f in scope if any((r["clip"], r["seed"]) in anomaly for r in rows if r["fold"] == f)]
+    paired = [r for r in rows if (r["clip"], r["seed"]) in anomaly and r["seed"] in seeds and r["fold"] in scope]
     combined: list[dict[str, Any]] = []
-    for name, variant, how in _combinations(variants):
+    for name, variant, how in _combinations(pooled_variants) if pooled_variants else []:
         per_seed = []
         for s in seeds:
             picked = [r for r in paired if r["seed"] == s and r["variant"] == variant]
@@ -220,7 +243,8 @@ def summarise(result: dict[str, Any]) -> dict[str, Any]:
             )
         combined.append({"model": name, "seeds": seeds, **_over_seeds(per_seed)})
     protocol = {k: result[k] for k in ("steps", "anomaly_variant", "seconds")}
-    protocol.update(seeds=complete_seeds(rows, variants, fold_list), folds=fold_list)
+    protocol.update(seeds=complete_seeds(rows, variants, fold_list), folds=fold_list, ran_variants=variants)
+    protocol.update(pooled_folds=scope, pooled_seeds=seeds, pooled_variants=pooled_variants)
     protocol["variants"] = result.get("variants", {})
     return {
         "protocol": protocol,
@@ -232,7 +256,7 @@ def summarise(result: dict[str, Any]) -> dict[str, Any]:
         "near": near,
         "clips": per_clip(rows, variants, fold_list),
         "combined": combined,
-        "decision": decide(pooled),
+        "decision": decide(pooled) if pooled else [],
     }
 
 

@@ -76,10 +76,14 @@ def _result() -> dict[str, Any]:
 
 def test_partial_seeds_pool_only_where_every_variant_has_every_fold(tmp_path: Path) -> None:
     result = _result()
+    result["classifier"].append(_row("aug15", 1950, 0, "Healthy/M2/1950.wav", [PROPELLER] * 6))  # one fold only
+    result["variants"]["aug15"] = [0.85, 1.15]
     assert complete_seeds(result["classifier"], ["shipped", "aug"], [1650, 1950]) == [0]
     assert complete_seeds(result["classifier"], ["shipped", "aug"], [1950]) == [0, 1]
     summary = summarise(result)
-    assert summary["protocol"]["seeds"] == [0]
+    assert summary["protocol"]["seeds"] == []  # aug15 has not run everywhere
+    assert summary["protocol"]["pooled_variants"] == ["shipped", "aug"]
+    assert (summary["protocol"]["pooled_folds"], summary["protocol"]["pooled_seeds"]) == ([1650, 1950], [0])
     shipped, aug = summary["pooled"]
     assert shipped["seeds"] == [0] and shipped["healthy_window_false"] == [0.5, 0.0]
     assert aug["healthy_window_false"] == [0.0, 0.0] and aug["fault_window_recall"] == [1.0, 0.0]
@@ -93,6 +97,7 @@ def test_partial_seeds_pool_only_where_every_variant_has_every_fold(tmp_path: Pa
     write_page(summary, tmp_path / "page.md")
     page = (tmp_path / "page.md").read_text()
     assert "*aug* against the *shipped*" in page and "**better**" in page
+    assert "not pooled (run on fewer folds): aug15" in page
     assert "| Healthy/M2/1950 | 50, 50 % · 2/2 alert | 0, 0 % · 0/2 alert |" in page
 
 
