@@ -174,6 +174,12 @@ def write_page(summary: dict[str, Any], path: Path) -> None:
         )
     missed = any(any(seed) for entry in summary["pooled"] for seed in entry["fault_clips_missed"])
     lines += ["", "## What these folds can show", ""]
+    if not protocol["seeds"]:
+        lines += [
+            f"**This run is partial** (stopped, not finished): the pooled tables cover {scope}; the fold and clip "
+            "tables show every job that finished. `--resume` with the same `--rows` runs the rest.",
+            "",
+        ]
     if not missed:
         lines.append(
             "No fault clip is missed by any variant on these folds: the misses found at 1750/1850 RPM do not "
