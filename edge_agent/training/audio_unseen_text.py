@@ -175,7 +175,7 @@ def decide(pooled: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     """Each augmentation variant against the first (the shipped recipe), on the pooled means over seeds.
 
     *better* when fault recall (windows) is at least as high, no more fault clips are missed in any
-    seed, and healthy false windows are lower.
+    seed, and healthy false windows are lower; a verdict needs at least 2 seeds (``seeds``).
     """
     base = pooled[0]
     missed_base = max((len(m) for m in base["fault_clips_missed"]), default=0)
@@ -194,6 +194,7 @@ def decide(pooled: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
                 "missed_at_most": missed_ok,
                 "false_lower": false_lower,
                 "better": recall_ok and missed_ok and false_lower,
+                "seeds": len(entry["seeds"]),  # below 2 there is no spread over seeds: no verdict
             }
         )
     return out

@@ -93,10 +93,10 @@ def test_partial_seeds_pool_only_where_every_variant_has_every_fold(tmp_path: Pa
     assert [r["seed"] for r in clip["variants"]["shipped"]] == [0, 1]
     assert all(r["flagged"] == 0.5 and r["alert"] for r in clip["variants"]["shipped"])
     (decision,) = summary["decision"]
-    assert decision["variant"] == "aug" and decision["better"]
+    assert decision["variant"] == "aug" and decision["better"] and decision["seeds"] == 1
     write_page(summary, tmp_path / "page.md")
     page = (tmp_path / "page.md").read_text()
-    assert "*aug* against the *shipped*" in page and "**better**" in page
+    assert "*aug* against the *shipped*" in page and "better on one seed only: **no verdict**" in page
     assert "not pooled (run on fewer folds): aug15" in page
     assert "| Healthy/M2/1950 | 50, 50 % · 2/2 alert | 0, 0 % · 0/2 alert |" in page
 
@@ -108,13 +108,14 @@ def test_fewer_false_alarms_do_not_make_up_for_a_missed_fault() -> None:
             "fault_window_recall": [recall, 0.0],
             "healthy_window_false": [false, 0.0],
             "fault_clips_missed": missed,
+            "seeds": [0, 1],
         }
 
     pooled = [
-        entry("shipped", 0.99, 0.10, [[]]),
-        entry("aug10", 0.99, 0.02, [["Propeller/M2/1650.wav"]]),
-        entry("aug15", 0.995, 0.05, [[]]),
-        entry("aug20", 0.98, 0.01, [[]]),
+        entry("shipped", 0.99, 0.10, [[], []]),
+        entry("aug10", 0.99, 0.02, [["Propeller/M2/1650.wav"], []]),
+        entry("aug15", 0.995, 0.05, [[], []]),
+        entry("aug20", 0.98, 0.01, [[], []]),
     ]
     verdicts = {d["variant"]: d["better"] for d in decide(pooled)}
     assert verdicts == {"aug10": False, "aug15": True, "aug20": False}
