@@ -90,8 +90,8 @@ def write_page(summary: dict[str, Any], path: Path) -> None:
     lines = [
         "# Motor sounds at unseen speeds: speed augmentation for the classifier, and the anomaly model beside it",
         "",
-        "Regenerate with `nice -n 10 python -m edge_agent.training.audio_unseen --seeds "
-        f"{','.join(map(str, protocol['seeds'] or [0]))}` (this run: {protocol['seconds'] / 60:.0f} min, 2 jobs of "
+        "Regenerate with `nice -n 10 python -m edge_agent.training.audio_unseen` (every speed, every variant, "
+        f"seeds 0, 1, 2; this run: {protocol['seconds'] / 60:.0f} min of wall time, 2 jobs of "
         "one thread each, on the shared 2-core VM; `--resume` continues an interrupted run, `--from-rows` only "
         "rewrites this page). Independent checks at 1750/1850 RPM (clips the data owners keep back, not in this "
         "repository) found the shipped classifier calling a propeller fault on M2 and the bearing fault on M4 "
@@ -100,9 +100,10 @@ def write_page(summary: dict[str, Any], path: Path) -> None:
         "",
         "## Protocol",
         "",
-        f"- Folds: every speed held out in turn ({', '.join(map(str, protocol['folds']))} RPM, nearest to "
-        f"{'/'.join(map(str, REPORTED_RPM))} first): all clips at that speed are tested, the classifier learns "
-        f"on all others. Seeds complete on every fold: {_seeds(protocol['seeds'])}; a fold's row lists its seeds.",
+        f"- Folds: every speed held out in turn, nearest to {'/'.join(map(str, REPORTED_RPM))} first (with "
+        f"results here: {', '.join(map(str, protocol['folds']))} RPM): all clips at that speed are tested, the "
+        "classifier learns on all others. Seeds complete on every fold for every variant: "
+        f"{_seeds(protocol['seeds'])}; a fold's row lists its seeds.",
         f"- Classifier: the shipped recipe (raw 4096, silent edges 10 %, AdamW, lr 3e-3, **{protocol['steps']} "
         "steps**) for every variant. *speed augmentation*: every training clip is also resampled (scipy "
         "`resample_poly`) to play at the listed factors × its speed, and each crop comes from the original or one "
