@@ -66,7 +66,7 @@ def _decision_lines(summary: dict[str, Any]) -> list[str]:
     for d in summary["decision"]:
         verdict = "**better**" if d["better"] else "**not better**"
         if d["seeds"] < 2:
-            verdict = f"{'better' if d['better'] else 'not better'} on one seed only: **no verdict** (no spread)"
+            verdict = f"{'better' if d['better'] else 'not better'} on this one seed; **no verdict** without a spread"
         lines.append(
             f"- *{d['variant']}* against the *{pooled[0]['variant']}*: fault windows flagged "
             f"{'at least as high' if d['recall_at_least'] else 'lower'}, fault clips missed "

@@ -96,7 +96,7 @@ def test_partial_seeds_pool_only_where_every_variant_has_every_fold(tmp_path: Pa
     assert decision["variant"] == "aug" and decision["better"] and decision["seeds"] == 1
     write_page(summary, tmp_path / "page.md")
     page = (tmp_path / "page.md").read_text()
-    assert "*aug* against the *shipped*" in page and "better on one seed only: **no verdict**" in page
+    assert "*aug* against the *shipped*" in page and "better on this one seed; **no verdict**" in page
     assert "not pooled (run on fewer folds): aug15" in page
     assert "| Healthy/M2/1950 | 50, 50 % · 2/2 alert | 0, 0 % · 0/2 alert |" in page
 
