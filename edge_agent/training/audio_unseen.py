@@ -35,15 +35,21 @@ from edge_agent.training.anomaly_learn import learn
 from edge_agent.training.anomaly_train import scores_of
 from edge_agent.training.audio_data import load_bldc, speed_folds
 from edge_agent.training.audio_train import AudioTrainConfig, clip_probabilities, train_audio
-from edge_agent.training.audio_unseen_text import summarise, write_page
+from edge_agent.training.audio_unseen_page import write_page
+from edge_agent.training.audio_unseen_text import by_priority, speed_cv, summarise
 from edge_agent.training.commands import parse_ints
 
 logger = logging.getLogger(__name__)
 
-FOLDS_RPM = (1650, 1800, 1950)
 SPEED_FACTORS = (0.9, 0.95, 1.05, 1.1)
+WIDE_SPEED_FACTORS = (0.85, 0.9, 0.95, 1.05, 1.1, 1.15)
 SHIPPED = AudioTrainConfig(frontend="raw", window_samples=4096, gap_fraction=0.1)
-VARIANTS = {"shipped recipe": (), "speed augmentation ±10 %": SPEED_FACTORS}
+VARIANTS = {
+    "shipped recipe": (),
+    "speed augmentation ±10 %": SPEED_FACTORS,
+    "speed augmentation ±15 %": WIDE_SPEED_FACTORS,
+}
+VARIANT_KEYS = dict(zip(("shipped", "aug10", "aug15"), VARIANTS, strict=True))  # --variants names
 ANOMALY = ev.Variant("undercomplete", "bandkurtosis", True, cross_fit=True)
 ANOMALY_MOTORS = ("M1", "M2")
 
@@ -105,11 +111,35 @@ def anomaly_job(job: dict[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
+def _job_key(function: Any, job: dict[str, Any]) -> tuple[Any, ...]:
+    if function is anomaly_job:
+        return ("anomaly", job["motor"], job["rpm"], job["seed"])
+    return ("classifier", job["variant"], job["rpm"], job["seed"])
+
+
+def _row_keys(result: dict[str, Any]) -> set[tuple[Any, ...]]:
+    done = {("classifier", r["variant"], r["fold"], r["seed"]) for r in result["classifier"]}
+    return done | {("anomaly", r["clip"].split("/")[1], r["fold"], r["seed"]) for r in result["anomaly"]}
+
+
 def run(
-    data: str | None, seeds: tuple[int, ...], steps: int, folds: tuple[int, ...], jobs: int, rows_path: Path
+    data: str | None,
+    seeds: tuple[int, ...],
+    steps: int,
+    folds: tuple[int, ...],
+    jobs: int,
+    rows_path: Path,
+    *,
+    resume: bool = False,
+    variants: tuple[str, ...] = tuple(VARIANTS),
 ) -> dict[str, Any]:
-    """Every job, seed by seed; ``rows_path`` is rewritten after each job, listing only the seeds complete so far."""
+    """Every job, seed by seed, nearest folds first; ``rows_path`` is rewritten after each job.
+
+    ``result["seeds"]`` lists the seeds complete so far; with ``resume`` the jobs already in
+    ``rows_path`` (same steps) are kept and not run again.
+    """
     dataset = load_bldc(data)
+    folds = folds or by_priority(dataset.speeds)
     pending: dict[int, int] = {}
     jobs_in_order: list[tuple[Any, dict[str, Any]]] = []
     for seed in seeds:
@@ -117,23 +147,33 @@ def run(
             for motor in ANOMALY_MOTORS:
                 if any(c.motor == motor and c.rpm == rpm for c in dataset.clips):
                     jobs_in_order.append((anomaly_job, {"motor": motor, "rpm": rpm, "seed": seed, "data": data}))
-            for name, factors in VARIANTS.items():
+            for name in variants:
+                factors = VARIANTS[name]
                 job = {"variant": name, "speed_factors": factors, "rpm": rpm, "seed": seed, "steps": steps}
                 jobs_in_order.append((classifier_job, {**job, "data": data}))
-    for _, job in jobs_in_order:
-        pending[job["seed"]] = pending.get(job["seed"], 0) + 1
     result: dict[str, Any] = {
         "data_sha256": dataset.sha256,
         "seeds": [],
         "steps": steps,
         "folds": list(folds),
-        "speed_factors": list(SPEED_FACTORS),
+        "variants": {name: list(factors) for name, factors in VARIANTS.items()},
         "anomaly_variant": ANOMALY.name,
         "seconds": 0.0,
         "classifier": [],
         "anomaly": [],
     }
-    started = time.perf_counter()
+    if resume and rows_path.is_file():
+        previous = json.loads(rows_path.read_text())
+        if previous["steps"] != steps or previous["data_sha256"] != dataset.sha256:
+            raise ValueError(f"{rows_path}: other steps or data; cannot resume")
+        result.update(classifier=previous["classifier"], anomaly=previous["anomaly"], seconds=previous["seconds"])
+        result["folds"] = list(by_priority(list({*previous["folds"], *folds})))
+        done = _row_keys(result)
+        jobs_in_order = [(f, j) for f, j in jobs_in_order if _job_key(f, j) not in done]
+    for _, job in jobs_in_order:
+        pending[job["seed"]] = pending.get(job["seed"], 0) + 1
+    result["seeds"] = [s for s in seeds if pending.get(s, 0) == 0]
+    started = time.perf_counter() - result["seconds"]
     rows_path.parent.mkdir(parents=True, exist_ok=True)
     with ProcessPoolExecutor(max_workers=jobs, initializer=_init_worker) as pool:
         futures = {pool.submit(function, job): (function, job) for function, job in jobs_in_order}
@@ -141,7 +181,7 @@ def run(
             function, job = futures[future]
             result["anomaly" if function is anomaly_job else "classifier"] += future.result()
             pending[job["seed"]] -= 1
-            result["seeds"] = [s for s in seeds if pending[s] == 0]
+            result["seeds"] = [s for s in seeds if pending.get(s, 0) == 0]
             result["seconds"] = time.perf_counter() - started
             rows_path.write_text(json.dumps(result))
     return result
@@ -151,24 +191,46 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m edge_agent.training.audio_unseen", description=__doc__)
     parser.add_argument("--data", help="folder holding machine_sound/ (default: $EDGE_AGENT_DATA or ../shared/data)")
     parser.add_argument("--out", default="docs/results", help="folder for audio_unseen_speeds.md and .json")
-    parser.add_argument("--seeds", type=parse_ints, default="0,1")
-    parser.add_argument("--steps", type=int, default=600, help="optimiser steps of every classifier (both variants)")
-    parser.add_argument("--folds", type=parse_ints, default=",".join(map(str, FOLDS_RPM)), help="held-out RPMs")
+    parser.add_argument("--seeds", type=parse_ints, default="0,1,2")
+    parser.add_argument("--steps", type=int, default=1200, help="optimiser steps of every classifier (the recipe's)")
+    parser.add_argument("--folds", type=parse_ints, default=(), help="held-out RPMs (default: every speed)")
     parser.add_argument("--jobs", type=int, default=2, help="trainings in parallel, one thread each")
     parser.add_argument("--rows", default="runs/audio_unseen/rows.json", help="raw rows (reused with --from-rows)")
     parser.add_argument("--from-rows", action="store_true", help="only rewrite the page from --rows")
+    parser.add_argument("--resume", action="store_true", help="keep the jobs already in --rows, run the rest")
+    parser.add_argument(
+        "--variants",
+        type=lambda text: tuple(VARIANT_KEYS[part] for part in text.split(",")),
+        default=tuple(VARIANTS),
+        help=f"classifier variants to run, of {','.join(VARIANT_KEYS)} (default: all)",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     rows_path = Path(args.rows)
     if args.from_rows:
         result = json.loads(rows_path.read_text())
     else:
-        result = run(args.data, args.seeds, args.steps, args.folds, args.jobs, rows_path)
+        result = run(
+            args.data,
+            args.seeds,
+            args.steps,
+            args.folds,
+            args.jobs,
+            rows_path,
+            resume=args.resume,
+            variants=args.variants,
+        )
     summary = summarise(result)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "audio_unseen_speeds.json").write_text(json.dumps(summary, indent=1) + "\n")
     write_page(summary, out / "audio_unseen_speeds.md")
+    for key, name in VARIANT_KEYS.items():  # --cv-summary files of `edge-agent train-audio` (not committed)
+        cv = speed_cv(result, name)
+        if cv is not None:
+            config = dataclasses.replace(SHIPPED, steps=result["steps"], speed_factors=VARIANTS[name], seed=-1)
+            document = {"config": config.to_json(), "speed": cv, "motor": None, "source": str(rows_path)}
+            (rows_path.parent / f"cv-{key}.json").write_text(json.dumps(document, indent=1) + "\n")
     for entry in summary["pooled"]:
         print(
             f"{entry['variant']}: fault windows {entry['fault_window_recall']}, healthy false "

@@ -1,15 +1,17 @@
-"""Summary and page of :mod:`edge_agent.training.audio_unseen` (``docs/results/audio_unseen_speeds.md``)."""
+"""Summary of :mod:`edge_agent.training.audio_unseen`: per fold, pooled, per clip, with the anomaly model, decision.
+
+The page is written by :mod:`edge_agent.training.audio_unseen_page`.
+"""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from edge_agent.training.anomaly_eval import DEBOUNCE_K, DEBOUNCE_N, debounced_alert
+from edge_agent.training.anomaly_eval import debounced_alert
 from edge_agent.training.audio_data import CLASS_NAMES
 
 logger = logging.getLogger(__name__)
@@ -91,15 +93,125 @@ def _over_seeds(per_seed: Sequence[dict[str, Any]]) -> dict[str, Any]:
     return entry
 
 
-def summarise(result: dict[str, Any]) -> dict[str, Any]:
-    """Per fold and variant, pooled over folds, and the classifier + anomaly table (means and std over seeds)."""
-    rows, seeds = result["classifier"], result["seeds"]
-    anomaly = {(a["clip"], a["seed"]): a for a in result["anomaly"]}
-    variants = list(dict.fromkeys(r["variant"] for r in rows))
-    folds: list[dict[str, Any]] = []
-    pooled: list[dict[str, Any]] = []
+NEAR_RPM = 100  # folds within this of 1750 or 1850 RPM (the reported speeds) are "near"
+REPORTED_RPM = (1750, 1850)  # the independent checks' speeds (clips held back by the data owners)
+
+
+def by_priority(speeds: Sequence[int]) -> tuple[int, ...]:
+    """Held-out speeds, nearest to the reported 1750/1850 RPM first (ties: the lower speed first)."""
+    return tuple(sorted(speeds, key=lambda rpm: (min(abs(rpm - r) for r in REPORTED_RPM), rpm)))
+
+
+def near_folds(folds: Sequence[int]) -> list[int]:
+    return [f for f in folds if min(abs(f - r) for r in REPORTED_RPM) <= NEAR_RPM]
+
+
+def complete_seeds(rows: Sequence[dict[str, Any]], variants: Sequence[str], folds: Sequence[int]) -> list[int]:
+    """Seeds with a row of every variant at every fold in ``folds`` (so variants compare on the same models' folds)."""
+    have = {(r["variant"], r["fold"], r["seed"]) for r in rows}
+    seeds = sorted({r["seed"] for r in rows})
+    return [s for s in seeds if all((v, f, s) in have for v in variants for f in folds)]
+
+
+def pooled_scope(
+    rows: Sequence[dict[str, Any]], variants: Sequence[str], folds: Sequence[int]
+) -> tuple[list[str], list[int], list[int]]:
+    """(variants, folds, seeds) that pooled tables compare on the same held-out clips.
+
+    The folds are those where the first two variants (the shipped recipe and the first augmentation)
+    both have the first seed; the seeds, those that have all these folds too; the variants, those
+    with a row at every such fold and seed (a variant run on fewer folds is left out of the pool).
+    With every job done that is every fold, seed and variant.
+    """
+    have = {(r["variant"], r["fold"], r["seed"]) for r in rows}
+    seeds = sorted({r["seed"] for r in rows})
+    base = list(variants[:2])
+    scope = [f for f in folds if seeds and all((v, f, seeds[0]) in have for v in base)]
+    kept = [s for s in seeds if all((v, f, s) in have for v in base for f in scope)]
+    included = [v for v in variants if all((v, f, s) in have for f in scope for s in kept)]
+    return included, scope, kept
+
+
+def _pooled(
+    rows: Sequence[dict[str, Any]], variants: Sequence[str], folds: Sequence[int], seeds: Sequence[int]
+) -> list[dict[str, Any]]:
+    out = []
     for variant in variants:
-        for fold in result["folds"]:
+        per_seed = [
+            _rates(
+                [
+                    _clip_result(r, None)
+                    for r in rows
+                    if r["variant"] == variant and r["seed"] == s and r["fold"] in folds
+                ]
+            )
+            for s in seeds
+        ]
+        out.append({"variant": variant, "seeds": list(seeds), "folds": list(folds), **_over_seeds(per_seed)})
+    return out
+
+
+def per_clip(rows: Sequence[dict[str, Any]], variants: Sequence[str], folds: Sequence[int]) -> list[dict[str, Any]]:
+    """Per held-out clip and variant: share of its windows that vote for a fault, and its debounced alert, per seed."""
+    out = []
+    for fold in folds:
+        for clip in sorted({r["clip"] for r in rows if r["fold"] == fold}):
+            condition = next(r["condition"] for r in rows if r["clip"] == clip)
+            entry: dict[str, Any] = {"clip": clip, "fold": fold, "condition": condition, "variants": {}}
+            for variant in variants:
+                picked = sorted(
+                    (r for r in rows if r["clip"] == clip and r["variant"] == variant), key=lambda r: r["seed"]
+                )
+                results = [_clip_result(r, None) for r in picked]
+                entry["variants"][variant] = [
+                    {"seed": r["seed"], "flagged": float(c["flags"].mean()), "alert": bool(c["alert"])}
+                    for r, c in zip(picked, results, strict=True)
+                ]
+            out.append(entry)
+    return out
+
+
+def decide(pooled: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each augmentation variant against the first (the shipped recipe), on the pooled means over seeds.
+
+    *better* when fault recall (windows) is at least as high, no more fault clips are missed in any
+    seed, and healthy false windows are lower; a verdict needs at least 2 seeds (``seeds``).
+    """
+    base = pooled[0]
+    missed_base = max((len(m) for m in base["fault_clips_missed"]), default=0)
+    out = []
+    for entry in pooled[1:]:
+        if base["fault_window_recall"] is None or entry["fault_window_recall"] is None:
+            continue
+        recall_ok = entry["fault_window_recall"][0] >= base["fault_window_recall"][0]
+        missed_ok = max((len(m) for m in entry["fault_clips_missed"]), default=0) <= missed_base
+        false_pair = (entry["healthy_window_false"], base["healthy_window_false"])
+        false_lower = None not in false_pair and false_pair[0][0] < false_pair[1][0]  # no healthy clip: not lower
+        out.append(
+            {
+                "variant": entry["variant"],
+                "recall_at_least": recall_ok,
+                "missed_at_most": missed_ok,
+                "false_lower": false_lower,
+                "better": recall_ok and missed_ok and false_lower,
+                "seeds": len(entry["seeds"]),  # below 2 there is no spread over seeds: no verdict
+            }
+        )
+    return out
+
+
+def summarise(result: dict[str, Any]) -> dict[str, Any]:
+    """Per fold and variant, pooled over folds, per clip, and the classifier + anomaly table (mean, std over seeds)."""
+    rows = result["classifier"]
+    anomaly = {(a["clip"], a["seed"]): a for a in result["anomaly"]}
+    ran = set(r["variant"] for r in rows)
+    variants = [v for v in [*result.get("variants", {}), *sorted(ran)] if v in ran]
+    variants = list(dict.fromkeys(variants))  # the run's order: the shipped recipe first
+    fold_list = [f for f in by_priority(result["folds"]) if any(r["fold"] == f for r in rows)]
+    folds: list[dict[str, Any]] = []
+    for fold in fold_list:
+        for variant in variants:
+            seeds = complete_seeds(rows, [variant], [fold])
             per_seed = [
                 _rates(
                     [
@@ -111,14 +223,14 @@ def summarise(result: dict[str, Any]) -> dict[str, Any]:
                 for s in seeds
             ]
             clips = sorted({r["clip"] for r in rows if r["fold"] == fold})
-            folds.append({"variant": variant, "fold": fold, "clips": clips, **_over_seeds(per_seed)})
-        per_seed = [
-            _rates([_clip_result(r, None) for r in rows if r["variant"] == variant and r["seed"] == s]) for s in seeds
-        ]
-        pooled.append({"variant": variant, **_over_seeds(per_seed)})
+            folds.append({"variant": variant, "fold": fold, "seeds": seeds, "clips": clips, **_over_seeds(per_seed)})
+    pooled_variants, scope, seeds = pooled_scope(rows, variants, fold_list)
+    pooled = _pooled(rows, pooled_variants, scope, seeds)
+    near = _pooled(rows, pooled_variants, near_folds(scope), seeds)
+    combined_folds = [f for f in scope if any((r["clip"], r["seed"]) in anomaly for r in rows if r["fold"] == f)]
+    paired = [r for r in rows if (r["clip"], r["seed"]) in anomaly and r["seed"] in seeds and r["fold"] in scope]
     combined: list[dict[str, Any]] = []
-    paired = [r for r in rows if (r["clip"], r["seed"]) in anomaly]
-    for name, variant, how in _combinations(variants):
+    for name, variant, how in _combinations(pooled_variants) if pooled_variants else []:
         per_seed = []
         for s in seeds:
             picked = [r for r in paired if r["seed"] == s and r["variant"] == variant]
@@ -130,14 +242,22 @@ def summarise(result: dict[str, Any]) -> dict[str, Any]:
                     ]
                 )
             )
-        combined.append({"model": name, **_over_seeds(per_seed)})
+        combined.append({"model": name, "seeds": seeds, **_over_seeds(per_seed)})
+    protocol = {k: result[k] for k in ("steps", "anomaly_variant", "seconds")}
+    protocol.update(seeds=complete_seeds(rows, variants, fold_list), folds=fold_list, ran_variants=variants)
+    protocol.update(pooled_folds=scope, pooled_seeds=seeds, pooled_variants=pooled_variants)
+    protocol["variants"] = result.get("variants", {})
     return {
-        "protocol": {k: result[k] for k in ("seeds", "steps", "folds", "speed_factors", "anomaly_variant", "seconds")},
+        "protocol": protocol,
         "data_sha256": result["data_sha256"],
         "combined_clips": sorted({r["clip"] for r in paired}),
+        "combined_folds": combined_folds,
         "folds": folds,
         "pooled": pooled,
+        "near": near,
+        "clips": per_clip(rows, variants, fold_list),
         "combined": combined,
+        "decision": decide(pooled) if pooled else [],
     }
 
 
@@ -148,101 +268,29 @@ def _combinations(variants: Sequence[str]) -> list[tuple[str, str, str]]:
     return out
 
 
-def _pct(value: list[float] | None) -> str:
-    return "n/a" if value is None else f"{100 * value[0]:.1f} ± {100 * value[1]:.1f} %"
+def speed_cv(result: dict[str, Any], variant: str) -> dict[str, Any] | None:
+    """Leave-one-speed-out accuracy of ``variant`` in the form of ``train-audio --cv`` (``summarise_cv``).
 
-
-def _names(per_seed: Sequence[Sequence[str]]) -> str:
-    text = " / ".join(", ".join(p.removesuffix(".wav") for p in seed) or "none" for seed in per_seed)
-    return text or "none"
-
-
-def write_page(summary: dict[str, Any], path: Path) -> None:
-    protocol = summary["protocol"]
-    seeds = ", ".join(map(str, protocol["seeds"]))
-    lines = [
-        "# Motor sounds at unseen speeds: speed augmentation for the classifier, and the anomaly model beside it",
-        "",
-        "Regenerate with `nice -n 10 python -m edge_agent.training.audio_unseen` "
-        f"(this run: {protocol['seconds'] / 60:.1f} min, 2 jobs of one thread each, on the shared 2-core VM). "
-        "Independent checks at 1750/1850 RPM (clips the data owners keep back, not in this repository) found the "
-        "shipped classifier calling a propeller fault on M2 and the bearing fault on M4 healthy in every window. "
-        "This page measures, leave-one-speed-out, whether training on resampled copies of every clip helps.",
-        "",
-        "## Protocol (reduced, the same for both variants)",
-        "",
-        f"- Folds: every clip at {', '.join(map(str, protocol['folds']))} RPM held out in turn "
-        "(the speeds nearest to 1750/1850); seeds " + seeds + ".",
-        f"- Classifier: the shipped recipe (raw 4096, silent edges 10 %, AdamW, lr 3e-3) but **{protocol['steps']} "
-        "steps** instead of 1200, for both variants. *speed augmentation*: every training clip is also resampled "
-        "(scipy `resample_poly`) to play at "
-        + ", ".join(f"{f:g}" for f in protocol["speed_factors"])
-        + " × its speed, and each crop comes from the original or one copy, uniformly "
-        "(`--speed-factors` of `edge-agent train-audio`, off by default).",
-        f"- A window **votes** for a fault when its most probable class is a fault at probability ≥ {MIN_CONFIDENCE} "
-        f"(the agent's `min_confidence`); a clip **alerts** when {DEBOUNCE_K} of {DEBOUNCE_N} consecutive windows "
-        "vote for the same fault (`confirm_k` of `confirm_n`). A bearing clip called propeller still alerts.",
-        "- *fault windows flagged*: share of the fault clips' windows that vote; *healthy false windows*: share of "
-        "the healthy clips' windows that vote; *window accuracy*: argmax equals the true class. ± is the std over "
-        "seeds; clip counts are given per seed.",
-        f"- Anomaly model: `{protocol['anomaly_variant']}` (the anomaly report's recommendation), one per motor "
-        "(M1, M2), learned on that motor's healthy clips at the other speeds, its threshold from cross-fitted "
-        "healthy scores. A window of the combined system counts when either the classifier votes or the score "
-        "exceeds the threshold; a clip alerts when either one's debounced alert fires.",
-        "",
-        "## Classifier, fold by fold",
-        "",
-        "| held out | variant | fault windows flagged | healthy false windows | window accuracy | "
-        "fault clips alerted | healthy clips alerted | fault clips missed (per seed) |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
-    for fold in summary["folds"]:
-        lines.append(
-            f"| {fold['fold']} RPM | {fold['variant']} | {_pct(fold['fault_window_recall'])} | "
-            f"{_pct(fold['healthy_window_false'])} | {_pct(fold['window_accuracy'])} | {fold['fault_clips_alerted']} | "
-            f"{fold['healthy_clips_alerted']} | {_names(fold['fault_clips_missed'])} |"
-        )
-    lines += [
-        "",
-        "## Classifier, all these folds pooled",
-        "",
-        "| variant | fault windows flagged | healthy false windows | window accuracy | fault clips alerted | "
-        "healthy clips alerted | healthy clips with a false alert (per seed) |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    for entry in summary["pooled"]:
-        lines.append(
-            f"| {entry['variant']} | {_pct(entry['fault_window_recall'])} | {_pct(entry['healthy_window_false'])} | "
-            f"{_pct(entry['window_accuracy'])} | {entry['fault_clips_alerted']} | {entry['healthy_clips_alerted']} | "
-            f"{_names(entry['healthy_clips_false_alert'])} |"
-        )
-    lines += [
-        "",
-        "## Classifier and anomaly model together (M1 and M2 clips of these folds)",
-        "",
-        f"{len(summary['combined_clips'])} held-out clips: the motors with healthy recordings to learn from "
-        "(M4, the bearing motor, has none, and no M1/M2 clip exists at 1800 RPM).",
-        "",
-        "| model | propeller windows flagged | healthy false windows | propeller clips alerted | "
-        "healthy clips alerted | fault clips missed (per seed) |",
-        "|---|---|---|---|---|---|",
-    ]
-    for entry in summary["combined"]:
-        lines.append(
-            f"| {entry['model']} | {_pct(entry['fault_window_recall'])} | {_pct(entry['healthy_window_false'])} | "
-            f"{entry['fault_clips_alerted']} | {entry['healthy_clips_alerted']} | "
-            f"{_names(entry['fault_clips_missed'])} |"
-        )
-    missed = any(any(seed) for entry in summary["pooled"] for seed in entry["fault_clips_missed"])
-    lines += ["", "## What these folds can show", ""]
-    if not missed:
-        lines.append(
-            "No fault clip is missed by either variant on these folds: the misses found at 1750/1850 RPM do not "
-            "reproduce on the speeds available here, so these folds cannot show that augmentation fixes them. "
-            "What they do measure is fault recall and healthy false alarms at held-out speeds."
-        )
-    else:
-        lines.append("Some fault clips are missed on these folds (listed above, per seed).")
-    lines += ["", "The numbers behind these tables are in `audio_unseen_speeds.json`.", ""]
-    path.write_text("\n".join(lines))
-    logger.info("wrote %s", path)
+    Window accuracy pools every held-out window; clip accuracy takes the argmax of a clip's mean
+    probabilities; mean and std over the seeds complete on every fold. None without such a seed.
+    """
+    rows = [r for r in result["classifier"] if r["variant"] == variant]
+    folds = sorted({r["fold"] for r in result["classifier"]})
+    seeds = complete_seeds(rows, [variant], folds)
+    if not seeds:
+        return None
+    window, clip = [], []
+    for seed in seeds:
+        picked = [r for r in rows if r["seed"] == seed]
+        truth = [CLASS_NAMES.index(r["condition"]) for r in picked]
+        probabilities = [np.asarray(r["probabilities"]) for r in picked]
+        correct = np.concatenate([p.argmax(axis=1) == t for p, t in zip(probabilities, truth, strict=True)])
+        window.append(float(correct.mean()))
+        clip.append(float(np.mean([p.mean(axis=0).argmax() == t for p, t in zip(probabilities, truth, strict=True)])))
+    return {
+        "seeds": len(seeds),
+        "window_accuracy_mean": float(np.mean(window)),
+        "window_accuracy_std": float(np.std(window)),
+        "clip_accuracy_mean": float(np.mean(clip)),
+        "clip_accuracy_std": float(np.std(clip)),
+    }

@@ -124,7 +124,7 @@ def test_summary_counts_fault_recall_and_false_alarms_per_seed() -> None:
         "folds": [1650],
         "data_sha256": "x",
         "steps": 1,
-        "speed_factors": [1.1],
+        "variants": {"v": [1.1]},
         "anomaly_variant": "a",
         "seconds": 1.0,
     }
