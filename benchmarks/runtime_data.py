@@ -54,20 +54,12 @@ def load_windows(int8_path: Path, data: str | None = None) -> Windows:
 
 
 def _cwru_windows(meta: dict[str, Any], data: str | None) -> Windows:
-    from edge_agent.training.data import load_cwru
     from edge_agent.training.evaluate import test_windows
     from edge_agent.training.export import calibration_set
-    from edge_agent.training.train import TrainConfig
+    from edge_agent.training.unfreeze import shipped_cwru_data
 
     training = meta["training"]
-    config = TrainConfig(
-        window_samples=int(meta["window_samples"]),
-        mode=training["mode"],
-        snr_range_db=tuple(training["snr_range_db"]),
-        seed=int(training["seed"]),
-    )
-    dataset = load_cwru(data, fractions=tuple(training["split_fractions"]))
-    _same_data(dataset.sha256, meta)
+    config, dataset = shipped_cwru_data(meta, data)
     windows, labels = test_windows(dataset, config.window_samples)
     count = int(meta["quantization"]["calibration_windows"])
     calibration = calibration_set(dataset, config, count)
@@ -81,12 +73,10 @@ def _cwru_windows(meta: dict[str, Any], data: str | None) -> Windows:
 
 
 def _audio_windows(meta: dict[str, Any], data: str | None) -> Windows:
-    from edge_agent.training.audio_data import clip_windows, load_bldc
-    from edge_agent.training.audio_train import AudioTrainConfig
+    from edge_agent.training.audio_data import clip_windows
+    from edge_agent.training.unfreeze import shipped_audio_data
 
-    config = AudioTrainConfig.from_json(meta["training"]["config"])
-    dataset = load_bldc(data)
-    _same_data(dataset.sha256, meta)
+    config, dataset = shipped_audio_data(meta, data)
     parts = [clip_windows(clip, config.window_samples, config.hop_samples) for clip in dataset.clips]
     windows = np.concatenate(parts).astype(np.float32)
     labels = np.concatenate([np.full(len(part), clip.label) for part, clip in zip(parts, dataset.clips, strict=True)])
@@ -99,11 +89,6 @@ def _audio_windows(meta: dict[str, Any], data: str | None) -> Windows:
         f"all {len(dataset.clips)} machine_sound/bldc_motor clips, hop {config.hop_samples} ({len(windows)} windows; "
         f"the model saw every clip: none is held out); int8 calibration: the shipped recipe, {count} of them",
     )
-
-
-def _same_data(sha256: str, meta: dict[str, Any]) -> None:
-    if sha256 != meta["training"]["data_sha256"]:
-        raise SystemExit(f"data sha256 {sha256} is not the model's training data {meta['training']['data_sha256']}")
 
 
 def noisy(windows: np.ndarray, snr_db: float, seed: int = 7) -> np.ndarray:

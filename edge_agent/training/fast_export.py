@@ -32,7 +32,7 @@ from edge_agent.nn.folding import DIRECT_CONVS, fold_network
 from edge_agent.training.int8_params import OtherWeightsError, read_int8_parameters
 from edge_agent.training.noise import add_noise
 from edge_agent.training.noise_floor_export import METHOD, build_noise_floor_torchscript
-from edge_agent.training.unfreeze import _recipe, network_from_frozen
+from edge_agent.training.unfreeze import network_from_frozen, shipped_recipe
 
 logger = logging.getLogger(__name__)
 
@@ -113,7 +113,7 @@ def fast_export(
     network, float_meta = network_from_frozen(float_path)
     old_float, old_int8 = load_model(float_path), load_model(int8_path)
     int8_meta = dict(old_int8.meta)
-    calibration, reference, reference_data, held_out = _recipe(int8_meta, data)
+    calibration, reference, reference_data, held_out = shipped_recipe(int8_meta, data)
     extra = {"reference_windows": reference, "reference_data": reference_data}
     engine = str(int8_meta["quantized_engine"])
     new_float, new_float_meta = build_noise_floor_torchscript(

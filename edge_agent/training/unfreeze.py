@@ -167,7 +167,7 @@ def reexport_shipped(float_path: Path, int8_path: Path, *, data: str | None = No
     network, float_meta = network_from_frozen(float_path)
     int8_meta = dict(load_model(int8_path).meta)
     old_float, old_int8 = load_model(float_path).module, load_model(int8_path).module
-    calibration, reference, reference_data, held_out = _recipe(int8_meta, data)
+    calibration, reference, reference_data, held_out = shipped_recipe(int8_meta, data)
     extra = {"reference_windows": reference, "reference_data": reference_data}
     new_float, new_float_meta = build_noise_floor_torchscript(network, float_meta, **extra)
     engine = str(int8_meta["quantized_engine"])
@@ -202,25 +202,19 @@ def reexport_shipped(float_path: Path, int8_path: Path, *, data: str | None = No
     return checks
 
 
-def _recipe(meta: dict[str, Any], data: str | None) -> tuple[torch.Tensor, torch.Tensor, str, torch.Tensor]:
-    """Calibration windows, clean reference windows, their description and held-out windows for the checks."""
-    import numpy as np
+def shipped_audio_data(meta: dict[str, Any], data: str | None) -> tuple[Any, Any]:
+    """The audio model's training config and clips, as its ``meta.json`` recorded them (the data checked by hash)."""
+    from edge_agent.training.audio_data import load_bldc
+    from edge_agent.training.audio_train import AudioTrainConfig
 
-    if meta["architecture"]["model"] == "audio_drsn_cw":
-        from edge_agent.training.audio_data import load_bldc
-        from edge_agent.training.audio_export import all_windows
-        from edge_agent.training.audio_train import AudioTrainConfig
+    dataset = load_bldc(data)
+    same_data(dataset.sha256, meta)
+    return AudioTrainConfig.from_json(meta["training"]["config"]), dataset
 
-        config = AudioTrainConfig.from_json(meta["training"]["config"])
-        dataset = load_bldc(data)
-        _same_data(dataset.sha256, meta)
-        windows = all_windows(dataset, config)
-        picks = torch.randperm(len(windows), generator=torch.Generator().manual_seed(config.seed))[:256]
-        # the shipped audio model saw every clip: no held-out windows exist for it
-        return windows[picks], windows, f"median over all {len(windows)} training windows", windows
-    from edge_agent.training.data import load_cwru, make_windows
-    from edge_agent.training.evaluate import test_windows
-    from edge_agent.training.export import calibration_set
+
+def shipped_cwru_data(meta: dict[str, Any], data: str | None) -> tuple[Any, Any]:
+    """The CWRU model's training config and records, as its ``meta.json`` recorded them (the data checked by hash)."""
+    from edge_agent.training.data import load_cwru
     from edge_agent.training.train import TrainConfig
 
     training = meta["training"]
@@ -231,7 +225,27 @@ def _recipe(meta: dict[str, Any], data: str | None) -> tuple[torch.Tensor, torch
         seed=int(training["seed"]),
     )
     dataset = load_cwru(data, fractions=tuple(training["split_fractions"]))
-    _same_data(dataset.sha256, meta)
+    same_data(dataset.sha256, meta)
+    return config, dataset
+
+
+def shipped_recipe(meta: dict[str, Any], data: str | None) -> tuple[torch.Tensor, torch.Tensor, str, torch.Tensor]:
+    """Calibration windows, clean reference windows, their description and held-out windows for the checks."""
+    import numpy as np
+
+    if meta["architecture"]["model"] == "audio_drsn_cw":
+        from edge_agent.training.audio_export import all_windows
+
+        config, dataset = shipped_audio_data(meta, data)
+        windows = all_windows(dataset, config)
+        picks = torch.randperm(len(windows), generator=torch.Generator().manual_seed(config.seed))[:256]
+        # the shipped audio model saw every clip: no held-out windows exist for it
+        return windows[picks], windows, f"median over all {len(windows)} training windows", windows
+    from edge_agent.training.data import make_windows
+    from edge_agent.training.evaluate import test_windows
+    from edge_agent.training.export import calibration_set
+
+    config, dataset = shipped_cwru_data(meta, data)
     clean = torch.from_numpy(
         np.asarray(make_windows(dataset.splits["train"], config.window_samples, config.window_samples)[0])
     )
@@ -243,7 +257,8 @@ def _recipe(meta: dict[str, Any], data: str | None) -> tuple[torch.Tensor, torch
     )
 
 
-def _same_data(sha256: str, meta: dict[str, Any]) -> None:
+def same_data(sha256: str, meta: dict[str, Any]) -> None:
+    """Refuse data whose hash is not the one the model was trained on."""
     if sha256 != meta["training"]["data_sha256"]:
         raise ValueError(
             f"data sha256 {sha256} differs from the model's training data {meta['training']['data_sha256']}"
