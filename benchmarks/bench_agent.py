@@ -660,6 +660,23 @@ def start_publishers(
     return procs, reports
 
 
+def tear_down(publishers: list, agents: list, monitor: Any, broker: Any, workdir: Path, keep: bool, d: dict) -> None:
+    """Kill what a load run started (publishers first, then the agents), close the monitor, stop the broker,
+    and remove the work folder unless ``keep`` (then ``d["workdir"]`` says where it is)."""
+    for proc in publishers:
+        stop_process(proc, sig=signal.SIGKILL)
+    for agent in agents:
+        stop_process(agent.proc, sig=signal.SIGKILL)
+    if monitor is not None:
+        monitor.close()
+    if broker is not None:
+        broker.stop()
+    if keep:
+        d["workdir"] = str(workdir)
+    else:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
 def load_run(args: argparse.Namespace, fmt: str, sensors: int, *, log: Any) -> RunResult:
     """One broker, one agent, N sensors + the probe; measures the steady window."""
     result = RunResult(fmt, sensors, args.qos)
@@ -809,21 +826,10 @@ def load_run(args: argparse.Namespace, fmt: str, sensors: int, *, log: Any) -> R
         if agent is not None:
             d["agent_log_tail"] = agent.log_tail()
     finally:
-        for proc in publishers:
-            stop_process(proc, sig=signal.SIGKILL)
         if probe is not None:
             with contextlib.suppress(Exception):
                 probe.stop()
-        if agent is not None:
-            stop_process(agent.proc, sig=signal.SIGKILL)
-        if monitor is not None:
-            monitor.close()
-        if broker is not None:
-            broker.stop()
-        if not args.keep:
-            shutil.rmtree(workdir, ignore_errors=True)
-        else:
-            d["workdir"] = str(workdir)
+        tear_down(publishers, [agent] if agent is not None else [], monitor, broker, workdir, args.keep, d)
     log(row_line(result))
     return result
 
@@ -1327,18 +1333,7 @@ def gateway_run(args: argparse.Namespace, fmt: str, sensors: int, count: int, *,
         d["traceback"] = traceback.format_exc()
         d["agent_log_tail"] = "\n".join(agent.log_tail() for agent in agents)
     finally:
-        for proc in publishers:
-            stop_process(proc, sig=signal.SIGKILL)
-        for agent in agents:
-            stop_process(agent.proc, sig=signal.SIGKILL)
-        if monitor is not None:
-            monitor.close()
-        if broker is not None:
-            broker.stop()
-        if not args.keep:
-            shutil.rmtree(workdir, ignore_errors=True)
-        else:
-            d["workdir"] = str(workdir)
+        tear_down(publishers, agents, monitor, broker, workdir, args.keep, d)
     log(gateway_row(result))
     return result
 
