@@ -26,7 +26,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from edge_agent.config.instances import share_of
 from tests.integration.conftest import free_port
-from tests.integration.test_agent_mqtt import Stream, held_out, play
+from tests.integration.test_agent_mqtt import PLANT_SOURCE, Stream, held_out, play
 
 REPO = Path(__file__).resolve().parents[2]
 AGENT = "shard-agent"
@@ -50,20 +50,7 @@ reconnect_max_s = 1.0
 [metrics]
 enabled = true
 port = {metrics_port}
-[decision]
-hold_off_s = 1.0
-cooldown_s = 0.0
-[[models]]
-name = "bearing"
-path = "{REPO / "models" / "drsn_cw_cwru.pt"}"
-[[sources]]
-type = "mqtt"
-name = "plant"
-topic = "plant/+/vibration"
-sensor_level = 1
-format = "json"
-qos = 1
-instances = 2
+{PLANT_SOURCE}instances = 2
 models = ["bearing"]
 """
     )

@@ -18,6 +18,22 @@ import pytest
 from edge_agent.common.paths import data_root
 
 REPO = Path(__file__).resolve().parents[2]
+# The tail these tests' agent configs share: the CWRU bearing model on one JSON mqtt source `plant`
+# (plant/<sensor>/vibration, QoS 1) and a short hold-off; each appends its own source keys, then `models`.
+PLANT_SOURCE = f"""[decision]
+hold_off_s = 1.0
+cooldown_s = 0.0
+[[models]]
+name = "bearing"
+path = "{REPO / "models" / "drsn_cw_cwru.pt"}"
+[[sources]]
+type = "mqtt"
+name = "plant"
+topic = "plant/+/vibration"
+sensor_level = 1
+format = "json"
+qos = 1
+"""
 SCHEMA = json.loads((REPO / "docs" / "alert.schema.json").read_text())
 PREFIX = "edge-agent/e2e-agent"
 CHUNK_SAMPLES = 1024
@@ -44,20 +60,7 @@ reconnect_min_s = 0.2
 reconnect_max_s = 1.0
 [metrics]
 enabled = false
-[decision]
-hold_off_s = 1.0
-cooldown_s = 0.0
-[[models]]
-name = "bearing"
-path = "{REPO / "models" / "drsn_cw_cwru.pt"}"
-[[sources]]
-type = "mqtt"
-name = "plant"
-topic = "plant/+/vibration"
-sensor_level = 1
-format = "json"
-qos = 1
-models = ["bearing"]
+{PLANT_SOURCE}models = ["bearing"]
 """
     )
     return path

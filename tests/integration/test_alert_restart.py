@@ -22,7 +22,7 @@ import numpy as np
 import paho.mqtt.client as paho
 import pytest
 
-from tests.integration.test_agent_mqtt import Stream, held_out, play
+from tests.integration.test_agent_mqtt import PLANT_SOURCE, Stream, held_out, play
 
 REPO = Path(__file__).resolve().parents[2]
 AGENT = "restart-agent"
@@ -45,20 +45,7 @@ reconnect_max_s = 1.0
 enabled = false
 [homeassistant]
 enabled = {"true" if homeassistant else "false"}
-[decision]
-hold_off_s = 1.0
-cooldown_s = 0.0
-[[models]]
-name = "bearing"
-path = "{REPO / "models" / "drsn_cw_cwru.pt"}"
-[[sources]]
-type = "mqtt"
-name = "plant"
-topic = "plant/+/vibration"
-sensor_level = 1
-format = "json"
-qos = 1
-sensors = {json.dumps(list(sensors))}
+{PLANT_SOURCE}sensors = {json.dumps(list(sensors))}
 models = ["bearing"]
 """
     )

@@ -40,6 +40,7 @@ from conftest import Broker, Collector, free_port, wait_until
 
 from edge_agent.common.paths import data_root
 from edge_agent.sinks.outbox import OUTBOX_FILE
+from tests.integration.test_agent_mqtt import PLANT_SOURCE
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "benchmarks"))
@@ -100,20 +101,7 @@ reconnect_min_s = 0.1
 reconnect_max_s = 0.5
 [metrics]
 {metrics}
-[decision]
-hold_off_s = 1.0
-cooldown_s = 0.0
-[[models]]
-name = "bearing"
-path = "{REPO / "models" / "drsn_cw_cwru.pt"}"
-[[sources]]
-type = "mqtt"
-name = "plant"
-topic = "plant/+/vibration"
-sensor_level = 1
-format = "json"
-qos = 1
-models = ["bearing"]
+{PLANT_SOURCE}models = ["bearing"]
 {replay_source if replay else ""}"""
     )
     return path
