@@ -27,6 +27,7 @@ CPUID), so only ``ts-int8`` and ``ts-fp32`` run. Its results go into a block of 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime
 import importlib.util
 import logging
@@ -116,6 +117,8 @@ def bench_model(key: str, args: argparse.Namespace, names: tuple[str, ...], fold
     int8_path, float_path = runtime_data.model_paths(key, args.models)
     data = runtime_data.load_windows(int8_path, args.data)
     exports = runtime_exports.build_exports(int8_path, float_path, folder, data.calibration)
+    if args.before is not None:
+        exports = dataclasses.replace(exports, before=args.before)
     lines = [f"#### `{int8_path.name}` / `{float_path.name}`", "", f"Windows: {data.description}.", ""]
     if max(args.batch) > len(data.held_out):
         raise SystemExit(f"--batch at most {len(data.held_out)} (the held-out windows of {key})")
@@ -223,6 +226,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--agreement-windows", type=int, default=650, help="held-out windows (0: all)")
     parser.add_argument("--models", type=Path, default=Path("models"), help="folder of the shipped files")
     parser.add_argument("--data", help="data folder (default $EDGE_AGENT_DATA or ../shared/data)")
+    parser.add_argument(
+        "--before", type=Path, help="a folder of earlier files of the same names: adds ts-int8-before, ts-fp32-before"
+    )
     parser.add_argument("--out", type=Path, help="rewrite (or append) the generated block of this markdown file")
     parser.add_argument(
         "--isa", choices=("native", *isa_restrict.ISA_ENV), default="native", help="cap the ISA (TorchScript only)"
@@ -250,6 +256,8 @@ def main(argv: list[str] | None = None) -> int:
     if missing:
         raise SystemExit(f"needs the bench extra (pip install -e '.[bench]'); missing: {', '.join(missing)}")
     names = tuple(args.runtime or runtime_exports.RUNTIMES)
+    if args.before is not None:
+        names = (*names, *(b for b in runtime_exports.BEFORE if b.removesuffix("-before") in names))
     if "ov-bf16" in names and not runtime_exports.openvino_has_bf16():
         names = tuple(n for n in names if n != "ov-bf16")
         print("OpenVINO reports no BF16 on this CPU: ov-bf16 left out", file=sys.stderr)
