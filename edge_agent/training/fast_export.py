@@ -14,7 +14,8 @@ the test split, clean and at -5 and -10 dB with Gaussian and pink noise; audio: 
 clips, same conditions) and their accuracy is measured (CWRU: the model card's
 :func:`~edge_agent.training.evaluate.accuracy_vs_snr`); the command refuses if the float32 logits moved
 by more than ``--max-float-diff``. The checks go into ``meta.json`` (``fast_export``) and are printed
-as JSON. ``--dry-run`` checks without writing.
+as JSON. ``--dry-run`` checks without writing. ``--stem gemm`` writes the stem as one matrix product
+(:class:`~edge_agent.nn.folding.GemmStem`; not bit-identical, no clear gain here, so not the default).
 """
 
 from __future__ import annotations
