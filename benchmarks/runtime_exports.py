@@ -37,6 +37,8 @@ logger = logging.getLogger(__name__)
 Runner = Callable[[np.ndarray], np.ndarray]
 """Logits ``(N, classes)`` float32 of windows ``(N, C, L)`` float32 (C-contiguous)."""
 RUNTIMES = ("ts-int8", "ts-fp32", "ort-fp32", "ort-int8", "ov-fp32", "ov-int8", "ov-bf16")
+BEFORE = ("ts-int8-before", "ts-fp32-before")
+"""Earlier TorchScript files of the same model (``Exports.before``), timed in the same loop."""
 BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 
 
@@ -51,6 +53,7 @@ class Exports:
     channels: int
     window_samples: int
     labels: tuple[str, ...]
+    before: Path | None = None  # a folder with earlier files of the same names (the "-before" runtimes)
 
 
 def export_float_onnx(float_path: Path, out: Path) -> tuple[int, int, tuple[str, ...]]:
@@ -214,6 +217,10 @@ def runners(exports: Exports, batch: int, names: tuple[str, ...]) -> dict[str, R
         "ov-int8": lambda: openvino_runner(exports.int8_onnx, batch, "f32"),
         "ov-bf16": lambda: openvino_runner(exports.float_onnx, batch, "bf16"),
     }
+    if exports.before is not None:
+        before = exports.before
+        makers["ts-int8-before"] = lambda: torchscript_runner(before / exports.int8_path.name)
+        makers["ts-fp32-before"] = lambda: torchscript_runner(before / exports.float_path.name)
     unknown = set(names) - set(makers)
     if unknown:
         raise ValueError(f"unknown runtimes {sorted(unknown)}; known: {', '.join(RUNTIMES)}")

@@ -14,7 +14,8 @@ the test split, clean and at -5 and -10 dB with Gaussian and pink noise; audio: 
 clips, same conditions) and their accuracy is measured (CWRU: the model card's
 :func:`~edge_agent.training.evaluate.accuracy_vs_snr`); the command refuses if the float32 logits moved
 by more than ``--max-float-diff``. The checks go into ``meta.json`` (``fast_export``) and are printed
-as JSON. ``--dry-run`` checks without writing.
+as JSON. ``--dry-run`` checks without writing. ``--stem gemm`` writes the stem as one matrix product
+(:class:`~edge_agent.nn.folding.GemmStem`; not bit-identical, no clear gain here, so not the default).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from typing import Any
 import torch
 
 from edge_agent.modelfile import load_model
-from edge_agent.nn.folding import DIRECT_CONVS, fold_network
+from edge_agent.nn.folding import DIRECT_CONVS, STEMS, fold_network
 from edge_agent.training.int8_params import OtherWeightsError, read_int8_parameters
 from edge_agent.training.noise import add_noise
 from edge_agent.training.noise_floor_export import METHOD, build_noise_floor_torchscript
@@ -102,6 +103,7 @@ def fast_export(
     *,
     data: str | None = None,
     direct_convs: str = "none",
+    stem: str = "conv",
     max_float_diff: float = FLOAT_TOLERANCE,
     recalibrate: bool = False,
     write: bool = True,
@@ -117,10 +119,10 @@ def fast_export(
     extra = {"reference_windows": reference, "reference_data": reference_data}
     engine = str(int8_meta["quantized_engine"])
     new_float, new_float_meta = build_noise_floor_torchscript(
-        fold_network(network, direct_convs=direct_convs), float_meta, **extra
+        fold_network(network, direct_convs=direct_convs, stem=stem), float_meta, **extra
     )
     int8_convs = "none" if direct_convs == "none" else "stem"  # the units' convolutions become int8
-    folded_int8 = fold_network(network, direct_convs=int8_convs)
+    folded_int8 = fold_network(network, direct_convs=int8_convs, stem=stem)
     kept = None if recalibrate else read_int8_parameters(old_int8.module)
     try:
         new_int8, new_int8_meta = build_noise_floor_torchscript(
@@ -138,6 +140,7 @@ def fast_export(
         "what": "batch norms folded (edge_agent.nn.folding), no float ReLU before a quantize; same weights",
         "from": f"{float_path.name} (weights read back from the frozen float32 graph)",
         "direct_convs": direct_convs,
+        "stem": stem,
         "int8_parameters": "calibrated again"
         if recalibrate
         else f"scales, zero points and int8 weights of the previous {int8_path.name}",
@@ -182,6 +185,9 @@ def main(argv: list[str] | None = None) -> int:
         default="none",
         help="float convolutions through oneDNN directly (slower at batch 1 on the AMD EPYC this was measured on)",
     )
+    parser.add_argument(
+        "--stem", choices=STEMS, default="conv", help="the stem as a convolution or as one matrix product (GemmStem)"
+    )
     parser.add_argument("--max-float-diff", type=float, default=FLOAT_TOLERANCE)
     parser.add_argument(
         "--recalibrate",
@@ -201,6 +207,7 @@ def main(argv: list[str] | None = None) -> int:
             args.models_dir / f"{stem}.pt",
             data=args.data,
             direct_convs=args.direct_convs,
+            stem=args.stem,
             max_float_diff=args.max_float_diff,
             recalibrate=args.recalibrate,
             write=not args.dry_run,

@@ -43,15 +43,33 @@ def frozen_parameters(module: torch.jit.ScriptModule) -> dict[str, list[list[tor
     ``mean`` / ``std``: the constants subtracted and divided by before the first convolution (Standardize).
 
     Also reads :mod:`edge_agent.nn.folding`'s form (what ``fast_export`` writes): a ``mkldnn_convolution``
-    is a convolution and an ``addcmul(shift, x, scale)`` a batch norm given as ``[scale, shift, None, None]``.
+    is a convolution, an ``addcmul(shift, x, scale)`` a batch norm given as ``[scale, shift, None, None]``
+    and an ``addcmul(zero, alpha, sum|x|, value=1 / L)`` a threshold whose first linear layer carries ``1 / L``
+    (multiplied back here); a ``GemmStem``'s ``addmm`` before the first convolution is the stem, the
+    value it pads with the mean (folded into its bias, taken out again here).
     """
     found: dict[str, list[list[torch.Tensor | None]]] = {"conv": [], "bn": [], "linear": [], "mean": [], "std": []}
+    pad_value: float | None = None
     for node in module.inlined_graph.nodes():
         kind = node.kind()
         if kind in ("aten::_convolution", "aten::mkldnn_convolution"):
             found["conv"].append(_tensor_inputs(node)[:2])
+        elif kind == "aten::pad" and not found["conv"] and pad_value is None:  # GemmStem pads with the mean
+            value = list(node.inputs())[3].toIValue()
+            pad_value = None if value is None else float(value)
+        elif kind == "aten::addmm" and not found["conv"]:  # GemmStem: addmm(bias - mean * sum(w), patches, w.t())
+            bias, weight_t = _tensor_inputs(node)[:2]
+            assert bias is not None and weight_t is not None
+            weight = weight_t.t().contiguous()
+            if pad_value:
+                bias = bias + pad_value * weight.sum(dim=1)
+                found["mean"].append([torch.full((1, 1, 1), pad_value)])
+            found["conv"].append([weight, bias])
         elif kind == "aten::batch_norm":
             found["bn"].append(_tensor_inputs(node)[:4])
+        elif kind == "aten::addcmul" and _is_threshold(node):  # tau = sum|x| * alpha / L, 1 / L in the FC before
+            length = 1.0 / float(list(node.inputs())[3].toIValue())
+            found["linear"][-2][0] = found["linear"][-2][0] * length  # type: ignore[operator]
         elif kind == "aten::addcmul":
             shift, scale = _tensor_inputs(node)[:2]
             found["bn"].append([scale, shift, None, None])
@@ -61,6 +79,12 @@ def frozen_parameters(module: torch.jit.ScriptModule) -> dict[str, list[list[tor
             constants = [t for t in _tensor_inputs(node) if t is not None and t.ndim == 3]
             found["mean" if kind == "aten::sub" else "std"].extend([[t] for t in constants])
     return found
+
+
+def _is_threshold(node: torch._C.Node) -> bool:
+    """:class:`~edge_agent.nn.folding.FoldedShrinkage2d`'s ``addcmul(zero, alpha, sum|x|, value=1 / L)``."""
+    constants = _tensor_inputs(node)
+    return len(constants) == 1 and constants[0] is not None and constants[0].numel() == 1
 
 
 def _identity_bn(bn: nn.modules.batchnorm._BatchNorm) -> None:
@@ -115,7 +139,7 @@ def network_from_frozen(path: Path) -> tuple[ResidualNet2d, dict[str, Any]]:
         )
     with torch.no_grad():
         for module, (weight, bias) in zip(convs, found["conv"], strict=True):
-            module.weight.copy_(weight)
+            module.weight.copy_(weight.reshape(module.weight.shape))  # type: ignore[union-attr]
             if bias is not None:
                 module.bias = nn.Parameter(bias.clone(), requires_grad=False)
         for module, (weight, bias) in zip(linears, found["linear"], strict=True):

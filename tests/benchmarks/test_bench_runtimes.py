@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "benchmarks"))
 import bench_runtimes  # noqa: E402
+import isa_restrict  # noqa: E402
 
 
 def test_every_runtime_runs_as_often_in_changing_orders() -> None:
@@ -62,3 +67,42 @@ def test_the_doc_block_is_appended_once_then_replaced(tmp_path: Path) -> None:
     assert "first" not in text and "second" in text
     assert text.index("second") < text.index("hand-written notes")
     assert text.startswith("# Benchmarks\n\n## Other\n\ntext\n")
+
+
+def test_an_isa_run_writes_its_own_block_beside_the_native_one(tmp_path: Path) -> None:
+    doc = tmp_path / "benchmarks.md"
+    bench_runtimes.write_section(doc, "native\n")
+    bench_runtimes.write_section(doc, "avx2 first\n", "avx2")
+    bench_runtimes.write_section(doc, "avx2 second\n", "avx2")
+    text = doc.read_text()
+    assert "native" in text and "avx2 second" in text and "avx2 first" not in text
+    assert text.count(bench_runtimes.ISA_SECTION_BEGIN.format(isa="avx2")) == 1
+
+
+def test_the_int8_against_float32_goal_is_judged_only_with_the_isa_capped() -> None:
+    timings = {32: ({"ts-int8": (0.2, 0, 0, 1.0), "ts-fp32": (0.3, 0, 0, 0.7)}, 10)}
+    native = bench_runtimes.goals(timings, ("ts-int8", "ts-fp32"), [32])
+    capped = bench_runtimes.goals(timings, ("ts-int8", "ts-fp32"), [32], "avx2")
+    assert native[-1].endswith("| - |")
+    assert capped[-1].endswith("| batch 32 met (AVX2 emulated) |")
+
+
+def test_the_avx2_cap_reaches_pytorch_and_onednn() -> None:
+    code = "import json, isa_restrict; print(json.dumps(isa_restrict.probe()))"
+    env = {**os.environ, **isa_restrict.ISA_ENV["avx2"]}
+    done = subprocess.run(
+        [sys.executable, "-c", code], env=env, cwd=REPO / "benchmarks", capture_output=True, text=True, check=True
+    )
+    found = json.loads(done.stdout.strip().splitlines()[-1])
+    assert found["aten_capability"] == "AVX2"
+    assert "AVX2" in found["onednn_isa"] and "512" not in found["onednn_isa"]
+    assert len(found["onednn_convolutions"]) == 2
+    assert all("avx2" in kernel for kernel in found["onednn_convolutions"])
+
+
+def test_a_cap_that_did_not_take_effect_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    native = {"aten_capability": "AVX512", "onednn_isa": "Intel AVX-512", "onednn_convolutions": [], "kernel_us": {}}
+    monkeypatch.setattr(isa_restrict, "probe", lambda: native)
+    monkeypatch.setattr(isa_restrict, "unrestricted_probe", lambda: native)
+    with pytest.raises(SystemExit, match="did not take effect: PyTorch reports CPU capability AVX512"):
+        isa_restrict.verify("avx2")

@@ -96,3 +96,20 @@ def test_the_int8_export_quantizes_the_same_layers_as_the_shipped_file(
     int8 = [node for node in convolutions if producer.get(node.input[0]) == "DequantizeLinear"]
     assert len(int8) == len(shipped_int8_layers)
     assert len(convolutions) > len(int8)  # the stem stays float32, as in the shipped file
+
+
+def test_earlier_files_of_the_same_names_run_as_the_before_runtimes(
+    exported: tuple[runtime_exports.Exports, np.ndarray], tmp_path: Path
+) -> None:
+    import dataclasses
+    import shutil
+
+    exports, windows = exported
+    for path in (exports.int8_path, exports.float_path):
+        shutil.copy(path, tmp_path / path.name)
+    with pytest.raises(ValueError, match="unknown runtimes"):
+        logits_of(exports, windows, ("ts-int8-before",))  # without a folder there is no earlier file
+    earlier = dataclasses.replace(exports, before=tmp_path)
+    logits = logits_of(earlier, windows, ("ts-int8", "ts-fp32", *runtime_exports.BEFORE))
+    np.testing.assert_array_equal(logits["ts-int8-before"], logits["ts-int8"])  # copies of the same files
+    np.testing.assert_array_equal(logits["ts-fp32-before"], logits["ts-fp32"])

@@ -18,7 +18,10 @@ from edge_agent.nn.folding import (
     DirectConv2d,
     FoldedBlock2d,
     FoldedShrinkage2d,
+    GemmStem,
+    add_into_leading_channels,
     fold_network,
+    unit_lengths,
 )
 from edge_agent.training.export import GRAPH_LAYOUT, describe_model
 from edge_agent.training.int8_params import OtherWeightsError, read_int8_parameters
@@ -82,6 +85,46 @@ def test_threshold_sub_network_with_its_batch_norm_folded_into_the_linear(channe
         torch.testing.assert_close(folded(x.clone()), unit(x.clone()), atol=ATOL, rtol=1e-5)
 
 
+@pytest.mark.parametrize("length", [64, 48])
+def test_thresholds_from_the_sum_with_the_length_in_the_linear_are_the_mean_thresholds(length: int) -> None:
+    unit = to_channels_last_2d(tiny()).blocks[1].shrinkage
+    assert isinstance(unit, Shrinkage2d)
+    folded, by_sum = FoldedShrinkage2d(unit), FoldedShrinkage2d(unit, length)
+    x = channels_last((5, unit.attention[0].in_features, 1, length), seed=2)
+    with torch.no_grad():
+        if length == 64:  # a power of two: scaling by 1 / L is exact, so are the thresholds
+            assert torch.equal(by_sum.thresholds(x), folded.thresholds(x))
+        torch.testing.assert_close(by_sum.thresholds(x), unit.thresholds(x), atol=ATOL, rtol=1e-5)
+        torch.testing.assert_close(by_sum(x.clone()), unit(x.clone()), atol=ATOL, rtol=1e-5)
+    with pytest.raises(ValueError, match="length must be"):
+        FoldedShrinkage2d(unit, 0)
+
+
+def test_the_shortcut_goes_into_the_leading_channels_in_place() -> None:
+    y, shortcut = channels_last((2, 6, 1, 10), seed=1), channels_last((2, 4, 1, 10), seed=2)
+    expected = y + nn.functional.pad(shortcut, (0, 0, 0, 0, 0, 2))
+    got = add_into_leading_channels(y, shortcut, 4)
+    assert got is y
+    torch.testing.assert_close(got, expected, atol=0, rtol=0)
+
+
+def test_unit_lengths_are_the_lengths_each_unit_sees() -> None:
+    assert unit_lengths(to_channels_last_2d(tiny())) == [64, 64, 32, 32]  # stem /2, second stage /2
+
+
+@pytest.mark.parametrize("in_channels", [1, 3])
+@pytest.mark.parametrize("batch", [1, 7])
+def test_gemm_stem_is_the_stem_convolution_of_the_centred_input(in_channels: int, batch: int) -> None:
+    conv = nn.Conv2d(in_channels, 8, (1, 3), (1, 2), (0, 1)).to(memory_format=torch.channels_last)
+    mean = torch.linspace(0.2, 0.7, in_channels)
+    x = torch.randn(batch, in_channels, 1, 100, generator=torch.Generator().manual_seed(in_channels)) + 0.5
+    x = x.contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        got = GemmStem(conv, mean, 100)(x)
+        torch.testing.assert_close(got, conv(x - mean.reshape(1, -1, 1, 1)), atol=ATOL, rtol=1e-5)
+    assert got.is_contiguous(memory_format=torch.channels_last)
+
+
 @pytest.mark.parametrize("direct_convs", [False, True])
 @pytest.mark.parametrize("index", [0, 1, 2], ids=["strided+padded", "same-shape", "strided-wider"])
 def test_unit_with_bn2_in_conv1_and_bn1_as_an_affine(index: int, direct_convs: bool) -> None:
@@ -136,10 +179,25 @@ def test_folded_audio_network_keeps_its_front_end_and_abstention(frontend: str) 
         assert torch.equal(folded(inputs)[-1], torch.zeros(3))
 
 
+@pytest.mark.parametrize("in_channels", [1, 3])
+def test_folded_network_with_the_gemm_stem_gives_the_logits(in_channels: int) -> None:
+    network = to_channels_last_2d(tiny("drsn_cw", in_channels))
+    folded = fold_network(network, stem="gemm")
+    assert isinstance(folded.stem, GemmStem) and isinstance(folded.normalize, nn.Identity)
+    for batch in (1, 7):
+        inputs = torch.randn(batch, in_channels, WINDOW, generator=torch.Generator().manual_seed(batch)) * 2
+        with torch.inference_mode():
+            torch.testing.assert_close(folded(inputs), network(inputs), atol=ATOL, rtol=1e-5)
+
+
 def test_fold_refuses_a_network_in_training_mode_and_unknown_options() -> None:
     network = to_channels_last_2d(tiny())
     with pytest.raises(ValueError, match="direct_convs must be one of"):
         fold_network(network, direct_convs="some")
+    with pytest.raises(ValueError, match="stem must be one of"):
+        fold_network(network, stem="some")
+    with pytest.raises(ValueError, match="gemm only with"):
+        fold_network(network, direct_convs="stem", stem="gemm")
     with pytest.raises(ValueError, match="eval-mode"):
         fold_network(copy.deepcopy(network).train())
 
@@ -158,7 +216,8 @@ def test_int8_graph_of_the_folded_network_has_no_float_relu_before_a_quantize() 
         torch.testing.assert_close(quantized(inputs), kept(inputs), atol=ATOL, rtol=0)
 
 
-def test_a_folded_float_file_is_read_back_by_unfreeze(tmp_path: Path) -> None:
+@pytest.mark.parametrize("stem", ["conv", "gemm"])
+def test_a_folded_float_file_is_read_back_by_unfreeze(tmp_path: Path, stem: str) -> None:
     model = tiny()
     architecture = {"model": "drsn_cw", "widths": [4, 8], "blocks_per_stage": 2, "kernel_size": 3}
     meta = describe_model(model, name="t", labels=["a", "b", "c"], sample_rate_hz=12_000, architecture=architecture)
@@ -166,10 +225,13 @@ def test_a_folded_float_file_is_read_back_by_unfreeze(tmp_path: Path) -> None:
     network = to_channels_last_2d(model)
     windows = torch.randn(32, 1, WINDOW, generator=torch.Generator().manual_seed(7))
     module, meta = build_noise_floor_torchscript(
-        fold_network(network), meta, reference_windows=windows, reference_data="32 random windows"
+        fold_network(network, stem=stem), meta, reference_windows=windows, reference_data="32 random windows"
     )
     kinds = {node.kind() for node in module.inlined_graph.nodes()}
     assert "aten::batch_norm" not in kinds and "aten::addcmul" in kinds
+    assert ("aten::addmm" in kinds) == (stem == "gemm")
+    assert ("aten::pad" in kinds) == (stem == "gemm")  # only GemmStem pads: the shortcut goes in without padding
+    assert "aten::mean" in kinds  # the head's average pool; the thresholds take sums
     save_torchscript(module, tmp_path / "t_float.pt", meta)
     rebuilt, _ = network_from_frozen(tmp_path / "t_float.pt")
     with torch.inference_mode():
