@@ -24,8 +24,9 @@ keep the sensor's level (on vibration a fault often shows first as more energy).
   stationary healthy whine, at whatever speed and pitch, does not), the 10-90 % range rather than the
   standard deviation so that one click does not carry the window. A gain cancels in the difference of
   logs: ``F = (spread_bands + 1) * len(frames)``.
-- ``blockspread``: the same spread per sub-block of the window, median over the sub-blocks (robust to one
-  transient), from one framed ``rfft`` per frame length (cheap): :mod:`edge_agent.nn.blockspread`.
+- ``blockspread``: the envelope's spread (log standard deviation) per sub-block of the window, median over
+  the sub-blocks (robust to one transient), from one framed ``rfft`` per frame length and no sort (cheap):
+  :mod:`edge_agent.nn.blockspread`.
 """
 
 from __future__ import annotations
@@ -240,7 +241,7 @@ def describe_frontend(front: AnomalyFrontEnd, sample_rate_hz: float) -> dict[str
             frames_samples=list(block.frames),
             block_samples=block.block,
             block_hop_samples=block.block_hop,
-            quantiles=list(SPREAD_QUANTILES),
+            spread="log std of the log envelope per sub-block",
             over_blocks="median",
         )
     if front.kind == "envelope":

@@ -36,6 +36,7 @@ import torch
 
 from edge_agent.training import anomaly_eval as ev
 from edge_agent.training.anomaly_learn import learn
+from edge_agent.training.anomaly_speeds_causes import causes
 from edge_agent.training.anomaly_speeds_select import MAX_FALSE_RATE, FastScorer, choose
 from edge_agent.training.anomaly_train import AnomalyConfig, build_detector, scores_of
 from edge_agent.training.audio_data import SAMPLE_RATE_HZ, BldcDataset, Clip, load_bldc
@@ -203,18 +204,24 @@ def fold_table(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
-def cost_ms_per_window(candidate: Candidate, batch: int = 32, repeats: int = 5) -> float:
-    """Median time per window of the scripted detector at ``batch`` on one thread (front-end included)."""
-    module = torch.jit.script(build_detector(candidate.config(), 1, float(SAMPLE_RATE_HZ)).eval())
-    x = torch.randn(batch, 1, candidate.window_samples)
-    times = []
+def costs_ms_per_window(batch: int = 32, repeats: int = 30) -> dict[str, dict[str, float]]:
+    """Time per window of each candidate's scripted detector at ``batch`` on one thread (front-end included):
+    the candidates take turns, ``repeats`` rounds, so that load from other jobs falls on all of them alike;
+    ``min`` (the least disturbed) and ``median`` per candidate."""
+    modules = {
+        c.name: torch.jit.script(build_detector(c.config(), 1, float(SAMPLE_RATE_HZ)).eval()) for c in CANDIDATES
+    }
+    inputs = {c.name: torch.randn(batch, 1, c.window_samples) for c in CANDIDATES}
+    times: dict[str, list[float]] = {name: [] for name in modules}
     with torch.inference_mode():
-        module(x)
+        for name, module in modules.items():
+            module(inputs[name])
         for _ in range(repeats):
-            started = time.perf_counter()
-            module(x)
-            times.append((time.perf_counter() - started) / batch * 1e3)
-    return float(np.median(times))
+            for name, module in modules.items():
+                started = time.perf_counter()
+                module(inputs[name])
+                times[name].append((time.perf_counter() - started) / batch * 1e3)
+    return {name: {"min": float(np.min(t)), "median": float(np.median(t))} for name, t in times.items()}
 
 
 def run(data: str | None) -> dict[str, Any]:
@@ -239,9 +246,10 @@ def run(data: str | None) -> dict[str, Any]:
             "nested": {"folds": fold_table(nested_rows), "pooled": ev.motor_summary(nested_rows), "choices": chosen},
             "reference": fixed_rows,
         }
-    summary["cost_ms_per_window"] = costs = {c.name: cost_ms_per_window(c) for c in CANDIDATES}
+    summary["cost_ms_per_window"] = costs = costs_ms_per_window()
     summary["cost_reference"] = COST_REFERENCE.name
-    summary["cost_ratio"] = {name: ms / costs[COST_REFERENCE.name] for name, ms in costs.items()}
+    summary["cost_ratio"] = {n: c["min"] / costs[COST_REFERENCE.name]["min"] for n, c in costs.items()}
+    summary["causes"] = causes(dataset, MOTORS)
     summary["seconds"] = round(time.perf_counter() - started, 1)
     summary["labels_sha256"] = dataset.sha256
     return summary

@@ -43,7 +43,7 @@ def front(kind: str, bands: int = 3, window: int = WINDOW) -> AnomalyFrontEnd:
 
 def reference_features(x: np.ndarray, bands: int) -> np.ndarray:
     """The documented computation in plain numpy: per frame length, band powers of each frame's rfft, log
-    envelope, 10-90 % range per sub-block, log, median over sub-blocks; band-major."""
+    envelope, log standard deviation per sub-block, median over sub-blocks; band-major."""
     freqs = np.geomspace(1000.0, RATE_HZ / 2, bands + 1)
     edges = [(0.0, RATE_HZ), *itertools.pairwise(freqs)]
     out = np.zeros((bands + 1, len(BLOCK_FRAMES)))
@@ -55,8 +55,7 @@ def reference_features(x: np.ndarray, bands: int) -> np.ndarray:
             envelope = 0.5 * np.log(power[:, inside].sum(axis=1) + 1e-10)
             per_block, step = BLOCK_SAMPLES // frame, BLOCK_SAMPLES // 2 // frame
             blocks = np.lib.stride_tricks.sliding_window_view(envelope, per_block)[::step]
-            low_high = np.quantile(blocks, (0.1, 0.9), axis=1)
-            out[b, s] = np.median(np.log(low_high[1] - low_high[0] + 1e-6))
+            out[b, s] = np.median(np.log(blocks.std(axis=1)))
     return out.reshape(-1)
 
 
