@@ -37,7 +37,16 @@ import torch
 from edge_agent.training import anomaly_eval as ev
 from edge_agent.training.anomaly_learn import learn
 from edge_agent.training.anomaly_speeds_causes import causes
-from edge_agent.training.anomaly_speeds_select import MAX_FALSE_RATE, FastScorer, choose
+from edge_agent.training.anomaly_speeds_select import (
+    DEFAULT_TARGET,
+    MAX_FALSE_RATE,
+    SPEEDS,
+    FastScorer,
+    choose,
+    clip_of,
+    reference,
+    validation,
+)
 from edge_agent.training.anomaly_train import AnomalyConfig, build_detector, scores_of
 from edge_agent.training.audio_data import SAMPLE_RATE_HZ, BldcDataset, Clip, load_bldc
 
@@ -45,9 +54,7 @@ logger = logging.getLogger(__name__)
 __all__ = ["MAX_FALSE_RATE", "FastScorer", "choose", "main", "run"]
 
 MOTORS = ("M1", "M2")
-SPEEDS = tuple(s for (s,) in ev.MOTOR_SPEED_FOLDS)
 HOP_SAMPLES = 2048
-VALIDATION_QUANTILE = 0.99
 
 
 @dataclass(frozen=True)
@@ -56,11 +63,18 @@ class Candidate:
     window_samples: int
     spread_bands: int = 3
     network: str = "excess"
+    target_false_rate: float = DEFAULT_TARGET
+
+    @property
+    def detector(self) -> str:
+        """The name of the exported detector (the target only moves its threshold)."""
+        bands = f", {self.spread_bands} bands" if self.frontend in ("envspread", "blockspread") else ""
+        return f"{self.network}/{self.frontend} ({self.window_samples} samples{bands})"
 
     @property
     def name(self) -> str:
-        bands = f", {self.spread_bands} bands" if self.frontend in ("envspread", "blockspread") else ""
-        return f"{self.network}/{self.frontend} ({self.window_samples} samples{bands})"
+        strict = self.target_false_rate != DEFAULT_TARGET
+        return f"{self.detector[:-1]}, {100 * self.target_false_rate:g} % target)" if strict else self.detector
 
     def config(self) -> AnomalyConfig:
         return replace(
@@ -71,6 +85,7 @@ class Candidate:
             hop_samples=HOP_SAMPLES,
             train_hop_samples=512,
             spread_bands=self.spread_bands,
+            target_false_rate=self.target_false_rate,
             cross_fit=True,
         )
 
@@ -83,6 +98,7 @@ CANDIDATES = (
     Candidate("blockspread", 16384, 3, "consensus"),
     Candidate("blockspread", 16384, 6),
     Candidate("blockspread", 16384, 6, "consensus"),
+    *(Candidate("blockspread", w, b, n, 0.002) for w, b, n in ((16384, 3, "consensus"), (16384, 6, "consensus"))),
 )
 COST_REFERENCE = CANDIDATES[0]  # costs are also given as a ratio to this one, measured in the same run
 
@@ -109,44 +125,6 @@ def _clips(dataset: BldcDataset) -> list[Clip]:
     return [c for c in dataset.clips if c.motor in MOTORS and c.condition in ("healthy", "propeller")]
 
 
-def _clip(dataset: BldcDataset, motor: str, condition: str, rpm: int) -> Clip | None:
-    found = [c for c in dataset.clips if (c.motor, c.condition, c.rpm) == (motor, condition, rpm)]
-    return found[0] if found else None
-
-
-def validation(
-    dataset: BldcDataset, feats: dict[str, np.ndarray], motor: str, learned: tuple[int, ...], groups: int = 0
-) -> dict:
-    """Leave one learned speed out on the learned speeds only: mean validation AUC, false and detection rates,
-    and how many validation healthy clips raise a debounced alert.
-
-    The threshold of each validation fold is the 99 % quantile of the cross-fitted scores of its 4 learned
-    speeds (as ``learn --cross-fit`` sets it, without the tail fit).
-    """
-    healthy = {s: feats[_clip(dataset, motor, "healthy", s).path] for s in learned}  # type: ignore[union-attr]
-    aucs, detections, false_rates, false_alerts = [], [], [], 0
-    for speed in learned:
-        others = tuple(s for s in learned if s != speed)
-        scorer = FastScorer([healthy[s] for s in others], groups)
-        crossed = [FastScorer([healthy[o] for o in others if o != s], groups)(healthy[s]) for s in others]
-        threshold = float(np.quantile(np.concatenate(crossed), VALIDATION_QUANTILE))
-        negatives = scorer(healthy[speed])
-        false_rates.append(float((negatives > threshold).mean()))
-        false_alerts += ev.debounced_alert(negatives > threshold)
-        fault = _clip(dataset, motor, "propeller", speed)
-        if fault is not None:
-            positives = scorer(feats[fault.path])
-            aucs.append(ev.auc(negatives, positives))
-            detections.append(float((positives > threshold).mean()))
-    return {
-        "auc": float(np.mean(aucs)),
-        "detection": float(np.mean(detections)),
-        "false_rate": float(np.mean(false_rates)),
-        "false_alerts": int(false_alerts),
-        "folds": len(aucs),
-    }
-
-
 def held_out_rows(dataset: BldcDataset, motor: str, held: int, candidate: Candidate) -> list[dict[str, Any]]:
     """The product path: learn (cross-fit) on the learned speeds, score the held-out speed's clips."""
     config = candidate.config()
@@ -157,7 +135,7 @@ def held_out_rows(dataset: BldcDataset, motor: str, held: int, candidate: Candid
     module = torch.jit.script(result.detector.eval())
     rows = []
     for condition in ("healthy", "propeller"):
-        clip = _clip(dataset, motor, condition, held)
+        clip = clip_of(dataset, motor, condition, held)
         if clip is None:
             continue
         scores = scores_of(module, [clip.samples[None, :]], config.window_samples, config.hop_samples)
@@ -208,10 +186,9 @@ def costs_ms_per_window(batch: int = 32, repeats: int = 30) -> dict[str, dict[st
     """Time per window of each candidate's scripted detector at ``batch`` on one thread (front-end included):
     the candidates take turns, ``repeats`` rounds, so that load from other jobs falls on all of them alike;
     ``min`` (the least disturbed) and ``median`` per candidate."""
-    modules = {
-        c.name: torch.jit.script(build_detector(c.config(), 1, float(SAMPLE_RATE_HZ)).eval()) for c in CANDIDATES
-    }
-    inputs = {c.name: torch.randn(batch, 1, c.window_samples) for c in CANDIDATES}
+    unique = [c for c in CANDIDATES if c.name == c.detector]  # a target moves the threshold, not the graph
+    modules = {c.name: torch.jit.script(build_detector(c.config(), 1, float(SAMPLE_RATE_HZ)).eval()) for c in unique}
+    inputs = {c.name: torch.randn(batch, 1, c.window_samples) for c in unique}
     times: dict[str, list[float]] = {name: [] for name in modules}
     with torch.inference_mode():
         for name, module in modules.items():
@@ -228,20 +205,24 @@ def run(data: str | None) -> dict[str, Any]:
     torch.set_num_threads(1)
     started = time.perf_counter()
     dataset = load_bldc(data)
-    feats = {c.name: clip_features(dataset, c) for c in CANDIDATES}
+    feats = {c.detector: clip_features(dataset, c) for c in CANDIDATES if c.name == c.detector}
     by_name = {c.name: c for c in CANDIDATES}
     groups = {c.name: scorer_groups(c) for c in CANDIDATES}
+    quantiles = {c.name: 1.0 - c.target_false_rate for c in CANDIDATES}
     summary: dict[str, Any] = {"candidates": [c.name for c in CANDIDATES], "motors": {}}
     for motor in MOTORS:
         nested_rows, chosen, fixed_rows = [], {}, {}
         for held in SPEEDS:
             learned = tuple(s for s in SPEEDS if s != held)
-            scores = {name: validation(dataset, f, motor, learned, groups[name]) for name, f in feats.items()}
+            scores = {
+                c.name: validation(dataset, feats[c.detector], motor, learned, groups[c.name], quantiles[c.name])
+                for c in CANDIDATES
+            }
             chosen[str(held)] = {"chosen": choose(scores), "validation": scores}
             nested_rows += held_out_rows(dataset, motor, held, by_name[chosen[str(held)]["chosen"]])
             logger.info("%s fold %d: chose %s", motor, held, chosen[str(held)]["chosen"])
-        for candidate in CANDIDATES:  # reference: every candidate on every test fold (fast path, 99 % quantile)
-            fixed_rows[candidate.name] = reference(dataset, feats[candidate.name], motor, groups[candidate.name])
+        for c in CANDIDATES:  # reference: every candidate on every test fold (fast path, 1 - target quantile)
+            fixed_rows[c.name] = reference(dataset, feats[c.detector], motor, groups[c.name], quantiles[c.name])
         summary["motors"][motor] = {
             "nested": {"folds": fold_table(nested_rows), "pooled": ev.motor_summary(nested_rows), "choices": chosen},
             "reference": fixed_rows,
@@ -253,23 +234,6 @@ def run(data: str | None) -> dict[str, Any]:
     summary["seconds"] = round(time.perf_counter() - started, 1)
     summary["labels_sha256"] = dataset.sha256
     return summary
-
-
-def reference(dataset: BldcDataset, feats: dict[str, np.ndarray], motor: str, groups: int = 0) -> dict[str, Any]:
-    rows = []
-    for held in SPEEDS:
-        learned = [s for s in SPEEDS if s != held]
-        healthy = {s: feats[_clip(dataset, motor, "healthy", s).path] for s in learned}  # type: ignore[union-attr]
-        scorer = FastScorer(list(healthy.values()), groups)
-        crossed = [FastScorer([healthy[o] for o in learned if o != s], groups)(healthy[s]) for s in learned]
-        threshold = float(np.quantile(np.concatenate(crossed), VALIDATION_QUANTILE))
-        for condition in ("healthy", "propeller"):
-            clip = _clip(dataset, motor, condition, held)
-            if clip is not None:
-                scores = scorer(feats[clip.path]).tolist()
-                anomalous = condition != "healthy"
-                rows.append({"fold": str(held), "anomalous": anomalous, "scores": scores, "threshold": threshold})
-    return ev.motor_summary(rows)
 
 
 def main(argv: list[str] | None = None) -> int:
