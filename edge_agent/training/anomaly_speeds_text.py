@@ -256,8 +256,8 @@ def _reading(motors: dict[str, Any], summary: dict[str, Any]) -> list[str]:
         "",
         "## Reading the numbers",
         "",
-        "- **Separation transfers.** The level swing inside a window barely depends on the speed (the 4-8 kHz",
-        "  share of healthy M1 goes from 25 % to 89 % between speeds, anomaly.md): every",
+        "- **Separation transfers.** The level swing inside a window barely depends on the speed, the spectra do",
+        "  (the 4-8 kHz share of healthy M1: 25 % to 89 % between speeds, anomaly.md): every",
         "  fold's test AUC is at least "
         + ", ".join(f"{worst[m]['auc']:.3f} ({m}, {worst[m]['fold']} RPM)" for m in motors)
         + f". The 16384-sample windows (1 s) are chosen in {sum('16384' in r['variant'] for _, r in folds)} of"
@@ -272,8 +272,9 @@ def _reading(motors: dict[str, Any], summary: dict[str, Any]) -> list[str]:
         "  median spread; exploration). A detector that flags lasting modulation cannot tell them from a short",
         "  fault, and one 10 s clip per operating point is too little for the cross-fit to have seen one.",
         "- **The recording chain.** The healthy M1 1400 RPM clip (the only one recorded at 44.1 kHz) is livelier",
-        "  than every other healthy M1 clip in several bands (table above); `excess` sums the excess of each",
-        "  band and flags it, the band median of `consensus` does not while most bands stay in the learned range.",
+        "  than every other healthy M1 clip in several bands (table above); held out, with 16384 samples and 6",
+        "  bands, `excess` (the sum over bands) flags 12.5 % of its windows and alerts, the band median of",
+        "  `consensus` 4.2 % and does not (exploration, fast path).",
         "  Whether it is the chain or the session cannot be told from one clip.",
         f"- **The threshold transfers on most folds**: {clean} of {len(folds)} held-out healthy clips have no false",
         "  window at all.",
@@ -293,8 +294,7 @@ def _reading(motors: dict[str, Any], summary: dict[str, Any]) -> list[str]:
         "  of this page with the 10-90 % range inside the sub-blocks (a sort, 2-4 times the cost) gave M1 AUC",
         "  1.000, 0.7 % false windows, 100 % flagged, 1/6 healthy clips alerted; M2 0.999, 2.0 %, 99.1 %, 0/6:",
         "  the same within the noise of 6 folds; the 0.2 % target candidates were added after the second run",
-        "  (log standard deviation, 1 % only: M1 2/6 healthy clips alerted, 1.4 % false windows; M2 0/6, 0.5 %).",
-        "  The bearing fault (M4) has no healthy clip of its motor and is not measured. Order normalisation was",
+        "  (1 % only: M1 2/6, 1.4 %; M2 0/6, 0.5 %). M4 (bearing fault) has no healthy clip. Order normalisation was",
         "  not built: the strongest spectral lines (1.5-7.5 kHz) do not follow the speed (healthy M2's strongest",
         "  line stays at 1.6-1.8 kHz from 1400 to 2000 RPM, a resonance, not an order).",
     ]
