@@ -7,8 +7,8 @@ the names without importing the training code that implements them.
 
 from __future__ import annotations
 
-NETWORKS = ("undercomplete", "denoising", "sparse", "conv", "excess")
-FRONTENDS = ("logspec", "logmel", "raw", "envelope", "bandkurtosis", "envspread")
+NETWORKS = ("undercomplete", "denoising", "sparse", "conv", "excess", "consensus")
+FRONTENDS = ("logspec", "logmel", "raw", "envelope", "bandkurtosis", "envspread", "blockspread")
 DEFAULT_NETWORK = "undercomplete"
 DEFAULT_FRONTEND = "logspec"
 DEFAULT_FALSE_RATE = 0.01  # target false-window rate on held-back healthy windows

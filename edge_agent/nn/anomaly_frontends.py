@@ -24,6 +24,9 @@ keep the sensor's level (on vibration a fault often shows first as more energy).
   stationary healthy whine, at whatever speed and pitch, does not), the 10-90 % range rather than the
   standard deviation so that one click does not carry the window. A gain cancels in the difference of
   logs: ``F = (spread_bands + 1) * len(frames)``.
+- ``blockspread``: the envelope's spread (log standard deviation) per sub-block of the window, median over
+  the sub-blocks (robust to one transient), from one framed ``rfft`` per frame length and no sort (cheap):
+  :mod:`edge_agent.nn.blockspread`.
 """
 
 from __future__ import annotations
@@ -35,8 +38,11 @@ import numpy as np
 import torch
 from torch import nn
 
-FRONTENDS = ("raw", "logspec", "logmel", "envelope", "bandkurtosis", "envspread")
-SCALE_FREE = ("bandkurtosis", "envspread")  # ratios of the signal to itself: level-invariant whatever the setting
+from edge_agent.nn.blockspread import BlockSpread
+
+FRONTENDS = ("raw", "logspec", "logmel", "envelope", "bandkurtosis", "envspread", "blockspread")
+# ratios of the signal to itself: level-invariant whatever the setting
+SCALE_FREE = ("bandkurtosis", "envspread", "blockspread")
 SPREAD_FRAMES = (16, 64, 256)  # envelope frame lengths (samples) of ``envspread``
 SPREAD_LOW_HZ = 1000.0  # lowest band edge of ``envspread``
 SPREAD_QUANTILES = (0.1, 0.9)
@@ -145,6 +151,10 @@ class AnomalyFrontEnd(nn.Module):
         if kind == "envspread" and not self.spread_frames:
             raise ValueError(f"envspread needs window_samples >= {4 * SPREAD_FRAMES[0]}, got {window_samples}")
         self.register_buffer("spread_quantiles", torch.tensor(SPREAD_QUANTILES))
+        active = kind == "blockspread"
+        self.blockspread = BlockSpread(window_samples, sample_rate_hz, spread_bands, SPREAD_LOW_HZ, active)
+        groups = {"envspread": len(self.spread_frames), "blockspread": self.blockspread.groups}
+        self.feature_groups = groups.get(kind, 1)  # feature blocks (frame lengths), band-major within
         self.out_features = {
             "raw": window_samples,
             "logspec": bins,
@@ -152,6 +162,7 @@ class AnomalyFrontEnd(nn.Module):
             "envelope": self.n_bins,
             "bandkurtosis": kurtosis_bands + 1,
             "envspread": (spread_bands + 1) * len(self.spread_frames),
+            "blockspread": self.blockspread.out_features,
         }[kind]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -164,6 +175,8 @@ class AnomalyFrontEnd(nn.Module):
             return self._band_kurtosis(x)
         if self.kind == "envspread":
             return self._envelope_spread(x)
+        if self.kind == "blockspread":
+            return self.blockspread(x)
         power = self._welch(x)
         if self.kind == "logmel":
             power = torch.matmul(power, self.mel)
@@ -219,6 +232,17 @@ def describe_frontend(front: AnomalyFrontEnd, sample_rate_hz: float) -> dict[str
             low_hz=min(SPREAD_LOW_HZ, sample_rate_hz / 8.0),
             frames_samples=list(front.spread_frames),
             quantiles=list(SPREAD_QUANTILES),
+        )
+    if front.kind == "blockspread":
+        block = front.blockspread
+        info.update(
+            bands=front.out_features // block.groups - 1,
+            low_hz=min(SPREAD_LOW_HZ, sample_rate_hz / 8.0),
+            frames_samples=list(block.frames),
+            block_samples=block.block,
+            block_hop_samples=block.block_hop,
+            spread="log std of the log envelope per sub-block",
+            over_blocks="median",
         )
     if front.kind == "envelope":
         band = (front.passband > 0).nonzero().flatten()

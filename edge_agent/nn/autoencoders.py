@@ -18,6 +18,11 @@ Registered by name (:func:`get_autoencoder`), like the classifiers:
   ``bandkurtosis``: more modulation, more impulses); a feature that drops scores 0. It cannot learn the
   correlations of healthy features, and so it cannot mistake an unseen healthy combination of them for
   a fault either (the motor recordings at unseen speeds: docs/results/anomaly_unseen_speeds.md).
+- ``consensus``: no weights either; the one-sided excess of the **median over bands**: the features are
+  ``groups`` blocks (one per frame length of ``envspread``/``blockspread``, band-major), and the score is
+  ``mean_g relu(median_b z[b, g])**2``: the sound must be more modulated than healthy in most bands at
+  once, so one band that a recording chain or a resonance makes livelier than every learned recording
+  does not carry the window. ``groups = 1``: the median over all features.
 
 :class:`AnomalyDetector` (front-end, standardisation, autoencoder, error weights) maps raw windows to
 scores ``(N,)``: ``mean_j w_j (z_j - zhat_j)**2``, the squared error per feature in healthy-z units,
@@ -213,6 +218,26 @@ class ClampAbove(nn.Module):
 @register_autoencoder("excess")
 def excess(*, in_channels: int, in_features: int) -> Autoencoder:
     return Autoencoder(nn.Identity(), ClampAbove(0.0), in_channels=in_channels, in_features=in_features)
+
+
+class BandConsensus(nn.Module):
+    """``z - relu(m)``, ``m`` the median over the bands of each of ``groups`` band-major feature blocks."""
+
+    def __init__(self, groups: int) -> None:
+        super().__init__()
+        self.groups = groups
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        grouped = z.reshape(z.shape[0], z.shape[1], z.shape[2] // self.groups, self.groups)  # (N, C, bands, g)
+        median = torch.quantile(grouped, 0.5, dim=2, keepdim=True)
+        return (grouped - torch.relu(median)).reshape(z.shape)
+
+
+@register_autoencoder("consensus")
+def consensus(*, in_channels: int, in_features: int, groups: int = 1) -> Autoencoder:
+    if groups < 1 or in_features % groups:
+        raise ValueError(f"groups must divide the {in_features} features, got {groups}")
+    return Autoencoder(nn.Identity(), BandConsensus(groups), in_channels=in_channels, in_features=in_features)
 
 
 def is_trainable(network: nn.Module) -> bool:

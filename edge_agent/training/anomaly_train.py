@@ -85,9 +85,10 @@ def build_detector(config: AnomalyConfig, channels: int, sample_rate_hz: float) 
         spread_bands=config.spread_bands,
     )
     torch.manual_seed(config.seed)
-    network = get_autoencoder(
-        config.network, in_channels=channels, in_features=front.out_features, **config.network_options
-    )
+    options = dict(config.network_options)
+    if config.network == "consensus":  # the median runs over the bands of each frame length
+        options.setdefault("groups", front.feature_groups)
+    network = get_autoencoder(config.network, in_channels=channels, in_features=front.out_features, **options)
     return AnomalyDetector(front, network, channels)
 
 

@@ -151,6 +151,12 @@ def add_parser(subparsers: Any, **parser_options: Any) -> argparse.ArgumentParse
         "--frontend", choices=FRONTENDS, help=f"features inside the model (default {DEFAULT_FRONTEND}){LIVE_DEFAULT}"
     )
     p.add_argument(
+        "--spread-bands",
+        type=int,
+        default=3,
+        help="envspread/blockspread: log-spaced bands from 1 kHz to Nyquist besides the whole window (default 3)",
+    )
+    p.add_argument(
         "--absolute-level",
         action="store_true",
         help="keep the signal's level in the features (default: level-invariant, a gain change is not an anomaly)",
@@ -212,6 +218,7 @@ def run(args: argparse.Namespace) -> int:
         window_samples=args.window_samples,
         hop_samples=args.hop_samples or args.window_samples // 2,
         train_hop_samples=max(1, args.window_samples // 8),
+        spread_bands=args.spread_bands,
         steps=args.steps if args.steps is not None else DEFAULT_STEPS,
         target_false_rate=args.false_rate if args.false_rate is not None else DEFAULT_FALSE_RATE,
         threshold_method=args.threshold_method,

@@ -37,3 +37,34 @@ def test_the_selection_prefers_auc_then_calibration_then_detection() -> None:
     }
     assert choose(scores) == "d"  # a: AUC too low; b: too many false windows; d detects more than c
     assert choose({k: scores[k] for k in "ab"}) == "b"  # a is not within the AUC tie
+
+
+def test_the_fast_scorer_gives_the_learned_consensus_detector_s_scores() -> None:
+    rng = np.random.default_rng(1)
+    parts = [rng.standard_normal((1, 40_000)).astype(np.float32) * (1 + 0.3 * i) for i in range(3)]
+    config = AnomalyConfig(
+        network="consensus",
+        frontend="blockspread",
+        window_samples=8192,
+        hop_samples=2048,
+        train_hop_samples=2048,
+        spread_bands=6,
+    )
+    detector = build_detector(config, 1, 16_000.0)
+    fit_detector(detector, parts, config)
+    features = frontend_features(detector, parts, 2048).flatten(1).numpy()
+    tests = torch.from_numpy(rng.standard_normal((6, 1, 8192)).astype(np.float32))
+    tests[3:] *= 1.0 + 0.8 * torch.sin(torch.arange(8192) / 100.0)  # modulated through the whole window
+    with torch.inference_mode():
+        expected = detector(tests).numpy()
+        got = FastScorer([features], detector.frontend.feature_groups)(detector.frontend(tests).flatten(1).numpy())
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-6)
+    assert got[3:].min() > got[:3].max()
+
+
+def test_the_selection_puts_validation_false_alerts_before_false_windows_and_detection() -> None:
+    scores = {
+        "alerting": {"auc": 0.999, "false_rate": 0.005, "detection": 1.0, "false_alerts": 1},
+        "quiet": {"auc": 0.997, "false_rate": 0.03, "detection": 0.8, "false_alerts": 0},
+    }
+    assert choose(scores) == "quiet"
