@@ -19,6 +19,7 @@ from edge_agent.sources.payloads import FORMATS
 BINARY_FORMATS = tuple(f for f in FORMATS if f != "json")
 SEQ_COUNTS = ("messages", "samples")  # seq + 1 per message, or seq + the previous message's samples
 MAX_INSTANCES = 256  # agent processes sharing one source's sensors (one per core)
+RECEIVE = ("thread", "process")  # paho in this process, or in a receive process of its own (sources/mqtt_process.py)
 QOS_LEVELS = (0, 1)  # QoS 2 stalled under sustained load (ENVIRONMENT.md)
 
 
@@ -37,6 +38,7 @@ class MqttSourceSection(SourceSection):
     max_sensors: int = setting(1000, gt=0)  # new sensor ids past this are refused (metric label bound)
     seq_counts: str = setting("messages", choices=SEQ_COUNTS)  # what a JSON seq counts (README, "Payloads")
     instances: int = setting(1, ge=1, le=MAX_INSTANCES)  # agent instances sharing its sensors (config/instances.py)
+    receive: str = setting("thread", choices=RECEIVE)  # "process": read and shed off the inference core
 
     @property
     def known_sensors(self) -> tuple[str, ...]:
