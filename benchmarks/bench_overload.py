@@ -166,6 +166,10 @@ def overload_run(
         wall = b.at - a.at
         cpu_b, cores_b = ba.proc_cpu_s(agent.pid), ba.cores_busy()
         helper_b = ba.proc_cpu_s(helper[0]) if helper else 0.0
+        batches = max(1.0, _moved(a, b, "edge_agent_inference_batch_windows_count"))
+        d["batch_mean_windows"] = _moved(a, b, "edge_agent_inference_batch_windows_sum") / batches
+        d["inference_s_per_batch"] = _moved(a, b, "edge_agent_inference_duration_seconds_sum") / batches
+        d["receiver_rss_kb"] = ba.proc_status_kb(helper[0]).get("VmRSS", 0) if helper else 0
         d["loadavg"] = os.getloadavg()[0]
         scrape_s.append(b.seconds)
         d["recovery_s"] = recovery(agent.metrics_port, t_b, limit_s=args.recovery_limit_s)
@@ -243,6 +247,10 @@ def overload_run(
         shutil.rmtree(workdir, ignore_errors=True)
     log(json.dumps({k: v for k, v in d.items() if k not in ("traceback", "probe_latency_s")}, default=str))
     return d
+
+
+def _moved(a: ba.Scrape, b: ba.Scrape, name: str) -> float:
+    return b.total(name) - a.total(name)
 
 
 @contextlib.contextmanager

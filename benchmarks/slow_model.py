@@ -5,8 +5,8 @@ sensors), so the benchmark can lower the capacity honestly: the agent runs a Tor
 that calls the shipped int8 model unchanged (same outputs, same meta, its noise-floor methods) and spends a fixed
 amount of CPU per *batch* in torch ops (``iterations`` 256x256 float matrix products chained
 through ``tanh``, added to the output as ``0 * sum``, so nothing is optimised away). The
-iteration count is calibrated here, one thread, to ``extra_ms`` on this machine at the time of
-the call; the agent's real cost per batch is then ``extra_ms`` + the model's own.
+iteration count is calibrated here, one thread, to ``extra_ms`` of CPU time (``time.thread_time``,
+so other jobs on the core do not inflate it); the agent's real cost per batch is then ``extra_ms`` + the model's own.
 
     .venv/bin/python benchmarks/slow_model.py --extra-ms 60 --out /tmp/slow.pt   # prints the calibration
 """
@@ -59,10 +59,10 @@ def _iteration_ms() -> float:
     times = []
     for _ in range(7):
         a = weight
-        started = time.perf_counter()
+        started = time.thread_time()  # CPU time: a core shared with other jobs must not inflate it
         for _ in range(50):
             a = torch.tanh(a @ weight)
-        times.append((time.perf_counter() - started) * 1000 / 50)
+        times.append((time.thread_time() - started) * 1000 / 50)
     return statistics.median(times)
 
 

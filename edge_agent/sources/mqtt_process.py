@@ -28,6 +28,9 @@ from collections.abc import Callable
 from multiprocessing.connection import Connection
 from typing import Any
 
+import msgspec
+
+from edge_agent.common.ratelimit import RateLimitedLog
 from edge_agent.sources.mqtt_wire import ENCODE, HANG_S, TO_AGENT, Batch, ReceiverSpec, Report, Shed, Stop
 
 logger = logging.getLogger(__name__)
@@ -64,6 +67,7 @@ class ReceiveProcess:
         self._thread: threading.Thread | None = None
         self._process: multiprocessing.process.BaseProcess | None = None
         self._pipe: Connection | None = None
+        self._warn = RateLimitedLog(logger)
         self.starts = 0  # receive processes started (the first one included)
         self.torch_loaded = False  # a child reported torch in its modules (a bug: it must never import it)
 
@@ -131,14 +135,12 @@ class ReceiveProcess:
                 if pipe.poll(SHED_EVERY_S):
                     frame = TO_AGENT(pipe.recv_bytes())
                     last_frame = time.monotonic()
-                    if isinstance(frame, Batch):
-                        self._deliver(frame)
-                    else:
-                        self.torch_loaded = self.torch_loaded or frame.torch_loaded
-                        self._on_report(frame)
+                    self._handle(frame)
             except (EOFError, OSError):
                 process.join(timeout=1.0)
                 return f"ended (exit code {process.exitcode})"
+            except msgspec.DecodeError as error:
+                return f"sent a frame that does not decode ({error}; killed)"
             now = time.monotonic()
             if now - last_frame > HANG_S:
                 return f"sent nothing for {HANG_S:.0f} s (hung; killed)"
@@ -153,6 +155,16 @@ class ReceiveProcess:
                         continue  # the child is gone: the next poll says so
         return "stopped"
 
+    def _handle(self, frame: Batch | Report) -> None:
+        try:
+            if isinstance(frame, Batch):
+                self._deliver(frame)
+            else:
+                self.torch_loaded = self.torch_loaded or frame.torch_loaded
+                self._on_report(frame)
+        except Exception:  # a bug in this process's handling: this frame is lost, the stream goes on
+            self._warn.warning("frame", "source %s: handling a receive process frame failed", self.name, exc_info=True)
+
     def _end(self, process: multiprocessing.process.BaseProcess, pipe: Connection) -> None:
         if self._stop.is_set() and process.is_alive():
             try:
@@ -160,12 +172,8 @@ class ReceiveProcess:
                 deadline = time.monotonic() + STOP_TIMEOUT_S
                 while process.is_alive() and time.monotonic() < deadline:  # deliver what it flushes on the way out
                     if pipe.poll(0.05):
-                        frame = TO_AGENT(pipe.recv_bytes())
-                        if isinstance(frame, Batch):
-                            self._deliver(frame)
-                        else:
-                            self._on_report(frame)
-            except (EOFError, OSError):
+                        self._handle(TO_AGENT(pipe.recv_bytes()))
+            except (EOFError, OSError, msgspec.DecodeError):
                 pass
         if process.is_alive():
             process.kill()

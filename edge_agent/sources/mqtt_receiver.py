@@ -8,7 +8,7 @@ only this package's topic rules, the paho client and ``msgspec``. Its threads:
   callback returns, before the agent has seen the message), finds its sensor with the source's own
   rules (:class:`~edge_agent.sources.mqtt_topics.TopicSensors`: instances share, id rule,
   allow-list / ``max_sensors``), drops it if the sensor is in the agent's latest :class:`Shed` set,
-  and appends the rest to a bounded buffer (``BUFFER_MESSAGES``; past it: ``overflow``);
+  and appends the rest to a bounded buffer (``BUFFER_BYTES`` of payloads; past it: ``overflow``);
 - the main thread: one :class:`Batch` per ``FLUSH_EVERY_S`` or ``BATCH_MESSAGES``, a
   :class:`Report` every ``REPORT_EVERY_S`` and on every connection change; it ends the process
   (exit code 3) if paho's thread died;
@@ -35,7 +35,7 @@ from edge_agent.mqttclient import MqttConnection
 from edge_agent.sources.mqtt_topics import TopicSensors
 from edge_agent.sources.mqtt_wire import (
     BATCH_MESSAGES,
-    BUFFER_MESSAGES,
+    BUFFER_BYTES,
     ENCODE,
     FLUSH_EVERY_S,
     REPORT_EVERY_S,
@@ -81,6 +81,8 @@ class Receiver:
         self._topics = TopicSensors(spec.section, spec.instance, known=spec.known)
         self._shed_set: frozenset[str] = frozenset(spec.shed)
         self._buffer: deque[Message] = deque()
+        self._buffer_bytes = 0
+        self._lock = threading.Lock()  # the buffer and its byte count: paho's thread appends, the main thread takes
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._totals = Report()  # cumulative; written by paho's thread only (dict copies are atomic)
@@ -135,7 +137,8 @@ class Receiver:
         return code
 
     def _flush(self) -> None:
-        buffer = self._buffer
+        with self._lock:
+            buffer, self._buffer, self._buffer_bytes = self._buffer, deque(), 0
         while buffer:
             n = min(len(buffer), BATCH_MESSAGES)
             self._send(Batch([buffer.popleft() for _ in range(n)]))
@@ -234,11 +237,15 @@ class Receiver:
         if sensor in self._shed_set:
             self._shed[sensor] = self._shed.get(sensor, 0) + 1
             return
-        if len(self._buffer) >= BUFFER_MESSAGES:
-            totals.overflow += 1
-            return
-        self._buffer.append((sensor, msg.payload, received_at, wall_time))
-        if len(self._buffer) >= BATCH_MESSAGES:
+        body = msg.payload
+        with self._lock:
+            if self._buffer_bytes + len(body) > BUFFER_BYTES:
+                totals.overflow += 1
+                return
+            self._buffer.append((sensor, body, received_at, wall_time))
+            self._buffer_bytes += len(body)
+            waiting = len(self._buffer)
+        if waiting >= BATCH_MESSAGES:
             self._wake.set()
 
 

@@ -29,7 +29,7 @@ REPORT_EVERY_S = 0.25  # the agent calls a receive process hung after HANG_S wit
 HANG_S = 10.0
 FLUSH_EVERY_S = 0.005  # a batch leaves at least this often while messages wait ...
 BATCH_MESSAGES = 256  # ... or as soon as this many wait
-BUFFER_MESSAGES = 20_000  # kept messages waiting for the pipe; past it they are dropped (counted)
+BUFFER_BYTES = 16 * 1024 * 1024  # payload bytes of kept messages waiting for the pipe; past it: dropped (counted)
 
 
 class Batch(msgspec.Struct, tag="b", array_like=True):
