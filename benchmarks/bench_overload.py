@@ -135,8 +135,9 @@ def overload_run(
             helper = receivers(agent.pid)
         if receive == "process" and len(helper) != 1:
             raise RuntimeError(f"expected one receive process, found {helper}")
-        if helper and args.load_cpu is not None:
-            os.sched_setaffinity(helper[0], {args.load_cpu})  # off the agent's core, beside broker and publishers
+        if helper and args.load_cpu is not None:  # off the agent's core, beside broker and publishers: every thread
+            for task in Path(f"/proc/{helper[0]}/task").iterdir():  # (sched_setaffinity(pid) moves one thread only)
+                os.sched_setaffinity(int(task.name), {args.load_cpu})
         time.sleep(args.idle_s)
         d["rss_idle_kb"] = ba.proc_status_kb(agent.pid).get("VmRSS", 0)
         parts = max(1, math.ceil(sensors / args.sensors_per_publisher))
@@ -310,8 +311,9 @@ def table(rows: list[dict[str, Any]], capacity_per_s: float) -> str:
     head = (
         "| load | receive | sensors | offered/s | received/s | processed/s | / capacity | probe alerted "
         "| sensors analysed | analysed/sensor min-median-max | shed/sensor min-max | RSS idle / peak / after (MB) "
-        "| recovery | worst /metrics | agent / receiver CPU | core 0 / core 1 busy | others on agent core |\n"
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---|---|---|---:|---:|---|---|---:|"
+        "| recovery | worst /metrics | agent / receiver CPU | agent CPU per window | batch | core 0 / core 1 busy "
+        "| others on agent core |\n"
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---|---|---|---:|---:|---|---:|---|---|---:|"
     )
     lines = [head]
     for r in rows:
@@ -329,6 +331,8 @@ def table(rows: list[dict[str, Any]], capacity_per_s: float) -> str:
             f"| {s['min']:.0f} - {s['max']:.0f} "
             f"| {r['rss_idle_kb'] / 1024:.0f} / {r['rss_peak_kb'] / 1024:.0f} / {r['rss_after_kb'] / 1024:.0f} "
             f"| {rec} | {r['scrape_s_max']:.2f} s | {r['agent_cpu_percent']:.0f} / {r['receiver_cpu_percent']:.0f} % "
+            f"| {10 * r['agent_cpu_percent'] / max(r['processed_per_s'], 1e-9):.2f} ms "
+            f"| {r['batch_mean_windows']:.0f} w, {1000 * r['inference_s_per_batch']:.0f} ms "
             f"| {busy.get(0, math.nan):.0f} / {busy.get(1, math.nan):.0f} % "
             f"| {r['foreign_on_agent_core_percent']:.0f} % |"
         )
