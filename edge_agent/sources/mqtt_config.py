@@ -39,6 +39,7 @@ class MqttSourceSection(SourceSection):
     seq_counts: str = setting("messages", choices=SEQ_COUNTS)  # what a JSON seq counts (README, "Payloads")
     instances: int = setting(1, ge=1, le=MAX_INSTANCES)  # agent instances sharing its sensors (config/instances.py)
     receive: str = setting("thread", choices=RECEIVE)  # "process": read and shed off the inference core
+    receive_cpu: int = setting(-1, ge=-1, le=4095)  # receive = "process": the CPU it runs on (-1: the agent's)
 
     @property
     def known_sensors(self) -> tuple[str, ...]:
@@ -75,6 +76,9 @@ def check_mqtt_source(table: Table, context: SourceContext) -> None:
         top = len(levels) - 1 - (levels[-1] == "#")
         allowed = f"topic {topic!r} has levels 0 to {top}" if top >= 0 else f"topic {topic!r} names no sensor level"
         table.check("sensor_level", lambda v: v <= top, allowed)
+    if table.ok("receive", "receive_cpu") and table.values["receive"] != "process":
+        needs = "receive_cpu places a receive process; set receive = 'process' or leave it at -1"
+        table.check("receive_cpu", lambda v: v < 0, needs, reason="is not used")
     if table.ok("format") and table.values["format"] in BINARY_FORMATS:
         needs = f"format {table.values['format']!r} needs sample_rate_hz > 0"
         table.check("sample_rate_hz", lambda v: v > 0, needs)

@@ -21,6 +21,7 @@ messages acknowledged but not yet through the pipe (the buffer, at most one batc
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import threading
 import time
@@ -252,6 +253,13 @@ class Receiver:
 def receiver_main(conn: Connection, spec: ReceiverSpec) -> None:
     """The child's entry point (spawn): run until stopped, the agent gone or paho's thread dead."""
     logging.basicConfig(level=spec.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    cpu = spec.section.receive_cpu
+    if cpu >= 0:  # before its own threads start (they inherit it); the threads imports started, one by one
+        try:
+            for task in os.listdir("/proc/self/task"):
+                os.sched_setaffinity(int(task), {cpu})
+        except OSError as error:  # e.g. no such CPU here: run where the agent runs, and say so
+            logger.error("receive process %s: cannot run on CPU %d (%s)", spec.section.name, cpu, error)
     code = Receiver(conn, spec).run()
     conn.close()
     sys.exit(code)

@@ -10,6 +10,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as paho
@@ -180,6 +181,14 @@ def test_the_agents_shed_set_reaches_the_receive_process_and_its_sheds_are_count
     time.sleep(0.3)
     publish("plant/flood/vibration", payload(21))
     assert (chunks.wait(7)[-1].sensor, chunks.items[-1].seq) == ("flood", 21)
+
+
+def test_receive_cpu_pins_every_thread_of_the_receive_process(run_source) -> None:
+    source, _chunks, _metrics = run_source("process", receive_cpu=0)
+    assert source.receiver is not None and source.receiver.pid is not None
+    tasks = list(Path(f"/proc/{source.receiver.pid}/task").iterdir())
+    assert len(tasks) >= 3  # main, paho's network thread, control
+    assert {t.name: os.sched_getaffinity(int(t.name)) for t in tasks} == {t.name: {0} for t in tasks}
 
 
 def test_stop_ends_and_joins_the_receive_process(run_source) -> None:
