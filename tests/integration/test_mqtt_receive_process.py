@@ -19,6 +19,7 @@ import pytest
 from edge_agent.config import MqttSection
 from edge_agent.config.instances import share_of
 from edge_agent.metrics import AgentMetrics
+from edge_agent.sources import mqtt_process
 from edge_agent.sources.mqtt import MqttSource
 from edge_agent.sources.mqtt_config import MqttSourceSection
 from edge_agent.types import Chunk
@@ -161,6 +162,21 @@ def test_a_killed_receive_process_is_restarted_the_stream_resumes_and_the_restar
         lambda: value(metrics, "edge_agent_payload_errors_total", source="vib", reason="too_many_sensors") == 1, "b"
     )
     assert source.receiver.starts == 2 and source.alive()
+
+
+def test_a_hung_receive_process_is_killed_and_replaced(run_source, publish, monkeypatch) -> None:
+    monkeypatch.setattr(mqtt_process, "HANG_S", 2.0)  # it reports every 0.25 s; 2 s of silence is a hang
+    source, chunks, metrics = run_source("process")
+    assert source.receiver is not None
+    hung = source.receiver.pid
+    assert hung is not None
+    os.kill(hung, signal.SIGSTOP)  # alive, but sends nothing
+    wait_for(lambda: value(metrics, "edge_agent_receiver_restarts_total", source="vib") == 1, "hang noticed")
+    assert not Path(f"/proc/{hung}").exists()  # killed and reaped, not left stopped
+    wait_for(lambda: value(metrics, "edge_agent_source_up", source="vib") == 1, "source up again")
+    publish("plant/a/vibration", payload(0))
+    assert [c.sensor for c in chunks.wait(1)] == ["a"]
+    assert source.receiver.pid not in (None, hung)
 
 
 def test_the_agents_shed_set_reaches_the_receive_process_and_its_sheds_are_counted(run_source, publish) -> None:
