@@ -4,6 +4,15 @@
     .venv/bin/python benchmarks/bench_overload.py --capacity-sensors 45    # skip the search
     .venv/bin/python benchmarks/bench_overload.py --capacity-sensors 45 --factors 1,9 --json /tmp/overload.json
     .venv/bin/python benchmarks/bench_overload.py --capacity-sensors 40 --compare /tmp/old-checkout  # old vs this
+    .venv/bin/python benchmarks/bench_overload.py --capacity-sensors 30 --extra-ms-per-batch 50 --receive thread,process
+
+``--receive thread,process``: each load once with paho in the agent's process and once with the
+``receive = "process"`` receive process (alternating), the receive process moved to ``--load-cpu``
+(``sched_setaffinity`` once it is up), so the agent's core runs only the agent's own threads.
+``--extra-ms-per-batch X``: the agent runs ``slow_model.py``'s copy of the shipped model that
+spends X ms more CPU per batch in torch ops (calibrated at the start; outputs unchanged), which
+lowers the capacity to what the publishers of a 2-core machine can offer 9x of. Each row prints
+how busy each core was (the machine may be shared) and the agent's and the receive process's CPU.
 
 Reuses ``bench_agent.py``'s machinery (its own mosquitto, the agent as a subprocess with the
 shipped int8 model, ``agent_publisher.py`` processes streaming real CWRU data in real time, the
@@ -72,9 +81,37 @@ def spread(values: list[float]) -> dict[str, float]:
     return {"min": min(values), "median": statistics.median(values), "max": max(values)}
 
 
-def overload_run(args: argparse.Namespace, sensors: int, *, log: Any, code: str | None = None) -> dict[str, Any]:
+def receivers(pid: int) -> list[int]:
+    """The agent's spawned children (multiprocessing spawn, not its resource tracker): its receive processes."""
+    found = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(OSError):
+            for child in (task / "children").read_text().split():
+                if b"spawn_main" in Path(f"/proc/{child}/cmdline").read_bytes():
+                    found.append(int(child))
+    return found
+
+
+def configure(agent: ba.Agent, *, receive: str, model: Path | None) -> None:
+    """The generated config with ``receive`` and, with ``--extra-ms-per-batch``, the slowed model."""
+    text = agent.config.read_text()
+    text = text.replace("instances = 1\n", f'instances = 1\nreceive = "{receive}"\n')
+    if model is not None:
+        text = text.replace(f'path = "{ba.MODEL}"', f'path = "{model}"')
+    agent.config.write_text(text)
+
+
+def overload_run(
+    args: argparse.Namespace,
+    sensors: int,
+    *,
+    log: Any,
+    code: str | None = None,
+    receive: str = "thread",
+    model: Path | None = None,
+) -> dict[str, Any]:
     """One load on a fresh broker and agent; ``code``: the agent's package from this folder (PYTHONPATH)."""
-    d: dict[str, Any] = {"sensors": sensors, "code": code or "this tree"}
+    d: dict[str, Any] = {"sensors": sensors, "code": code or "this tree", "receive": receive}
     workdir = Path(tempfile.mkdtemp(prefix=f"bench-overload-{sensors}-"))
     workdir.chmod(0o755)
     broker = monitor = agent = probe = None
@@ -85,11 +122,22 @@ def overload_run(args: argparse.Namespace, sensors: int, *, log: Any, code: str 
         agent = ba.Agent(
             workdir, agent_id=ba.AGENT_ID, broker_port=broker.port, fmt=args.format, qos=args.qos, cpu=args.agent_cpu
         )
+        configure(agent, receive=receive, model=model)
         with _pythonpath(code):
             agent.spawn()
         online = monitor.wait_status(ba.AGENT_ID, b"online", agent.spawned_at, timeout_s=90)
         if online is None or not agent.alive():
             raise RuntimeError(f"agent did not come online:\n{agent.log_tail()}")
+        helper = []
+        deadline = time.monotonic() + 60  # "online" comes from the alert sink, before the sources start
+        while receive == "process" and not helper and time.monotonic() < deadline:
+            time.sleep(0.2)
+            helper = receivers(agent.pid)
+        if receive == "process" and len(helper) != 1:
+            raise RuntimeError(f"expected one receive process, found {helper}")
+        if helper and args.load_cpu is not None:  # off the agent's core, beside broker and publishers: every thread
+            for task in Path(f"/proc/{helper[0]}/task").iterdir():  # (sched_setaffinity(pid) moves one thread only)
+                os.sched_setaffinity(int(task.name), {args.load_cpu})
         time.sleep(args.idle_s)
         d["rss_idle_kb"] = ba.proc_status_kb(agent.pid).get("VmRSS", 0)
         parts = max(1, math.ceil(sensors / args.sensors_per_publisher))
@@ -108,6 +156,7 @@ def overload_run(args: argparse.Namespace, sensors: int, *, log: Any, code: str 
         ba.sleep_until(t_a)
         a = ba.scrape(agent.metrics_port, timeout_s=60)
         cpu_a, cores_a = ba.proc_cpu_s(agent.pid), ba.cores_busy()
+        helper_a = ba.proc_cpu_s(helper[0]) if helper else 0.0
         scrape_s, rss = [a.seconds], []
         while time.time() < t_b - args.sample_s:
             ba.sleep_until(time.time() + args.sample_s)
@@ -117,6 +166,12 @@ def overload_run(args: argparse.Namespace, sensors: int, *, log: Any, code: str 
         b = ba.scrape(agent.metrics_port, timeout_s=60)
         wall = b.at - a.at
         cpu_b, cores_b = ba.proc_cpu_s(agent.pid), ba.cores_busy()
+        helper_b = ba.proc_cpu_s(helper[0]) if helper else 0.0
+        batches = max(1.0, _moved(a, b, "edge_agent_inference_batch_windows_count"))
+        d["batch_mean_windows"] = _moved(a, b, "edge_agent_inference_batch_windows_sum") / batches
+        d["inference_s_per_batch"] = _moved(a, b, "edge_agent_inference_duration_seconds_sum") / batches
+        d["receiver_rss_kb"] = ba.proc_status_kb(helper[0]).get("VmRSS", 0) if helper else 0
+        d["loadavg"] = os.getloadavg()[0]
         scrape_s.append(b.seconds)
         d["recovery_s"] = recovery(agent.metrics_port, t_b, limit_s=args.recovery_limit_s)
         recovered_at = time.time()
@@ -163,6 +218,8 @@ def overload_run(args: argparse.Namespace, sensors: int, *, log: Any, code: str 
                 "gaps": b.total("edge_agent_stream_gaps_total") - a.total("edge_agent_stream_gaps_total"),
                 "scrape_s_max": max(scrape_s),
                 "agent_cpu_percent": agent_cpu,
+                "receiver_cpu_percent": 100.0 * (helper_b - helper_a) / wall,
+                "cores_busy_percent": ba.busy_percent(cores_a, cores_b),
                 "foreign_on_agent_core_percent": (
                     ba.busy_percent(cores_a, cores_b).get(args.agent_cpu, agent_cpu) - agent_cpu
                     if args.agent_cpu is not None
@@ -191,6 +248,10 @@ def overload_run(args: argparse.Namespace, sensors: int, *, log: Any, code: str 
         shutil.rmtree(workdir, ignore_errors=True)
     log(json.dumps({k: v for k, v in d.items() if k not in ("traceback", "probe_latency_s")}, default=str))
     return d
+
+
+def _moved(a: ba.Scrape, b: ba.Scrape, name: str) -> float:
+    return b.total(name) - a.total(name)
 
 
 @contextlib.contextmanager
@@ -248,25 +309,32 @@ def capacity_search(args: argparse.Namespace, *, log: Any) -> int:
 
 def table(rows: list[dict[str, Any]], capacity_per_s: float) -> str:
     head = (
-        "| load | sensors | offered/s | processed/s | / capacity | probe alerted | sensors analysed "
-        "| analysed/sensor min-median-max | shed/sensor min-max | RSS idle / peak / after (MB) "
-        "| recovery | worst /metrics | others on agent core |\n"
-        "|---|---:|---:|---:|---:|---:|---:|---|---|---|---:|---:|---:|"
+        "| load | receive | sensors | offered/s | received/s | processed/s | / capacity | probe alerted "
+        "| sensors analysed | analysed/sensor min-median-max | shed/sensor min-max | RSS idle / peak / after (MB) "
+        "| recovery | worst /metrics | agent / receiver CPU | agent CPU per window | batch | core 0 / core 1 busy "
+        "| others on agent core |\n"
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---|---|---|---:|---:|---|---:|---|---|---:|"
     )
     lines = [head]
     for r in rows:
         if "error" in r:
-            lines.append(f"| {r['factor']}x | {r['sensors']} | error: {r['error']} |")
+            lines.append(f"| {r['factor']}x | {r['receive']} | {r['sensors']} | error: {r['error']} |")
             continue
         a, s = r["analysed_per_sensor"], r["shed_per_sensor"]
+        busy = {int(k): v for k, v in r["cores_busy_percent"].items()}
         rec = "-" if r["recovery_s"] is None else f"{r['recovery_s']:.1f} s"
         lines.append(
-            f"| {r['factor']}x | {r['sensors']} + probe | {r['offered_per_s']:.0f} | {r['processed_per_s']:.0f} "
+            f"| {r['factor']}x | {r['receive']} | {r['sensors']} + probe | {r['offered_per_s']:.0f} "
+            f"| {r['received_per_s']:.0f} | {r['processed_per_s']:.0f} "
             f"| {r['processed_per_s'] / capacity_per_s:.2f} | {r['probe_alerted']} / {r['probe_periods']} "
             f"| {r['sensors_analysed']} / {r['sensors']} | {a['min']:.0f} - {a['median']:.0f} - {a['max']:.0f} "
             f"| {s['min']:.0f} - {s['max']:.0f} "
             f"| {r['rss_idle_kb'] / 1024:.0f} / {r['rss_peak_kb'] / 1024:.0f} / {r['rss_after_kb'] / 1024:.0f} "
-            f"| {rec} | {r['scrape_s_max']:.2f} s | {r['foreign_on_agent_core_percent']:.0f} % |"
+            f"| {rec} | {r['scrape_s_max']:.2f} s | {r['agent_cpu_percent']:.0f} / {r['receiver_cpu_percent']:.0f} % "
+            f"| {10 * r['agent_cpu_percent'] / max(r['processed_per_s'], 1e-9):.2f} ms "
+            f"| {r['batch_mean_windows']:.0f} w, {1000 * r['inference_s_per_batch']:.0f} ms "
+            f"| {busy.get(0, math.nan):.0f} / {busy.get(1, math.nan):.0f} % "
+            f"| {r['foreign_on_agent_core_percent']:.0f} % |"
         )
     return "\n".join(lines)
 
@@ -289,6 +357,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--load-cpu", type=int, default=0)
     p.add_argument("--json", type=Path, help="write every measurement as JSON here")
     p.add_argument("--compare", type=Path, help="also run the agent of this checkout (e.g. /work/main), alternating")
+    p.add_argument("--receive", default="thread", help="thread, process or both (thread,process), alternating")
+    p.add_argument("--extra-ms-per-batch", type=float, default=0.0, help="slowed model (slow_model.py); 0: shipped")
     return p
 
 
@@ -305,22 +375,38 @@ def main(argv: list[str] | None = None) -> int:
 
     log(f"CPU: {cpu_description()}")
     log(f"date: {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC; agent on core {args.agent_cpu}, load on {args.load_cpu}")
+    model = None
+    if args.extra_ms_per_batch > 0:
+        from slow_model import build
+
+        model = Path(tempfile.mkdtemp(prefix="bench-overload-model-")) / "slowed.pt"
+        model.parent.chmod(0o755)
+        calibration = build(model, args.extra_ms_per_batch)
+        log(f"model: the shipped int8 model + {calibration} per batch (slow_model.py; calibrated on this core now)")
     capacity = args.capacity_sensors or capacity_search(args, log=log)
     log(f"capacity: {capacity} sensors ({capacity * WINDOWS_PER_SENSOR_S:.0f} windows/s offered)")
     codes: list[str | None] = [None] if args.compare is None else [str(args.compare.resolve()), None]
+    modes = args.receive.split(",")
     rows = []
     for factor in (int(f) for f in args.factors.split(",")):
         sensors = min(ba.MAX_SENSORS, factor * capacity)
         for code in codes:  # alternating, so other jobs on the machine hit both alike
-            rows.append({"factor": factor, **overload_run(args, sensors, log=log, code=code)})
+            for receive in modes:
+                run = overload_run(args, sensors, log=log, code=code, receive=receive, model=model)
+                rows.append({"factor": factor, **run})
     for code in codes:
-        mine = [r for r in rows if r["code"] == (code or "this tree")]
-        first = next((r for r in mine if "error" not in r), None)
-        capacity_per_s = first["processed_per_s"] if first else float("nan")
-        print(f"\nagent code: {code or 'this tree'} (capacity: the 1x row's {capacity_per_s:.0f} windows/s)")
-        print(table(mine, capacity_per_s))
+        for receive in modes:
+            mine = [r for r in rows if r["code"] == (code or "this tree") and r["receive"] == receive]
+            first = next((r for r in mine if "error" not in r), None)
+            capacity_per_s = first["processed_per_s"] if first else float("nan")
+            print(
+                f"\nagent code: {code or 'this tree'}, receive = {receive!r} (capacity: the 1x row's "
+                f"{capacity_per_s:.0f} windows/s)"
+            )
+            print(table(mine, capacity_per_s))
     if args.json:
-        args.json.write_text(json.dumps({"capacity_sensors": capacity, "rows": rows}, indent=1, default=str))
+        summary = {"capacity_sensors": capacity, "extra_ms_per_batch": args.extra_ms_per_batch, "rows": rows}
+        args.json.write_text(json.dumps(summary, indent=1, default=str))
     return 0
 
 

@@ -129,3 +129,7 @@ class StreamEvents(Protocol):
     def rejected(self, sensor: str, reason: str) -> None: ...
 
     def shed(self, sensor: str) -> bool: ...  # True: drop the sensor's message unparsed (overload; counted)
+
+    def shed_set(self) -> frozenset[str]: ...  # every sensor shed now (sent to a receive process)
+
+    def count_shed(self, sensor: str, n: int) -> None: ...  # messages a receive process shed

@@ -42,6 +42,18 @@ class OverloadMetrics:
             ["source", "sensor"],
             registry=registry,
         )
+        self.receiver_restarts = Counter(
+            "edge_agent_receiver_restarts_total",
+            'MQTT receive processes (receive = "process") that died or hung and were started again.',
+            ["source"],
+            registry=registry,
+        )
+        self.receiver_dropped = Counter(
+            "edge_agent_receiver_dropped_total",
+            "Messages an MQTT receive process dropped because the agent did not take them in time (buffer full).",
+            ["source"],
+            registry=registry,
+        )
         self.resampler_bytes = Gauge(
             "edge_agent_resampler_bytes",
             "Memory of the resampling filters a source holds (at most a few distinct rates per source).",

@@ -96,6 +96,7 @@ class DataPath:
         *,
         real_time: bool = True,
         shed: Callable[[str], bool] | None = None,
+        shed_set: Callable[[], frozenset[str]] | None = None,
     ) -> Router:
         """``section``'s source's ``emit``; its configured sensors get their series and are announced now.
 
@@ -116,6 +117,7 @@ class DataPath:
             real_time=real_time,
             indicators=stage,
             shed=shed,  # overload: the inference queue's over_share (None: never shed)
+            shed_set=shed_set,  # its over_share_set (a receive process sheds these sensors)
         )
         self._supervisors.append(router.supervisor)
         return router

@@ -127,6 +127,7 @@ def make_router(
     real_time: bool = True,
     indicators: IndicatorStage | None = None,
     shed: Callable[[str], bool] | None = None,
+    shed_set: Callable[[], frozenset[str]] | None = None,
 ) -> Router:
     """The ``emit`` of ``section``'s source: chunk -> windows for each of its models -> ``submit``.
 
@@ -161,7 +162,9 @@ def make_router(
     resampler_bytes = metrics.overload.resampler_bytes.labels(section.name)
     resampler_bytes.set(0)
     limits = IngressLimits(shapes, real_time=real_time, on_resampler_bytes=resampler_bytes.set)
-    router = Router(section, assemblers, supervisor, metrics, sensors, submit, announce, indicators, limits, shed)
+    router = Router(
+        section, assemblers, supervisor, metrics, sensors, submit, announce, indicators, limits, shed, shed_set
+    )
     for sensor in section.known_sensors:
         new_sensor, _ = sensors.add(sensor, section.models)
         if indicators is not None:
@@ -196,8 +199,10 @@ class Router:
         indicators: IndicatorStage | None = None,
         limits: IngressLimits | None = None,
         shed: Callable[[str], bool] | None = None,
+        shed_set: Callable[[], frozenset[str]] | None = None,
     ) -> None:
         self._over_share = shed  # the inference queue: is this sensor over its share of a full queue?
+        self._over_share_set = shed_set  # the queue: every sensor over its share now
         self._shed_counts: dict[str, Any] = {}
         self._models = section.models
         self._limits = limits  # rate, ts and length bounds before windowing (edge_agent.pipeline.ingress)
@@ -231,6 +236,17 @@ class Router:
             counter = self._shed_counts[sensor] = self._metrics.overload.messages_shed.labels(self._source, sensor)
         counter.inc()
         return True
+
+    def shed_set(self) -> frozenset[str]:
+        """The sensors whose messages are to be shed now (for a receive process; empty without shedding)."""
+        return self._over_share_set() if self._over_share_set is not None else frozenset()
+
+    def count_shed(self, sensor: str, n: int) -> None:
+        """``n`` messages of admitted ``sensor`` shed by the source's receive process (counted as shed here)."""
+        counter = self._shed_counts.get(sensor)
+        if counter is None:
+            counter = self._shed_counts[sensor] = self._metrics.overload.messages_shed.labels(self._source, sensor)
+        counter.inc(n)
 
     def rejected(self, sensor: str, reason: str) -> None:
         """The source rejected a payload of admitted ``sensor`` (``reason``: a payload error reason)."""

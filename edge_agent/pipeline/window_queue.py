@@ -161,6 +161,14 @@ class WindowQueue:
             return False
         return self._waiting.get(sensor) >= max(1, self._capacity // max(1, self._waiting.sensors))
 
+    def over_share_set(self) -> frozenset[str]:
+        """Every sensor :meth:`over_share` is True for now (a receive process sheds them): O(those sensors)."""
+        with self._ready:
+            if self._size < self._capacity:
+                return frozenset()
+            share = max(1, self._capacity // max(1, self._waiting.sensors))
+            return frozenset(self._waiting.at_least(share, self._suspects))
+
     def __len__(self) -> int:
         return self._size
 
@@ -194,6 +202,10 @@ class _Counts:
     def sensors(self) -> int:
         """Sensors with windows waiting."""
         return len(self._count)
+
+    def at_least(self, count: int, excluded: Container[str]) -> list[str]:
+        """The sensors with at least ``count`` windows waiting that are not in ``excluded``."""
+        return [s for c in range(self.largest, count - 1, -1) for s in self._with.get(c, ()) if s not in excluded]
 
     def largest_except(self, excluded: Container[str]) -> str:
         """A sensor with the most windows waiting that is not in ``excluded`` (one in it if all are)."""

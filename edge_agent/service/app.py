@@ -264,10 +264,10 @@ class App:
     def _start_sources(self) -> None:
         assert self.worker is not None  # the inference step came first
         for section in self.config.sources:
-            real_time = SOURCES[section.type].real_time(section)
-            shed = self.worker.queue.over_share  # overload: shed at ingress, before parsing
+            rt = SOURCES[section.type].real_time(section)  # delivers at the signal's pace
+            q = self.worker.queue  # overload: shed at ingress, before parsing (the set: in a receive process)
             submit = self.learning.submit_via(self.worker.submit)  # a learning sensor's windows are recorded too
-            router = self.datapath.router(section, submit, real_time=real_time, shed=shed)
+            router = self.datapath.router(section, submit, real_time=rt, shed=q.over_share, shed_set=q.over_share_set)
             source = self._build_source(section, router)
             source.start(router)
             self.sources.append(source)

@@ -9,9 +9,14 @@ counted by source and reason, those of an admitted sensor also by sensor, and lo
 a minute per (sensor, reason) (per reason for refused sensor ids, which are not bounded).
 With ``instances = K`` > 1 the sensors of another agent instance (config/instances.py) are
 discarded from the topic, before any decoding or admission, and counted in
-``edge_agent_messages_foreign_total`` (never as payload errors).
+``edge_agent_messages_foreign_total`` (never as payload errors). The topic rules: sources/mqtt_topics.py.
 ``seq_counts = "samples"``: a JSON ``seq`` that advances by the previous message's sample count
 is turned into a message count before the windowing (README, "Payloads").
+
+``receive = "thread"`` (default): paho's network thread reads, sheds and parses in this process.
+``receive = "process"``: paho, the topic rules and the shed decision run in a receive process of their
+own (sources/mqtt_receiver.py, supervised by sources/mqtt_process.py), which forwards the kept
+messages in batches; this process's ``source-<name>-receiver`` thread admits, parses and windows them.
 """
 
 from __future__ import annotations
@@ -26,17 +31,18 @@ import paho.mqtt.client as paho
 
 from edge_agent.common.ratelimit import RateLimitedLog
 from edge_agent.config import MqttSection
-from edge_agent.config.instances import share_of
-from edge_agent.config.rules import SENSOR_ID_RULE, sensor_id
 from edge_agent.metrics import AgentMetrics
 from edge_agent.mqttclient import MqttConnection
 from edge_agent.sources.mqtt_config import MqttSourceSection
+from edge_agent.sources.mqtt_process import ReceiveProcess
+from edge_agent.sources.mqtt_topics import TOPIC_CACHE, TopicSensors
+from edge_agent.sources.mqtt_wire import Batch, ReceiverSpec, Report
 from edge_agent.sources.payloads import MAX_PAYLOAD_BYTES, PayloadError, parse_payload
 from edge_agent.types import Chunk, StreamEvents
 
 logger = logging.getLogger(__name__)
 
-_TOPIC_CACHE = 4096  # topics remembered with their checked sensor id (more: checked each time)
+_TOPIC_CACHE = TOPIC_CACHE  # topics remembered with their checked sensor id (more: checked each time)
 
 
 class MqttSource:
@@ -59,11 +65,9 @@ class MqttSource:
         self._mqtt = mqtt
         self._metrics = metrics
         self._max_bytes = max_payload_bytes
-        self._allowed = frozenset(section.sensors)
-        self._instance = instance  # this process's share: sensors with share_of(id, section.instances) == instance
-        self._known: set[str] = set()  # admitted sensor ids; touched only by paho's thread
+        self._rules = TopicSensors(section, instance, cache_size=_TOPIC_CACHE)
+        self._known = self._rules.known  # admitted sensor ids; touched only by the receiving thread
         self._last_sample: dict[str, Any] = {}  # sensor -> its last-sample gauge child (labels() once)
-        self._topics: dict[str, str] = {}  # topic -> admitted sensor id it names (bounded: _TOPIC_CACHE)
         self._streams = streams  # the router: admissions and rejections (None: only the chunks)
         self._seqs: dict[str, tuple[int, int, int]] = {}  # seq_counts = "samples": sensor -> (seq, n, message)
         self._warn = RateLimitedLog(logger)
@@ -73,6 +77,25 @@ class MqttSource:
         self._up = metrics.source_up.labels(self.name)  # this source's and its sensors' series: the router
         self._received = metrics.messages_received.labels(self.name)
         self._foreign = metrics.messages_foreign.labels(self.name)
+        self.receiver: ReceiveProcess | None = None
+        if section.receive == "process":
+            self._connected = metrics.mqtt_connected.labels(f"source-{self.name}")
+            self._connected.set(0)
+            self._overflow = metrics.overload.receiver_dropped.labels(self.name)
+            restarts = metrics.overload.receiver_restarts.labels(self.name)
+            no_shedding: Callable[[], frozenset[str]] = frozenset
+            self.receiver = ReceiveProcess(
+                self.name,
+                lambda: ReceiverSpec(
+                    section, mqtt, password, agent_id, instance, tuple(self._known), (), logging.getLogger().level
+                ),
+                deliver=self._deliver_batch,
+                on_report=self._on_report,
+                on_down=self._receiver_down,
+                shed_set=streams.shed_set if streams is not None else no_shedding,
+                restarts=restarts,
+                backoff_s=(mqtt.reconnect_min_s, mqtt.reconnect_max_s),
+            )
         self._conn = MqttConnection(
             mqtt,
             agent_id=agent_id,
@@ -84,30 +107,45 @@ class MqttSource:
             on_disconnected=lambda: self._up.set(0),
         )
 
+    @property
+    def _topics(self) -> dict[str, str]:
+        return self._rules.topics
+
     def start(self, emit: Callable[[Chunk], None]) -> None:
-        """Connect in the background (returns at once, broker up or not); ``emit`` runs in paho's thread."""
-        if self._conn.opened:
+        """Connect in the background (returns at once, broker up or not); ``emit`` runs in paho's thread
+        (``receive = "process"``: in the ``source-<name>-receiver`` thread)."""
+        if self._conn.opened or self._emit is not None:
             raise RuntimeError(f"source {self.name} already started")
         self._emit = emit
+        if self.receiver is not None:
+            self.receiver.start()
+        else:
 
-        def configure(client: paho.Client) -> None:
-            client.on_subscribe = self._on_subscribe
-            client.on_message = self._on_message
+            def configure(client: paho.Client) -> None:
+                client.on_subscribe = self._on_subscribe
+                client.on_message = self._on_message
 
-        self._conn.open(configure)
+            self._conn.open(configure)
         logger.info(
-            "source %s: subscribing to %s on %s:%s", self.name, self._section.topic, self._mqtt.host, self._mqtt.port
+            "source %s: subscribing to %s on %s:%s%s",
+            self.name,
+            self._section.topic,
+            self._mqtt.host,
+            self._mqtt.port,
+            " (in a receive process)" if self.receiver is not None else "",
         )
 
     def alive(self) -> bool:
-        """False if paho's network thread died (the app's watchdog); broker outages do not count."""
-        return self._conn.alive()
+        """False if paho's network thread (or the receive process's supervisor) died; outages do not count."""
+        return self.receiver.alive() if self.receiver is not None else self._conn.alive()
 
     def stop(self) -> None:
-        """Disconnect and join paho's thread; safe to call twice or before start."""
+        """Disconnect and join paho's thread (or the receive process); safe to call twice or before start."""
         if self._stopped:
             return
         self._stopped = True
+        if self.receiver is not None:
+            self.receiver.stop()
         self._conn.close()
         self._up.set(0)
 
@@ -147,21 +185,32 @@ class MqttSource:
         received_at = time.monotonic()
         wall_time = time.time()
         self._received.inc()
-        sensor = ""
         try:
-            sensor = self._sensor_of(msg)
-            if sensor is None:
-                self._foreign.inc()
-                return  # another instance's sensor: nothing decoded, nothing admitted
-            if sensor not in self._known:
-                self._known.add(sensor)
-                if self._streams is not None:
-                    self._streams.admit(sensor)
-            if self._streams is not None and self._streams.shed(sensor):
-                return  # overload: this sensor holds its share of the full inference queue (counted)
-            section = self._section
+            try:
+                topic = msg.topic
+            except UnicodeDecodeError:
+                raise PayloadError("unknown_sensor", "topic is not valid UTF-8") from None
+            sensor = self._rules.sensor_of(topic)
+        except PayloadError as err:
+            self._rejected("", err)
+            return
+        if sensor is None:
+            self._foreign.inc()
+            return  # another instance's sensor: nothing decoded, nothing admitted
+        self._deliver(sensor, msg.payload, received_at, wall_time)
+
+    def _deliver(self, sensor: str, payload: bytes, received_at: float, wall_time: float) -> None:
+        """An admissible sensor's message: admit, shed or parse, and emit its chunk."""
+        if sensor not in self._known:
+            self._known.add(sensor)
+            if self._streams is not None:
+                self._streams.admit(sensor)
+        if self._streams is not None and self._streams.shed(sensor):
+            return  # overload: this sensor holds its share of the full inference queue (counted)
+        section = self._section
+        try:
             chunk = parse_payload(
-                msg.payload,
+                payload,
                 fmt=section.format,
                 sensor=sensor,
                 expected_rate_hz=section.sample_rate_hz,
@@ -183,9 +232,41 @@ class MqttSource:
         if self._emit is not None:  # always set: start() assigns it before the client starts
             self._emit(chunk)
 
+    # --- receive = "process": the source-<name>-receiver thread ---
+
+    def _deliver_batch(self, batch: Batch) -> None:
+        for sensor, payload, received_at, wall_time in batch.messages:
+            try:
+                self._deliver(sensor, payload, received_at, wall_time)
+            except Exception:  # as in _on_message: this one message is lost, counted and logged
+                self.internal_errors += 1
+                self._warn.warning("internal", "source %s: handling a message failed", self.name, exc_info=True)
+
+    def _on_report(self, report: Report) -> None:
+        self._received.inc(report.received)
+        self._foreign.inc(report.foreign)
+        self._overflow.inc(report.overflow)
+        self.internal_errors += report.internal_errors
+        for reason, n in report.rejected.items():
+            self._metrics.payload_errors.labels(self.name, reason).inc(n)
+            detail = report.rejected_detail.get(reason, "")
+            self._warn.warning(reason, "source %s: rejected %d message(s): %s (%s)", self.name, n, detail, reason)
+        if self._streams is not None:
+            for sensor, n in report.shed.items():
+                if sensor in self._known:  # the child sheds only sensors this process named
+                    self._streams.count_shed(sensor, n)
+        self._connected.set(1 if report.connected else 0)
+        self._up.set(1 if report.subscribed else 0)
+        if report.torch_loaded:
+            self._warn.warning("torch", "source %s: the receive process imported torch (a bug)", self.name)
+
+    def _receiver_down(self) -> None:
+        self._up.set(0)
+        self._connected.set(0)
+
     def _rejected(self, sensor: str, err: PayloadError) -> None:
         self._metrics.payload_errors.labels(self.name, err.reason).inc()
-        admitted = sensor in self._known
+        admitted = bool(sensor) and sensor in self._known
         if admitted and self._streams is not None:
             self._streams.rejected(sensor, err.reason)
         self._warn.warning(
@@ -203,35 +284,3 @@ class MqttSource:
         message = 0 if last is None else last[2] + (1 if seq == last[0] + last[1] else 2)
         self._seqs[sensor] = (seq, n, message)
         return message
-
-    def _sensor_of(self, msg: paho.MQTTMessage) -> str | None:
-        """The topic's sensor id, None if another instance's; PayloadError if it cannot be admitted."""
-        try:
-            topic = msg.topic
-        except UnicodeDecodeError:
-            raise PayloadError("unknown_sensor", "topic is not valid UTF-8") from None
-        sensor = self._topics.get(topic)
-        if sensor is not None:  # an admitted sensor's topic: its id was checked before
-            return sensor
-        sensor = self._check_topic(topic)
-        if sensor in self._known and len(self._topics) < _TOPIC_CACHE:
-            self._topics[topic] = sensor
-        return sensor
-
-    def _check_topic(self, topic: str) -> str:
-        levels = topic.split("/")
-        level = self._section.sensor_level
-        sensor = levels[level] if level < len(levels) else ""
-        if not sensor:
-            raise PayloadError("unknown_sensor", f"topic has no sensor id at level {level}")
-        instances = self._section.instances
-        if instances > 1 and share_of(sensor, instances) != self._instance:
-            return None  # before the id checks: each message is counted by exactly one instance
-        if not sensor_id(sensor):  # a hostile id must not reach topics, metric labels or logs
-            raise PayloadError("bad_sensor_id", f"{SENSOR_ID_RULE} (got {len(sensor)} characters)")
-        if self._allowed:
-            if sensor not in self._allowed:
-                raise PayloadError("unknown_sensor", "sensor is not in the source's sensors list")
-        elif sensor not in self._known and len(self._known) >= self._section.max_sensors:
-            raise PayloadError("too_many_sensors", f"already {len(self._known)} sensors (max_sensors)")
-        return sensor

@@ -19,6 +19,7 @@ from edge_agent.sources.payloads import FORMATS
 BINARY_FORMATS = tuple(f for f in FORMATS if f != "json")
 SEQ_COUNTS = ("messages", "samples")  # seq + 1 per message, or seq + the previous message's samples
 MAX_INSTANCES = 256  # agent processes sharing one source's sensors (one per core)
+RECEIVE = ("thread", "process")  # paho in this process, or in a receive process of its own (sources/mqtt_process.py)
 QOS_LEVELS = (0, 1)  # QoS 2 stalled under sustained load (ENVIRONMENT.md)
 
 
@@ -37,6 +38,8 @@ class MqttSourceSection(SourceSection):
     max_sensors: int = setting(1000, gt=0)  # new sensor ids past this are refused (metric label bound)
     seq_counts: str = setting("messages", choices=SEQ_COUNTS)  # what a JSON seq counts (README, "Payloads")
     instances: int = setting(1, ge=1, le=MAX_INSTANCES)  # agent instances sharing its sensors (config/instances.py)
+    receive: str = setting("thread", choices=RECEIVE)  # "process": read and shed off the inference core
+    receive_cpu: int = setting(-1, ge=-1, le=4095)  # receive = "process": the CPU it runs on (-1: the agent's)
 
     @property
     def known_sensors(self) -> tuple[str, ...]:
@@ -73,6 +76,9 @@ def check_mqtt_source(table: Table, context: SourceContext) -> None:
         top = len(levels) - 1 - (levels[-1] == "#")
         allowed = f"topic {topic!r} has levels 0 to {top}" if top >= 0 else f"topic {topic!r} names no sensor level"
         table.check("sensor_level", lambda v: v <= top, allowed)
+    if table.ok("receive", "receive_cpu") and table.values["receive"] != "process":
+        needs = "receive_cpu places a receive process; set receive = 'process' or leave it at -1"
+        table.check("receive_cpu", lambda v: v < 0, needs, reason="is not used")
     if table.ok("format") and table.values["format"] in BINARY_FORMATS:
         needs = f"format {table.values['format']!r} needs sample_rate_hz > 0"
         table.check("sample_rate_hz", lambda v: v > 0, needs)

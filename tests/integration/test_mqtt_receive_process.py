@@ -1,0 +1,219 @@
+"""``receive = "process"`` against a real mosquitto: the receive process reads, applies the topic rules and
+the agent's shed set, forwards the rest; it is restarted when killed and joined on stop."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as paho
+import pytest
+
+from edge_agent.config import MqttSection
+from edge_agent.config.instances import share_of
+from edge_agent.metrics import AgentMetrics
+from edge_agent.sources import mqtt_process
+from edge_agent.sources.mqtt import MqttSource
+from edge_agent.sources.mqtt_config import MqttSourceSection
+from edge_agent.types import Chunk
+
+SECTION = MqttSourceSection(
+    type="mqtt", name="vib", models=("m",), topic="plant/+/vibration", sensor_level=1, format="json", qos=1
+)
+MINE = [s for s in (f"m{i}" for i in range(20)) if share_of(s, 2) == 0][:2]  # instance 0's sensors
+OTHER = next(s for s in (f"m{i}" for i in range(20)) if share_of(s, 2) == 1)
+
+
+def payload(seq: int) -> bytes:
+    return json.dumps({"seq": seq, "sample_rate_hz": 12000, "samples": [0.25, 0.5]}).encode()
+
+
+class Streams:
+    """The router's seam (StreamEvents): records admissions and the receive process's sheds; ``shed_set`` settable."""
+
+    def __init__(self) -> None:
+        self.admitted: list[str] = []
+        self.shed_now: frozenset[str] = frozenset()
+        self.shed_counts: dict[str, int] = {}
+
+    def admit(self, sensor: str) -> None:
+        self.admitted.append(sensor)
+
+    def rejected(self, sensor: str, reason: str) -> None:
+        pass
+
+    def shed(self, sensor: str) -> bool:
+        return False  # no shedding in this process: only the receive process's shows
+
+    def shed_set(self) -> frozenset[str]:
+        return self.shed_now
+
+    def count_shed(self, sensor: str, n: int) -> None:
+        self.shed_counts[sensor] = self.shed_counts.get(sensor, 0) + n
+
+
+class Chunks:
+    def __init__(self) -> None:
+        self.items: list[Chunk] = []
+        self._cond = threading.Condition()
+
+    def __call__(self, chunk: Chunk) -> None:
+        with self._cond:
+            self.items.append(chunk)
+            self._cond.notify_all()
+
+    def wait(self, n: int, timeout_s: float = 15.0) -> list[Chunk]:
+        with self._cond:
+            if not self._cond.wait_for(lambda: len(self.items) >= n, timeout=timeout_s):
+                raise AssertionError(f"{len(self.items)} chunks after {timeout_s} s, expected {n}")
+            return list(self.items)
+
+
+def value(metrics: AgentMetrics, name: str, **labels: str) -> float:
+    return metrics.registry.get_sample_value(name, labels) or 0.0
+
+
+def wait_for(predicate: Callable[[], bool], what: str, timeout_s: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {timeout_s} s: {what}")
+        time.sleep(0.02)
+
+
+@pytest.fixture
+def publish(broker: Any) -> Iterator[Callable[[str, bytes], None]]:
+    client = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id="receive-process-publisher")
+    client.connect(broker.host, broker.port)
+    client.loop_start()
+
+    def send(topic: str, body: bytes) -> None:
+        info = client.publish(topic, body, qos=1)
+        info.wait_for_publish(timeout=10)
+        assert info.is_published()
+
+    yield send
+    client.disconnect()
+    client.loop_stop()
+
+
+@pytest.fixture
+def run_source(mqtt_config: Callable[..., MqttSection]) -> Iterator[Callable[..., Any]]:
+    started: list[MqttSource] = []
+
+    def run(receive: str, streams: Streams | None = None, **overrides: Any) -> tuple[MqttSource, Chunks, AgentMetrics]:
+        metrics = AgentMetrics()
+        section = dataclasses.replace(SECTION, receive=receive, **overrides)
+        source = MqttSource(section, mqtt_config(), password=None, agent_id="t", metrics=metrics, streams=streams)
+        chunks = Chunks()
+        source.start(chunks)
+        started.append(source)
+        wait_for(lambda: value(metrics, "edge_agent_source_up", source="vib") == 1, "source up")
+        return source, chunks, metrics
+
+    yield run
+    for s in started:
+        s.stop()
+
+
+@pytest.mark.parametrize("receive", ["thread", "process"])
+def test_both_ways_of_receiving_give_the_same_chunks_and_counts(run_source, publish, receive: str) -> None:
+    source, chunks, metrics = run_source(receive, instances=2)
+    for seq in range(3):
+        for sensor in (*MINE, OTHER):
+            publish(f"plant/{sensor}/vibration", payload(seq))
+    publish("plant/" + "x" * 200 + "/vibration", payload(0))  # an id too long: refused before admission
+    publish(f"plant/{MINE[0]}/vibration", b"not json")  # an admitted sensor's bad payload: parsed here
+    got = chunks.wait(6)
+    wait_for(lambda: value(metrics, "edge_agent_messages_received_total", source="vib") == 11, "11 counted received")
+    wait_for(lambda: value(metrics, "edge_agent_payload_errors_total", source="vib", reason="not_json") == 1, "bad")
+    assert sorted((c.sensor, c.seq) for c in got) == sorted((s, q) for s in MINE for q in range(3))
+    assert value(metrics, "edge_agent_messages_foreign_total", source="vib") == 3
+    assert value(metrics, "edge_agent_payload_errors_total", source="vib", reason="bad_sensor_id") == 1
+    assert value(metrics, "edge_agent_last_sample_timestamp_seconds", sensor=MINE[0]) > 1e9
+    if receive == "process":
+        assert source.receiver is not None and source.receiver.starts == 1
+        assert source.receiver.torch_loaded is False  # the spawned child never imports torch
+        assert value(metrics, "edge_agent_mqtt_connected", client="source-vib") == 1
+
+
+def test_a_killed_receive_process_is_restarted_the_stream_resumes_and_the_restart_is_counted(
+    run_source, publish
+) -> None:
+    source, chunks, metrics = run_source("process", max_sensors=1)
+    publish("plant/a/vibration", payload(0))
+    chunks.wait(1)
+    assert source.receiver is not None and source.receiver.pid is not None
+    os.kill(source.receiver.pid, signal.SIGKILL)
+    wait_for(lambda: value(metrics, "edge_agent_receiver_restarts_total", source="vib") == 1, "restart counted")
+    assert value(metrics, "edge_agent_source_up", source="vib") == 0  # until the new one has subscribed
+    wait_for(lambda: value(metrics, "edge_agent_source_up", source="vib") == 1, "source up again")
+    publish("plant/a/vibration", payload(1))
+    publish("plant/b/vibration", payload(0))  # max_sensors = 1 still counts "a" in the new receive process
+    assert [(c.sensor, c.seq) for c in chunks.wait(2)] == [("a", 0), ("a", 1)]
+    wait_for(
+        lambda: value(metrics, "edge_agent_payload_errors_total", source="vib", reason="too_many_sensors") == 1, "b"
+    )
+    assert source.receiver.starts == 2 and source.alive()
+
+
+def test_a_hung_receive_process_is_killed_and_replaced(run_source, publish, monkeypatch) -> None:
+    monkeypatch.setattr(mqtt_process, "HANG_S", 2.0)  # it reports every 0.25 s; 2 s of silence is a hang
+    source, chunks, metrics = run_source("process")
+    assert source.receiver is not None
+    hung = source.receiver.pid
+    assert hung is not None
+    os.kill(hung, signal.SIGSTOP)  # alive, but sends nothing
+    wait_for(lambda: value(metrics, "edge_agent_receiver_restarts_total", source="vib") == 1, "hang noticed")
+    assert not Path(f"/proc/{hung}").exists()  # killed and reaped, not left stopped
+    wait_for(lambda: value(metrics, "edge_agent_source_up", source="vib") == 1, "source up again")
+    publish("plant/a/vibration", payload(0))
+    assert [c.sensor for c in chunks.wait(1)] == ["a"]
+    assert source.receiver.pid not in (None, hung)
+
+
+def test_the_agents_shed_set_reaches_the_receive_process_and_its_sheds_are_counted(run_source, publish) -> None:
+    streams = Streams()
+    _source, chunks, _metrics = run_source("process", streams)
+    publish("plant/flood/vibration", payload(0))
+    chunks.wait(1)
+    assert streams.admitted == ["flood"]
+    streams.shed_now = frozenset({"flood"})  # the inference queue is full and flood holds its share
+    time.sleep(0.3)  # the set goes out within SHED_EVERY_S
+    for seq in range(1, 21):
+        publish("plant/flood/vibration", payload(seq))
+    for seq in range(5):
+        publish("plant/calm/vibration", payload(seq))
+    wait_for(lambda: streams.shed_counts.get("flood", 0) == 20, "20 flood messages shed by the receive process")
+    assert [c.sensor for c in chunks.wait(6)] == ["flood"] + ["calm"] * 5  # none of the 20 reached this process
+    streams.shed_now = frozenset()  # the queue has room again: the new (empty) set is sent too
+    time.sleep(0.3)
+    publish("plant/flood/vibration", payload(21))
+    assert (chunks.wait(7)[-1].sensor, chunks.items[-1].seq) == ("flood", 21)
+
+
+def test_receive_cpu_pins_every_thread_of_the_receive_process(run_source) -> None:
+    source, _chunks, _metrics = run_source("process", receive_cpu=0)
+    assert source.receiver is not None and source.receiver.pid is not None
+    tasks = list(Path(f"/proc/{source.receiver.pid}/task").iterdir())
+    assert len(tasks) >= 3  # main, paho's network thread, control
+    assert {t.name: os.sched_getaffinity(int(t.name)) for t in tasks} == {t.name: {0} for t in tasks}
+
+
+def test_stop_ends_and_joins_the_receive_process(run_source) -> None:
+    source, _chunks, metrics = run_source("process")
+    assert source.receiver is not None
+    pid = source.receiver.pid
+    assert pid is not None
+    source.stop()
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)  # gone and reaped
+    assert value(metrics, "edge_agent_source_up", source="vib") == 0
+    assert value(metrics, "edge_agent_receiver_restarts_total", source="vib") == 0  # a stop is not a restart
