@@ -7,12 +7,17 @@ only this package's topic rules, the paho client and ``msgspec``. Its threads:
 - paho's network thread: reads each message, acknowledges it (QoS 1: the PUBACK goes out when the
   callback returns, before the agent has seen the message), finds its sensor with the source's own
   rules (:class:`~edge_agent.sources.mqtt_topics.TopicSensors`: instances share, id rule,
-  allow-list / ``max_sensors``), drops it if the sensor is in the agent's latest :class:`Shed` set,
-  and appends the rest to a bounded buffer (``BUFFER_BYTES`` of payloads; past it: ``overflow``);
+  allow-list / ``max_sensors``), holds it if the sensor is in the agent's latest :class:`Shed` set
+  (the newest ``HELD_MESSAGES`` per such sensor; an older held one is dropped, counted as shed) and
+  appends the rest to a bounded buffer (``BUFFER_BYTES`` of payloads; past it: ``overflow``);
+- ``control``: reads :class:`Shed` and :class:`Stop`; a sensor that leaves the shed set has its held
+  messages appended first, so the window the agent analyses on the sensor's next turn is made of its
+  newest samples, not of the samples it had when it was shed (under 9x overload a turn comes about
+  every 0.8 s: a 1 s fault would otherwise be over before a window of it is analysed); the pipe's
+  end (the agent is gone) stops too.
 - the main thread: one :class:`Batch` per ``FLUSH_EVERY_S`` or ``BATCH_MESSAGES``, a
   :class:`Report` every ``REPORT_EVERY_S`` and on every connection change; it ends the process
   (exit code 3) if paho's thread died;
-- ``control``: reads :class:`Shed` and :class:`Stop`; the pipe's end (the agent is gone) stops too.
 
 A clean stop disconnects from the broker and sends what is buffered. What a crash loses: the
 messages acknowledged but not yet through the pipe (the buffer, at most one batch in flight).
@@ -53,6 +58,7 @@ from edge_agent.sources.payloads import PayloadError
 logger = logging.getLogger(__name__)
 
 EXIT_PAHO_DIED = 3
+HELD_MESSAGES = 2  # per shed sensor: one window where a message is one hop (window = 2 hops); longer windows fill after
 
 
 class _Gauge:
@@ -81,6 +87,8 @@ class Receiver:
         self._spec = spec
         self._topics = TopicSensors(spec.section, spec.instance, known=spec.known)
         self._shed_set: frozenset[str] = frozenset(spec.shed)
+        self._held: dict[str, deque[Message]] = {}  # shed sensor -> its newest messages (under self._lock)
+        self._held_bytes = 0  # their payload bytes, bounded by BUFFER_BYTES too (past it: shed at once)
         self._buffer: deque[Message] = deque()
         self._buffer_bytes = 0
         self._lock = threading.Lock()  # the buffer and its byte count: paho's thread appends, the main thread takes
@@ -133,6 +141,7 @@ class Receiver:
                 code = EXIT_PAHO_DIED
                 break
         self._conn.close()
+        self.apply_shed(frozenset())  # the held messages were accepted (acknowledged): deliver them too
         self._flush()
         self._report()
         return code
@@ -183,11 +192,24 @@ class Receiver:
             except (EOFError, OSError):
                 break
             if isinstance(frame, Shed):
-                self._shed_set = frozenset(frame.sensors)
+                self.apply_shed(frozenset(frame.sensors))
             elif isinstance(frame, Stop):
                 break
         self._stop.set()
         self._wake.set()
+
+    def apply_shed(self, sensors: frozenset[str]) -> None:
+        """The agent's new shed set: sensors that left it get their held (newest) messages sent first."""
+        with self._lock:
+            self._shed_set = sensors
+            released = [self._held.pop(s) for s in [s for s in self._held if s not in sensors]]
+            for held in released:
+                size = sum(len(m[1]) for m in held)
+                self._buffer.extend(held)
+                self._buffer_bytes += size
+                self._held_bytes -= size
+        if released:
+            self._wake.set()
 
     # --- paho callbacks (paho's network thread) ---
 
@@ -235,15 +257,24 @@ class Receiver:
             totals.foreign += 1
             return
         self._topics.admit(sensor)
-        if sensor in self._shed_set:
-            self._shed[sensor] = self._shed.get(sensor, 0) + 1
-            return
         body = msg.payload
+        message = (sensor, body, received_at, wall_time)
         with self._lock:
+            if sensor in self._shed_set:
+                held = self._held.setdefault(sensor, deque())
+                if len(held) == HELD_MESSAGES:  # the oldest held one gives way: that one is shed
+                    self._held_bytes -= len(held.popleft()[1])
+                    self._shed[sensor] = self._shed.get(sensor, 0) + 1
+                if self._held_bytes + len(body) > BUFFER_BYTES:
+                    self._shed[sensor] = self._shed.get(sensor, 0) + 1
+                    return
+                held.append(message)
+                self._held_bytes += len(body)
+                return
             if self._buffer_bytes + len(body) > BUFFER_BYTES:
                 totals.overflow += 1
                 return
-            self._buffer.append((sensor, body, received_at, wall_time))
+            self._buffer.append(message)
             self._buffer_bytes += len(body)
             waiting = len(self._buffer)
         if waiting >= BATCH_MESSAGES:
