@@ -10,8 +10,12 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
+
 PROBE = """
 import sys
+
+import pytest
 import numpy as np
 import edge_agent.cli, edge_agent.service.app
 from edge_agent.pipeline.indicators import compute_indicators, make_plan
@@ -86,3 +90,58 @@ def test_a_scrape_leaves_no_cached_line_for_a_series_at_zero() -> None:
     assert 'test_errors_total{reason="bad_field",sensor="sensor-0002"} 0.0' in lines
     assert 'test_level{sensor="sensor-0000"} -0.0' in lines
     assert 'test_level{sensor="sensor-0002"} 0.0' in lines
+
+
+def test_padded_rows_are_powers_of_two_up_to_max_batch() -> None:
+    from edge_agent.pipeline.inference import padded_rows
+
+    assert [padded_rows(n, 32) for n in (1, 2, 3, 5, 8, 9, 17, 31, 32)] == [1, 2, 4, 8, 8, 16, 32, 32, 32]
+    assert [padded_rows(n, 20) for n in (1, 16, 17, 20)] == [1, 16, 20, 20]  # capped at max_batch
+    assert padded_rows(40, 32) == 40  # never fewer rows than windows
+
+
+def test_the_model_sees_six_batch_shapes_and_every_window_its_own_prediction() -> None:
+    """Every new input shape makes oneDNN and the TorchScript graph keep another set of primitives and
+    buffers (~1.4 MiB of RSS each here: 266 against 310 MiB after every batch size of 1..32 in
+    benchmarks/bench_memory.py). The worker pads a batch to a power of two; the padding changes no
+    real window's prediction."""
+    from pathlib import Path
+
+    import numpy as np
+    import torch
+
+    from edge_agent.config import InferenceSection
+    from edge_agent.metrics import AgentMetrics
+    from edge_agent.modelfile import LoadedModel, load_model
+    from edge_agent.pipeline.inference import InferenceWorker
+    from edge_agent.pipeline.window_queue import QueuedWindow
+    from edge_agent.types import Prediction, Window
+
+    shipped = load_model(Path(__file__).resolve().parents[2] / "models" / "drsn_cw_cwru.pt")
+    shapes: list[int] = []
+
+    class Recording(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            shapes.append(x.shape[0])
+            return shipped.module(x)
+
+        def forward_with_noise_floor(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            shapes.append(x.shape[0])
+            return shipped.module.forward_with_noise_floor(x)
+
+    model = LoadedModel(shipped.path, Recording(), shipped.meta, shipped.sha256)  # type: ignore[arg-type]
+    predictions: list[Prediction] = []
+    worker = InferenceWorker({"bearing": model}, InferenceSection(max_batch=32), AgentMetrics(), predictions.append)
+    rng = np.random.default_rng(0)
+    windows = [rng.normal(size=(1, shipped.window_samples)).astype(np.float32) for _ in range(32)]
+    for size in range(1, 33):
+        worker._process([QueuedWindow("bearing", Window(f"s{i}", 0.0, 1.0, windows[i])) for i in range(size)])
+    assert sorted(set(shapes)) == [1, 2, 4, 8, 16, 32]
+    assert len(predictions) == sum(range(1, 33))
+    with torch.inference_mode():
+        logits, floors = shipped.module.forward_with_noise_floor(torch.from_numpy(np.stack(windows)))
+    alone = torch.softmax(logits, dim=1).numpy()
+    for prediction in predictions:
+        i = int(prediction.sensor[1:])
+        assert list(prediction.probabilities.values()) == pytest.approx(alone[i].tolist(), abs=1e-4)
+        assert prediction.noise_floor == pytest.approx(float(floors[i]), abs=1e-4)
