@@ -9,9 +9,10 @@ goes back to the queue (:meth:`WindowQueue.observe`): a sensor whose window was 
 outside ``normal_labels``, or anomalous) is served first under overload until it is normal again.
 
 A batch goes to the model zero-padded to the next power of two (at most ``max_batch``): every new
-input shape makes oneDNN and the TorchScript graph keep another set of primitives and buffers
-(~0.8 MiB each, never released), so 32 possible batch sizes cost ~25 MiB more than these 6. Rows are
-independent in an inference graph, so padding rows change no real row's output; they are dropped.
+input shape makes oneDNN and the TorchScript graph keep another set of primitives and buffers, never
+released (~0.8 MiB in use, ~1.7 MiB of RSS each), so 32 possible batch sizes cost ~44 MiB more RSS
+than these 6 (benchmarks/bench_memory.py). Rows are independent in an inference graph, so padding
+rows change no real row's output (logits within float rounding, 4e-6); they are dropped.
 """
 
 from __future__ import annotations

@@ -102,7 +102,7 @@ def test_padded_rows_are_powers_of_two_up_to_max_batch() -> None:
 
 def test_the_model_sees_six_batch_shapes_and_every_window_its_own_prediction() -> None:
     """Every new input shape makes oneDNN and the TorchScript graph keep another set of primitives and
-    buffers (~1.4 MiB of RSS each here: 266 against 310 MiB after every batch size of 1..32 in
+    buffers (~1.7 MiB of RSS each here: 266 against 310 MiB after every batch size of 1..32 in
     benchmarks/bench_memory.py). The worker pads a batch to a power of two; the padding changes no
     real window's prediction."""
     from pathlib import Path
