@@ -48,7 +48,7 @@ _ZERO = "0.0\n"  # floatToGoString(0.0): most children never leave zero (errors,
 
 class _Child:
     """One labelled series: its value and its last rendered exposition line, kept only for a value other
-    than zero: ~80 of a sensor's series stay at zero, and a cached line each cost ~4 MB at 200 sensors."""
+    than zero: ~80 of a sensor's series stay at zero, and a cached line each cost ~3 MB at 200 sensors."""
 
     __slots__ = ("_family", "_line", "_prefix", "_value")
 
