@@ -45,8 +45,7 @@ def batch_inputs(batch: list[QueuedWindow], max_batch: int) -> torch.Tensor:
     """The windows of ``batch`` stacked, plus zero windows up to :func:`padded_rows`."""
     first = batch[0].window.samples
     stacked = np.zeros((padded_rows(len(batch), max_batch), *first.shape), dtype=first.dtype)
-    for row, item in enumerate(batch):
-        stacked[row] = item.window.samples
+    np.stack([item.window.samples for item in batch], out=stacked[: len(batch)])
     return torch.from_numpy(stacked)
 
 
