@@ -45,7 +45,6 @@ import math
 from typing import Any
 
 import numpy as np
-import scipy.fft  # 7x numpy.fft on float32 batches here (1.9 against 14 us per 2048-sample window)
 
 from edge_agent.pipeline.indicator_settings import (
     ISO_10816_3_ZONE_LIMITS_MM_S,
@@ -107,6 +106,10 @@ def _make_plan(settings: IndicatorSettings, sample_rate_hz: float, window_sample
     errors: list[str] = []
     n = window_samples
     nyquist_hz = sample_rate_hz / 2
+    # scipy.fft: 7x numpy.fft on float32 batches here (1.9 against 14 us per 2048-sample window), imported
+    # by the first plan, so only an agent whose sensors have indicators pays its ~14 MB of RSS
+    import scipy.fft
+
     freqs_hz = scipy.fft.rfftfreq(n, 1.0 / sample_rate_hz)
     parseval = np.full(freqs_hz.shape, 2.0 / n**2)
     parseval[0] = 1.0 / n**2
@@ -245,6 +248,8 @@ def _table(plan: IndicatorPlan, flat: np.ndarray) -> np.ndarray:
     crest = np.divide(peak, rms, out=np.full_like(rms, np.nan), where=defined)
     kurtosis = np.divide(fourth, mean_square * mean_square, out=np.full_like(rms, np.nan), where=defined)
     tapered = centred if plan.taper is None else centred * plan.taper
+    import scipy.fft  # loaded by make_plan already: a dictionary lookup
+
     power = np.abs(scipy.fft.rfft(tapered, axis=1))
     power *= power
     # einsum (numpy's own loops), not a matrix product: OpenBLAS threads those past a size, and on a

@@ -1,14 +1,21 @@
-"""The runtime does not import ``scipy.signal``: it cost ~49 MB of RSS, which the vibration indicators paid for
-one Hann window (issue 13's RSS goal; importing the runtime now costs 21 MB above ``import torch``, from 69).
-``scipy.fft`` (~14 MB) stays: it is 7x faster than numpy.fft on float32 batches here."""
+"""What the runtime keeps out of its memory (issue 13's RSS goal).
+
+- ``scipy.signal`` (~49 MB of RSS), which the vibration indicators paid for one Hann window: never imported.
+- ``scipy.fft`` (~14 MB, with ``scipy.special``): imported by the first indicator plan, so only by an agent
+  whose sensors have indicators (it is 7x faster than numpy.fft on float32 batches, so it stays there).
+"""
 
 from __future__ import annotations
 
 import subprocess
 import sys
 
+import pytest
+
 PROBE = """
 import sys
+
+import pytest
 import numpy as np
 import edge_agent.cli, edge_agent.service.app
 from edge_agent.pipeline.indicators import compute_indicators, make_plan
@@ -18,8 +25,123 @@ compute_indicators(plan, np.random.default_rng(0).normal(size=(4, 1, 2048)).asty
 print(sorted(name for name in sys.modules if name.startswith("scipy.signal")))
 """
 
+# every module of the runtime (all of edge_agent but the offline nn/ and training/), then the modules that
+# one indicator plan adds
+EVERY_RUNTIME_MODULE = """
+import importlib, pkgutil, sys
+import edge_agent
+for info in pkgutil.walk_packages(edge_agent.__path__, "edge_agent."):
+    if not info.name.startswith(("edge_agent.nn", "edge_agent.training")) and not info.name.endswith("__main__"):
+        importlib.import_module(info.name)
+print(sorted({name.split(".")[0] for name in sys.modules if name.startswith("scipy")}))
+from edge_agent.pipeline.indicators import make_plan
+from edge_agent.pipeline.indicator_settings import IndicatorSettings
+make_plan(IndicatorSettings(), 12000.0, 2048)
+print("scipy.fft" in sys.modules)
+"""
+
+
+def _run(code: str) -> list[str]:
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False)
+    assert result.returncode == 0, result.stderr
+    return result.stdout.strip().splitlines()
+
 
 def test_the_runtime_and_its_indicators_run_without_scipy_signal() -> None:
-    result = subprocess.run([sys.executable, "-c", PROBE], capture_output=True, text=True, timeout=120, check=False)
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == "[]", result.stdout
+    assert _run(PROBE) == ["[]"]
+
+
+def test_no_runtime_module_imports_scipy_until_a_sensor_has_indicators() -> None:
+    assert _run(EVERY_RUNTIME_MODULE) == ["[]", "True"]
+
+
+def test_a_scrape_leaves_no_cached_line_for_a_series_at_zero() -> None:
+    """~80 of a sensor's series stay at zero; a cached exposition line for each cost ~14 kB per sensor
+    (43 MB at 3,000 sensors, ~3 MB at 200) once the first scrape had rendered them."""
+    import tracemalloc
+
+    from prometheus_client import CollectorRegistry
+
+    from edge_agent.metrics.series import CounterFamily, GaugeFamily, exposition
+
+    warm = CollectorRegistry()  # lazy imports and caches of a first exposition, on another registry
+    CounterFamily("test_warm", "warm-up", ("sensor",), registry=warm).labels("a")
+    exposition(warm)
+    registry = CollectorRegistry()
+    counters = CounterFamily("test_errors", "errors by reason", ("sensor", "reason"), registry=registry)
+    gauges = GaugeFamily("test_level", "a level", ("sensor",), registry=registry)
+    for i in range(2000):
+        counters.labels(f"sensor-{i:04d}", "bad_field")
+        gauges.labels(f"sensor-{i:04d}").set(-0.0 if i == 0 else 0)
+    counters.labels("sensor-0001", "bad_field").inc(3)
+    tracemalloc.start()
+    try:
+        before, _ = tracemalloc.get_traced_memory()
+        text = exposition(registry).decode()  # the first scrape: every line rendered
+        after, _ = tracemalloc.get_traced_memory()
+        del text
+        kept, _ = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert after > before  # the exposition itself was traced
+    assert kept - before < 20_000, f"{kept - before} bytes kept for 4,000 series after a scrape"
+    lines = exposition(registry).decode().splitlines()
+    assert 'test_errors_total{reason="bad_field",sensor="sensor-0001"} 3.0' in lines
+    assert 'test_errors_total{reason="bad_field",sensor="sensor-0002"} 0.0' in lines
+    assert 'test_level{sensor="sensor-0000"} -0.0' in lines
+    assert 'test_level{sensor="sensor-0002"} 0.0' in lines
+
+
+def test_padded_rows_are_powers_of_two_up_to_max_batch() -> None:
+    from edge_agent.pipeline.inference import padded_rows
+
+    assert [padded_rows(n, 32) for n in (1, 2, 3, 5, 8, 9, 17, 31, 32)] == [1, 2, 4, 8, 8, 16, 32, 32, 32]
+    assert [padded_rows(n, 20) for n in (1, 16, 17, 20)] == [1, 16, 20, 20]  # capped at max_batch
+    assert padded_rows(40, 32) == 40  # never fewer rows than windows
+
+
+def test_the_model_sees_six_batch_shapes_and_every_window_its_own_prediction() -> None:
+    """Every new input shape makes oneDNN and the TorchScript graph keep another set of primitives and
+    buffers (~1.7 MiB of RSS each here: 266 against 310 MiB after every batch size of 1..32 in
+    benchmarks/bench_memory.py). The worker pads a batch to a power of two; the padding changes no
+    real window's prediction."""
+    from pathlib import Path
+
+    import numpy as np
+    import torch
+
+    from edge_agent.config import InferenceSection
+    from edge_agent.metrics import AgentMetrics
+    from edge_agent.modelfile import LoadedModel, load_model
+    from edge_agent.pipeline.inference import InferenceWorker
+    from edge_agent.pipeline.window_queue import QueuedWindow
+    from edge_agent.types import Prediction, Window
+
+    shipped = load_model(Path(__file__).resolve().parents[2] / "models" / "drsn_cw_cwru.pt")
+    shapes: list[int] = []
+
+    class Recording(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            shapes.append(x.shape[0])
+            return shipped.module(x)
+
+        def forward_with_noise_floor(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            shapes.append(x.shape[0])
+            return shipped.module.forward_with_noise_floor(x)
+
+    model = LoadedModel(shipped.path, Recording(), shipped.meta, shipped.sha256)  # type: ignore[arg-type]
+    predictions: list[Prediction] = []
+    worker = InferenceWorker({"bearing": model}, InferenceSection(max_batch=32), AgentMetrics(), predictions.append)
+    rng = np.random.default_rng(0)
+    windows = [rng.normal(size=(1, shipped.window_samples)).astype(np.float32) for _ in range(32)]
+    for size in range(1, 33):
+        worker._process([QueuedWindow("bearing", Window(f"s{i}", 0.0, 1.0, windows[i])) for i in range(size)])
+    assert sorted(set(shapes)) == [1, 2, 4, 8, 16, 32]
+    assert len(predictions) == sum(range(1, 33))
+    with torch.inference_mode():
+        logits, floors = shipped.module.forward_with_noise_floor(torch.from_numpy(np.stack(windows)))
+    alone = torch.softmax(logits, dim=1).numpy()
+    for prediction in predictions:
+        i = int(prediction.sensor[1:])
+        assert list(prediction.probabilities.values()) == pytest.approx(alone[i].tolist(), abs=1e-4)
+        assert prediction.noise_floor == pytest.approx(float(floors[i]), abs=1e-4)
