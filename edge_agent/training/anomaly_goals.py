@@ -145,6 +145,9 @@ def goals(rows: list[dict[str, Any]], networks: list[str], summary: dict[str, An
     def worst(variant: str, snr: str) -> float:
         return float(np.mean([min_auc(r) for r in rows if r["variant"] == variant and r["snr"] == snr]))
 
+    def spread(variant: str, snr: str) -> float:
+        return float(np.std([min_auc(r) for r in rows if r["variant"] == variant and r["snr"] == snr]))
+
     best = max(networks, key=lambda v: summary["cwru_validation"][v])  # chosen on validation, not on test
     rates = {s: cwru_rate(rows, best, s) for s in SNR_LABELS}
     worst_snr = max(SNR_LABELS, key=lambda s: np.mean(rates[s]))
@@ -155,7 +158,11 @@ def goals(rows: list[dict[str, Any]], networks: list[str], summary: dict[str, An
             min(worst(best, "clean"), worst(best, "0 dB")) >= 0.99,
             f"{best}: worst class {worst(best, 'clean'):.3f} clean, {worst(best, '0 dB'):.3f} at 0 dB",
         ),
-        ("CWRU AUC >= 0.97 at -10 dB", worst(best, "-10 dB") >= 0.97, f"{best}: {worst(best, '-10 dB'):.3f}"),
+        (
+            "CWRU AUC >= 0.97 at -10 dB",
+            worst(best, "-10 dB") >= 0.97,
+            f"{best}: {worst(best, '-10 dB'):.3f} ± {spread(best, '-10 dB'):.3f} (mean ± std over seeds)",
+        ),
         (
             "CWRU <= 2 % false windows on later healthy data at every noise level",
             np.mean(rates[worst_snr]) <= 0.02,
