@@ -217,7 +217,7 @@ def main(argv: list[str] | None = None) -> int:
         chosen_config = ev.Variant("undercomplete", frontend, suffix != "abs").config(ev.CWRU_BASE, 0)
         cost = cost_and_learning_time(chosen_config)
         saved = {"cwru": cwru_rows, "motor": motor_rows, "chosen": chosen, "cost": cost, "parts": args.only or "all"}
-        saved["cwru_frontends"] = list(frontends)
+        saved["cwru_frontends"], saved["jobs"] = list(frontends), args.jobs
         if kept_motor is not None:
             saved["motor_summary"] = kept_motor
         saved["seconds"] = time.perf_counter() - started
@@ -233,6 +233,7 @@ def main(argv: list[str] | None = None) -> int:
         "seconds": saved["seconds"],
         "parts": saved.get("parts", "all"),
         "cwru_frontends": saved.get("cwru_frontends", []),
+        "jobs": saved.get("jobs", 1),
     }
     from edge_agent.training.anomaly_markdown import write_markdown
 

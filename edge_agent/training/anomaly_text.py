@@ -30,12 +30,15 @@ def _motor(summary: dict[str, Any], model: str) -> str:
 
 def _this_run(summary: dict[str, Any]) -> str:
     minutes = f"{summary['seconds'] / 60:.1f} min on the shared 2-core machine"
+    flags = " --only cwru" * (summary.get("parts", "all") == "cwru")
+    flags += f" --cwru-frontends {','.join(summary['cwru_frontends'])}" * bool(summary.get("cwru_frontends"))
+    flags += f" --jobs {summary.get('jobs', 1)}" * (summary.get("jobs", 1) > 1)
     if summary.get("parts", "all") == "cwru":
         return (
-            f"this run: `--only cwru --jobs 2`, {minutes}; the motor tables and plots are those of the last full "
+            f"this run: `{flags.strip()}`, {minutes}; the motor tables and plots are those of the last full "
             "run, whose code this change leaves as it was"
         )
-    return f"this run: {minutes}"
+    return f"this run: {f'`{flags.strip()}`, ' if flags else ''}{minutes}"
 
 
 def _selection_note(summary: dict[str, Any]) -> str:
