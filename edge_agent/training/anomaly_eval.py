@@ -55,10 +55,13 @@ class Variant:
     level_invariant: bool
     options: dict[str, float] = field(default_factory=dict)
     cross_fit: bool = False
+    weighting: str = "none"  # per-feature error weights (anomaly_train.WEIGHTINGS)
 
     @property
     def name(self) -> str:
-        return f"{self.network}/{self.frontend}{'' if self.level_invariant else '-abs'}{'+cross-fit' * self.cross_fit}"
+        weighting = "" if self.weighting == "none" else f"+{self.weighting}"
+        suffix = f"{'' if self.level_invariant else '-abs'}{'+cross-fit' * self.cross_fit}"
+        return f"{self.network}{weighting}/{self.frontend}{suffix}"
 
     def config(self, base: AnomalyConfig, seed: int) -> AnomalyConfig:
         return replace(
@@ -68,6 +71,7 @@ class Variant:
             level_invariant=self.level_invariant,
             network_options=dict(self.options),
             cross_fit=self.cross_fit or base.cross_fit,
+            weighting=self.weighting,
             seed=seed,
         )
 

@@ -67,12 +67,9 @@ def run_cwru(
     rows = _cwru_runs(data, dataset, tasks, jobs)
     chosen = max({r["variant"] for r in rows}, key=lambda name: _val_score(rows, name))
     network_frontend, _, suffix = chosen.partition("/")[2].partition("-")
-    tasks = [
-        (ev.Variant(network, network_frontend, suffix != "abs"), snr, seed, False)
-        for network in NETWORKS[1:]
-        for snr in ev.CWRU_SNRS_DB
-        for seed in seeds
-    ]
+    variants = [ev.Variant(network, network_frontend, suffix != "abs") for network in NETWORKS[1:]]
+    variants.append(ev.Variant("denoising", network_frontend, suffix != "abs", weighting="residual"))
+    tasks = [(variant, snr, seed, False) for variant in variants for snr in ev.CWRU_SNRS_DB for seed in seeds]
     return rows + _cwru_runs(data, dataset, tasks, jobs), chosen
 
 

@@ -67,3 +67,13 @@ def test_the_unseen_speed_goals_come_from_its_pooled_results(tmp_path: Path) -> 
     assert not false[1] and "M2 5.0 %" in false[2]
     assert flagged[1] and debounced[1]
     assert unseen_speed_goals(tmp_path / "missing.json") == []
+
+
+def test_a_weighted_variant_keeps_its_front_end_in_the_name_and_passes_the_weighting_on() -> None:
+    from edge_agent.training.anomaly_eval import CWRU_BASE, Variant
+
+    variant = Variant("denoising", "logspec", True, weighting="residual")
+    assert variant.name == "denoising+residual/logspec"  # the report groups networks by the part after "/"
+    config = variant.config(CWRU_BASE, 2)
+    assert (config.network, config.weighting, config.seed, config.cross_fit) == ("denoising", "residual", 2, True)
+    assert Variant("conv", "logspec", False).config(CWRU_BASE, 0).weighting == "none"
