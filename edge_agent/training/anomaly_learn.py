@@ -5,6 +5,12 @@ whole recordings (about ``holdout_fraction`` of the duration, picked evenly thro
 threshold sees the spread between operating points); otherwise the last ``holdout_fraction`` of
 every recording in time. Training and held-back windows are cut from disjoint sample ranges, so no
 window of one overlaps a window of the other. The threshold is fitted on the held-back scores only.
+
+Cross-fitting (``config.cross_fit``) scores *all* the input with models that did not train on it, and
+the shipped model then trains on all of it: with at least :data:`MIN_RECORDINGS_FOR_WHOLE` recordings,
+leave one recording out; with fewer, ``cross_fit_folds`` contiguous time blocks of every recording
+(:func:`time_folds`), each scored by a model trained on the rest less a guard gap of one window on
+either side of the block.
 """
 
 from __future__ import annotations
@@ -94,13 +100,18 @@ def learn(
     started = time.perf_counter()
     count = channels.pop()
     if config.cross_fit and len(recordings) >= MIN_RECORDINGS_FOR_WHOLE:
-        held_scores = _cross_fit_scores(recordings, sample_rate_hz, config, count)
+        folds = [([r for j, r in enumerate(recordings) if j != i], [r]) for i, r in enumerate(recordings)]
+        held_scores = _cross_fit_scores(folds, sample_rate_hz, config, count)
         split = Split(list(recordings), [], "cross-fit", list(range(len(recordings))))
+    elif config.cross_fit:
+        folds = time_folds(recordings, config.window_samples, config.cross_fit_folds)
+        held_scores = _cross_fit_scores(folds, sample_rate_hz, config, count)
+        split = Split(list(recordings), [], "cross-fit-time")
     else:
         split = split_recordings(recordings, config.window_samples, config.holdout_fraction)
     detector = build_detector(config, count, sample_rate_hz)
     stats = fit_detector(detector, split.train, config, progress=progress)
-    if split.kind != "cross-fit":
+    if not split.kind.startswith("cross-fit"):
         held_scores = scores_of(detector, split.held_back, config.window_samples, config.hop_samples)
     if held_scores.size < 2:
         raise ValueError(
@@ -113,20 +124,47 @@ def learn(
     return LearnResult(detector, config, sample_rate_hz, fit, held_scores, split, duration_s, stats)
 
 
-def _cross_fit_scores(
-    recordings: Sequence[np.ndarray], sample_rate_hz: float, config: AnomalyConfig, channels: int
-) -> np.ndarray:
-    """Scores of every recording from a model trained on all the others (leave one recording out).
+Fold = tuple[list[np.ndarray], list[np.ndarray]]  # (training parts, held-out parts)
 
-    The threshold then sees how novel each operating point looks to a model that never heard it;
-    the shipped model is trained on all recordings, so its scores on them are, if anything, lower.
+
+def time_folds(recordings: Sequence[np.ndarray], window_samples: int, folds: int) -> list[Fold]:
+    """``folds`` contiguous time blocks of every recording; each fold trains on the rest less a guard gap.
+
+    The guard gap is one window (``window_samples``) on either side of the held-out block, so no
+    training window overlaps or touches a held-out one; pieces shorter than a window are dropped.
+    """
+    if folds < 2:
+        raise ValueError(f"cross-fitting in time needs at least 2 folds, got {folds}")
+    out: list[Fold] = []
+    for fold in range(folds):
+        train, held = [], []
+        for recording in recordings:
+            edges = np.linspace(0, recording.shape[-1], folds + 1).round().astype(int)
+            start, stop = int(edges[fold]), int(edges[fold + 1])
+            if stop - start < window_samples:
+                raise ValueError(
+                    f"a time block of {stop - start} samples is shorter than a window of {window_samples}; "
+                    "record longer or use fewer cross-fit folds"
+                )
+            held.append(recording[:, start:stop])
+            pieces = (recording[:, : max(0, start - window_samples)], recording[:, stop + window_samples :])
+            train += [p for p in pieces if p.shape[-1] >= window_samples]
+        out.append((train, held))
+    return out
+
+
+def _cross_fit_scores(folds: Sequence[Fold], sample_rate_hz: float, config: AnomalyConfig, channels: int) -> np.ndarray:
+    """Scores of every fold's held-out parts from a model trained on that fold's training parts only.
+
+    The threshold then sees how novel each operating point (or stretch of time) looks to a model that
+    never heard it; the shipped model is trained on all of the input, so its scores on it are, if
+    anything, lower.
     """
     scores = []
-    for index, recording in enumerate(recordings):
-        others = [r for i, r in enumerate(recordings) if i != index]
+    for train, held in folds:
         detector = build_detector(config, channels, sample_rate_hz)
-        fit_detector(detector, others, config)
-        scores.append(scores_of(detector, [recording], config.window_samples, config.hop_samples))
+        fit_detector(detector, train, config)
+        scores.append(scores_of(detector, held, config.window_samples, config.calibration_hop))
     return np.concatenate(scores)
 
 

@@ -8,18 +8,13 @@ from typing import Any
 
 import numpy as np
 
-from edge_agent.training.anomaly_eval import BASELINES, CWRU_SNRS_DB
-
-SNR_LABELS = ["clean" if s is None else f"{s:g} dB" for s in CWRU_SNRS_DB]
-CLASSES = ("IR007", "B007", "OR007@6", "IR014", "B014", "OR014@6", "IR021", "B021", "OR021@6")
+from edge_agent.training.anomaly_eval import BASELINES
+from edge_agent.training.anomaly_goals import CLASSES, SNR_LABELS, cwru_rate, goals
+from edge_agent.training.anomaly_goals import min_auc as _min_auc
 
 
 def _ms(values: list[float], digits: int = 3) -> str:
     return f"{np.mean(values):.{digits}f} ± {np.std(values):.{digits}f}" if values else "n/a"
-
-
-def _min_auc(row: dict[str, Any], prefix: str = "") -> float:
-    return min(row[f"{prefix}auc/{c}"] for c in CLASSES)
 
 
 def cwru_table(rows: list[dict[str, Any]], variants: list[str], summary: dict[str, Any]) -> str:
@@ -54,6 +49,61 @@ def cwru_baseline_rates(rows: list[dict[str, Any]], variant: str) -> str:
         rate = _ms([100 * r[f"{name}:false_rate"] for r in picked if r["snr"] == "-10 dB"], 1) + " %"
         lines.append(f"| {name} | " + " | ".join(cells) + f" | {rate} |")
     return "\n".join(lines)
+
+
+def calibration_table(path: Path) -> str:
+    """The nested choice of the threshold procedure on the learning part (anomaly_calibration.json), POT rows."""
+    if not path.is_file():
+        return "(not run: `python -m edge_agent.training.anomaly_calibration`)"
+    summary = json.loads(path.read_text())["summary"]
+    snrs = list(summary[0]["false_rate_by_snr"])
+    lines = [
+        "| calibration scores | scores per run | fitted as | target | "
+        + " | ".join(f"false windows {s}" for s in snrs)
+        + " | worst SNR | runs over 2 % |",
+        "|" + "---|" * (6 + len(snrs)),
+    ]
+    pot = [e for e in summary if e["method"] == "pot"]
+    for e in sorted(
+        pot, key=lambda e: (e["procedure"] != "holdout", e["folds"], -e["score_hop"], -e["target_false_rate"])
+    ):
+        what = (
+            "held-back last 25 %"
+            if e["procedure"] == "holdout"
+            else f"cross-fit, {e['folds']} blocks, hop {e['score_hop']}"
+        )
+        cells = [what, str(e["calibration_windows"]), "/".join(e["fitted_as"]), f"{100 * e['target_false_rate']:g} %"]
+        cells += [f"{100 * e['false_rate_by_snr'][s]:.1f} %" for s in snrs]
+        cells += [f"{100 * e['worst_snr_false_rate']:.1f} %", f"{e['runs_over_2pct']}/{e['runs']}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def chosen_rates(rows: list[dict[str, Any]], variant: str) -> str:
+    """False windows at the stored threshold per SNR (mean ± std over seeds, and runs over 2 %) of one variant."""
+    parts = []
+    for snr in SNR_LABELS:
+        rates = cwru_rate(rows, variant, snr)
+        over = sum(r > 0.02 for r in rates)
+        parts.append(f"{snr} {_ms([100 * r for r in rates], 1)} % ({over} of {len(rates)} runs over 2 %)")
+    return "; ".join(parts)
+
+
+def detection_note(rows: list[dict[str, Any]], variant: str) -> str:
+    """Share of the hardest class's windows over the stored threshold at -10 dB, per seed."""
+    picked = [r for r in rows if r["variant"] == variant and r["snr"] == "-10 dB"]
+    hardest = min(CLASSES, key=lambda c: np.mean([r[f"auc/{c}"] for r in picked]))
+    shares = ", ".join(f"{100 * r[f'detected/{hardest}']:.0f} %" for r in picked)
+    return f"at −10 dB, {shares} of {hardest} windows (per seed) score above it"
+
+
+def auc_note(rows: list[dict[str, Any]], variant: str) -> str:
+    """Whether the -10 dB AUC goal holds for the chosen network, with its spread over seeds."""
+    aucs = [_min_auc(r) for r in rows if r["variant"] == variant and r["snr"] == "-10 dB"]
+    text = f"The worst-class AUC of `{variant}` at −10 dB is {_ms(aucs)}"
+    if np.mean(aucs) >= 0.97:
+        return text + ", so the AUC goal (0.97) holds."
+    return text + f": the AUC goal (0.97) is **missed by {0.97 - np.mean(aucs):.3f}**."
 
 
 def motor_table(table: list[dict[str, Any]]) -> str:
@@ -125,96 +175,6 @@ def plot_motor(rows: list[dict[str, Any]], variant: str, path: Path) -> None:
     plt.close(fig)
 
 
-MOTOR_GOAL_VARIANTS = (
-    "undercomplete/logmel",
-    "undercomplete/bandkurtosis",
-    "undercomplete/bandkurtosis+cross-fit",
-    "excess/envspread+cross-fit",
-)
-
-
-def _motor_goals(summary: dict[str, Any], variant: str) -> list[tuple[str, bool, str]]:
-    motor = [e for e in summary["motor"] if e["model"] == variant]
-    if not motor:
-        return []
-    alerts = ("healthy_clips_with_alert", "fault_clips_missed")
-    return [
-        (
-            f"Motor AUC >= 0.95 per motor, speeds held out ({variant})",
-            all(e["auc"][0] >= 0.95 for e in motor),
-            ", ".join(f"{e['motor']} {e['auc'][0]:.3f}" for e in motor),
-        ),
-        (
-            f"Motor <= 2 % false windows on held-out healthy clips ({variant})",
-            all(e["false_rate"][0] <= 0.02 for e in motor),
-            ", ".join(f"{e['motor']} {100 * e['false_rate'][0]:.1f} %" for e in motor),
-        ),
-        (
-            f"Motor >= 90 % of propeller windows flagged ({variant})",
-            all(e["detection_rate"][0] >= 0.9 for e in motor),
-            ", ".join(f"{e['motor']} {100 * e['detection_rate'][0]:.0f} %" for e in motor),
-        ),
-        (
-            f"Motor, debounced: no false alert on a held-out healthy clip, an alert on every fault clip ({variant})",
-            all(part.startswith("0/") for e in motor for key in alerts for part in e[key].split()),
-            "; ".join(
-                f"{e['motor']}: healthy clips with an alert {e['healthy_clips_with_alert']}, "
-                f"fault clips missed {e['fault_clips_missed']}"
-                for e in motor
-            ),
-        ),
-    ]
-
-
-def goals(rows: list[dict[str, Any]], networks: list[str], summary: dict[str, Any]) -> str:
-    """The issue's goals, each with the best autoencoder's numbers and met / not met."""
-
-    def worst(variant: str, snr: str) -> float:
-        return float(np.mean([_min_auc(r) for r in rows if r["variant"] == variant and r["snr"] == snr]))
-
-    def rate(variant: str) -> float:
-        return max(
-            float(np.mean([r["false_rate"] for r in rows if r["variant"] == variant and r["snr"] == s]))
-            for s in SNR_LABELS
-        )
-
-    best = max(networks, key=lambda v: summary["cwru_validation"][v])  # chosen on validation, not on test
-    cost = summary["cost"]
-    lines = [
-        (
-            "CWRU AUC >= 0.99 for every class, clean and 0 dB",
-            min(worst(best, "clean"), worst(best, "0 dB")) >= 0.99,
-            f"{best}: worst class {worst(best, 'clean'):.3f} clean, {worst(best, '0 dB'):.3f} at 0 dB",
-        ),
-        ("CWRU AUC >= 0.97 at -10 dB", worst(best, "-10 dB") >= 0.97, f"{best}: {worst(best, '-10 dB'):.3f}"),
-        (
-            "CWRU <= 2 % false windows on later healthy data at every noise level",
-            rate(best) <= 0.02,
-            f"{best}: worst SNR {100 * rate(best):.1f} % (mean over seeds; "
-            f"{rows[0]['healthy_test_windows']} later healthy windows per run)",
-        ),
-        *[line for variant in MOTOR_GOAL_VARIANTS for line in _motor_goals(summary, variant)],
-        (
-            "Learning 10 min of 12 kHz on one core in <= 5 min",
-            cost["learn_seconds_10min_12kHz"] <= 300,
-            f"{cost['learn_seconds_10min_12kHz']:.0f} s",
-        ),
-        (
-            "<= 0.1 ms per window at batch 32, one thread",
-            cost["ms_per_window_batch32"]["float32"] <= 0.1,
-            f"{cost['ms_per_window_batch32']['float32']:.3f} ms",
-        ),
-        (
-            "Other sensors' throughput unchanged while one learns (agent benchmark)",
-            False,
-            "not measured: live learning (items 5, 6) is not built yet",
-        ),
-    ]
-    out = ["| goal | met | measured |", "|---|---|---|"]
-    out += [f"| {goal} | {'yes' if met else '**no**'} | {text} |" for goal, met, text in lines]
-    return "\n".join(out)
-
-
 def clip_spectra_table(data: str | None) -> str:
     """Recording level and share of power per band of every M1/M2 clip: why unseen speeds look anomalous."""
     import csv
@@ -253,7 +213,8 @@ def write_markdown(
         v for v in selection if any(k.startswith("pca:") for k in next(r for r in cwru_rows if r["variant"] == v))
     )
     plot_cwru(cwru_rows, networks, out / "anomaly_cwru.png")
-    plot_motor(motor_rows, "undercomplete/logmel", out / "anomaly_motor_scores.png")
+    if motor_rows:  # else (--only cwru) the motor plots of the last full run stay
+        plot_motor(motor_rows, "undercomplete/logmel", out / "anomaly_motor_scores.png")
     if any(r["variant"] == "undercomplete/bandkurtosis" for r in motor_rows):
         plot_motor(motor_rows, "undercomplete/bandkurtosis", out / "anomaly_motor_scores_bandkurtosis.png")
     tables = {
@@ -263,7 +224,12 @@ def write_markdown(
         "cwru_baselines": cwru_baseline_rates(cwru_rows, baseline_variant),
         "baseline_variant": baseline_variant,
         "motor": motor_table(summary["motor"]),
-        "goals": goals(cwru_rows, networks, summary),
+        "goals": goals(cwru_rows, networks, summary, out),
+        "calibration": calibration_table(out / "anomaly_calibration.json"),
+        "chosen_network": (best := max(networks, key=lambda v: summary["cwru_validation"][v])),
+        "chosen_rates": chosen_rates(cwru_rows, best),
+        "auc_note": auc_note(cwru_rows, best),
+        "detection_note": detection_note(cwru_rows, best),
         "clip_spectra": clip_spectra_table(data),
     }
     (out / "anomaly.json").write_text(json.dumps(summary, indent=2))

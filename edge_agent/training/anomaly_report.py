@@ -1,11 +1,14 @@
 """Run the anomaly evaluation and write ``docs/results/anomaly.md`` with its plots (one command).
 
     nice -n 10 python -m edge_agent.training.anomaly_report [--data DIR] [--out docs/results] [--seeds 0,1,2]
+        [--only cwru]
 
 Runs on one thread (about 20 minutes on this shared machine): CWRU front-end selection and network
 comparison at every SNR, motor sound per motor leave-one-speed-out, baselines on the same splits,
 learning time of 10 minutes of a 12 kHz signal, inference cost per window and int8 against float.
 Raw rows go to ``runs/anomaly/rows.json`` (not committed); the summary to ``<out>/anomaly.json``.
+``--only cwru`` re-runs the CWRU part (and the cost) and keeps the motor part of the last full run: its
+summary from ``<out>/anomaly.json`` and its plots.
 """
 
 from __future__ import annotations
@@ -44,24 +47,55 @@ def mean_std(values: list[float]) -> tuple[float, float]:
     return float(np.mean(values)), float(np.std(values))
 
 
-def run_cwru(data: str | None, seeds: tuple[int, ...]) -> tuple[list[dict[str, Any]], str]:
-    """Front-ends with the undercomplete AE (selection on validation AUC), then every network on the winner."""
+def run_cwru(
+    data: str | None, seeds: tuple[int, ...], jobs: int = 1, frontends: tuple[str, ...] = ()
+) -> tuple[list[dict[str, Any]], str]:
+    """Front-ends with the undercomplete AE (selection on validation AUC), then every network on the winner.
+
+    ``jobs`` > 1 runs the (variant, SNR, seed) runs in that many processes (one thread each); every run is
+    seeded by its own seed, so the rows are the same as with one process. ``frontends`` (names as in the
+    tables: ``logspec``, ``logspec-abs``, ...) restricts the selection to those; empty: all of CWRU_FRONTENDS.
+    """
     dataset = load_cwru(data, fractions=ev.CWRU_FRACTIONS)
-    rows = []
-    for frontend, invariant in CWRU_FRONTENDS:
-        variant = ev.Variant("undercomplete", frontend, invariant)
-        for snr in ev.CWRU_SNRS_DB:
-            for seed in seeds:
-                rows.append(ev.cwru_run(dataset, variant, snr, seed, baselines=frontend == "logspec"))
-                logger.info("cwru %s %s seed %d", variant.name, rows[-1]["snr"], seed)
+    tasks: list[Task] = [
+        (ev.Variant("undercomplete", frontend, invariant), snr, seed, frontend == "logspec")
+        for frontend, invariant in CWRU_FRONTENDS
+        if not frontends or frontend + ("" if invariant else "-abs") in frontends
+        for snr in ev.CWRU_SNRS_DB
+        for seed in seeds
+    ]
+    rows = _cwru_runs(data, dataset, tasks, jobs)
     chosen = max({r["variant"] for r in rows}, key=lambda name: _val_score(rows, name))
     network_frontend, _, suffix = chosen.partition("/")[2].partition("-")
-    for network in NETWORKS[1:]:
-        variant = ev.Variant(network, network_frontend, suffix != "abs")
-        for snr in ev.CWRU_SNRS_DB:
-            for seed in seeds:
-                rows.append(ev.cwru_run(dataset, variant, snr, seed))
-    return rows, chosen
+    variants = [ev.Variant(network, network_frontend, suffix != "abs") for network in NETWORKS[1:]]
+    variants.append(ev.Variant("denoising", network_frontend, suffix != "abs", weighting="residual"))
+    tasks = [(variant, snr, seed, False) for variant in variants for snr in ev.CWRU_SNRS_DB for seed in seeds]
+    return rows + _cwru_runs(data, dataset, tasks, jobs), chosen
+
+
+Task = tuple[ev.Variant, float | None, int, bool]  # variant, SNR (None: clean), seed, with baselines
+_worker_dataset: list[Any] = []  # the CWRU data of a worker process, loaded once by _load_worker
+
+
+def _load_worker(data: str | None) -> None:
+    torch.set_num_threads(1)
+    _worker_dataset.append(load_cwru(data, fractions=ev.CWRU_FRACTIONS))
+
+
+def _cwru_task(task: Task, dataset: Any = None) -> dict[str, Any]:
+    variant, snr, seed, baselines = task
+    row = ev.cwru_run(_worker_dataset[0] if dataset is None else dataset, variant, snr, seed, baselines=baselines)
+    logger.info("cwru %s %s seed %d", variant.name, row["snr"], seed)
+    return row
+
+
+def _cwru_runs(data: str | None, dataset: Any, tasks: list[Task], jobs: int) -> list[dict[str, Any]]:
+    if jobs <= 1:
+        return [_cwru_task(task, dataset) for task in tasks]
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(jobs, initializer=_load_worker, initargs=(data,)) as pool:
+        return list(pool.map(_cwru_task, tasks))
 
 
 def _val_score(rows: list[dict[str, Any]], variant: str) -> float:
@@ -150,7 +184,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default="docs/results")
     parser.add_argument("--runs", default="runs/anomaly")
     parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument(
+        "--cwru-frontends",
+        default="",
+        help="comma-separated front-ends of the CWRU selection (e.g. logspec,logspec-abs; default: all)",
+    )
+    parser.add_argument("--jobs", type=int, default=1, help="processes for the CWRU runs (one thread each)")
     parser.add_argument("--reuse", action="store_true", help="only re-render from the last run's rows.json")
+    parser.add_argument(
+        "--only",
+        choices=("cwru",),
+        help="re-run only the CWRU part; the motor part (summary in OUT/anomaly.json, plots) stays from the last run",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("edge_agent.training.anomaly_train").setLevel(logging.WARNING)
@@ -161,12 +206,17 @@ def main(argv: list[str] | None = None) -> int:
     if args.reuse and rows_path.is_file():  # re-render the page from the last run's rows
         saved = json.loads(rows_path.read_text())
     else:
-        cwru_rows, chosen = run_cwru(args.data, seeds)
-        motor_rows = run_motor(args.data, seeds)
+        frontends = tuple(f for f in args.cwru_frontends.split(",") if f)
+        cwru_rows, chosen = run_cwru(args.data, seeds, args.jobs, frontends)
+        kept_motor = json.loads(Path(args.out, "anomaly.json").read_text())["motor"] if args.only else None
+        motor_rows = [] if args.only else run_motor(args.data, seeds)
         frontend, _, suffix = chosen.partition("/")[2].partition("-")
         chosen_config = ev.Variant("undercomplete", frontend, suffix != "abs").config(ev.CWRU_BASE, 0)
         cost = cost_and_learning_time(chosen_config)
-        saved = {"cwru": cwru_rows, "motor": motor_rows, "chosen": chosen, "cost": cost}
+        saved = {"cwru": cwru_rows, "motor": motor_rows, "chosen": chosen, "cost": cost, "parts": args.only or "all"}
+        saved["cwru_frontends"], saved["jobs"] = list(frontends), args.jobs
+        if kept_motor is not None:
+            saved["motor_summary"] = kept_motor
         saved["seconds"] = time.perf_counter() - started
         rows_path.parent.mkdir(parents=True, exist_ok=True)
         rows_path.write_text(json.dumps(saved))
@@ -175,9 +225,12 @@ def main(argv: list[str] | None = None) -> int:
         "seeds": sorted({r["seed"] for r in cwru_rows}),
         "cwru_chosen_frontend": saved["chosen"],
         "cwru_validation": {v: _val_score(cwru_rows, v) for v in dict.fromkeys(r["variant"] for r in cwru_rows)},
-        "motor": summarise_motor(motor_rows),
+        "motor": saved.get("motor_summary") or summarise_motor(motor_rows),
         "cost": saved["cost"],
         "seconds": saved["seconds"],
+        "parts": saved.get("parts", "all"),
+        "cwru_frontends": saved.get("cwru_frontends", []),
+        "jobs": saved.get("jobs", 1),
     }
     from edge_agent.training.anomaly_markdown import write_markdown
 

@@ -54,7 +54,9 @@ class AnomalyConfig:
     target_false_rate: float = 0.01
     threshold_method: str = "pot"
     holdout_fraction: float = 0.2
-    cross_fit: bool = False  # >= 3 recordings: threshold from leave-one-recording-out scores of all of them
+    cross_fit: bool = False  # threshold from cross-fitted scores of all the input (recordings, or time blocks)
+    cross_fit_folds: int = 5  # time blocks when cross-fitting fewer than 3 recordings
+    calibration_hop_samples: int = 0  # hop of the cross-fitted scores (0: hop_samples)
     speed_factors: tuple[float, ...] = ()  # training copies resampled to play this much faster (1.05: +5 %)
     seed: int = 0
 
@@ -68,6 +70,10 @@ class AnomalyConfig:
             )
         if not 0.0 < self.holdout_fraction < 1.0:
             raise ValueError(f"holdout_fraction must be in (0, 1), got {self.holdout_fraction}")
+
+    @property
+    def calibration_hop(self) -> int:
+        return self.calibration_hop_samples or self.hop_samples
 
     def to_json(self) -> dict[str, object]:
         return dataclasses.asdict(self)

@@ -176,7 +176,14 @@ def add_parser(subparsers: Any, **parser_options: Any) -> argparse.ArgumentParse
     p.add_argument(
         "--cross-fit",
         action="store_true",
-        help="with >= 3 recordings: threshold from leave-one-recording-out scores of all of them (one model each)",
+        help="threshold from cross-fitted scores of all the input, then the model learns all of it: with >= 3 "
+        "recordings leave one recording out, else --cross-fit-folds time blocks (one extra model each)",
+    )
+    p.add_argument(
+        "--cross-fit-folds",
+        type=int,
+        default=5,
+        help="time blocks of --cross-fit with fewer than 3 recordings (a guard gap of one window around each)",
     )
     p.add_argument("--steps", type=int, help=f"optimiser steps (default {DEFAULT_STEPS}){LIVE_DEFAULT}")
     p.add_argument("--seed", type=int, default=0, help="random seed (initialisation, batch order, corruption)")
@@ -224,6 +231,7 @@ def run(args: argparse.Namespace) -> int:
         threshold_method=args.threshold_method,
         holdout_fraction=args.holdout_fraction,
         cross_fit=args.cross_fit,
+        cross_fit_folds=args.cross_fit_folds,
         seed=args.seed,
     )
     rate = rates.pop()

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
+import pytest
 
 from edge_agent.training.anomaly_learn import split_recordings
 from edge_agent.training.anomaly_train import window_view
@@ -56,3 +59,50 @@ def test_cross_fit_scores_every_recording_with_a_model_that_never_heard_it() -> 
     assert result.split.kind == "cross-fit"
     assert len(result.split.train) == 3  # the shipped model learned every recording
     assert result.held_back_scores.size == 3 * (1 + (8000 - 256) // 128)
+
+
+def test_time_folds_hold_out_contiguous_blocks_with_a_guard_gap_of_one_window() -> None:
+    from edge_agent.training.anomaly_learn import time_folds
+
+    recording = np.arange(10_000, dtype=np.float32)[None, :]
+    folds = time_folds([recording], 256, 4)
+    assert len(folds) == 4
+    held = np.concatenate([np.concatenate(h, axis=1) for _, h in folds], axis=1)
+    np.testing.assert_array_equal(held, recording)  # the blocks cover the recording once, in order
+    for train, (block,) in folds:
+        first, last = block[0, 0], block[0, -1]
+        for part in train:
+            assert part.shape[1] >= 256
+            assert part[0, -1] < first - 256 or part[0, 0] > last + 256  # a whole window between them
+    train_samples = [sum(p.shape[1] for p in train) for train, _ in folds]
+    assert train_samples == [10_000 - 2500 - 256, 10_000 - 2500 - 512, 10_000 - 2500 - 512, 10_000 - 2500 - 256]
+
+
+def test_time_folds_refuse_blocks_shorter_than_a_window() -> None:
+    from edge_agent.training.anomaly_learn import time_folds
+
+    with pytest.raises(ValueError, match="shorter than a window"):
+        time_folds([np.zeros((1, 1000), np.float32)], 256, 5)
+    with pytest.raises(ValueError, match="at least 2 folds"):
+        time_folds([np.zeros((1, 1000), np.float32)], 256, 1)
+
+
+def test_cross_fit_of_one_recording_scores_every_time_block_and_ships_a_model_of_all_of_it() -> None:
+    from edge_agent.training.anomaly_learn import learn
+    from edge_agent.training.anomaly_train import AnomalyConfig
+
+    rng = np.random.default_rng(0)
+    t = np.arange(20_000) / 8000
+    recording = (np.sin(2 * np.pi * 440 * t) + 0.05 * rng.standard_normal(t.size)).astype(np.float32)[None, :]
+    config = AnomalyConfig(
+        window_samples=256, hop_samples=128, train_hop_samples=64, steps=50, cross_fit=True, cross_fit_folds=4
+    )
+    result = learn([recording], 8000, config)
+    assert result.split.kind == "cross-fit-time"
+    assert result.split.train[0] is recording  # the shipped model learned all of it
+    assert result.stats["train_windows"] == 1 + (20_000 - 256) // 64
+    assert result.held_back_scores.size == 4 * (1 + (5000 - 256) // 128)  # every block, at the agent's hop
+    denser = learn([recording], 8000, replace(config, calibration_hop_samples=32))
+    assert denser.held_back_scores.size == 4 * (1 + (5000 - 256) // 32)
+    plain = learn([recording], 8000, replace(config, cross_fit=False))
+    assert plain.split.kind == "time"  # without --cross-fit: the time tail, as before

@@ -136,3 +136,19 @@ def test_an_anomaly_meta_needs_a_numeric_threshold_but_no_labels(baseline: Path)
     without = {k: v for k, v in meta.items() if k != "threshold"}
     with pytest.raises(ValueError, match=r"lacks key\(s\): threshold"):
         validate_meta(without, source="x.pt")
+
+
+def test_cross_fit_of_one_recording_uses_time_blocks(tmp_path: Path) -> None:
+    """Before, ``--cross-fit`` with one file silently fell back to the 20 % time tail (no cross-fitting)."""
+    wav = write_wav(tmp_path / "healthy.wav", tone(6.0))
+    assert learn(tmp_path, str(wav), extra=("--cross-fit", "--cross-fit-folds", "3")) == 0
+    meta = read_meta(tmp_path / "baseline.pt")
+    held = meta["training"]["held_back"]
+    block_samples = 6 * RATE_HZ // 3
+    assert held["kind"] == "cross-fit-time"
+    assert held["windows"] == 3 * (1 + (block_samples - WINDOW) // (WINDOW // 2))  # all of the input scored
+    assert meta["training"]["config"]["cross_fit_folds"] == 3
+    assert meta["calibration"]["windows"] == held["windows"]
+    module, threshold = load_model(tmp_path / "baseline.pt").module, meta["threshold"]
+    with torch.inference_mode():
+        assert float((module(windows(tone(4.0, harmonic=0.05, seed=7))) > threshold).float().mean()) >= 0.95
