@@ -192,9 +192,11 @@ addition was not blind to the test data. More steps (3000) did not help there (v
 
 ## Motor sound: one model per motor, speeds held out
 
-**Newer, on its own page:** the `envspread` front-end (the 10-90 % spread of the short-time log envelope, in the
-window and 3 bands from 1 kHz) with the parameter-free one-sided `excess` score and the cross-fitted threshold
-separates unseen speeds at AUC >= 0.95 in every fold on both motors, chosen per fold on validation folds; see
+**Newer, on its own page:** envelope-spread front-ends (`envspread`: the 10-90 % spread of the short-time log
+envelope in the window and 3-6 bands from 1 kHz; `blockspread`: the same per sub-block, median over sub-blocks, so
+one knock cannot carry a window) with one-sided, weight-free scores (`excess`; `consensus`: the median over bands)
+and the cross-fitted threshold, chosen per fold on validation folds: AUC >= 0.95 in every fold on both motors, false
+windows and detection within the goals, 2 of 6 healthy M1 clips still alerting; see
 [anomaly_unseen_speeds.md](anomaly_unseen_speeds.md) (one command: `python -m edge_agent.training.anomaly_speeds`).
 The tables below are the autoencoders and baselines of this page.
 

@@ -58,12 +58,14 @@ def test_the_unseen_speed_goals_come_from_its_pooled_results(tmp_path: Path) -> 
     def motor(auc: float, false: float) -> dict:
         pooled = {"auc": auc, "false_rate": false, "detection_rate": 0.95}
         pooled |= {"healthy_clips_with_alert": "0/6", "fault_clips_missed": "0/4"}
-        return {"nested": {"pooled": pooled, "folds": [{"auc": auc - 0.01}, {"auc": None}]}}
+        choices = {"1400": {"chosen": "consensus/blockspread (16384 samples, 3 bands)"}}
+        return {"nested": {"pooled": pooled, "folds": [{"auc": auc - 0.01}, {"auc": None}], "choices": choices}}
 
     path = tmp_path / "anomaly_unseen_speeds.json"
     path.write_text(json.dumps({"motors": {"M1": motor(0.99, 0.01), "M2": motor(0.97, 0.05)}}))
     auc, false, flagged, debounced = unseen_speed_goals(path)
     assert auc[1] and "M2 0.970 (lowest fold 0.960)" in auc[2]
+    assert "(consensus/blockspread, cross-fitted threshold, chosen per fold" in auc[0]  # the detector the page chose
     assert not false[1] and "M2 5.0 %" in false[2]
     assert flagged[1] and debounced[1]
     assert unseen_speed_goals(tmp_path / "missing.json") == []
