@@ -231,10 +231,7 @@ class Router:
         """Overload: True if ``sensor``'s next message is to be dropped before it is parsed (counted)."""
         if self._over_share is None or not self._over_share(sensor):
             return False
-        counter = self._shed_counts.get(sensor)
-        if counter is None:
-            counter = self._shed_counts[sensor] = self._metrics.overload.messages_shed.labels(self._source, sensor)
-        counter.inc()
+        self.count_shed(sensor, 1)
         return True
 
     def shed_set(self) -> frozenset[str]:

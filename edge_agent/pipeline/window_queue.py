@@ -159,15 +159,18 @@ class WindowQueue:
         the sensor's next message before parsing it (read without the lock: an estimate is enough)."""
         if self._size < self._capacity or sensor in self._suspects:
             return False
-        return self._waiting.get(sensor) >= max(1, self._capacity // max(1, self._waiting.sensors))
+        return self._waiting.get(sensor) >= self._share()
 
     def over_share_set(self) -> frozenset[str]:
         """Every sensor :meth:`over_share` is True for now (a receive process sheds them): O(those sensors)."""
         with self._ready:
             if self._size < self._capacity:
                 return frozenset()
-            share = max(1, self._capacity // max(1, self._waiting.sensors))
-            return frozenset(self._waiting.at_least(share, self._suspects))
+            return frozenset(self._waiting.at_least(self._share(), self._suspects))
+
+    def _share(self) -> int:
+        """A sensor's fair share of the full queue: capacity over the sensors waiting, at least one window."""
+        return max(1, self._capacity // max(1, self._waiting.sensors))
 
     def __len__(self) -> int:
         return self._size
