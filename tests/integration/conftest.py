@@ -28,6 +28,7 @@ import pytest
 
 from edge_agent.config import MqttSection
 from edge_agent.modelmeta import ModelMeta
+from edge_agent.types import Chunk
 
 HOST = "127.0.0.1"
 
@@ -308,6 +309,25 @@ def wait_until(predicate: Callable[[], bool], timeout_s: float = 10.0, what: str
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout_s} s waiting for {what or predicate}")
         time.sleep(0.01)
+
+
+class Chunks:
+    """A source's emit target: records chunks, lets a test wait for them."""
+
+    def __init__(self) -> None:
+        self.items: list[Chunk] = []
+        self._cond = threading.Condition()
+
+    def __call__(self, chunk: Chunk) -> None:
+        with self._cond:
+            self.items.append(chunk)
+            self._cond.notify_all()
+
+    def wait(self, n: int, timeout_s: float = 10.0) -> list[Chunk]:
+        with self._cond:
+            if not self._cond.wait_for(lambda: len(self.items) >= n, timeout=timeout_s):
+                raise AssertionError(f"{len(self.items)} chunks after {timeout_s} s, expected {n}")
+            return list(self.items)
 
 
 @pytest.fixture

@@ -7,7 +7,6 @@ import dataclasses
 import json
 import os
 import signal
-import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -15,6 +14,7 @@ from typing import Any
 
 import paho.mqtt.client as paho
 import pytest
+from conftest import Chunks, wait_until
 
 from edge_agent.config import MqttSection
 from edge_agent.config.instances import share_of
@@ -22,7 +22,6 @@ from edge_agent.metrics import AgentMetrics
 from edge_agent.sources import mqtt_process
 from edge_agent.sources.mqtt import MqttSource
 from edge_agent.sources.mqtt_config import MqttSourceSection
-from edge_agent.types import Chunk
 
 SECTION = MqttSourceSection(
     type="mqtt", name="vib", models=("m",), topic="plant/+/vibration", sensor_level=1, format="json", qos=1
@@ -59,33 +58,12 @@ class Streams:
         self.shed_counts[sensor] = self.shed_counts.get(sensor, 0) + n
 
 
-class Chunks:
-    def __init__(self) -> None:
-        self.items: list[Chunk] = []
-        self._cond = threading.Condition()
-
-    def __call__(self, chunk: Chunk) -> None:
-        with self._cond:
-            self.items.append(chunk)
-            self._cond.notify_all()
-
-    def wait(self, n: int, timeout_s: float = 15.0) -> list[Chunk]:
-        with self._cond:
-            if not self._cond.wait_for(lambda: len(self.items) >= n, timeout=timeout_s):
-                raise AssertionError(f"{len(self.items)} chunks after {timeout_s} s, expected {n}")
-            return list(self.items)
-
-
 def value(metrics: AgentMetrics, name: str, **labels: str) -> float:
     return metrics.registry.get_sample_value(name, labels) or 0.0
 
 
 def wait_for(predicate: Callable[[], bool], what: str, timeout_s: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {timeout_s} s: {what}")
-        time.sleep(0.02)
+    wait_until(predicate, timeout_s, what)
 
 
 @pytest.fixture
@@ -131,7 +109,7 @@ def test_both_ways_of_receiving_give_the_same_chunks_and_counts(run_source, publ
             publish(f"plant/{sensor}/vibration", payload(seq))
     publish("plant/" + "x" * 200 + "/vibration", payload(0))  # an id too long: refused before admission
     publish(f"plant/{MINE[0]}/vibration", b"not json")  # an admitted sensor's bad payload: parsed here
-    got = chunks.wait(6)
+    got = chunks.wait(6, 15.0)
     wait_for(lambda: value(metrics, "edge_agent_messages_received_total", source="vib") == 11, "11 counted received")
     wait_for(lambda: value(metrics, "edge_agent_payload_errors_total", source="vib", reason="not_json") == 1, "bad")
     assert sorted((c.sensor, c.seq) for c in got) == sorted((s, q) for s in MINE for q in range(3))
@@ -149,7 +127,7 @@ def test_a_killed_receive_process_is_restarted_the_stream_resumes_and_the_restar
 ) -> None:
     source, chunks, metrics = run_source("process", max_sensors=1)
     publish("plant/a/vibration", payload(0))
-    chunks.wait(1)
+    chunks.wait(1, 15.0)
     assert source.receiver is not None and source.receiver.pid is not None
     os.kill(source.receiver.pid, signal.SIGKILL)
     wait_for(lambda: value(metrics, "edge_agent_receiver_restarts_total", source="vib") == 1, "restart counted")
@@ -157,7 +135,7 @@ def test_a_killed_receive_process_is_restarted_the_stream_resumes_and_the_restar
     wait_for(lambda: value(metrics, "edge_agent_source_up", source="vib") == 1, "source up again")
     publish("plant/a/vibration", payload(1))
     publish("plant/b/vibration", payload(0))  # max_sensors = 1 still counts "a" in the new receive process
-    assert [(c.sensor, c.seq) for c in chunks.wait(2)] == [("a", 0), ("a", 1)]
+    assert [(c.sensor, c.seq) for c in chunks.wait(2, 15.0)] == [("a", 0), ("a", 1)]
     wait_for(
         lambda: value(metrics, "edge_agent_payload_errors_total", source="vib", reason="too_many_sensors") == 1, "b"
     )
@@ -175,7 +153,7 @@ def test_a_hung_receive_process_is_killed_and_replaced(run_source, publish, monk
     assert not Path(f"/proc/{hung}").exists()  # killed and reaped, not left stopped
     wait_for(lambda: value(metrics, "edge_agent_source_up", source="vib") == 1, "source up again")
     publish("plant/a/vibration", payload(0))
-    assert [c.sensor for c in chunks.wait(1)] == ["a"]
+    assert [c.sensor for c in chunks.wait(1, 15.0)] == ["a"]
     assert source.receiver.pid not in (None, hung)
 
 
@@ -183,7 +161,7 @@ def test_the_agents_shed_set_reaches_the_receive_process_and_its_sheds_are_count
     streams = Streams()
     _source, chunks, _metrics = run_source("process", streams)
     publish("plant/flood/vibration", payload(0))
-    chunks.wait(1)
+    chunks.wait(1, 15.0)
     assert streams.admitted == ["flood"]
     streams.shed_now = frozenset({"flood"})  # the inference queue is full and flood holds its share
     time.sleep(0.3)  # the set goes out within SHED_EVERY_S
@@ -193,12 +171,12 @@ def test_the_agents_shed_set_reaches_the_receive_process_and_its_sheds_are_count
         publish("plant/calm/vibration", payload(seq))
     # the newest HELD_MESSAGES (19, 20) are held back, the 18 before them shed
     wait_for(lambda: streams.shed_counts.get("flood", 0) == 18, "18 flood messages shed by the receive process")
-    assert [c.sensor for c in chunks.wait(6)] == ["flood"] + ["calm"] * 5  # none of the 20 reached this process
+    assert [c.sensor for c in chunks.wait(6, 15.0)] == ["flood"] + ["calm"] * 5  # none of the 20 reached this process
     streams.shed_now = frozenset()  # the queue has room again: the new (empty) set is sent too
     # flood's next turn starts from its newest samples: the held 19 and 20 come first, before anything new
-    assert [(c.sensor, c.seq) for c in chunks.wait(8)[6:]] == [("flood", 19), ("flood", 20)]
+    assert [(c.sensor, c.seq) for c in chunks.wait(8, 15.0)[6:]] == [("flood", 19), ("flood", 20)]
     publish("plant/flood/vibration", payload(21))
-    assert (chunks.wait(9)[-1].sensor, chunks.items[-1].seq) == ("flood", 21)
+    assert (chunks.wait(9, 15.0)[-1].sensor, chunks.items[-1].seq) == ("flood", 21)
     assert streams.shed_counts == {"flood": 18}
 
 

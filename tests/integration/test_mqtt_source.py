@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import paho.mqtt.client as paho
 import pytest
+from conftest import Chunks
 
 from edge_agent.config import MqttSection
 from edge_agent.configload import ConfigError, parse_config
@@ -33,25 +34,6 @@ SECTION = MqttSourceSection(
     sample_rate_hz=12_000.0,
 )
 GOOD_JSON = json.dumps({"seq": 1, "sample_rate_hz": 12000, "samples": [0.25, 0.5]}).encode()
-
-
-class Chunks:
-    """The source's emit target: records chunks, lets a test wait for them."""
-
-    def __init__(self) -> None:
-        self.items: list[Chunk] = []
-        self._cond = threading.Condition()
-
-    def __call__(self, chunk: Chunk) -> None:
-        with self._cond:
-            self.items.append(chunk)
-            self._cond.notify_all()
-
-    def wait(self, n: int, timeout_s: float = 10.0) -> list[Chunk]:
-        with self._cond:
-            if not self._cond.wait_for(lambda: len(self.items) >= n, timeout=timeout_s):
-                raise AssertionError(f"{len(self.items)} chunks after {timeout_s} s, expected {n}")
-            return list(self.items)
 
 
 class Publisher:
