@@ -866,11 +866,8 @@ def wait_quiet(cpu: int | None, limit_s: float = 120.0) -> None:
             return
 
 
-def judge(d: dict[str, Any]) -> tuple[bool, str]:
-    if d["foreign_on_agent_core_percent"] > FOREIGN_LIMIT_PERCENT:
-        return False, f"disturbed ({d['foreign_on_agent_core_percent']:.0f} % of the agent's core used by others)"
-    if d["publisher_ratio"] < SUSTAIN_RATIO:
-        return False, f"publisher-limited ({100 * d['publisher_ratio']:.1f} % of target)"
+def load_problems(d: dict[str, Any]) -> list[str]:
+    """What keeps a run (one agent or a gateway of instances) from counting as sustained."""
     problems = []
     if d["processed_ratio"] < SUSTAIN_RATIO:
         problems.append(f"processed {100 * d['processed_ratio']:.1f} % of offered")
@@ -880,7 +877,20 @@ def judge(d: dict[str, Any]) -> tuple[bool, str]:
         problems.append(f"queue up to {d['queue_max']:.0f}")
     if d["payload_errors"] > 0:
         problems.append(f"{d['payload_errors']:.0f} payload errors")
+    return problems
+
+
+def verdict(problems: list[str]) -> tuple[bool, str]:
     return (not problems), ("sustained" if not problems else "not sustained: " + ", ".join(problems))
+
+
+def judge(d: dict[str, Any]) -> tuple[bool, str]:
+    if d["foreign_on_agent_core_percent"] > FOREIGN_LIMIT_PERCENT:
+        return False, f"disturbed ({d['foreign_on_agent_core_percent']:.0f} % of the agent's core used by others)"
+    if d["publisher_ratio"] < SUSTAIN_RATIO:
+        return False, f"publisher-limited ({100 * d['publisher_ratio']:.1f} % of target)"
+    problems = load_problems(d)
+    return verdict(problems)
 
 
 # ----------------------------------------------------------------------------- start-up
@@ -1399,21 +1409,13 @@ def restart_cycles(agents: list[Agent], monitor: Monitor, *, log: Any) -> list[d
 def judge_gateway(d: dict[str, Any]) -> tuple[bool, str]:
     if d["publisher_ratio"] < SUSTAIN_RATIO:
         return False, f"publisher-limited ({100 * d['publisher_ratio']:.1f} % of target)"
-    problems = []
-    if d["processed_ratio"] < SUSTAIN_RATIO:
-        problems.append(f"processed {100 * d['processed_ratio']:.1f} % of offered")
-    if d["dropped"] > 0:
-        problems.append(f"{d['dropped']:.0f} dropped")
-    if d["queue_max"] > QUEUE_BOUND:
-        problems.append(f"queue up to {d['queue_max']:.0f}")
-    if d["payload_errors"] > 0:
-        problems.append(f"{d['payload_errors']:.0f} payload errors")
+    problems = load_problems(d)
     if d["sensors_twice"] or d["sensors_missing"]:
         problems.append(f"{d['sensors_twice']} sensors in two instances, {d['sensors_missing']} in none")
     for cycle in d.get("restarts", []):
         if cycle["taken_by_others"] or cycle["back"] != cycle["sensors"] or cycle["new_sensors"]:
             problems.append(f"restart ({cycle['signal']}) moved sensors: {cycle}")
-    return (not problems), ("sustained" if not problems else "not sustained: " + ", ".join(problems))
+    return verdict(problems)
 
 
 def gateway_row(r: RunResult) -> str:
