@@ -186,11 +186,7 @@ class MqttSource:
         wall_time = time.time()
         self._received.inc()
         try:
-            try:
-                topic = msg.topic
-            except UnicodeDecodeError:
-                raise PayloadError("unknown_sensor", "topic is not valid UTF-8") from None
-            sensor = self._rules.sensor_of(topic)
+            sensor = self._rules.sensor_of_message(msg)
         except PayloadError as err:
             self._rejected("", err)
             return

@@ -244,11 +244,7 @@ class Receiver:
         totals = self._totals
         totals.received += 1
         try:
-            try:
-                topic = msg.topic
-            except UnicodeDecodeError:
-                raise PayloadError("unknown_sensor", "topic is not valid UTF-8") from None
-            sensor = self._topics.sensor_of(topic)
+            sensor = self._topics.sensor_of_message(msg)
         except PayloadError as err:
             self._rejected[err.reason] = self._rejected.get(err.reason, 0) + 1
             self._detail[err.reason] = str(err)[:200]

@@ -13,13 +13,18 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 from edge_agent.config.instances import share_of
 from edge_agent.config.rules import SENSOR_ID_RULE, sensor_id
 from edge_agent.sources.mqtt_config import MqttSourceSection
 from edge_agent.sources.payloads import PayloadError
 
+if TYPE_CHECKING:
+    import paho.mqtt.client as paho
+
 logger = logging.getLogger(__name__)
+_NOT_UTF8 = "topic is not valid UTF-8"
 
 TOPIC_CACHE = 4096  # topics remembered with their checked sensor id (more: checked each time)
 
@@ -37,13 +42,21 @@ class TopicSensors:
         self.topics: dict[str, str] = {}  # topic -> admitted sensor id it names (bounded: cache_size)
         self._cache_size = cache_size
 
+    def sensor_of_message(self, msg: paho.MQTTMessage) -> str | None:
+        """:meth:`sensor_of` a received message's topic (paho decodes it on access: not UTF-8 is a PayloadError)."""
+        try:
+            topic = msg.topic
+        except UnicodeDecodeError:
+            raise PayloadError("unknown_sensor", _NOT_UTF8) from None
+        return self.sensor_of(topic)
+
     def sensor_of(self, topic: bytes | str) -> str | None:
         """The topic's sensor id, None if another instance's; PayloadError if it cannot be admitted."""
         if isinstance(topic, bytes):
             try:
                 topic = topic.decode("utf-8")
             except UnicodeDecodeError:
-                raise PayloadError("unknown_sensor", "topic is not valid UTF-8") from None
+                raise PayloadError("unknown_sensor", _NOT_UTF8) from None
         sensor = self.topics.get(topic)
         if sensor is not None:  # an admitted sensor's topic: its id was checked before
             return sensor

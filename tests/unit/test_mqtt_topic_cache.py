@@ -66,3 +66,14 @@ def test_refused_sensors_stay_refused_and_admitted_ones_keep_their_id(monkeypatc
     assert set(source._topics.values()) <= {"a", "b"}
     assert metrics.registry.get_sample_value("edge_agent_last_sample_timestamp_seconds", {"sensor": "a"}) > 0
     assert metrics.registry.get_sample_value("edge_agent_last_sample_timestamp_seconds", {"sensor": "c"}) is None
+
+
+def test_a_topic_that_is_not_utf8_is_refused_and_counted_and_the_next_message_goes_through() -> None:
+    source, metrics, chunks = _source(max_sensors=2)
+    msg = paho.MQTTMessage(topic=b"plant/\xff\xfe/x")  # paho decodes the topic on access
+    msg.payload = PAYLOAD
+    source._on_message(None, None, msg)
+    _send(source, "plant/a/x")
+    assert _errors(metrics, "unknown_sensor") == 1
+    assert [c.sensor for c in chunks] == ["a"]
+    assert source.internal_errors == 0  # refused as a payload error, not caught as a failure
