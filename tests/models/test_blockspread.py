@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from scipy.io import wavfile
 
 from edge_agent.nn.anomaly_frontends import AnomalyFrontEnd
 from edge_agent.nn.autoencoders import get_autoencoder, is_trainable
@@ -140,7 +141,6 @@ def test_one_knock_in_a_healthy_recording_raises_no_debounced_alert_where_envspr
 
 
 def test_edge_agent_learn_writes_a_consensus_blockspread_model_the_runtime_loads(tmp_path: Path) -> None:
-    import wave
 
     from edge_agent.cli import main
     from edge_agent.modelfile import load_model, read_meta
@@ -149,11 +149,7 @@ def test_edge_agent_learn_writes_a_consensus_blockspread_model_the_runtime_loads
     for i, rpm in enumerate((1400, 1600, 1800)):
         pcm = np.clip(np.round(motor_like(rpm, 8 * WINDOW, seed=i) * 0.05 * 32767), -32768, 32767).astype("<i2")
         paths.append(tmp_path / f"{rpm}.wav")
-        with wave.open(str(paths[-1]), "wb") as handle:
-            handle.setnchannels(1)
-            handle.setsampwidth(2)
-            handle.setframerate(int(RATE_HZ))
-            handle.writeframes(pcm.tobytes())
+        wavfile.write(paths[-1], int(RATE_HZ), pcm)
     out = tmp_path / "motor.pt"
     args = ["learn", "--out", str(out), "--model", "consensus", "--frontend", "blockspread", "--cross-fit"]
     assert main([*args, "--spread-bands", "6", "--window-samples", str(WINDOW), "--quiet", *map(str, paths)]) == 0

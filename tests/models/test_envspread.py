@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from scipy.io import wavfile
 
 from edge_agent.nn.anomaly_frontends import SPREAD_FRAMES, AnomalyFrontEnd
 from edge_agent.nn.autoencoders import get_autoencoder, is_trainable
@@ -90,7 +91,6 @@ def test_learn_with_excess_and_cross_fitting_flags_a_modulated_recording() -> No
 
 
 def test_edge_agent_learn_writes_an_excess_envspread_model_the_runtime_loads(tmp_path: Path) -> None:
-    import wave
 
     from edge_agent.cli import main
     from edge_agent.modelfile import load_model, read_meta
@@ -100,11 +100,7 @@ def test_edge_agent_learn_writes_an_excess_envspread_model_the_runtime_loads(tmp
         samples = motor_like(rpm, seed=i).reshape(-1).repeat(4).numpy() * 0.05
         pcm = np.clip(np.round(samples * 32767), -32768, 32767).astype("<i2")
         paths.append(tmp_path / f"{rpm}.wav")
-        with wave.open(str(paths[-1]), "wb") as handle:
-            handle.setnchannels(1)
-            handle.setsampwidth(2)
-            handle.setframerate(int(RATE_HZ))
-            handle.writeframes(pcm.tobytes())
+        wavfile.write(paths[-1], int(RATE_HZ), pcm)
     out = tmp_path / "motor.pt"
     args = ["learn", "--out", str(out), "--model", "excess", "--frontend", "envspread", "--cross-fit", "--quiet"]
     assert main([*args, "--window-samples", "4096", *map(str, paths)]) == 0
