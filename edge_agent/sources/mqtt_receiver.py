@@ -202,9 +202,10 @@ class Receiver:
         """The agent's new shed set: sensors that left it get their held (newest) messages sent first."""
         with self._lock:
             self._shed_set = sensors
-            released = [self._held.pop(s) for s in [s for s in self._held if s not in sensors]]
-            for held in released:
-                size = sum(len(m[1]) for m in held)
+            released = [sensor for sensor in self._held if sensor not in sensors]
+            for sensor in released:
+                held = self._held.pop(sensor)
+                size = sum(len(body) for _sensor, body, _at, _wall in held)
                 self._buffer.extend(held)
                 self._buffer_bytes += size
                 self._held_bytes -= size
