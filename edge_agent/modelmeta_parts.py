@@ -1,7 +1,7 @@
 """The optional and per-kind parts of a model's ``meta.json``, typed (see :mod:`edge_agent.modelmeta`).
 
 Pure Python: :class:`Normalisation`, :class:`NoiseFloor` (the DRSN's noise estimate methods),
-:class:`AnomalyScoring` (an anomaly model's threshold and calibration) and :class:`LabelInfo`
+:class:`AnomalyScoring` (an anomaly model's threshold, calibration and learned debounce) and :class:`LabelInfo`
 (what a label means), each with the parser that builds it and names the key it refuses.
 """
 
@@ -49,6 +49,7 @@ class AnomalyScoring:
 
     threshold: float
     calibration: Mapping[str, Any]  # how the threshold was chosen (healthy windows, quantile, ...)
+    debounce: tuple[int, int] | None = None  # learned (confirm_k, confirm_n), meta key debounce; None: none
 
 
 @dataclass(frozen=True)
@@ -113,7 +114,20 @@ def parse_anomaly(meta: dict[str, Any], source: str) -> AnomalyScoring:
         raise ValueError(f"{source}: {META_FILE} key 'threshold' must be a finite number, got {threshold!r}")
     if not isinstance(calibration, dict):
         raise ValueError(f"{source}: {META_FILE} key 'calibration' must be an object, got {calibration!r}")
-    return AnomalyScoring(threshold=float(threshold), calibration=MappingProxyType(calibration))
+    return AnomalyScoring(float(threshold), MappingProxyType(calibration), _debounce(meta.get("debounce"), source))
+
+
+def _debounce(value: object, source: str) -> tuple[int, int] | None:
+    """``debounce`` (optional): ``{"confirm_k": k, "confirm_n": n, ...}`` with integers ``1 <= k <= n``."""
+    if value is None:
+        return None
+    k, n = (value.get("confirm_k"), value.get("confirm_n")) if isinstance(value, dict) else (None, None)
+    booleans = isinstance(k, bool) or isinstance(n, bool)
+    if not booleans and isinstance(k, int) and isinstance(n, int) and 1 <= k <= n:
+        return k, n
+    raise ValueError(
+        f"{source}: {META_FILE} key 'debounce' must hold integers 1 <= confirm_k <= confirm_n, got {value!r}"
+    )
 
 
 def parse_noise_floor(value: object, source: str) -> NoiseFloor | None:

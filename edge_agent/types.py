@@ -75,6 +75,7 @@ class Prediction:
     noise_floor: float | None = None  # the model's own noise estimate for this window, when its file has one
     score: float | None = None  # anomaly models only: the window's score, higher is more anomalous
     threshold: float | None = None  # anomaly models only: the meta's threshold
+    debounce: tuple[int, int] | None = None  # anomaly models only: the meta's learned (confirm_k, confirm_n)
 
     @property
     def anomalous(self) -> bool:

@@ -6,7 +6,9 @@ apply, with the sensor's own histories (one per anomaly model) and at most one a
 sensor, beside its fault alert (a sensor may run a classifier and an anomaly model together):
 
 - ``new``: a voting window of a model whose last ``confirm_n`` windows hold ``confirm_k`` votes, no
-  anomaly alert open and no cooldown. ``confidence`` is the share of votes among the last
+  anomaly alert open and no cooldown. A model whose meta carries a learned ``debounce`` (the k of n that
+  raised no episode on its healthy calibration streams) is debounced with the larger ``confirm_k`` and the
+  larger ``confirm_n`` of its own and the ``[decision]`` section's. ``confidence`` is the share of votes among the last
   ``confirm_n`` windows (how much of the recent signal the model cannot explain); ``score`` and
   ``threshold`` are the deciding window's.
 - ``unknown_condition``: the classifier on the same sensor says healthy (its latest label is a
@@ -45,6 +47,7 @@ class _Episode:
 @dataclass
 class _State:
     votes: dict[str, deque[bool]] = field(default_factory=dict)  # anomaly model -> last confirm_n votes
+    confirm: dict[str, tuple[int, int]] = field(default_factory=dict)  # anomaly model -> its (k, n) (_confirm)
     last_prediction_at: float | None = None
     episode: _Episode | None = None
     cooldown_until: dict[tuple[str, str], float] = field(default_factory=dict)
@@ -81,13 +84,17 @@ class AnomalyDecisions:
         if state.last_prediction_at is not None and now - state.last_prediction_at > config.hold_off_s:
             state.votes.clear()
         state.last_prediction_at = now
-        history = state.votes.setdefault(prediction.model, deque(maxlen=config.confirm_n))
+        confirm_k, confirm_n = state.confirm[prediction.model] = _confirm(config, prediction.debounce)
+        history = state.votes.get(prediction.model, deque(maxlen=confirm_n))
+        if history.maxlen != confirm_n:  # a reload brought a model with another debounce
+            history = deque(history, maxlen=confirm_n)
+        state.votes[prediction.model] = history
         history.append(prediction.anomalous)
-        share = sum(history) / config.confirm_n
+        share = sum(history) / confirm_n
         episode = state.episode
-        if episode is not None and any(sum(h) >= config.confirm_k for h in state.votes.values()):
+        if episode is not None and any(sum(h) >= state.confirm[m][0] for m, h in state.votes.items()):
             episode.confirmed_at = now
-        if prediction.anomalous and sum(history) >= config.confirm_k:
+        if prediction.anomalous and sum(history) >= confirm_k:
             unknown = classifier.label is not None and classifier.label in config.normal_labels
             unknown = unknown and not classifier.fault_open
             event = self._decide(state, prediction, share, now, sha256, config, unknown, classifier.label)
@@ -106,7 +113,8 @@ class AnomalyDecisions:
     def reconfigure(self, config: DecisionSection) -> None:
         for state in self._sensors.values():
             for model, votes in state.votes.items():
-                state.votes[model] = deque(votes, maxlen=config.confirm_n)
+                learned = state.confirm[model][1] if model in state.confirm else 0
+                state.votes[model] = deque(votes, maxlen=max(config.confirm_n, learned))
 
     def _decide(
         self,
@@ -148,6 +156,13 @@ class AnomalyDecisions:
         state.episode = None
         state.cooldown_until[(ANOMALY, ANOMALOUS)] = deadline + config.cooldown_s
         return [self._publish(_end(episode, deadline))]
+
+
+def _confirm(config: DecisionSection, learned: tuple[int, int] | None) -> tuple[int, int]:
+    """The (k, n) of a model's windows: the section's, or the larger k and n of it and the model's."""
+    if learned is None:
+        return config.confirm_k, config.confirm_n
+    return max(config.confirm_k, learned[0]), max(config.confirm_n, learned[1])
 
 
 def _event(

@@ -166,7 +166,7 @@ class InferenceWorker:
     ) -> None:
         """An anomaly model's batch: one score per window, compared with the meta's threshold."""
         assert loaded.meta.anomaly is not None
-        threshold = loaded.meta.anomaly.threshold
+        threshold, debounce = loaded.meta.anomaly.threshold, loaded.meta.anomaly.debounce
         with torch.inference_mode():
             scores = loaded.module(inputs).reshape(len(inputs))[: len(batch)].tolist()
         self._count(name, len(batch), started)
@@ -184,6 +184,7 @@ class InferenceWorker:
                 model_sha256=loaded.sha256,
                 score=float(score),
                 threshold=threshold,
+                debounce=debounce,
             )
             self._hand_over(prediction)
 

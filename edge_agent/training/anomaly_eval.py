@@ -237,7 +237,8 @@ def motor_runs(dataset: BldcDataset, motor: str, variant: Variant, seed: int, *,
 
 
 def motor_summary(rows: list[dict[str, Any]], prefix: str = "") -> dict[str, float]:
-    """AUC (per fold, averaged over folds with both classes), rates at the threshold, debounced clip alerts."""
+    """AUC (per fold, averaged over folds with both classes), rates at the threshold, debounced clip alerts
+    (k of n: a row's ``confirm_k``/``confirm_n`` where it has them, the agent's default otherwise)."""
     key, threshold_key = f"{prefix}scores", f"{prefix}threshold"
     aucs, flags_h, flags_f, false_alerts, missed, healthy_clips, fault_clips = [], [], [], 0, 0, 0, 0
     for fold in sorted({r["fold"] for r in rows}):
@@ -248,7 +249,7 @@ def motor_summary(rows: list[dict[str, Any]], prefix: str = "") -> dict[str, flo
             aucs.append(auc(neg, pos))
         for r in fold_rows:
             flags = np.asarray(r[key]) > r[threshold_key]
-            alert = debounced_alert(flags)
+            alert = debounced_alert(flags, r.get("confirm_k", DEBOUNCE_K), r.get("confirm_n", DEBOUNCE_N))
             if r["anomalous"]:
                 flags_f.append(flags)
                 fault_clips, missed = fault_clips + 1, missed + (not alert)

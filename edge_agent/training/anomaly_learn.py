@@ -11,6 +11,10 @@ the shipped model then trains on all of it: with at least :data:`MIN_RECORDINGS_
 leave one recording out; with fewer, ``cross_fit_folds`` contiguous time blocks of every recording
 (:func:`time_folds`), each scored by a model trained on the rest less a guard gap of one window on
 either side of the block.
+
+The same held-back (or cross-fitted) scores, per recording in time order, set the debounce the model
+recommends (:mod:`edge_agent.training.anomaly_debounce`: the smallest k of n that raises no episode on them
+at the threshold), stored in the meta as ``debounce``.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ import torch
 from edge_agent.modelfile import SCHEMA_VERSION, load_model
 from edge_agent.nn.anomaly_frontends import describe_frontend
 from edge_agent.nn.autoencoders import AnomalyDetector
+from edge_agent.training.anomaly_debounce import Debounce, learn_debounce, streams_at_hop
 from edge_agent.training.anomaly_threshold import ThresholdFit, calibration, false_rate, fit_threshold
 from edge_agent.training.anomaly_train import AnomalyConfig, build_detector, fit_detector, scores_of
 from edge_agent.training.complexity import count_macs, count_parameters
@@ -63,6 +68,7 @@ class LearnResult:
     split: Split
     duration_s: float
     stats: dict[str, Any]
+    debounce: Debounce | None = None  # None: the calibration scores were not at a divisor of the hop
 
     @property
     def threshold(self) -> float:
@@ -101,27 +107,32 @@ def learn(
     count = channels.pop()
     if config.cross_fit and len(recordings) >= MIN_RECORDINGS_FOR_WHOLE:
         folds = [([r for j, r in enumerate(recordings) if j != i], [r]) for i, r in enumerate(recordings)]
-        held_scores = _cross_fit_scores(folds, sample_rate_hz, config, count)
+        streams = _cross_fit_scores(folds, sample_rate_hz, config, count)
         split = Split(list(recordings), [], "cross-fit", list(range(len(recordings))))
     elif config.cross_fit:
         folds = time_folds(recordings, config.window_samples, config.cross_fit_folds)
-        held_scores = _cross_fit_scores(folds, sample_rate_hz, config, count)
+        streams = _cross_fit_scores(folds, sample_rate_hz, config, count)
         split = Split(list(recordings), [], "cross-fit-time")
     else:
         split = split_recordings(recordings, config.window_samples, config.holdout_fraction)
     detector = build_detector(config, count, sample_rate_hz)
     stats = fit_detector(detector, split.train, config, progress=progress)
+    score_hop = config.calibration_hop if split.kind.startswith("cross-fit") else config.hop_samples
     if not split.kind.startswith("cross-fit"):
-        held_scores = scores_of(detector, split.held_back, config.window_samples, config.hop_samples)
+        streams = [scores_of(detector, [part], config.window_samples, score_hop) for part in split.held_back]
+    held_scores = np.concatenate(streams) if streams else np.empty(0)
     if held_scores.size < 2:
         raise ValueError(
             f"the held-back part gives {held_scores.size} window(s) of {config.window_samples} samples; "
             "record longer (or use a shorter --window-samples)"
         )
     fit = fit_threshold(held_scores, config.target_false_rate, config.threshold_method)
+    debounce = None
+    if config.hop_samples % score_hop == 0:
+        debounce = learn_debounce(streams_at_hop(streams, score_hop, config.hop_samples), fit.threshold)
     stats["seconds"] = time.perf_counter() - started
     duration_s = sum(r.shape[-1] for r in recordings) / sample_rate_hz
-    return LearnResult(detector, config, sample_rate_hz, fit, held_scores, split, duration_s, stats)
+    return LearnResult(detector, config, sample_rate_hz, fit, held_scores, split, duration_s, stats, debounce)
 
 
 Fold = tuple[list[np.ndarray], list[np.ndarray]]  # (training parts, held-out parts)
@@ -153,8 +164,11 @@ def time_folds(recordings: Sequence[np.ndarray], window_samples: int, folds: int
     return out
 
 
-def _cross_fit_scores(folds: Sequence[Fold], sample_rate_hz: float, config: AnomalyConfig, channels: int) -> np.ndarray:
-    """Scores of every fold's held-out parts from a model trained on that fold's training parts only.
+def _cross_fit_scores(
+    folds: Sequence[Fold], sample_rate_hz: float, config: AnomalyConfig, channels: int
+) -> list[np.ndarray]:
+    """Scores of every fold's held-out parts (one stream per part) from a model trained on that fold's
+    training parts only.
 
     The threshold then sees how novel each operating point (or stretch of time) looks to a model that
     never heard it; the shipped model is trained on all of the input, so its scores on it are, if
@@ -164,8 +178,8 @@ def _cross_fit_scores(folds: Sequence[Fold], sample_rate_hz: float, config: Anom
     for train, held in folds:
         detector = build_detector(config, channels, sample_rate_hz)
         fit_detector(detector, train, config)
-        scores.append(scores_of(detector, held, config.window_samples, config.calibration_hop))
-    return np.concatenate(scores)
+        scores += [scores_of(detector, [part], config.window_samples, config.calibration_hop) for part in held]
+    return scores
 
 
 def arrays_sha256(recordings: Sequence[np.ndarray]) -> str:
@@ -198,6 +212,7 @@ def anomaly_meta(
         "output": "score",
         "threshold": float(result.threshold),
         "calibration": calibration(result.held_back_scores, result.fit),
+        **({"debounce": result.debounce.to_meta()} if result.debounce is not None else {}),
         "score": {"definition": SCORE_DEFINITION, "weighting": config.weighting, "anomalous": "score > threshold"},
         "normalisation": {
             "applied": "inside the graph",

@@ -16,6 +16,10 @@ learning data; the held-out speed's healthy and propeller clips are the test and
 - **Test**: the chosen candidate is learned through :func:`edge_agent.training.anomaly_learn.learn` with
   ``cross_fit`` (the same code as ``edge-agent learn --cross-fit``: threshold from the leave-one-recording-out
   scores of all 5 learned clips, peaks over threshold at 1 %), exported graph's scores on the test clips.
+- **The debounce**, twice over the whole protocol: the agent's default 3 of 5 (the page before), and the one
+  ``learn`` stores in the meta (:mod:`edge_agent.training.anomaly_debounce`: the smallest k of n at the
+  default's share that raises no episode on the cross-fitted healthy streams of the learned clips at the
+  threshold), in the validation folds (from their own cross-fitted streams) as in the test.
 - Reference table: every candidate on every test fold (choosing from it would be choosing on the test).
 
 Nothing here is random (no training, no noise draw): one run gives every number.
@@ -35,16 +39,19 @@ import numpy as np
 import torch
 
 from edge_agent.training import anomaly_eval as ev
+from edge_agent.training.anomaly_debounce import DEFAULT_CONFIRM_K, DEFAULT_CONFIRM_N, alerts, first_alert_s
 from edge_agent.training.anomaly_learn import learn
 from edge_agent.training.anomaly_speeds_causes import causes
+from edge_agent.training.anomaly_speeds_cost import costs_ms_per_window
 from edge_agent.training.anomaly_speeds_select import (
     DEFAULT_TARGET,
     MAX_FALSE_RATE,
+    RULES,
     SPEEDS,
     FastScorer,
     choose,
     clip_of,
-    reference,
+    reference_rows,
     validation,
 )
 from edge_agent.training.anomaly_train import AnomalyConfig, build_detector, scores_of
@@ -55,6 +62,7 @@ __all__ = ["MAX_FALSE_RATE", "FastScorer", "choose", "main", "run"]
 
 MOTORS = ("M1", "M2")
 HOP_SAMPLES = 2048
+PRODUCT_RULES = {"learned": "nested", "default": "nested_default"}  # run through learn; "episode": fast path only
 
 
 @dataclass(frozen=True)
@@ -125,13 +133,19 @@ def _clips(dataset: BldcDataset) -> list[Clip]:
     return [c for c in dataset.clips if c.motor in MOTORS and c.condition in ("healthy", "propeller")]
 
 
-def held_out_rows(dataset: BldcDataset, motor: str, held: int, candidate: Candidate) -> list[dict[str, Any]]:
-    """The product path: learn (cross-fit) on the learned speeds, score the held-out speed's clips."""
+def held_out_rows(
+    dataset: BldcDataset, motor: str, held: int, candidate: Candidate, learned_debounce: bool
+) -> list[dict[str, Any]]:
+    """The product path: learn (cross-fit) on the learned speeds, score the held-out speed's clips; the
+    debounce is the one ``learn`` stored (``learned_debounce``) or the agent's default."""
     config = candidate.config()
     train = [
         c.samples[None, :] for c in dataset.clips if (c.motor, c.condition) == (motor, "healthy") and c.rpm != held
     ]
     result = learn(train, dataset.sample_rate_hz, config)
+    confirm = (DEFAULT_CONFIRM_K, DEFAULT_CONFIRM_N)
+    if learned_debounce and result.debounce is not None:
+        confirm = (result.debounce.confirm_k, result.debounce.confirm_n)
     module = torch.jit.script(result.detector.eval())
     rows = []
     for condition in ("healthy", "propeller"):
@@ -150,6 +164,9 @@ def held_out_rows(dataset: BldcDataset, motor: str, held: int, candidate: Candid
                 "scores": scores.tolist(),
                 "threshold": result.threshold,
                 "threshold_method": result.fit.method,
+                "confirm_k": confirm[0],
+                "confirm_n": confirm[1],
+                "window_s": config.window_samples / dataset.sample_rate_hz,
             }
         )
     return rows
@@ -163,42 +180,43 @@ def fold_table(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         healthy = next(r for r in picked if not r["anomalous"])
         fault = next((r for r in picked if r["anomalous"]), None)
         flags_h = np.asarray(healthy["scores"]) > healthy["threshold"]
+        k, n = healthy["confirm_k"], healthy["confirm_n"]
         entry: dict[str, Any] = {
             "fold": fold,
             "variant": healthy["variant"],
             "threshold": healthy["threshold"],
+            "confirm_k": k,
+            "confirm_n": n,
             "false_rate": float(flags_h.mean()),
-            "false_alert": ev.debounced_alert(flags_h),
+            "false_alert": alerts(flags_h, k, n),
             "false_windows_s": [round(float(i) * HOP_SAMPLES / SAMPLE_RATE_HZ, 3) for i in np.flatnonzero(flags_h)],
+            "most_votes": int(np.convolve(flags_h.astype(int), np.ones(n, int)).max()),  # in any n windows
         }
         if fault is not None:
             flags_f = np.asarray(fault["scores"]) > fault["threshold"]
             entry.update(
                 auc=ev.auc(np.asarray(healthy["scores"]), np.asarray(fault["scores"])),
                 detection_rate=float(flags_f.mean()),
-                fault_missed=not ev.debounced_alert(flags_f),
+                fault_missed=not alerts(flags_f, k, n),
+                alert_after_s=first_alert_s(flags_f, k, n, HOP_SAMPLES / SAMPLE_RATE_HZ, fault["window_s"]),
             )
         out.append(entry)
     return out
 
 
-def costs_ms_per_window(batch: int = 32, repeats: int = 30) -> dict[str, dict[str, float]]:
-    """Time per window of each candidate's scripted detector at ``batch`` on one thread (front-end included):
-    the candidates take turns, ``repeats`` rounds, so that load from other jobs falls on all of them alike;
-    ``min`` (the least disturbed) and ``median`` per candidate."""
-    unique = [c for c in CANDIDATES if c.name == c.detector]  # a target moves the threshold, not the graph
-    modules = {c.name: torch.jit.script(build_detector(c.config(), 1, float(SAMPLE_RATE_HZ)).eval()) for c in unique}
-    inputs = {c.name: torch.randn(batch, 1, c.window_samples) for c in unique}
-    times: dict[str, list[float]] = {name: [] for name in modules}
-    with torch.inference_mode():
-        for name, module in modules.items():
-            module(inputs[name])
-        for _ in range(repeats):
-            for name, module in modules.items():
-                started = time.perf_counter()
-                module(inputs[name])
-                times[name].append((time.perf_counter() - started) / batch * 1e3)
-    return {name: {"min": float(np.min(t)), "median": float(np.median(t))} for name, t in times.items()}
+def nested(
+    dataset: BldcDataset, motor: str, chosen: dict[str, Any], by_name: dict[str, Candidate], learned_debounce: bool
+) -> dict[str, Any]:
+    """The product path on every test fold with the candidate ``chosen`` on its validation folds."""
+    rows = []
+    for held in SPEEDS:
+        candidate = by_name[chosen[str(held)]["chosen"]]
+        rows += held_out_rows(dataset, motor, held, candidate, learned_debounce)
+        logger.info("%s fold %d (debounce learned: %s): %s", motor, held, learned_debounce, candidate.name)
+    folds = fold_table(rows)
+    delays = [r["alert_after_s"] for r in folds if r.get("alert_after_s") is not None]
+    pooled = {**ev.motor_summary(rows), "longest_alert_after_s": max(delays, default=None)}
+    return {"folds": folds, "pooled": pooled, "choices": chosen}
 
 
 def run(data: str | None) -> dict[str, Any]:
@@ -209,25 +227,33 @@ def run(data: str | None) -> dict[str, Any]:
     by_name = {c.name: c for c in CANDIDATES}
     groups = {c.name: scorer_groups(c) for c in CANDIDATES}
     quantiles = {c.name: 1.0 - c.target_false_rate for c in CANDIDATES}
-    summary: dict[str, Any] = {"candidates": [c.name for c in CANDIDATES], "motors": {}}
+    summary: dict[str, Any] = {"candidates": [c.name for c in CANDIDATES], "motors": {}, "rules": {}}
     for motor in MOTORS:
-        nested_rows, chosen, fixed_rows = [], {}, {}
-        for held in SPEEDS:
-            learned = tuple(s for s in SPEEDS if s != held)
-            scores = {
-                c.name: validation(dataset, feats[c.detector], motor, learned, groups[c.name], quantiles[c.name])
+        summary["motors"][motor] = {}
+        for rule in RULES:
+            chosen, fast = {}, {}
+            fixed = {  # reference: every candidate on every test fold (fast path, 1 - target quantile)
+                c.name: reference_rows(dataset, feats[c.detector], motor, groups[c.name], quantiles[c.name], rule)
                 for c in CANDIDATES
             }
-            chosen[str(held)] = {"chosen": choose(scores), "validation": scores}
-            nested_rows += held_out_rows(dataset, motor, held, by_name[chosen[str(held)]["chosen"]])
-            logger.info("%s fold %d: chose %s", motor, held, chosen[str(held)]["chosen"])
-        for c in CANDIDATES:  # reference: every candidate on every test fold (fast path, 1 - target quantile)
-            fixed_rows[c.name] = reference(dataset, feats[c.detector], motor, groups[c.name], quantiles[c.name])
-        summary["motors"][motor] = {
-            "nested": {"folds": fold_table(nested_rows), "pooled": ev.motor_summary(nested_rows), "choices": chosen},
-            "reference": fixed_rows,
-        }
-    summary["cost_ms_per_window"] = costs = costs_ms_per_window()
+            for held in SPEEDS:
+                learned = tuple(s for s in SPEEDS if s != held)
+                scores = {
+                    c.name: validation(
+                        dataset, feats[c.detector], motor, learned, groups[c.name], quantiles[c.name], rule
+                    )
+                    for c in CANDIDATES
+                }
+                chosen[str(held)] = {"chosen": choose(scores), "validation": scores}
+                fast[str(held)] = [r for r in fixed[chosen[str(held)]["chosen"]] if r["fold"] == str(held)]
+            summary["rules"].setdefault(rule, {})[motor] = ev.motor_summary([r for f in fast.values() for r in f])
+            if rule in PRODUCT_RULES:  # "nested": the learned debounce (after), "nested_default": 3 of 5 (before)
+                key = PRODUCT_RULES[rule]
+                summary["motors"][motor][key] = nested(dataset, motor, chosen, by_name, rule == "learned")
+                summary["motors"][motor][key]["reference"] = {n: ev.motor_summary(r) for n, r in fixed.items()}
+    summary["cost_ms_per_window"] = costs = costs_ms_per_window(
+        {c.name: c.config() for c in CANDIDATES if c.name == c.detector}
+    )
     summary["cost_reference"] = COST_REFERENCE.name
     summary["cost_ratio"] = {n: c["min"] / costs[COST_REFERENCE.name]["min"] for n, c in costs.items()}
     summary["causes"] = causes(dataset, MOTORS)

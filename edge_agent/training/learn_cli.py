@@ -254,6 +254,7 @@ def run(args: argparse.Namespace) -> int:
         "threshold_method": result.fit.method,
         "target_false_rate": config.target_false_rate,
         "held_back_false_rate": round(result.held_back_false_rate, 4),
+        "debounce": None if result.debounce is None else f"{result.debounce.confirm_k} of {result.debounce.confirm_n}",
         "seconds": round(time.perf_counter() - started, 1),
     }
     print(json.dumps(summary, indent=2))

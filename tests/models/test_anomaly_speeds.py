@@ -68,3 +68,22 @@ def test_the_selection_puts_validation_false_alerts_before_false_windows_and_det
         "quiet": {"auc": 0.997, "false_rate": 0.03, "detection": 0.8, "false_alerts": 0},
     }
     assert choose(scores) == "quiet"
+
+
+def test_the_alerting_rules_from_the_cross_fitted_streams() -> None:
+    from edge_agent.training.anomaly_speeds_select import alerting
+
+    crossed = [np.array([0.0, 0.0, 2.0, 3.0, 4.0, 0.0, 0.0, 0.0]), np.zeros(8)]  # one run of 3 above 1.0
+    assert alerting(crossed, 1.0, "default") == (1.0, 3, 5)
+    assert alerting(crossed, 1.0, "learned") == (1.0, 4, 6)  # 3 of 5 passes the run, 4 of 6 does not
+    assert alerting(crossed, 1.0, "episode") == (2.0, 3, 5)  # above 2.0 the run keeps 2 windows
+    assert alerting(crossed, 5.0, "episode") == (5.0, 3, 5)  # never lowered
+
+
+def test_the_selection_counts_fault_clips_the_debounce_misses_as_wrong() -> None:
+    scores = {
+        "slow": {"auc": 0.999, "false_rate": 0.0, "detection": 1.0, "false_alerts": 0, "missed": 1},
+        "alerting": {"auc": 0.999, "false_rate": 0.0, "detection": 0.9, "false_alerts": 1, "missed": 0},
+        "right": {"auc": 0.998, "false_rate": 0.01, "detection": 0.8, "false_alerts": 0, "missed": 0},
+    }
+    assert choose(scores) == "right"
