@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass, field
 
 import msgspec
 import numpy as np
@@ -51,15 +50,16 @@ _decode_json = msgspec.json.Decoder().decode
 def features(samples: np.ndarray) -> tuple[float, float] | None:
     """``(log RMS, log kurtosis)`` of ``samples`` (any shape, all values together); None if flat or not finite."""
     flat = samples.reshape(-1)
-    if flat.size < MIN_SAMPLES:
+    n = flat.size
+    if n < MIN_SAMPLES:
         return None
-    values = flat if flat.dtype == np.float32 else flat.astype(np.float32)
-    with np.errstate(all="ignore"):  # inf / NaN from huge or non-finite values: None below
-        centred = values - np.float32(values.mean(dtype=np.float64))
-        m2 = float(np.dot(centred, centred)) / flat.size
+    with np.errstate(all="ignore"):  # NaN / inf in a hostile payload: None below (the parser rejects it)
+        centred = flat.astype(np.float64)  # float64: the 4th power of any float32 fits
+        centred -= centred.sum() / n
+        m2 = float(np.dot(centred, centred)) / n
         centred *= centred
-        m4 = float(np.dot(centred, centred)) / flat.size
-    if not (m2 > 0.0 and math.isfinite(m2) and math.isfinite(m4)):
+        m4 = float(np.dot(centred, centred)) / n
+    if not (m2 > 0.0 and m4 < math.inf):  # flat, or NaN
         return None
     return 0.5 * math.log(m2), math.log(m4 / (m2 * m2))
 
@@ -85,13 +85,15 @@ def payload_samples(payload: bytes, fmt: str) -> np.ndarray | None:
     return samples
 
 
-@dataclass
 class _Baseline:
-    count: int = 0  # messages learnt (the warm-up ends at WARMUP_MESSAGES)
-    mean: list[float] = field(default_factory=lambda: [0.0, 0.0])
-    var: list[float] = field(default_factory=lambda: [0.0, 0.0])
-    marked_at: float = -math.inf  # the last mark (clock seconds)
-    marks_since: float = math.inf  # start of the current run of marks (gaps shorter than the hold)
+    __slots__ = ("count", "marked_at", "marks_since", "mean", "var")
+
+    def __init__(self) -> None:
+        self.count = 0  # messages learnt (the warm-up ends at WARMUP_MESSAGES)
+        self.mean = [0.0, 0.0]
+        self.var = [0.0, 0.0]
+        self.marked_at = -math.inf  # the last mark (clock seconds)
+        self.marks_since = math.inf  # start of the current run of marks (gaps shorter than the hold)
 
 
 class ChangeDetector:
@@ -117,8 +119,12 @@ class ChangeDetector:
         if base.count < WARMUP_MESSAGES:
             _welford(base, found)
             return None
-        pairs = zip(found, base.mean, base.var, SPREAD_FLOOR, strict=True)
-        score = self.last_score = max(abs(x - m) / max(math.sqrt(v), floor) for x, m, v, floor in pairs)
+        (rms, kurtosis), mean, var = found, base.mean, base.var
+        score = max(
+            abs(rms - mean[0]) / max(math.sqrt(var[0]), SPREAD_FLOOR[0]),
+            abs(kurtosis - mean[1]) / max(math.sqrt(var[1]), SPREAD_FLOOR[1]),
+        )
+        self.last_score = score
         held = now_s - base.marked_at < self.hold_s
         if score > self.threshold:
             if not held:
