@@ -5,10 +5,16 @@
     .venv/bin/python benchmarks/bench_overload.py --capacity-sensors 45 --factors 1,9 --json /tmp/overload.json
     .venv/bin/python benchmarks/bench_overload.py --capacity-sensors 40 --compare /tmp/old-checkout  # old vs this
     .venv/bin/python benchmarks/bench_overload.py --capacity-sensors 30 --extra-ms-per-batch 50 --receive thread,process
+    .venv/bin/python benchmarks/bench_overload.py --capacity-sensors 30 --extra-ms-per-batch 80 --receive process \
+        --change-threshold 0,10   # the ingress change detector off and on, alternating
 
 ``--receive thread,process``: each load once with paho in the agent's process and once with the
 ``receive = "process"`` receive process (alternating), the receive process moved to ``--load-cpu``
 (``sched_setaffinity`` once it is up), so the agent's core runs only the agent's own threads.
+``--change-threshold 0,10``: each load once per value of the source's ``change_threshold`` (0: the
+change detector off), alternating; the rows add the detector's marks (``edge_agent_suspect_marks_total
+{reason="change"}``) and refusals, and an upper bound of the healthy sensors' false-suspect share of
+sensor-seconds (every mark counted as false, the probe's too, each holding ``HOLD_S``).
 ``--extra-ms-per-batch X``: the agent runs ``slow_model.py``'s copy of the shipped model that
 spends X ms more CPU per batch in torch ops (calibrated at the start; outputs unchanged), which
 lowers the capacity to what the publishers of a 2-core machine can offer 9x of. Each row prints
@@ -59,6 +65,8 @@ import bench_agent as ba
 from agent_publisher import BIN_S, CHUNK_SAMPLES, PERIOD_S, RATE_HZ, sensor_name
 from cpuinfo import cpu_description
 
+from edge_agent.sources.change import HOLD_S
+
 WINDOWS_PER_SENSOR_S = RATE_HZ / CHUNK_SAMPLES  # hop 1024 = chunk: one window per message
 PROBE_PERIOD_S = (ba.PROBE_HEALTHY_CHUNKS + ba.PROBE_FAULT_CHUNKS) * PERIOD_S
 
@@ -92,10 +100,11 @@ def receivers(pid: int) -> list[int]:
     return found
 
 
-def configure(agent: ba.Agent, *, receive: str, model: Path | None) -> None:
-    """The generated config with ``receive`` and, with ``--extra-ms-per-batch``, the slowed model."""
+def configure(agent: ba.Agent, *, receive: str, model: Path | None, change_threshold: float = 0.0) -> None:
+    """The generated config with ``receive``, ``change_threshold`` and (``--extra-ms-per-batch``) the slowed model."""
     text = agent.config.read_text()
-    text = text.replace("instances = 1\n", f'instances = 1\nreceive = "{receive}"\n')
+    extra = f'receive = "{receive}"\n' + (f"change_threshold = {change_threshold}\n" if change_threshold else "")
+    text = text.replace("instances = 1\n", f"instances = 1\n{extra}")
     if model is not None:
         text = text.replace(f'path = "{ba.MODEL}"', f'path = "{model}"')
     agent.config.write_text(text)
@@ -109,9 +118,11 @@ def overload_run(
     code: str | None = None,
     receive: str = "thread",
     model: Path | None = None,
+    change_threshold: float = 0.0,
 ) -> dict[str, Any]:
     """One load on a fresh broker and agent; ``code``: the agent's package from this folder (PYTHONPATH)."""
     d: dict[str, Any] = {"sensors": sensors, "code": code or "this tree", "receive": receive}
+    d["change_threshold"] = change_threshold
     workdir = Path(tempfile.mkdtemp(prefix=f"bench-overload-{sensors}-"))
     workdir.chmod(0o755)
     broker = monitor = agent = probe = None
@@ -122,7 +133,7 @@ def overload_run(
         agent = ba.Agent(
             workdir, agent_id=ba.AGENT_ID, broker_port=broker.port, fmt=args.format, qos=args.qos, cpu=args.agent_cpu
         )
-        configure(agent, receive=receive, model=model)
+        configure(agent, receive=receive, model=model, change_threshold=change_threshold)
         with _pythonpath(code):
             agent.spawn()
         online = monitor.wait_status(ba.AGENT_ID, b"online", agent.spawned_at, timeout_s=90)
@@ -198,6 +209,12 @@ def overload_run(
         agent_cpu = 100.0 * (cpu_b - cpu_a) / wall
         processed = b.total("edge_agent_windows_processed_total") - a.total("edge_agent_windows_processed_total")
         received = b.total("edge_agent_messages_received_total") - a.total("edge_agent_messages_received_total")
+        marks = {
+            f"{name}_{reason}": _labelled(b, name, reason) - _labelled(a, name, reason)
+            for name in ("edge_agent_suspect_marks_total", "edge_agent_suspect_marks_refused_total")
+            for reason in ("change", "fault")
+        }
+        change_marks = marks["edge_agent_suspect_marks_total_change"]
         d.update(
             {
                 "wall_s": wall,
@@ -226,6 +243,8 @@ def overload_run(
                     else 0.0
                 ),
                 "publisher_lateness_p99_s": max(p["lateness_p99_s"] for p in pub),
+                "marks": marks,
+                "false_suspect_share_max": change_marks * HOLD_S / (sensors * wall),
             }
         )
     except Exception as error:  # one failed load must not lose the others
@@ -248,6 +267,10 @@ def overload_run(
         shutil.rmtree(workdir, ignore_errors=True)
     log(json.dumps({k: v for k, v in d.items() if k not in ("traceback", "probe_latency_s")}, default=str))
     return d
+
+
+def _labelled(s: ba.Scrape, name: str, reason: str) -> float:
+    return sum(value for labels, value in s.samples.get(name, []) if labels.get("reason") == reason)
 
 
 def _moved(a: ba.Scrape, b: ba.Scrape, name: str) -> float:
@@ -312,15 +335,15 @@ def table(rows: list[dict[str, Any]], capacity_per_s: float) -> str:
         "| load | receive | sensors | offered/s | received/s | processed/s | / capacity | probe alerted "
         "| sensors analysed | analysed/sensor min-median-max | shed/sensor min-max | RSS idle / peak / after (MB) "
         "| recovery | worst /metrics | agent / receiver CPU | agent CPU per window | batch | core 0 / core 1 busy "
-        "| others on agent core |\n"
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---|---|---|---:|---:|---|---:|---|---|---:|"
+        "| others on agent core | detector | marks change / fault (refused) | false suspects at most |\n"
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---|---|---|---:|---:|---|---:|---|---|---:|---:|---|---:|"
     )
     lines = [head]
     for r in rows:
         if "error" in r:
             lines.append(f"| {r['factor']}x | {r['receive']} | {r['sensors']} | error: {r['error']} |")
             continue
-        a, s = r["analysed_per_sensor"], r["shed_per_sensor"]
+        a, s, m = r["analysed_per_sensor"], r["shed_per_sensor"], r["marks"]
         busy = {int(k): v for k, v in r["cores_busy_percent"].items()}
         rec = "-" if r["recovery_s"] is None else f"{r['recovery_s']:.1f} s"
         lines.append(
@@ -334,7 +357,11 @@ def table(rows: list[dict[str, Any]], capacity_per_s: float) -> str:
             f"| {10 * r['agent_cpu_percent'] / max(r['processed_per_s'], 1e-9):.2f} ms "
             f"| {r['batch_mean_windows']:.0f} w, {1000 * r['inference_s_per_batch']:.0f} ms "
             f"| {busy.get(0, math.nan):.0f} / {busy.get(1, math.nan):.0f} % "
-            f"| {r['foreign_on_agent_core_percent']:.0f} % |"
+            f"| {r['foreign_on_agent_core_percent']:.0f} % | {r['change_threshold'] or 'off'} "
+            f"| {m['edge_agent_suspect_marks_total_change']:.0f} / {m['edge_agent_suspect_marks_total_fault']:.0f} "
+            f"({m['edge_agent_suspect_marks_refused_total_change']:.0f} / "
+            f"{m['edge_agent_suspect_marks_refused_total_fault']:.0f}) "
+            f"| {100 * r['false_suspect_share_max']:.2f} % |"
         )
     return "\n".join(lines)
 
@@ -359,6 +386,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--compare", type=Path, help="also run the agent of this checkout (e.g. /work/main), alternating")
     p.add_argument("--receive", default="thread", help="thread, process or both (thread,process), alternating")
     p.add_argument("--extra-ms-per-batch", type=float, default=0.0, help="slowed model (slow_model.py); 0: shipped")
+    p.add_argument("--change-threshold", default="0", help="change_threshold values, alternating (0: detector off)")
     return p
 
 
@@ -387,20 +415,29 @@ def main(argv: list[str] | None = None) -> int:
     log(f"capacity: {capacity} sensors ({capacity * WINDOWS_PER_SENSOR_S:.0f} windows/s offered)")
     codes: list[str | None] = [None] if args.compare is None else [str(args.compare.resolve()), None]
     modes = args.receive.split(",")
+    thresholds = [float(t) for t in args.change_threshold.split(",")]
     rows = []
     for factor in (int(f) for f in args.factors.split(",")):
         sensors = min(ba.MAX_SENSORS, factor * capacity)
         for code in codes:  # alternating, so other jobs on the machine hit both alike
             for receive in modes:
-                run = overload_run(args, sensors, log=log, code=code, receive=receive, model=model)
-                rows.append({"factor": factor, **run})
+                for threshold in thresholds:
+                    run = overload_run(
+                        args, sensors, log=log, code=code, receive=receive, model=model, change_threshold=threshold
+                    )
+                    rows.append({"factor": factor, **run})
     for code in codes:
-        for receive in modes:
-            mine = [r for r in rows if r["code"] == (code or "this tree") and r["receive"] == receive]
+        for receive, threshold in ((m, t) for m in modes for t in thresholds):
+            mine = [
+                r
+                for r in rows
+                if r["code"] == (code or "this tree") and r["receive"] == receive and r["change_threshold"] == threshold
+            ]
             first = next((r for r in mine if "error" not in r), None)
             capacity_per_s = first["processed_per_s"] if first else float("nan")
             print(
-                f"\nagent code: {code or 'this tree'}, receive = {receive!r} (capacity: the 1x row's "
+                f"\nagent code: {code or 'this tree'}, receive = {receive!r}, change_threshold = {threshold:g} "
+                f"(capacity: the 1x row's "
                 f"{capacity_per_s:.0f} windows/s)"
             )
             print(table(mine, capacity_per_s))

@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/overload_costs.py                 # f32le, pinned to core 1
     .venv/bin/python benchmarks/overload_costs.py --format json
+    .venv/bin/python benchmarks/overload_costs.py --change-threshold 10   # the change detector in paho's thread
 
 In one process, on the agent's own code path without the network (``MqttSource._on_message`` on
 ``paho.MQTTMessage`` objects, the router with the inference queue's ``over_share`` as its shedding
@@ -9,7 +10,11 @@ rule, as ``App`` wires it; ``profile_agent.build_app`` builds the agent): the me
 
 - a message that is analysed: receive handling, parse, windowing, queue put; plus the model and the
   per-prediction work per window (``InferenceWorker._process`` of batches of ``max_batch``);
-- a message that is shed: the queue full and the sensor holding its share, dropped before parsing.
+- a message that is shed: the queue full and the sensor holding its share, dropped before parsing;
+- with ``--change-threshold X`` (f32le): both with the ingress change detector in paho's thread
+  (``receive = "thread"``), which looks at every message before the shed decision; and the detector
+  alone per message (``SourceChange.check``: what the receive process pays with ``receive = "process"``)
+  for f32le and JSON payloads.
 
 With paho's own cost per received message (``--paho-us``, from ``profile_agent.py --only mqtt``:
 33 us on the AVX-512 EPYC of 2026-12-01, 110 us on the AVX2 one of 2026-11-22) it bounds what
@@ -21,6 +26,7 @@ messages and ``L C - P`` shed ones (paho + shed each), so at most
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import statistics
 import sys
@@ -35,14 +41,16 @@ from profile_agent import MODEL, build_app, payloads
 NO_STOP = threading.Event()
 
 
-def measure(fmt: str, sensors: int, rounds: int, repeats: int) -> dict[str, float]:
+def measure(fmt: str, sensors: int, rounds: int, repeats: int, change_threshold: float = 0.0) -> dict[str, float]:
     import paho.mqtt.client as paho
 
     from edge_agent.sources.mqtt import MqttSource
 
     app = build_app(fmt, MODEL)
     worker, section = app.worker, app.config.sources[0]
+    section = dataclasses.replace(section, change_threshold=change_threshold)
     router = app.datapath.router(section, worker.submit, shed=worker.queue.over_share)
+    router.use_suspects(worker.queue)
     source = MqttSource(section, app.config.mqtt, password=None, agent_id="costs", metrics=app.metrics, streams=router)
     source._emit = router  # what start() sets, without a broker
     messages = []
@@ -85,6 +93,24 @@ def measure(fmt: str, sensors: int, rounds: int, repeats: int) -> dict[str, floa
     }
 
 
+def detector_cost(fmt: str, sensors: int, rounds: int, repeats: int) -> float:
+    """Median us per message of the change detector alone on this format's payloads (warmed up)."""
+    from edge_agent.sources.change import WARMUP_MESSAGES, SourceChange
+
+    change = SourceChange(fmt, 10.0)
+    items = [(topic.split("/")[1], payload) for topic, payload in payloads(fmt, sensors, rounds)]
+    for k in range(WARMUP_MESSAGES):
+        for sensor, payload in items[:sensors]:
+            change.check(sensor, payload, float(k), suspect=False)
+    costs = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        for sensor, payload in items:
+            change.check(sensor, payload, 0.0, suspect=False)
+        costs.append((time.perf_counter() - started) / len(items))
+    return 1e6 * statistics.median(costs)
+
+
 def _shed_total(metrics: object) -> float:
     registry = metrics.registry  # type: ignore[attr-defined]
     return sum(s.value for f in registry.collect() for s in f.samples if s.name == "edge_agent_messages_shed_total")
@@ -98,6 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--paho-us", type=float, default=33.0, help="paho's cost per message (profile_agent --only mqtt)")
     p.add_argument("--agent-cpu", type=int, default=1, help="core this process is pinned to (-1: none)")
+    p.add_argument("--change-threshold", type=float, default=0.0, help="the change detector in paho's thread")
     args = p.parse_args(argv)
     if args.agent_cpu >= 0 and (os.cpu_count() or 1) > args.agent_cpu:
         os.sched_setaffinity(0, {args.agent_cpu})
@@ -105,7 +132,15 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(1)
     print(f"CPU: {cpu_description()}; one thread on core {args.agent_cpu}; the machine may be shared")
-    r = measure(args.format, args.sensors, args.rounds, args.repeats)
+    if args.change_threshold > 0:
+        for fmt in ("f32le", "json"):
+            us = detector_cost(fmt, args.sensors, args.rounds, args.repeats)
+            print(f"change detector alone ({fmt}): {us:.1f} us per message")
+        off = measure(args.format, args.sensors, args.rounds, args.repeats)
+        print(
+            f"without the detector: analysed {off['analysed_us_per_msg']:.1f} us, shed {off['shed_us_per_msg']:.1f} us"
+        )
+    r = measure(args.format, args.sensors, args.rounds, args.repeats, args.change_threshold)
     analysed_s = (r["analysed_us_per_msg"] + r["inference_us_per_window"] + args.paho_us) / 1e6
     print(f"format {args.format}: per message analysed {r['analysed_us_per_msg']:.0f} us + per window inference")
     shed_us, paho_us = r["shed_us_per_msg"], args.paho_us

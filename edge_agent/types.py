@@ -134,3 +134,9 @@ class StreamEvents(Protocol):
     def shed_set(self) -> frozenset[str]: ...  # every sensor shed now (sent to a receive process)
 
     def count_shed(self, sensor: str, n: int) -> None: ...  # messages a receive process shed
+
+    def mark(self, sensor: str, hold_s: float, score: float) -> None: ...  # the change detector saw a change
+
+    def is_suspect(self, sensor: str) -> bool: ...  # served first now (its change baseline does not learn)
+
+    def suspects(self) -> frozenset[str]: ...  # every suspect now (sent to a receive process)

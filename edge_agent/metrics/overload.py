@@ -12,6 +12,7 @@ from edge_agent.metrics.series import CounterFamily
 
 # payload error reasons the router's ingress bounds give (edge_agent.pipeline.ingress), beside the parser's
 INGRESS_ERROR_REASONS = ("bad_ts", "too_many_samples")
+SUSPECT_REASONS = ("fault", "change")  # a model window said fault / the ingress change detector saw a change
 
 
 class OverloadMetrics:
@@ -54,6 +55,26 @@ class OverloadMetrics:
             ["source"],
             registry=registry,
         )
+        self.suspects = Gauge(
+            "edge_agent_suspects",
+            "Sensors served first now (never shed): a fault window from the model or a change at ingress.",
+            registry=registry,
+        )
+        self.suspect_marks = Counter(
+            "edge_agent_suspect_marks_total",
+            "Sensors that became suspects, by reason (fault: a model window; change: the ingress change detector).",
+            ["reason"],
+            registry=registry,
+        )
+        self.suspect_marks_refused = Counter(
+            "edge_agent_suspect_marks_refused_total",
+            "Suspect marks refused because the suspects' windows would exceed their share of capacity, by reason.",
+            ["reason"],
+            registry=registry,
+        )
+        for reason in SUSPECT_REASONS:
+            self.suspect_marks.labels(reason)
+            self.suspect_marks_refused.labels(reason)
         self.resampler_bytes = Gauge(
             "edge_agent_resampler_bytes",
             "Memory of the resampling filters a source holds (at most a few distinct rates per source).",

@@ -1,11 +1,10 @@
 """Chunks -> windows of each model of their source, sensor discovery, and the sensors' metric series.
 
-:class:`SensorSeries` is the one place that creates a source's and a sensor's series at zero
-(``init_source``, ``init_sensor``, ``init_sensor_model``; the noise floor of a model that has one at
-NaN), each once however many sources name the sensor: configured sensors at start (so a sensor
-whose payloads are all rejected still has its series), a sensor a wildcard topic finds when its
-source admits it (its first message, before the payload is parsed) or with its first chunk, and the
-per-label series again when a reload changes a model's labels or the normal labels.
+:class:`SensorSeries` (edge_agent.pipeline.sensor_series, re-exported here) creates a source's and a
+sensor's series: configured sensors at start (so a sensor whose payloads are all rejected still has
+its series), a sensor a wildcard topic finds when its source admits it (its first message, before
+the payload is parsed) or with its first chunk, and the per-label series again when a reload changes
+a model's labels or the normal labels.
 
 :func:`make_router` builds the :class:`Router`, the ``emit`` callback of one source (it runs on the source's
 thread), which also feeds the source's stream supervision (edge_agent.pipeline.supervision).
@@ -14,104 +13,38 @@ thread), which also feeds the source's stream supervision (edge_agent.pipeline.s
 from __future__ import annotations
 
 import logging
-import math
-import threading
-from collections.abc import Callable, Iterable, Mapping
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import Any, Protocol
 
 from edge_agent.common.ratelimit import RateLimitedLog
 from edge_agent.config import SourceSection, StreamsSection
-from edge_agent.metrics import ALERT_EVENT_TYPES, SUPPRESS_REASONS, AgentMetrics
+from edge_agent.metrics import AgentMetrics
 from edge_agent.modelmeta import ModelMeta
 from edge_agent.pipeline.indicator_stage import IndicatorStage
 from edge_agent.pipeline.ingress import IngressLimits, ModelShape
+from edge_agent.pipeline.sensor_series import SensorSeries
 from edge_agent.pipeline.supervision import StreamSpec, StreamSupervisor
 from edge_agent.pipeline.windowing import WindowAssembler
-from edge_agent.types import ANOMALOUS, Chunk, Window
+from edge_agent.types import Chunk, Window
 
 logger = logging.getLogger(__name__)
 
+__all__ = ["Announce", "Router", "SensorSeries", "Submit", "SuspectMarks", "make_router"]
+
 Submit = Callable[[str, Window], None]  # (model name, window) -> the inference queue
+
+
+class SuspectMarks(Protocol):
+    """The inference queue's suspects, as a source's change detector marks and reads them."""
+
+    def mark(self, sensor: str, hold_s: float, score: float) -> bool: ...
+
+    def is_suspect(self, sensor: str) -> bool: ...
+
+    def suspects(self) -> frozenset[str]: ...
+
+
 Announce = Callable[[str, tuple[str, ...], bool], None]  # (sensor, models found live, new sensor) -> the sinks
-
-
-class SensorSeries:
-    """Which sensors (and sources) have their series, for which model labels; thread-safe."""
-
-    def __init__(self, metrics: AgentMetrics) -> None:
-        self._metrics = metrics
-        self._lock = threading.Lock()
-        self._sources: set[str] = set()
-        self._sensors: dict[str, set[str]] = {}  # sensor -> models whose series it has
-        self._labels: dict[str, tuple[str, ...]] = {}  # model -> labels its series were made for
-        self._normal: tuple[str, ...] = ()
-        self._noise_floor: frozenset[str] = frozenset()  # models whose files have a noise_floor method
-        self._thresholds: dict[str, float] = {}  # anomaly model -> its threshold
-
-    def configure(
-        self,
-        labels: Mapping[str, tuple[str, ...]],
-        normal_labels: tuple[str, ...],
-        noise_floor_models: Iterable[str] = (),
-        anomaly_thresholds: Mapping[str, float] | None = None,
-    ) -> None:
-        """The models' labels, the normal labels, the models with a noise floor and the anomaly models'
-        thresholds (start, reload): known sensors get the series they now lack."""
-        with self._lock:
-            changed = {model for model, new in labels.items() if self._labels.get(model) != new}
-            if normal_labels != self._normal:  # other labels are faults now: their alert series
-                changed = set(labels)
-            noise_floor = frozenset(noise_floor_models)
-            changed |= noise_floor - self._noise_floor
-            thresholds = dict(anomaly_thresholds or {})
-            changed |= {model for model, value in thresholds.items() if self._thresholds.get(model) != value}
-            for sensor, models in self._sensors.items():  # no longer an anomaly model: its series go
-                for model in models & (self._thresholds.keys() - thresholds.keys()):
-                    self._metrics.anomaly.remove(sensor, model)
-            self._labels, self._normal, self._noise_floor = dict(labels), normal_labels, noise_floor
-            self._thresholds = thresholds
-            for sensor, models in self._sensors.items():
-                for model in models & changed:
-                    self._init_model(sensor, model)
-
-    def add_source(self, source: str) -> None:
-        with self._lock:
-            if source not in self._sources:
-                self._sources.add(source)
-                self._metrics.init_source(source)
-
-    def add(self, sensor: str, models: Iterable[str]) -> tuple[bool, tuple[str, ...]]:
-        """Create ``sensor``'s series and those of its ``models``' labels, those it lacks.
-
-        Returns whether the sensor is new and which of ``models`` are new for it.
-        """
-        with self._lock:
-            known = self._sensors.get(sensor)
-            new_sensor = known is None
-            if known is None:
-                known = self._sensors[sensor] = set()
-                self._metrics.init_sensor(sensor)
-            added = tuple(dict.fromkeys(model for model in models if model not in known))
-            for model in added:
-                known.add(model)
-                self._init_model(sensor, model)
-            return new_sensor, added
-
-    def sensors(self, model: str) -> set[str]:
-        """Sensors that have ``model``'s series."""
-        with self._lock:
-            return {sensor for sensor, models in self._sensors.items() if model in models}
-
-    def _init_model(self, sensor: str, model: str) -> None:
-        self._metrics.init_sensor_model(sensor, model, self._labels.get(model, ()), self._normal)
-        if model in self._noise_floor:  # NaN until its first window: 0 would read as noiseless
-            self._metrics.noise_floor.labels(sensor, model).set(math.nan)
-        if model in self._thresholds:  # an anomaly model: score NaN, threshold, counters, its alert series
-            self._metrics.anomaly.init_sensor_model(sensor, model, self._thresholds[model])
-            for event_type in ALERT_EVENT_TYPES:
-                self._metrics.alerts.labels(sensor, ANOMALOUS, event_type)
-            for reason in SUPPRESS_REASONS:
-                self._metrics.alerts_suppressed.labels(sensor, ANOMALOUS, reason)
 
 
 def make_router(
@@ -128,6 +61,7 @@ def make_router(
     indicators: IndicatorStage | None = None,
     shed: Callable[[str], bool] | None = None,
     shed_set: Callable[[], frozenset[str]] | None = None,
+    suspects: SuspectMarks | None = None,
 ) -> Router:
     """The ``emit`` of ``section``'s source: chunk -> windows for each of its models -> ``submit``.
 
@@ -163,7 +97,18 @@ def make_router(
     resampler_bytes.set(0)
     limits = IngressLimits(shapes, real_time=real_time, on_resampler_bytes=resampler_bytes.set)
     router = Router(
-        section, assemblers, supervisor, metrics, sensors, submit, announce, indicators, limits, shed, shed_set
+        section,
+        assemblers,
+        supervisor,
+        metrics,
+        sensors,
+        submit,
+        announce,
+        indicators,
+        limits,
+        shed,
+        shed_set,
+        suspects,
     )
     for sensor in section.known_sensors:
         new_sensor, _ = sensors.add(sensor, section.models)
@@ -200,9 +145,11 @@ class Router:
         limits: IngressLimits | None = None,
         shed: Callable[[str], bool] | None = None,
         shed_set: Callable[[], frozenset[str]] | None = None,
+        suspects: SuspectMarks | None = None,
     ) -> None:
         self._over_share = shed  # the inference queue: is this sensor over its share of a full queue?
         self._over_share_set = shed_set  # the queue: every sensor over its share now
+        self._suspects = suspects  # the queue's suspects (the ingress change detector marks them)
         self._shed_counts: dict[str, Any] = {}
         self._models = section.models
         self._limits = limits  # rate, ts and length bounds before windowing (edge_agent.pipeline.ingress)
@@ -237,6 +184,21 @@ class Router:
     def shed_set(self) -> frozenset[str]:
         """The sensors whose messages are to be shed now (for a receive process; empty without shedding)."""
         return self._over_share_set() if self._over_share_set is not None else frozenset()
+
+    def use_suspects(self, suspects: SuspectMarks) -> None:
+        """The inference queue whose suspects the source's change detector marks (set before the source starts)."""
+        self._suspects = suspects
+
+    def mark(self, sensor: str, hold_s: float, score: float) -> None:
+        """The change detector saw ``sensor``'s signal change (``score`` spreads): a suspect for ``hold_s``."""
+        if self._suspects is not None:
+            self._suspects.mark(sensor, hold_s, score)
+
+    def is_suspect(self, sensor: str) -> bool:
+        return self._suspects is not None and self._suspects.is_suspect(sensor)
+
+    def suspects(self) -> frozenset[str]:
+        return self._suspects.suspects() if self._suspects is not None else frozenset()
 
     def count_shed(self, sensor: str, n: int) -> None:
         """``n`` messages of admitted ``sensor`` shed by the source's receive process (counted as shed here)."""

@@ -5,13 +5,14 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
-from collections.abc import Container
+from collections.abc import Callable, Container
 from dataclasses import dataclass
 
 from edge_agent.metrics import AgentMetrics
+from edge_agent.pipeline.suspects import SUSPECT_CLEAR_WINDOWS, Suspects
 from edge_agent.types import Window
 
-SUSPECT_CLEAR_WINDOWS = 5  # normal windows in a row that end a suspicion (the decision's default n)
+__all__ = ["SUSPECT_CLEAR_WINDOWS", "QueuedWindow", "WindowQueue"]
 
 
 @dataclass(frozen=True)
@@ -31,15 +32,17 @@ class WindowQueue:
     served longest ago first), so every sensor keeps getting windows analysed under overload.
 
     Suspects first: a sensor whose last window was classified as a fault (:meth:`observe`; until
-    ``SUSPECT_CLEAR_WINDOWS`` normal ones in a row) is never shed at ingress, loses a window to a
+    ``SUSPECT_CLEAR_WINDOWS`` normal ones in a row) or whose signal the change detector at ingress
+    saw change (:meth:`mark`, for a hold time) is never shed at ingress, loses a window to a
     full queue only when no other sensor has one waiting, and fills up to half of each batch before
     the round-robin: under 9x overload a fair share is 1.3 windows/s, too few for k of n windows
     of a one-second fault, while a suspect's whole stream costs ~1 % of capacity. The half keeps
-    every other sensor analysed when many are suspects.
+    every other sensor analysed when many are suspects; their number is bounded by a share of
+    capacity (edge_agent.pipeline.suspects).
     Operations cost O(models), except choosing the model when several have windows (O(sensors)).
     """
 
-    def __init__(self, capacity: int, metrics: AgentMetrics) -> None:
+    def __init__(self, capacity: int, metrics: AgentMetrics, *, clock: Callable[[], float] = time.monotonic) -> None:
         if capacity < 1:
             raise ValueError(f"queue capacity must be >= 1, got {capacity}")
         # model -> sensor -> its windows (arrival number, window); only non-empty deques, rotation order
@@ -51,7 +54,7 @@ class WindowQueue:
         self._capacity = capacity
         self._metrics = metrics
         self._dropped: dict[str, object] = {}  # sensor -> its drop counter child
-        self._suspects: dict[str, int] = {}  # suspect sensor -> normal windows in a row since its last fault
+        self._suspects = Suspects(metrics, clock=clock)  # served first, never shed (edge_agent.pipeline.suspects)
         self._ready = threading.Condition()
 
     def put(self, item: QueuedWindow) -> None:
@@ -66,6 +69,7 @@ class WindowQueue:
             waiting.append((self._arrivals, item.window))
             self._model_size[item.model] = self._model_size.get(item.model, 0) + 1
             self._waiting.add(sensor, 1)
+            self._suspects.put(sensor)
             self._arrivals += 1
             self._size += 1
             self._metrics.queue_depth.set(self._size)
@@ -85,7 +89,9 @@ class WindowQueue:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0 or not self._ready.wait(timeout=remaining):
                     break
+            self._suspects.expire()
             batch = self._round_robin(model, max_batch)
+            self._suspects.taken(len(batch))
             self._size -= len(batch)
             self._metrics.queue_depth.set(self._size)
             return batch
@@ -93,12 +99,21 @@ class WindowQueue:
     def observe(self, sensor: str, *, fault: bool) -> None:
         """The worker's verdict on one of ``sensor``'s windows: a fault makes it a suspect (see the class)."""
         with self._ready:
-            if fault:
-                self._suspects[sensor] = 0
-            elif sensor in self._suspects:
-                self._suspects[sensor] += 1
-                if self._suspects[sensor] >= SUSPECT_CLEAR_WINDOWS:
-                    del self._suspects[sensor]
+            self._suspects.verdict(sensor, fault=fault)
+
+    def mark(self, sensor: str, hold_s: float, score: float = 0.0) -> bool:
+        """The change detector saw ``sensor``'s signal change: a suspect for ``hold_s`` (False: the bound refused)."""
+        with self._ready:
+            return self._suspects.mark(sensor, hold_s, score)
+
+    def is_suspect(self, sensor: str) -> bool:
+        return sensor in self._suspects  # read without the lock: an estimate is enough
+
+    def suspects(self) -> frozenset[str]:
+        """The suspects now (a receive process freezes their change baselines)."""
+        with self._ready:
+            self._suspects.expire()
+            return self._suspects.names()
 
     def _round_robin(self, model: str, max_batch: int) -> list[QueuedWindow]:
         sensors = self._by_model[model]
@@ -164,6 +179,7 @@ class WindowQueue:
     def over_share_set(self) -> frozenset[str]:
         """Every sensor :meth:`over_share` is True for now (a receive process sheds them): O(those sensors)."""
         with self._ready:
+            self._suspects.expire()
             if self._size < self._capacity:
                 return frozenset()
             return frozenset(self._waiting.at_least(self._share(), self._suspects))

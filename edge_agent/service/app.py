@@ -268,6 +268,7 @@ class App:
             q = self.worker.queue  # overload: shed at ingress, before parsing (the set: in a receive process)
             submit = self.learning.submit_via(self.worker.submit)  # a learning sensor's windows are recorded too
             router = self.datapath.router(section, submit, real_time=rt, shed=q.over_share, shed_set=q.over_share_set)
+            router.use_suspects(q)  # the change detector's marks (a source may make a changing sensor a suspect)
             source = self._build_source(section, router)
             source.start(router)
             self.sources.append(source)

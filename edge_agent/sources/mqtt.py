@@ -33,6 +33,7 @@ from edge_agent.common.ratelimit import RateLimitedLog
 from edge_agent.config import MqttSection
 from edge_agent.metrics import AgentMetrics
 from edge_agent.mqttclient import MqttConnection
+from edge_agent.sources.change import HOLD_S, SourceChange
 from edge_agent.sources.mqtt_config import MqttSourceSection
 from edge_agent.sources.mqtt_process import ReceiveProcess
 from edge_agent.sources.mqtt_topics import TOPIC_CACHE, TopicSensors
@@ -78,6 +79,8 @@ class MqttSource:
         self._received = metrics.messages_received.labels(self.name)
         self._foreign = metrics.messages_foreign.labels(self.name)
         self.receiver: ReceiveProcess | None = None
+        threshold = section.change_threshold if section.receive == "thread" else 0.0  # "process": in the child
+        self._change = SourceChange(section.format, threshold) if threshold > 0 and streams is not None else None
         if section.receive == "process":
             self._connected = metrics.mqtt_connected.labels(f"source-{self.name}")
             self._connected.set(0)
@@ -94,6 +97,7 @@ class MqttSource:
                 on_down=self._receiver_down,
                 shed_set=streams.shed_set if streams is not None else no_shedding,
                 restarts=restarts,
+                suspects=streams.suspects if streams is not None else no_shedding,
                 backoff_s=(mqtt.reconnect_min_s, mqtt.reconnect_max_s),
             )
         self._conn = MqttConnection(
@@ -193,6 +197,10 @@ class MqttSource:
         if sensor is None:
             self._foreign.inc()
             return  # another instance's sensor: nothing decoded, nothing admitted
+        if self._change is not None and self._streams is not None:  # before the shed decision (~8 us, binary)
+            score = self._change.check(sensor, msg.payload, received_at, suspect=self._streams.is_suspect(sensor))
+            if score is not None:
+                self._streams.mark(sensor, HOLD_S, score)
         self._deliver(sensor, msg.payload, received_at, wall_time)
 
     def _deliver(self, sensor: str, payload: bytes, received_at: float, wall_time: float) -> None:
@@ -231,6 +239,9 @@ class MqttSource:
     # --- receive = "process": the source-<name>-receiver thread ---
 
     def _deliver_batch(self, batch: Batch) -> None:
+        if self._streams is not None:  # the change marks first: their sensors' messages are then not shed
+            for sensor, score in batch.marks:
+                self._streams.mark(sensor, HOLD_S, score)
         for sensor, payload, received_at, wall_time in batch.messages:
             try:
                 self._deliver(sensor, payload, received_at, wall_time)

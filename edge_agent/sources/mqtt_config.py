@@ -40,6 +40,7 @@ class MqttSourceSection(SourceSection):
     instances: int = setting(1, ge=1, le=MAX_INSTANCES)  # agent instances sharing its sensors (config/instances.py)
     receive: str = setting("thread", choices=RECEIVE)  # "process": read and shed off the inference core
     receive_cpu: int = setting(-1, ge=-1, le=4095)  # receive = "process": the CPU it runs on (-1: the agent's)
+    change_threshold: float = setting(0.0, ge=0.0, le=1000.0)  # ingress change detector (sources/change.py); 0: off
 
     @property
     def known_sensors(self) -> tuple[str, ...]:
@@ -79,6 +80,14 @@ def check_mqtt_source(table: Table, context: SourceContext) -> None:
     if table.ok("receive", "receive_cpu") and table.values["receive"] != "process":
         needs = "receive_cpu places a receive process; set receive = 'process' or leave it at -1"
         table.check("receive_cpu", lambda v: v < 0, needs, reason="is not used")
+    if table.ok("receive", "format", "change_threshold") and table.values["receive"] == "thread":
+        needs = (
+            "with receive = 'thread' the change detector decodes every message on the inference core, too dear "
+            "for JSON (~50 us, as much as shedding saves); use receive = 'process' or a binary format"
+        )
+        table.check(
+            "change_threshold", lambda v: v == 0 or table.values["format"] != "json", needs, reason="is too dear"
+        )
     if table.ok("format") and table.values["format"] in BINARY_FORMATS:
         needs = f"format {table.values['format']!r} needs sample_rate_hz > 0"
         table.check("sample_rate_hz", lambda v: v > 0, needs)

@@ -7,8 +7,9 @@ and its own thread ``source-<name>-receiver``, which
 - reads the child's frames and hands each :class:`Batch` to ``deliver`` (the source's ``_deliver``:
   admission, shed check, parse, windowing: what paho's thread does in process) and each
   :class:`Report` to ``on_report`` (the source's counters);
-- sends the sensors over their share of the full inference queue (``shed_set``) when the set changes,
-  checked every ``SHED_EVERY_S``: the child drops their messages unparsed;
+- sends the sensors over their share of the full inference queue (``shed_set``) and the suspects
+  (``suspects``) when either changes, checked every ``SHED_EVERY_S``: the child drops the former's
+  messages unparsed and does not let the latter's change baselines learn;
 - notices a child that died (its exit code) or hung (no frame for ``HANG_S``; it is killed), logs it,
   counts it in ``edge_agent_receiver_restarts_total`` and starts a new one after a backoff
   (``reconnect_min_s`` doubling up to ``reconnect_max_s``; back to the minimum once a child ran for
@@ -53,6 +54,7 @@ class ReceiveProcess:
         on_down: Callable[[], None],
         shed_set: Callable[[], frozenset[str]],
         restarts: Any,
+        suspects: Callable[[], frozenset[str]] = frozenset,
         backoff_s: tuple[float, float] = (1.0, 30.0),
     ) -> None:
         self.name = name
@@ -61,6 +63,7 @@ class ReceiveProcess:
         self._on_report = on_report
         self._on_down = on_down
         self._shed_set = shed_set
+        self._suspects = suspects
         self._restarts = restarts  # the edge_agent_receiver_restarts_total child of this source
         self._backoff_s = backoff_s
         self._stop = threading.Event()
@@ -128,7 +131,7 @@ class ReceiveProcess:
 
     def _serve(self, process: multiprocessing.process.BaseProcess, pipe: Connection) -> str:
         last_frame = time.monotonic()
-        sent: frozenset[str] = frozenset()
+        sent: tuple[frozenset[str], frozenset[str]] = (frozenset(), frozenset())
         next_shed = 0.0
         while not self._stop.is_set():
             try:
@@ -146,11 +149,11 @@ class ReceiveProcess:
                 return f"sent nothing for {HANG_S:.0f} s (hung; killed)"
             if now >= next_shed:
                 next_shed = now + SHED_EVERY_S
-                current = self._shed_set()
+                current = (self._shed_set(), self._suspects())
                 if current != sent:
                     sent = current
                     try:
-                        pipe.send_bytes(ENCODE(Shed(sorted(current))))
+                        pipe.send_bytes(ENCODE(Shed(sorted(current[0]), sorted(current[1]))))
                     except OSError:
                         continue  # the child is gone: the next poll says so
         return "stopped"

@@ -7,17 +7,15 @@ only this package's topic rules, the paho client and ``msgspec``. Its threads:
 - paho's network thread: reads each message, acknowledges it (QoS 1: the PUBACK goes out when the
   callback returns, before the agent has seen the message), finds its sensor with the source's own
   rules (:class:`~edge_agent.sources.mqtt_topics.TopicSensors`: instances share, id rule,
-  allow-list / ``max_sensors``), holds it if the sensor is in the agent's latest :class:`Shed` set
-  (the newest ``HELD_MESSAGES`` per such sensor; an older held one is dropped, counted as shed) and
-  appends the rest to a bounded buffer (``BUFFER_BYTES`` of payloads; past it: ``overflow``);
+  allow-list / ``max_sensors``), with ``change_threshold`` > 0 runs the change detector on it
+  (edge_agent.sources.change; a mark releases the sensor's held messages and forwards this one, shed
+  set or not, and goes to the agent with the batch), holds it if the sensor is in the agent's latest
+  :class:`Shed` set (the newest ``HELD_MESSAGES`` per such sensor; an older held one is dropped,
+  counted as shed) and appends the rest to a bounded buffer (``BUFFER_BYTES``; past it: ``overflow``);
 - ``control``: reads :class:`Shed` and :class:`Stop`; a sensor that leaves the shed set has its held
-  messages appended first, so the window the agent analyses on the sensor's next turn is made of its
-  newest samples, not of the samples it had when it was shed (under 9x overload a turn comes about
-  every 0.8 s: a 1 s fault would otherwise be over before a window of it is analysed); the pipe's
-  end (the agent is gone) stops too.
-- the main thread: one :class:`Batch` per ``FLUSH_EVERY_S`` or ``BATCH_MESSAGES``, a
-  :class:`Report` every ``REPORT_EVERY_S`` and on every connection change; it ends the process
-  (exit code 3) if paho's thread died;
+  messages appended first, so its next window is made of its newest samples; the pipe's end stops too;
+- the main thread: one :class:`Batch` per ``FLUSH_EVERY_S`` or ``BATCH_MESSAGES``, a :class:`Report`
+  every ``REPORT_EVERY_S`` and on every connection change; it exits (code 3) if paho's thread died.
 
 A clean stop disconnects from the broker and sends what is buffered. What a crash loses: the
 messages acknowledged but not yet through the pipe (the buffer, at most one batch in flight).
@@ -38,6 +36,7 @@ import paho.mqtt.client as paho
 
 from edge_agent.metrics import AgentMetrics
 from edge_agent.mqttclient import MqttConnection
+from edge_agent.sources.change import SourceChange
 from edge_agent.sources.mqtt_topics import TopicSensors
 from edge_agent.sources.mqtt_wire import (
     BATCH_MESSAGES,
@@ -61,43 +60,39 @@ EXIT_PAHO_DIED = 3
 HELD_MESSAGES = 2  # per shed sensor: one window where a message is one hop (window = 2 hops); longer windows fill after
 
 
-class _Gauge:
+class _Metrics:
     """The ``mqtt_connected`` seam of :class:`MqttConnection`: the state goes into the next report."""
 
     def __init__(self, receiver: Receiver) -> None:
+        self.mqtt_connected = self
         self._receiver = receiver
 
-    def labels(self, *_names: str) -> _Gauge:
+    def labels(self, *_names: str) -> _Metrics:
         return self
 
     def set(self, value: float) -> None:
         self._receiver.set_connected(bool(value))
 
 
-class _Metrics:
-    def __init__(self, receiver: Receiver) -> None:
-        self.mqtt_connected = _Gauge(receiver)
-
-
 class Receiver:
     """The receive process's state; :meth:`run` is its main loop."""
 
     def __init__(self, conn: Connection, spec: ReceiverSpec) -> None:
-        self._pipe = conn
-        self._spec = spec
+        self._pipe, self._spec = conn, spec
         self._topics = TopicSensors(spec.section, spec.instance, known=spec.known)
         self._shed_set: frozenset[str] = frozenset(spec.shed)
+        self._suspects: frozenset[str] = frozenset()  # the agent's, from its latest Shed frame
+        threshold = spec.section.change_threshold
+        self._change = SourceChange(spec.section.format, threshold) if threshold > 0 else None
+        self._marks: list[tuple[str, float]] = []  # since the last batch (under self._lock)
         self._held: dict[str, deque[Message]] = {}  # shed sensor -> its newest messages (under self._lock)
         self._held_bytes = 0  # their payload bytes, bounded by BUFFER_BYTES too (past it: shed at once)
-        self._buffer: deque[Message] = deque()
-        self._buffer_bytes = 0
+        self._buffer, self._buffer_bytes = deque[Message](), 0
         self._lock = threading.Lock()  # the buffer and its byte count: paho's thread appends, the main thread takes
-        self._wake = threading.Event()
-        self._stop = threading.Event()
+        self._wake, self._stop = threading.Event(), threading.Event()
         self._totals = Report()  # cumulative; written by paho's thread only (dict copies are atomic)
         self._shed: dict[str, int] = {}
-        self._rejected: dict[str, int] = {}
-        self._detail: dict[str, str] = {}
+        self._rejected, self._detail = dict[str, int](), dict[str, str]()  # reason -> count, last detail
         self._sent = Report()  # the totals at the previous report
         self._state_changed = True
         self._conn = MqttConnection(
@@ -149,9 +144,11 @@ class Receiver:
     def _flush(self) -> None:
         with self._lock:
             buffer, self._buffer, self._buffer_bytes = self._buffer, deque(), 0
-        while buffer:
+            marks, self._marks = self._marks, []
+        while buffer or marks:
             n = min(len(buffer), BATCH_MESSAGES)
-            self._send(Batch([buffer.popleft() for _ in range(n)]))
+            self._send(Batch([buffer.popleft() for _ in range(n)], marks))
+            marks = []
 
     def _report(self) -> None:
         self._state_changed = False
@@ -192,6 +189,7 @@ class Receiver:
             except (EOFError, OSError):
                 break
             if isinstance(frame, Shed):
+                self._suspects = frozenset(frame.suspects)
                 self.apply_shed(frozenset(frame.sensors))
             elif isinstance(frame, Stop):
                 break
@@ -204,13 +202,17 @@ class Receiver:
             self._shed_set = sensors
             released = [sensor for sensor in self._held if sensor not in sensors]
             for sensor in released:
-                held = self._held.pop(sensor)
-                size = sum(len(body) for _sensor, body, _at, _wall in held)
-                self._buffer.extend(held)
-                self._buffer_bytes += size
-                self._held_bytes -= size
+                self._release(sensor)
         if released:
             self._wake.set()
+
+    def _release(self, sensor: str) -> None:
+        """``sensor``'s held messages to the buffer (call under the lock)."""
+        held = self._held.pop(sensor, ())
+        size = sum(len(body) for _sensor, body, _at, _wall in held)
+        self._buffer.extend(held)
+        self._buffer_bytes += size
+        self._held_bytes -= size
 
     # --- paho callbacks (paho's network thread) ---
 
@@ -256,8 +258,13 @@ class Receiver:
         self._topics.admit(sensor)
         body = msg.payload
         message = (sensor, body, received_at, wall_time)
+        change = self._change
+        score = change.check(sensor, body, received_at, suspect=sensor in self._suspects) if change else None
         with self._lock:
-            if sensor in self._shed_set:
+            if score is not None:  # a change: the agent makes it a suspect; its newest samples go now
+                self._marks.append((sensor, score))
+                self._release(sensor)
+            elif sensor in self._shed_set:
                 held = self._held.setdefault(sensor, deque())
                 if len(held) == HELD_MESSAGES:  # the oldest held one gives way: that one is shed
                     self._held_bytes -= len(held.popleft()[1])

@@ -4,10 +4,12 @@ One ``send_bytes`` per frame, msgpack-encoded by ``msgspec`` (tagged structs, ar
 
 - receive process -> agent: :class:`Batch` (the messages it kept, oldest first: sensor id, payload,
   ``time.monotonic()`` and ``time.time()`` at receipt; ``CLOCK_MONOTONIC`` is one clock for every
-  process of the machine) and :class:`Report` (counters since its previous report, its connection
-  state; at least every ``REPORT_EVERY_S``, at once when the state changes);
+  process of the machine; and the change detector's marks since the previous batch) and
+  :class:`Report` (counters since its previous report, its connection state; at least every
+  ``REPORT_EVERY_S``, at once when the state changes);
 - agent -> receive process: :class:`Shed` (the sensors whose messages it is to drop unparsed: those
-  over their share of the full inference queue, sent when the set changes) and :class:`Stop`.
+  over their share of the full inference queue; and the suspects; sent when either changes) and
+  :class:`Stop`.
 
 :class:`ReceiverSpec` is what the receive process is started with (pickled by ``multiprocessing``).
 """
@@ -34,6 +36,7 @@ BUFFER_BYTES = 16 * 1024 * 1024  # payload bytes of kept messages waiting for th
 
 class Batch(msgspec.Struct, tag="b", array_like=True):
     messages: list[Message]
+    marks: list[tuple[str, float]] = []  # (sensor, score): the change detector's marks, applied before the messages
 
 
 class Report(msgspec.Struct, tag="r", array_like=True):
@@ -51,6 +54,7 @@ class Report(msgspec.Struct, tag="r", array_like=True):
 
 class Shed(msgspec.Struct, tag="s", array_like=True):
     sensors: list[str]
+    suspects: list[str] = []  # the agent's suspects now: their change baselines do not learn
 
 
 class Stop(msgspec.Struct, tag="x", array_like=True):

@@ -57,6 +57,15 @@ class Streams:
     def count_shed(self, sensor: str, n: int) -> None:
         self.shed_counts[sensor] = self.shed_counts.get(sensor, 0) + n
 
+    def mark(self, sensor: str, hold_s: float, score: float) -> None:
+        pass  # no change detector in these tests
+
+    def is_suspect(self, sensor: str) -> bool:
+        return False
+
+    def suspects(self) -> frozenset[str]:
+        return frozenset()
+
 
 def value(metrics: AgentMetrics, name: str, **labels: str) -> float:
     return metrics.registry.get_sample_value(name, labels) or 0.0

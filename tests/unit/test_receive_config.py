@@ -40,3 +40,16 @@ def test_bad_receive_settings_are_refused_naming_the_key(source: dict[str, Any],
     with pytest.raises(ConfigError) as info:
         _config(**source)
     assert any(error.startswith(expected) for error in info.value.errors), info.value.errors
+
+
+def test_the_change_detector_is_off_by_default_and_json_needs_the_receive_process() -> None:
+    assert _config().sources[0].change_threshold == 0.0
+    assert _config(receive="process", change_threshold=10.0).sources[0].change_threshold == 10.0
+    binary = {"format": "f32le", "sample_rate_hz": 12000.0}
+    assert _config(change_threshold=10.0, **binary).sources[0].change_threshold == 10.0
+    with pytest.raises(ConfigError) as info:
+        _config(change_threshold=10.0)  # JSON decoded for every message on the inference core
+    assert "sources[0].change_threshold: 10.0 is too dear" in str(info.value)
+    with pytest.raises(ConfigError) as info:
+        _config(receive="process", change_threshold=-1.0)
+    assert "sources[0].change_threshold: -1.0 is out of range" in str(info.value)
