@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from edge_agent.common.errors import first_line
+from edge_agent.kernels import KernelsUnavailableError, needs_ops, require_ops
 from edge_agent.modelmeta import (
     KINDS,
     META_FILE,
@@ -97,9 +98,19 @@ def check_runtime_kind(meta: ModelMeta, path: str | Path) -> None:
 
 
 def load_runtime_model(path: str | Path, *, key: str) -> LoadedModel:
-    """What the agent loads at start and on reload: a model it can run; an error names ``key`` and the file."""
+    """What the agent loads at start and on reload: a model it can run; an error names ``key`` and the file.
+
+    A fused int8 file (:mod:`edge_agent.kernels`) whose op library does not load is replaced by the
+    standard int8 file it names, with a warning: same predictions up to int8 rounding, slower.
+    """
     try:
-        loaded = load_model(path)
+        try:
+            loaded = load_model(path)
+        except KernelsUnavailableError as error:
+            if error.fallback is None:
+                raise
+            logger.warning("%s; running the standard int8 file %s instead (slower)", error, error.fallback)
+            loaded = load_model(error.fallback)
         check_runtime_kind(loaded.meta, path)
         return loaded
     except (OSError, ValueError) as error:
@@ -120,6 +131,7 @@ def load_model(path: str | Path, *, expected_sha256: str | None = None, check: b
     if expected_sha256 is not None and sha256 != expected_sha256.lower():
         raise ValueError(f"{path}: sha256 is {sha256}, expected {expected_sha256}")
     meta = parse_meta(_meta_from_bytes(data, path), source=str(path))
+    require_ops(meta.document, path)  # a fused file's ops must be registered before torch.jit.load
     _set_engine(meta.quantized_engine, path)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=JIT_LOAD_DEPRECATED, category=DeprecationWarning)
@@ -221,8 +233,10 @@ def _check_output_shape(module: torch.jit.ScriptModule, meta: ModelMeta, path: P
 
 
 def model_engine(loaded: LoadedModel) -> str:
-    """The quantized engine a model file was built for, ``none`` for float32 (a metric label)."""
-    return loaded.meta.engine
+    """The quantized engine a model file was built for, ``none`` for float32 (a metric label);
+    ``+edge_agent`` added for a fused file (its glue runs in the op library)."""
+    fused = needs_ops(loaded.meta.document, loaded.path)
+    return f"{loaded.meta.engine}+edge_agent" if fused else loaded.meta.engine
 
 
 def model_info_labels(name: str, loaded: LoadedModel) -> tuple[str, str, str, str]:

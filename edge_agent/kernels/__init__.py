@@ -13,8 +13,10 @@ from __future__ import annotations
 import logging
 import os
 import threading
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from edge_agent.common.errors import first_line
 
@@ -22,8 +24,16 @@ logger = logging.getLogger(__name__)
 
 LIBRARY_NAME = "libedge_agent_ops.so"
 LIBRARY_ENV = "EDGE_AGENT_OPS_LIBRARY"
-SOURCE = Path(__file__).with_name("fused_ops.cpp")
-OPS = ("abs_sum", "affine_quantize", "shrink_add_quantize", "shrink_add_head")
+SOURCES = (Path(__file__).with_name("fused_ops.cpp"), Path(__file__).with_name("fused_kernels.inc"))
+META_KEY = "kernels"  # meta.json of a fused file: {"library": "edge_agent", "fallback": "<standard file>", ...}
+
+
+class KernelsUnavailableError(ValueError):
+    """A fused model file whose op library is not loaded; ``fallback`` is its standard file (or ``None``)."""
+
+    def __init__(self, message: str, fallback: Path | None) -> None:
+        super().__init__(message)
+        self.fallback = fallback
 
 
 @dataclass(frozen=True)
@@ -33,6 +43,7 @@ class OpsStatus:
     loaded: bool
     path: str
     reason: str
+    isa: str = ""  # the kernels' instruction set (generic, avx2, avx512) when loaded
 
 
 _lock = threading.Lock()
@@ -47,10 +58,10 @@ def library_path() -> Path | None:
     return Path(__file__).with_name(LIBRARY_NAME)
 
 
-def _registered() -> bool:
-    import torch
-
-    return all(torch._C._jit_get_operation(f"edge_agent::{name}")[0] is not None for name in OPS)
+def _stale(path: Path) -> Path | None:
+    """The source newer than ``path`` (a library built before its source changed), if any."""
+    mtime = path.stat().st_mtime
+    return next((source for source in SOURCES if source.is_file() and source.stat().st_mtime > mtime), None)
 
 
 def _load() -> OpsStatus:
@@ -61,15 +72,15 @@ def _load() -> OpsStatus:
         return OpsStatus(False, "", f"disabled (${LIBRARY_ENV} is empty)")
     if not path.is_file():
         return OpsStatus(False, str(path), f"{path} not found (build it with `make kernels`)")
-    if SOURCE.is_file() and path.stat().st_mtime < SOURCE.stat().st_mtime and LIBRARY_ENV not in os.environ:
-        return OpsStatus(False, str(path), f"{path} is older than {SOURCE.name} (rebuild it with `make kernels`)")
+    stale = _stale(path) if LIBRARY_ENV not in os.environ else None
+    if stale is not None:
+        return OpsStatus(False, str(path), f"{path} is older than {stale.name} (rebuild it with `make kernels`)")
     try:
         torch.ops.load_library(str(path))
-    except (OSError, RuntimeError) as error:
+        isa = str(torch.ops.edge_agent.kernel_isa())
+    except (OSError, RuntimeError, AttributeError) as error:
         return OpsStatus(False, str(path), f"{path} does not load: {first_line(error)}")
-    if not _registered():
-        return OpsStatus(False, str(path), f"{path} loaded but does not register the edge_agent ops {', '.join(OPS)}")
-    return OpsStatus(True, str(path), "loaded")
+    return OpsStatus(True, str(path), "loaded", isa)
 
 
 def load_ops() -> bool:
@@ -79,7 +90,7 @@ def load_ops() -> bool:
         if _status is None:
             _status = _load()
             if _status.loaded:
-                logger.info("loaded the edge_agent op library %s", _status.path)
+                logger.info("loaded the edge_agent op library %s (%s kernels)", _status.path, _status.isa)
             else:
                 logger.warning("edge_agent op library not available: %s", _status.reason)
         return _status.loaded
@@ -90,3 +101,43 @@ def ops_status() -> OpsStatus:
     load_ops()
     assert _status is not None
     return _status
+
+
+def needs_ops(document: Mapping[str, Any], path: Path) -> bool:
+    """Whether the model file ``path`` (its meta ``document``) calls the op library; ``ValueError`` if malformed."""
+    entry = document.get(META_KEY)
+    if entry is None:
+        return False
+    if not isinstance(entry, Mapping) or entry.get("library") != "edge_agent":
+        raise ValueError(f"{path}: meta.json key {META_KEY!r} must name the library 'edge_agent', got {entry!r}")
+    return True
+
+
+def fallback_of(document: Mapping[str, Any], path: Path) -> Path | None:
+    """The standard file a fused file ``path`` names (``kernels.fallback``, beside it), ``None`` if none."""
+    entry = document.get(META_KEY)
+    fallback = entry.get("fallback") if isinstance(entry, Mapping) else None
+    if fallback is None:
+        return None
+    if not isinstance(fallback, str) or not fallback or "/" in fallback or fallback == path.name:
+        raise ValueError(
+            f"{path}: meta.json key {META_KEY}.fallback must name another file beside it, got {fallback!r}"
+        )
+    return path.with_name(fallback)
+
+
+def require_ops(document: Mapping[str, Any], path: Path) -> bool:
+    """Load the op library if the model file ``path`` needs it; ``True`` if it does (and it loaded).
+
+    :class:`KernelsUnavailableError` (a ``ValueError``) if the file needs the library and it did not load.
+    """
+    if not needs_ops(document, path):
+        return False
+    if not load_ops():
+        fallback = fallback_of(document, path)
+        standard = f"; its standard file is {fallback.name}" if fallback is not None else ""
+        raise KernelsUnavailableError(
+            f"{path} needs the edge_agent op library, which is not available: {ops_status().reason}{standard}",
+            fallback,
+        )
+    return True

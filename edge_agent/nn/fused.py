@@ -37,8 +37,9 @@ logger = logging.getLogger(__name__)
 OPS_NAMESPACE = "edge_agent"
 
 
-def quantized_conv(conv: nn.Conv2d, weight: torch.Tensor, bias: torch.Tensor | None, scale: float, zero_point: int, *,
-                   relu: bool) -> nn.Module:
+def quantized_conv(
+    conv: nn.Conv2d, weight: torch.Tensor, bias: torch.Tensor | None, scale: float, zero_point: int, *, relu: bool
+) -> nn.Module:
     """An int8 convolution of ``conv``'s shape with the given int8 ``weight``, float ``bias`` and output scale."""
     kind = ConvReLU2d if relu else QuantizedConv2d
     new = kind(
