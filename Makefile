@@ -83,7 +83,7 @@ report: $(STAMP)
 	$(PY) -m edge_agent report --runs runs --out docs/results --model $(MODEL)
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .ruff_cache $(KERNELS_LIB)
 
 # ---------------------------------------------------------------- install as a systemd service
 # `make install` (as root): a venv with the agent under $(PREFIX), the models, the unit, and
@@ -114,6 +114,9 @@ install:
 	    [ -f "$$f" ] && [ ! -L "$$f" ] && head -c 2 "$$f" | grep -q '#!' && sed -i '1s|^#!$(DESTDIR)/|#!/|' "$$f"; \
 	  done; true; \
 	fi
+	@# the op library of the fused model files, built against the venv's torch; without it (no compiler,
+	@# no torch) a fused file falls back to its standard int8 file, with a warning in the log
+	$(DEST_VENV)/bin/python -m edge_agent.kernels.build || echo "op library not built: fused model files will run their standard int8 files"
 	install -d $(DESTDIR)$(PREFIX)/models $(DESTDIR)$(SYSCONFDIR) $(DESTDIR)$(UNITDIR)
 	install -m 0644 models/*.pt models/README.md $(DESTDIR)$(PREFIX)/models/
 	install -m 0644 README.md $(DESTDIR)$(PREFIX)/README.md
