@@ -17,6 +17,8 @@
 //                                                -> (N, C) float: mean over L of relu(y * scale + shift)
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
+#include <ATen/quantized/QTensorImpl.h>
+#include <ATen/quantized/Quantizer.h>
 #include <torch/library.h>
 
 #include <algorithm>
@@ -50,14 +52,29 @@ at::Tensor checked_quint8(const at::Tensor& q) {
   return q.contiguous(at::MemoryFormat::ChannelsLast);
 }
 
+// scale and zero point of a per-tensor quint8 tensor, read from its quantizer (q_scale() is a dispatcher call)
+struct QParams {
+  float scale;
+  int32_t zero_point;
+};
+
+QParams qparams(const at::Tensor& q) {
+  const auto* quantizer = static_cast<at::PerTensorAffineQuantizer*>(at::get_qtensorimpl(q)->quantizer().get());
+  return {static_cast<float>(quantizer->scale()), static_cast<int32_t>(quantizer->zero_point())};
+}
+
+// The common case (float32, contiguous: what the traced graphs pass) takes no dispatcher call: at batch 1
+// the ops' own bookkeeping would otherwise cost as much as their arithmetic.
 at::Tensor per_channel(const at::Tensor& t, int64_t channels, const char* name) {
   TORCH_CHECK(t.numel() == channels, name, " must have ", channels, " values, got ", t.numel());
-  return t.to(at::kFloat).contiguous().reshape({channels});
+  if (t.scalar_type() == at::kFloat && t.is_contiguous()) return t;
+  return t.to(at::kFloat).contiguous();
 }
 
 at::Tensor per_sample_channel(const at::Tensor& tau, int64_t n, int64_t c) {
   TORCH_CHECK(tau.dim() == 2 && tau.size(0) == n && (tau.size(1) == c || tau.size(1) == 1),
               "tau must be (N, C) or (N, 1), got ", tau.sizes());
+  if (tau.scalar_type() == at::kFloat && tau.size(1) == c && tau.is_contiguous()) return tau;
   return tau.to(at::kFloat).expand({n, c}).contiguous();
 }
 
@@ -170,7 +187,8 @@ const Kernels& kernels() {
 
 Unit make_unit(const at::Tensor& q, const at::Tensor& tau, const at::Tensor& a, const at::Tensor& b,
                const Shortcut& sc, const Features& f) {
-  return {quint8_data(q), static_cast<int32_t>(q.q_zero_point()), static_cast<float>(q.q_scale()),
+  const QParams p = qparams(q);
+  return {quint8_data(q), p.zero_point, p.scale,
           tau.const_data_ptr<float>(), sc, a.const_data_ptr<float>(), b.const_data_ptr<float>(), f.l, f.c};
 }
 
@@ -180,8 +198,9 @@ at::Tensor abs_sum(const at::Tensor& q_in) {
   TORCH_CHECK(f.l * 255 < (int64_t{1} << 24), "too long for an exact sum");
   at::Tensor out = at::empty({f.n, f.c}, at::kFloat);
   const uint8_t* data = quint8_data(q);
-  const auto zp = static_cast<int32_t>(q.q_zero_point());
-  const auto s = static_cast<float>(q.q_scale());
+  const QParams p = qparams(q);
+  const int32_t zp = p.zero_point;
+  const float s = p.scale;
   float* o = out.data_ptr<float>();
   at::parallel_for(0, f.n, 1, [&](int64_t begin, int64_t end) {
     std::vector<int32_t> acc(kBlockElements);
