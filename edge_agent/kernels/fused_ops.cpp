@@ -4,9 +4,9 @@
 // torch.ops.edge_agent.*. Every tensor of features is (N, C, 1, L) stored channels-last (NHWC), so the
 // channel is the innermost, contiguous dimension and the loops over it vectorise. The arithmetic repeats
 // what the unfused ATen graph does, operation by operation and in the same order (dequantize
-// (q - zp) * scale, clamp, sub, add, multiply then add, quantize round-half-even(x * (1 / scale)) + zp),
-// so that only the reductions (sum |x|, the head's mean) round differently; build with
-// -ffp-contract=off (no fused multiply-add, which would round once instead of twice).
+// (q - zp) * scale, clamp, sub, add, the affine as ATen's addcmul rounds it (EA_MULADD below), quantize
+// round-half-even(x * (1 / scale)) + zp), so that only the reductions (sum |x|, the head's mean) round
+// differently; build with -ffp-contract=off (no multiply-add fused where ATen does not fuse it).
 //
 //   abs_sum(q)                                   -> (N, C) float: sum over L of |dequantize(q)|
 //   affine_quantize(x, scale, shift, s, zp)      -> quint8 of x * scale + shift
@@ -133,9 +133,14 @@ struct Unit {
   int64_t l, c;
 };
 
+// ATen's addcmul (the affine after each unit) is compiled with -mfma in its AVX2 and AVX-512 kernels, where
+// GCC fuses its multiply and add; its default kernels round twice. The copies below do the same.
+#define EA_MULADD(x, a, b) ((x) * (a) + (b))
 namespace generic {
 #include "fused_kernels.inc"
 }  // namespace generic
+#undef EA_MULADD
+#define EA_MULADD(x, a, b) __builtin_fmaf((x), (a), (b))
 
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
 #define EA_X86 1
@@ -152,6 +157,7 @@ namespace avx512 {
 }  // namespace avx512
 #pragma GCC pop_options
 #endif
+#undef EA_MULADD
 
 // One set of kernels per process, by what the CPU runs; $EDGE_AGENT_OPS_ISA (generic, avx2, avx512) asks
 // for a narrower one (tests compare them; a wider one than the CPU has is not taken).
