@@ -98,30 +98,25 @@ def check_runtime_kind(meta: ModelMeta, path: str | Path) -> None:
 
 
 def load_runtime_model(path: str | Path, *, key: str) -> LoadedModel:
-    """What the agent loads at start and on reload: a model it can run; an error names ``key`` and the file.
-
-    A fused int8 file (:mod:`edge_agent.kernels`) whose op library does not load is replaced by the
-    standard int8 file it names, with a warning: same predictions up to int8 rounding, slower.
-    """
+    """What the agent loads at start and on reload: a model it can run; an error names ``key`` and the file."""
     try:
-        try:
-            loaded = load_model(path)
-        except KernelsUnavailableError as error:
-            if error.fallback is None:
-                raise
-            logger.warning("%s; running the standard int8 file %s instead (slower)", error, error.fallback)
-            loaded = load_model(error.fallback)
+        loaded = load_model(path)
         check_runtime_kind(loaded.meta, path)
         return loaded
     except (OSError, ValueError) as error:
         raise ValueError(f"{key} = {str(path)!r}: {first_line(error)}") from error
 
 
-def load_model(path: str | Path, *, expected_sha256: str | None = None, check: bool = True) -> LoadedModel:
+def load_model(
+    path: str | Path, *, expected_sha256: str | None = None, check: bool = True, fallback: bool = True
+) -> LoadedModel:
     """Validate the meta, set ``torch.backends.quantized.engine`` from it, then ``torch.jit.load``.
 
     ``expected_sha256`` pins the file's content; ``check`` runs one all-zero window through
-    the module and compares the output shape with the meta.
+    the module and compares the output shape with the meta. A fused int8 file (:mod:`edge_agent.kernels`)
+    whose op library does not load is replaced by the standard int8 file it names, with a warning (same
+    predictions up to int8 rounding, slower), unless ``fallback`` is false: then
+    :class:`~edge_agent.kernels.KernelsUnavailableError` (a ``ValueError``).
     """
     import torch
 
@@ -131,7 +126,13 @@ def load_model(path: str | Path, *, expected_sha256: str | None = None, check: b
     if expected_sha256 is not None and sha256 != expected_sha256.lower():
         raise ValueError(f"{path}: sha256 is {sha256}, expected {expected_sha256}")
     meta = parse_meta(_meta_from_bytes(data, path), source=str(path))
-    require_ops(meta.document, path)  # a fused file's ops must be registered before torch.jit.load
+    try:
+        require_ops(meta.document, path)  # a fused file's ops must be registered before torch.jit.load
+    except KernelsUnavailableError as error:
+        if not fallback or error.fallback is None:
+            raise
+        logger.warning("%s; running the standard int8 file %s instead (slower)", error, error.fallback)
+        return load_model(error.fallback, check=check, fallback=False)
     _set_engine(meta.quantized_engine, path)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=JIT_LOAD_DEPRECATED, category=DeprecationWarning)

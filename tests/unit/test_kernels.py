@@ -207,9 +207,11 @@ FALLBACK_SCRIPT = textwrap.dedent(
             records.append((record.levelname, record.name, record.getMessage()))
     logging.getLogger().addHandler(Keep())
     logging.getLogger().setLevel(logging.INFO)
-    loaded = load_runtime_model({str(FUSED)!r}, key="models[0].path")
+    loaded = load_runtime_model({str(FUSED)!r}, key="models[0].path")  # at start
+    reloaded = load_model({str(FUSED)!r})  # what a reload plans with
+    assert reloaded.sha256 == loaded.sha256, "a reload would swap models for nothing"
     try:
-        load_model({str(FUSED)!r})
+        load_model({str(FUSED)!r}, fallback=False)
         direct = "loaded"
     except KernelsUnavailableError as error:
         direct = str(error)
