@@ -26,7 +26,7 @@ setup: $(STAMP) kernels
 
 # The edge_agent op library (edge_agent/kernels: the fused int8 model files call its ops); rebuilt only
 # when a source is newer. Without it (no compiler) the agent runs the standard int8 files instead.
-KERNELS_LIB := edge_agent/kernels/libedge_agent_ops.so
+KERNELS_LIB := edge_agent/kernels/libedge_agent_ops.so.1
 kernels: $(KERNELS_LIB)
 
 $(KERNELS_LIB): edge_agent/kernels/fused_ops.cpp edge_agent/kernels/fused_kernels.inc

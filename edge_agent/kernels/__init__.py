@@ -1,7 +1,7 @@
 """The ``edge_agent`` op library: native ops that fused int8 model files call (``fused_ops.cpp``).
 
 ``make kernels`` (also part of ``make setup`` and ``make install``) compiles ``fused_ops.cpp`` against
-the installed torch into ``libedge_agent_ops.so`` beside this file. :func:`load_ops` loads it once per
+the installed torch into ``libedge_agent_ops.so.1`` beside this file. :func:`load_ops` loads it once per
 process with ``torch.ops.load_library`` and never raises: a missing, stale or corrupt library (or one
 built for another torch) gives ``False`` and :func:`ops_status` says why; the model loader then runs the
 standard int8 file instead of the fused one (:mod:`edge_agent.modelfile`). ``$EDGE_AGENT_OPS_LIBRARY``
@@ -22,7 +22,7 @@ from edge_agent.common.errors import first_line
 
 logger = logging.getLogger(__name__)
 
-LIBRARY_NAME = "libedge_agent_ops.so"
+LIBRARY_NAME = "libedge_agent_ops.so.1"  # not "*.so": Python would take that for an extension module
 LIBRARY_ENV = "EDGE_AGENT_OPS_LIBRARY"
 SOURCES = (Path(__file__).with_name("fused_ops.cpp"), Path(__file__).with_name("fused_kernels.inc"))
 META_KEY = "kernels"  # meta.json of a fused file: {"library": "edge_agent", "fallback": "<standard file>", ...}

@@ -1,7 +1,7 @@
 """Compile the op library: ``python -m edge_agent.kernels.build`` (what ``make kernels`` runs).
 
 Builds ``fused_ops.cpp`` (with ``fused_kernels.inc``) against the torch of this Python into
-``libedge_agent_ops.so`` beside it, with ``g++`` (or ``$CXX``); skips when the library is newer than both
+``libedge_agent_ops.so.1`` beside it, with ``g++`` (or ``$CXX``); skips when the library is newer than both
 sources (``--force`` rebuilds). One library serves every x86-64 CPU: the kernels are compiled three
 times (generic, AVX2, AVX-512) and the library picks the widest the CPU runs when it loads. Flags:
 ``-O3``, no fused multiply-add (``-ffp-contract=off``: the float glue must round like ATen's), and
@@ -23,7 +23,7 @@ logger = logging.getLogger(__name__)
 
 HERE = Path(__file__).resolve().parent
 SOURCES = (HERE / "fused_ops.cpp", HERE / "fused_kernels.inc")
-LIBRARY = HERE / "libedge_agent_ops.so"
+LIBRARY = HERE / "libedge_agent_ops.so.1"  # no ".so" ending: pkgutil would list it as a module
 FLAGS = (
     "-O3",
     "-std=c++20",
