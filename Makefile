@@ -6,9 +6,9 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 MODEL ?= models/drsn_cw_cwru.pt
-# Debian packages the tests use (a real broker, promtool, systemd-analyze for the unit's checks);
+# Debian packages the tests use (a real broker, promtool, systemd-analyze for the unit's checks, g++ for the op library);
 # installed only when a command is missing.
-APT_PACKAGES := mosquitto mosquitto-clients prometheus systemd
+APT_PACKAGES := mosquitto mosquitto-clients prometheus systemd g++
 # PortAudio for sounddevice, and what ../shared/tools/virtual-soundcard.sh installs (a PulseAudio null
 # sink recorded through ALSA's pulse plugin); installed only when a package is missing.
 AUDIO_PACKAGES := libportaudio2 pulseaudio pulseaudio-utils libasound2-plugins sox
@@ -20,9 +20,17 @@ VIRTUAL_SOUNDCARD ?= ../shared/tools/virtual-soundcard.sh
 AUDIO_DIR ?= /tmp/ci-audio
 AUDIO_ENV := XDG_RUNTIME_DIR=$(AUDIO_DIR)/runtime PULSE_SERVER=unix:$(AUDIO_DIR)/runtime/pulse/native
 
-.PHONY: setup system soundcard run test lint report clean install uninstall
+.PHONY: setup system soundcard run test lint report clean install uninstall kernels
 
-setup: $(STAMP)
+setup: $(STAMP) kernels
+
+# The edge_agent op library (edge_agent/kernels: the fused int8 model files call its ops); rebuilt only
+# when a source is newer. Without it (no compiler) the agent runs the standard int8 files instead.
+KERNELS_LIB := edge_agent/kernels/libedge_agent_ops.so.1
+kernels: $(KERNELS_LIB)
+
+$(KERNELS_LIB): edge_agent/kernels/fused_ops.cpp edge_agent/kernels/fused_kernels.inc
+	$(PY) -m edge_agent.kernels.build
 
 system: $(SYSTEM_STAMP)
 
@@ -31,6 +39,7 @@ $(SYSTEM_STAMP): $(STAMP) Makefile
 	{ command -v mosquitto >/dev/null || [ -x /usr/sbin/mosquitto ]; } || missing="$$missing mosquitto mosquitto-clients"; \
 	command -v promtool >/dev/null || missing="$$missing prometheus"; \
 	command -v systemd-analyze >/dev/null || missing="$$missing systemd"; \
+	command -v g++ >/dev/null || missing="$$missing g++"; \
 	for pkg in $(AUDIO_PACKAGES); do \
 	  dpkg-query -W -f='$${Status}' $$pkg 2>/dev/null | grep -q "ok installed" || missing="$$missing $$pkg"; \
 	done; \
@@ -59,7 +68,7 @@ soundcard: $(SYSTEM_STAMP)
 	  echo "no $(VIRTUAL_SOUNDCARD): the sound-card tests need a running PulseAudio server or are skipped"; \
 	fi
 
-test: $(STAMP) $(SYSTEM_STAMP) soundcard
+test: $(STAMP) $(SYSTEM_STAMP) soundcard kernels
 	$(PY) -m ruff check edge_agent tests benchmarks
 	env $(AUDIO_ENV) $(PY) -m pytest -q
 
@@ -74,7 +83,7 @@ report: $(STAMP)
 	$(PY) -m edge_agent report --runs runs --out docs/results --model $(MODEL)
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .ruff_cache $(KERNELS_LIB)
 
 # ---------------------------------------------------------------- install as a systemd service
 # `make install` (as root): a venv with the agent under $(PREFIX), the models, the unit, and
@@ -105,6 +114,9 @@ install:
 	    [ -f "$$f" ] && [ ! -L "$$f" ] && head -c 2 "$$f" | grep -q '#!' && sed -i '1s|^#!$(DESTDIR)/|#!/|' "$$f"; \
 	  done; true; \
 	fi
+	@# the op library of the fused model files, built against the venv's torch; without it (no compiler,
+	@# no torch) a fused file falls back to its standard int8 file, with a warning in the log
+	$(DEST_VENV)/bin/python -m edge_agent.kernels.build || echo "op library not built: fused model files will run their standard int8 files"
 	install -d $(DESTDIR)$(PREFIX)/models $(DESTDIR)$(SYSCONFDIR) $(DESTDIR)$(UNITDIR)
 	install -m 0644 models/*.pt models/README.md $(DESTDIR)$(PREFIX)/models/
 	install -m 0644 README.md $(DESTDIR)$(PREFIX)/README.md

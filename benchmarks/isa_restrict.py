@@ -36,6 +36,7 @@ ISA_ENV = {
         "ONEDNN_MAX_CPU_ISA": "AVX2",
         "MKL_ENABLE_INSTRUCTIONS": "AVX2",
         "FBGEMM_ENABLE_INSTRUCTIONS": "AVX2",
+        "EDGE_AGENT_OPS_ISA": "avx2",  # the op library of the fused files (edge_agent/kernels)
     }
 }
 MARKER = "EDGE_AGENT_BENCH_ISA"

@@ -36,7 +36,9 @@ logger = logging.getLogger(__name__)
 
 Runner = Callable[[np.ndarray], np.ndarray]
 """Logits ``(N, classes)`` float32 of windows ``(N, C, L)`` float32 (C-contiguous)."""
-RUNTIMES = ("ts-int8", "ts-fp32", "ort-fp32", "ort-int8", "ov-fp32", "ov-int8", "ov-bf16")
+RUNTIMES = ("ts-int8", "ts-int8-fused", "ts-fp32", "ort-fp32", "ort-int8", "ov-fp32", "ov-int8", "ov-bf16")
+FUSED = "ts-int8-fused"
+"""The fused int8 file beside the shipped one (``<stem>_fused.pt``; needs the op library, ``make kernels``)."""
 BEFORE = ("ts-int8-before", "ts-fp32-before")
 """Earlier TorchScript files of the same model (``Exports.before``), timed in the same loop."""
 BF16_FLAGS = ("avx512_bf16", "amx_bf16")
@@ -143,6 +145,20 @@ def build_exports(int8_path: Path, float_path: Path, folder: Path, calibration: 
     return Exports(int8_path, float_path, float_onnx, int8_onnx, channels, window_samples, labels)
 
 
+def fused_path(int8_path: Path) -> Path:
+    """The fused int8 file of the shipped int8 file ``int8_path`` (edge_agent.training.fused_export)."""
+    return int8_path.with_name(f"{int8_path.stem}_fused.pt")
+
+
+def fused_unavailable(int8_path: Path) -> str | None:
+    """Why the fused runtime cannot run for ``int8_path`` (no file, no op library), ``None`` if it can."""
+    from edge_agent.kernels import load_ops, ops_status
+
+    if not fused_path(int8_path).is_file():
+        return f"no {fused_path(int8_path).name}"
+    return None if load_ops() else f"op library not loaded: {ops_status().reason}"
+
+
 def torchscript_runner(path: Path) -> Runner:
     """The shipped file as the agent loads it (engine from its meta before ``torch.jit.load``)."""
     from edge_agent.modelfile import load_model
@@ -210,6 +226,7 @@ def runners(exports: Exports, batch: int, names: tuple[str, ...]) -> dict[str, R
     """A runner per name of :data:`RUNTIMES` in ``names``; OpenVINO ones take batches of ``batch`` only."""
     makers: dict[str, Callable[[], Runner]] = {
         "ts-int8": lambda: torchscript_runner(exports.int8_path),
+        FUSED: lambda: torchscript_runner(fused_path(exports.int8_path)),
         "ts-fp32": lambda: torchscript_runner(exports.float_path),
         "ort-fp32": lambda: ort_runner(exports.float_onnx),
         "ort-int8": lambda: ort_runner(exports.int8_onnx),

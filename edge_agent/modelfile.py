@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from edge_agent.common.errors import first_line
+from edge_agent.kernels import KernelsUnavailableError, needs_ops, require_ops
 from edge_agent.modelmeta import (
     KINDS,
     META_FILE,
@@ -106,11 +107,16 @@ def load_runtime_model(path: str | Path, *, key: str) -> LoadedModel:
         raise ValueError(f"{key} = {str(path)!r}: {first_line(error)}") from error
 
 
-def load_model(path: str | Path, *, expected_sha256: str | None = None, check: bool = True) -> LoadedModel:
+def load_model(
+    path: str | Path, *, expected_sha256: str | None = None, check: bool = True, fallback: bool = True
+) -> LoadedModel:
     """Validate the meta, set ``torch.backends.quantized.engine`` from it, then ``torch.jit.load``.
 
     ``expected_sha256`` pins the file's content; ``check`` runs one all-zero window through
-    the module and compares the output shape with the meta.
+    the module and compares the output shape with the meta. A fused int8 file (:mod:`edge_agent.kernels`)
+    whose op library does not load is replaced by the standard int8 file it names, with a warning (same
+    predictions up to int8 rounding, slower), unless ``fallback`` is false: then
+    :class:`~edge_agent.kernels.KernelsUnavailableError` (a ``ValueError``).
     """
     import torch
 
@@ -120,6 +126,13 @@ def load_model(path: str | Path, *, expected_sha256: str | None = None, check: b
     if expected_sha256 is not None and sha256 != expected_sha256.lower():
         raise ValueError(f"{path}: sha256 is {sha256}, expected {expected_sha256}")
     meta = parse_meta(_meta_from_bytes(data, path), source=str(path))
+    try:
+        require_ops(meta.document, path)  # a fused file's ops must be registered before torch.jit.load
+    except KernelsUnavailableError as error:
+        if not fallback or error.fallback is None:
+            raise
+        logger.warning("%s; running the standard int8 file %s instead (slower)", error, error.fallback)
+        return load_model(error.fallback, check=check, fallback=False)
     _set_engine(meta.quantized_engine, path)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=JIT_LOAD_DEPRECATED, category=DeprecationWarning)
@@ -221,8 +234,10 @@ def _check_output_shape(module: torch.jit.ScriptModule, meta: ModelMeta, path: P
 
 
 def model_engine(loaded: LoadedModel) -> str:
-    """The quantized engine a model file was built for, ``none`` for float32 (a metric label)."""
-    return loaded.meta.engine
+    """The quantized engine a model file was built for, ``none`` for float32 (a metric label);
+    ``+edge_agent`` added for a fused file (its glue runs in the op library)."""
+    fused = needs_ops(loaded.meta.document, loaded.path)
+    return f"{loaded.meta.engine}+edge_agent" if fused else loaded.meta.engine
 
 
 def model_info_labels(name: str, loaded: LoadedModel) -> tuple[str, str, str, str]:

@@ -106,3 +106,12 @@ def test_a_cap_that_did_not_take_effect_is_refused(monkeypatch: pytest.MonkeyPat
     monkeypatch.setattr(isa_restrict, "unrestricted_probe", lambda: native)
     with pytest.raises(SystemExit, match="did not take effect: PyTorch reports CPU capability AVX512"):
         isa_restrict.verify("avx2")
+
+
+def test_the_fused_file_is_judged_on_its_own_paired_ratios() -> None:
+    summary = {"ts-int8": (0.2, 0, 0, 1.0), "ts-int8-fused": (0.1, 0, 0, 2.0), "ov-int8": (0.15, 0, 0, 1.3)}
+    samples = {"ts-int8": [2.0, 2.0, 2.0], "ts-int8-fused": [1.0, 1.0, 2.0], "ov-int8": [1.5, 1.5, 1.5]}
+    rows = bench_runtimes.goals({32: (summary, 3, samples)}, ("ts-int8", "ts-int8-fused", "ov-int8"), [32])
+    assert any(r.startswith("| int8 batch 32 <= fastest peer") and "| missed |" in r for r in rows)
+    fused = [r for r in rows if r.startswith("| fused int8 batch 32 <= fastest peer")]
+    assert len(fused) == 1 and "fused int8 / ov-int8 0.67" in fused[0] and "| met |" in fused[0]
