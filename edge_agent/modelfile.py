@@ -121,6 +121,7 @@ def load_model(path: str | Path, *, expected_sha256: str | None = None, check: b
         raise ValueError(f"{path}: sha256 is {sha256}, expected {expected_sha256}")
     meta = parse_meta(_meta_from_bytes(data, path), source=str(path))
     _set_engine(meta.quantized_engine, path)
+    _legacy_executor()
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=JIT_LOAD_DEPRECATED, category=DeprecationWarning)
         warnings.filterwarnings("ignore", message=QUANTIZED_TYPES_DEPRECATED, category=UserWarning)
@@ -135,6 +136,20 @@ def load_model(path: str | Path, *, expected_sha256: str | None = None, check: b
             _check_output_shape(module, meta, path)
     logger.info("loaded model %s (%s, %s, sha256 %s)", meta.name, meta.precision, path, sha256[:12])
     return LoadedModel(path=path, module=module, meta=meta, sha256=sha256)
+
+
+def _legacy_executor() -> None:
+    """Run TorchScript methods on the legacy graph executor, not the profiling one (process-wide, set before a
+    method's first call, when its executor is made).
+
+    The profiling executor records a method's first calls and then keeps, per method (``forward``,
+    ``forward_with_noise_floor``, ``noise_floor``), a profiled and an optimised copy of its graph with shape
+    guards and fallbacks: 4.4 MiB of RSS for the shipped int8 CWRU file, 19.5 MiB for the four shipped files
+    (benchmarks/bench_memory.py). The exported graphs are frozen and folded and nothing fuses them on a CPU, so
+    the legacy executor runs the same kernels: bit-identical outputs (tests/unit/test_runtime_memory.py)."""
+    import torch
+
+    torch._C._jit_set_profiling_executor(False)
 
 
 def _quantized_warning_once() -> None:
