@@ -268,3 +268,46 @@ def _run_with(code: str, *argv: str) -> list[str]:
     )
     assert result.returncode == 0, result.stderr
     return result.stdout.strip().splitlines()
+
+
+def test_a_scrape_holds_its_text_once() -> None:
+    """The exporter writes the exposition a family at a time: joined, a scrape held the families' text, the
+    joined text and its encoded copy at once (3x the body; ~3.3 MiB left in the scrape thread's malloc
+    arena at 200 sensors, kept for the next scrape)."""
+    import socket
+    import tracemalloc
+    import urllib.request
+
+    from edge_agent.metrics import AgentMetrics
+    from edge_agent.service.exporter import serve_metrics
+
+    metrics = AgentMetrics()
+    for i in range(1000):  # several families, as in the agent (the text of one family is held twice, briefly)
+        for label in ("Normal", "B007", "B014", "IR007"):
+            metrics.probability.labels(f"sensor-{i:04d}", "bearing", label).set(0.123456789 + i)
+            metrics.predictions.labels(f"sensor-{i:04d}", "bearing", label).inc(i)
+            metrics.fault_active.labels(f"sensor-{i:04d}", "bearing", label).set(1)
+            metrics.alerts.labels(f"sensor-{i:04d}", label, "new").inc(i + 1)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    serve_metrics(metrics, "127.0.0.1", port)
+
+    def scrape() -> int:
+        size = 0
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+            while chunk := response.read(16384):  # the client keeps no copy
+                size += len(chunk)
+        return size
+
+    scrape()
+    tracemalloc.start()
+    try:
+        before, _ = tracemalloc.get_traced_memory()
+        tracemalloc.reset_peak()
+        size = scrape()
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert size > 500_000
+    assert peak - before < 2 * size, f"a scrape of {size} bytes peaked at {peak - before} bytes"
