@@ -311,3 +311,26 @@ def test_a_scrape_holds_its_text_once() -> None:
         tracemalloc.stop()
     assert size > 500_000
     assert peak - before < 2 * size, f"a scrape of {size} bytes peaked at {peak - before} bytes"
+
+
+def test_the_windowing_keeps_only_the_samples_a_later_window_needs() -> None:
+    """Between chunks a sensor holds window - hop samples (4 kB at 2048 / 1024), not the whole buffer the
+    last window was cut from (8 kB): once inference drops the window, its samples are freed."""
+    import gc
+    import weakref
+
+    import numpy as np
+
+    from edge_agent.pipeline.windowing import WindowAssembler
+    from edge_agent.types import Chunk
+
+    assembler = WindowAssembler(2048, 1024, 12000.0, 1)
+    chunk = np.ones((1, 1024), dtype=np.float32)
+    windows = []
+    for i in range(3):
+        windows += assembler.push(Chunk("s", i * 1024 / 12000.0, 12000.0, chunk, seq=i))
+    assert len(windows) == 2 and assembler.buffered_samples("s") == 1024
+    cut_from = weakref.ref(windows[-1].samples.base)
+    del windows
+    gc.collect()
+    assert cut_from() is None
