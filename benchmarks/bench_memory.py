@@ -13,8 +13,9 @@ the file; the worker's warm-up (batch 1); then one call for every batch size 1 .
 the worker passes them to the model (padded to a power of two, ``edge_agent.pipeline.inference``), and
 the same sizes once more. The variants: the worker's padded batches or every size as it comes (the
 agent before issue 13's memory cut), each with glibc's defaults and with the service's allocator
-settings (``systemd/edge-agent.service``). Prints the CPU; the machine may be shared (memory does not
-depend on it, times do not appear here).
+settings (``systemd/edge-agent.service``), on the legacy TorchScript executor that ``load_model``
+chooses; and padded batches on torch's default profiling executor (the agent before the second pass).
+Prints the CPU; the machine may be shared (memory does not depend on it, times do not appear here).
 """
 
 from __future__ import annotations
@@ -52,11 +53,14 @@ def step(name):
     info = libc.mallinfo2()
     found["malloc"] = (info.uordblks + info.hblkhd) / 2**20
     steps.append((name, found))
-model_path, max_batch, padded = sys.argv[1], int(sys.argv[2]), sys.argv[3] == "padded"
+model_path, max_batch, padded, executor = sys.argv[1], int(sys.argv[2]), sys.argv[3] == "padded", sys.argv[4]
 step("interpreter up")
 import torch
 step("import torch")
 import edge_agent
+import edge_agent.modelfile
+if executor == "profiling":  # torch's default executor, as the agent ran before issue 13's second memory pass
+    edge_agent.modelfile._legacy_executor = lambda: None
 for info in pkgutil.walk_packages(edge_agent.__path__, "edge_agent."):
     if not info.name.startswith(("edge_agent.nn", "edge_agent.training")) and not info.name.endswith("__main__"):
         importlib.import_module(info.name)
@@ -79,12 +83,12 @@ print(json.dumps(steps))
 """
 
 
-def run_variant(model: Path, max_batch: int, batches: str, allocator: str, cpu: int | None) -> list:
+def run_variant(model: Path, max_batch: int, batches: str, allocator: str, executor: str, cpu: int | None) -> list:
     env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
     env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
     if allocator == "unit":
         env.update(UNIT_MALLOC)
-    argv = [sys.executable, "-W", "ignore", "-c", CHILD, str(model), str(max_batch), batches]
+    argv = [sys.executable, "-W", "ignore", "-c", CHILD, str(model), str(max_batch), batches, executor]
     if cpu is not None:
         argv = ["taskset", "-c", str(cpu), *argv]
     done = subprocess.run(argv, capture_output=True, text=True, env=env, cwd=REPO, timeout=300, check=True)
@@ -99,18 +103,21 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--cpu", type=int, default=1, help="core to pin to (-1: none)")
     args = p.parse_args(argv)
     cpu = None if args.cpu < 0 else args.cpu
-    variants = [(batches, allocator) for batches in ("padded", "every size") for allocator in ("glibc", "unit")]
+    variants = [(b, allocator, "legacy") for b in ("padded", "every size") for allocator in ("glibc", "unit")]
+    variants.append(("padded", "glibc", "profiling"))
     print(f"CPU: {cpu_description()}; {os.cpu_count()} cores (the machine may be shared)")
     print(f"model {args.model}, max_batch {args.max_batch}, median of {args.runs} fresh interpreters per variant")
-    found: dict[tuple[str, str], list[list]] = {v: [] for v in variants}
+    found: dict[tuple[str, str, str], list[list]] = {v: [] for v in variants}
     for _ in range(args.runs):
-        for batches, allocator in variants:
-            found[(batches, allocator)].append(
-                run_variant(args.model, args.max_batch, "padded" if batches == "padded" else "all", allocator, cpu)
+        for batches, allocator, executor in variants:
+            found[(batches, allocator, executor)].append(
+                run_variant(
+                    args.model, args.max_batch, "padded" if batches == "padded" else "all", allocator, executor, cpu
+                )
             )
-    for (batches, allocator), runs in found.items():
+    for (batches, allocator, executor), runs in found.items():
         label = "glibc defaults" if allocator == "glibc" else "the unit's MALLOC_* settings"
-        print(f"\n### batches: {batches}; allocator: {label}\n")
+        print(f"\n### batches: {batches}; allocator: {label}; TorchScript executor: {executor}\n")
         print("| step | RSS MiB | PSS MiB | anonymous MiB | mapped files MiB | malloc in use MiB |")
         print("|---|---:|---:|---:|---:|---:|")
         for i, (name, _values) in enumerate(runs[0]):

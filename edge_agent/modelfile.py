@@ -134,6 +134,7 @@ def load_model(
         logger.warning("%s; running the standard int8 file %s instead (slower)", error, error.fallback)
         return load_model(error.fallback, check=check, fallback=False)
     _set_engine(meta.quantized_engine, path)
+    _legacy_executor()
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=JIT_LOAD_DEPRECATED, category=DeprecationWarning)
         warnings.filterwarnings("ignore", message=QUANTIZED_TYPES_DEPRECATED, category=UserWarning)
@@ -148,6 +149,20 @@ def load_model(
             _check_output_shape(module, meta, path)
     logger.info("loaded model %s (%s, %s, sha256 %s)", meta.name, meta.precision, path, sha256[:12])
     return LoadedModel(path=path, module=module, meta=meta, sha256=sha256)
+
+
+def _legacy_executor() -> None:
+    """Run TorchScript methods on the legacy graph executor, not the profiling one (process-wide, set before a
+    method's first call, when its executor is made).
+
+    The profiling executor records a method's first calls and then keeps, per method (``forward``,
+    ``forward_with_noise_floor``, ``noise_floor``), a profiled and an optimised copy of its graph with shape
+    guards and fallbacks: 4.4 MiB of RSS for the shipped int8 CWRU file, 19.5 MiB for the four shipped files
+    (benchmarks/bench_memory.py). The exported graphs are frozen and folded and nothing fuses them on a CPU, so
+    the legacy executor runs the same kernels: bit-identical outputs (tests/unit/test_runtime_memory.py)."""
+    import torch
+
+    torch._C._jit_set_profiling_executor(False)
 
 
 def _quantized_warning_once() -> None:

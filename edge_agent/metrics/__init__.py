@@ -46,6 +46,8 @@ ALERT_EVENT_TYPES = ("new", "update", "end")
 # count, bytes, age: the outbox's bounds; closed: sent after close; shutdown: undelivered at close, outbox in memory
 ALERT_DROP_REASONS = ("count", "bytes", "age", "closed", "shutdown", "unpublishable")
 SUPPRESS_REASONS = ("cooldown",)
+_NO_OTHER_LABELS = ((),)  # a family labelled by sensor alone
+_ALERT_KINDS = (("fault",), ("health",), ("anomaly",))
 
 
 class AgentMetrics:
@@ -246,26 +248,21 @@ class AgentMetrics:
         self.build_info.labels(edge_agent.__version__, platform.python_version(), _torch_version()).set(1)
 
     def init_sensor(self, sensor: str) -> None:
-        """Create a sensor's series at zero so dashboards see it before its first sample."""
-        self.samples_received.labels(sensor)
-        self.stream_gaps.labels(sensor)
-        self.signal_seconds.labels(sensor)
-        self.windows_emitted.labels(sensor)
-        self.last_sample.labels(sensor)  # 0 until its first sample: EdgeAgentSensorSilent can fire
+        """Export a sensor's series at zero so dashboards see it before its first sample (declared: a series
+        gets its own object when its value first changes, edge_agent.metrics.series)."""
+        for family in (self.samples_received, self.stream_gaps, self.signal_seconds, self.windows_emitted):
+            family.declare(sensor, _NO_OTHER_LABELS)
+        self.last_sample.declare(sensor, _NO_OTHER_LABELS)  # 0 until its first sample: EdgeAgentSensorSilent can fire
         self.streams.init_sensor(sensor)
-        for kind in ("fault", "health", "anomaly"):
-            self.alert_active.labels(sensor, kind).set(0)
+        self.alert_active.declare(sensor, _ALERT_KINDS)
 
     def init_sensor_model(self, sensor: str, model: str, labels: tuple[str, ...], normal: tuple[str, ...]) -> None:
-        """Create the per-label series of a sensor's model at zero (predictions, and alerts of its fault labels)."""
-        for label in labels:
-            self.predictions.labels(sensor, model, label)
-            if label not in normal:
-                for event_type in ALERT_EVENT_TYPES:
-                    self.alerts.labels(sensor, label, event_type)
-                for reason in SUPPRESS_REASONS:
-                    self.alerts_suppressed.labels(sensor, label, reason)
-                self.fault_active.labels(sensor, model, label)  # at 0 unless a fault of it is open
+        """Export the per-label series of a sensor's model at zero (predictions, and alerts of its fault labels)."""
+        faults = [label for label in labels if label not in normal]
+        self.predictions.declare(sensor, [(model, label) for label in labels])
+        self.alerts.declare(sensor, [(label, event_type) for label in faults for event_type in ALERT_EVENT_TYPES])
+        self.alerts_suppressed.declare(sensor, [(label, reason) for label in faults for reason in SUPPRESS_REASONS])
+        self.fault_active.declare(sensor, [(model, label) for label in faults])  # at 0 unless a fault of it is open
 
     def init_pipeline(self, queue_capacity_windows: int, sinks: tuple[str, ...] = ()) -> None:
         """Create the pipeline's series at zero: queue capacity, window drop reasons, sink events and errors.

@@ -8,8 +8,14 @@ object and formats labels and value for each of them on every scrape (3.3 s ther
 (``registry.collect()`` and ``get_sample_value`` see it as before), but keeps each child's exposition
 line rendered: a scrape re-renders only the children whose value changed since the last one.
 
-:func:`exposition` writes the text format of a registry (prometheus_client's ``generate_latest``
-for its other collectors, then these families' cached lines). Counters have no ``_created`` series.
+Series that start at zero and mostly stay there (a sensor's error, problem and alert counters) are
+*declared* (:meth:`_Family.declare`) instead of created: the family keeps, per first label value (the
+sensor), one tuple of the other label values, shared by every sensor declared alike, and exports each
+such series at 0 until ``labels(...)`` creates its child (~280 B per created series, ~80 of a sensor's
+~97 stay at zero: ~23 kB per sensor).
+
+:func:`exposition_parts` writes the text format of a registry (prometheus_client's ``generate_latest``
+for its other collectors, then these families' cached lines), a part per family. Counters have no ``_created`` series.
 """
 
 from __future__ import annotations
@@ -112,6 +118,9 @@ class _Family:
         self.labelnames = tuple(labelnames)
         self.lock = threading.Lock()
         self._children: dict[tuple[str, ...], _Child] = {}
+        self._declared: dict[str, tuple[tuple[str, ...], ...]] = {}  # first label value -> the others' values
+        self._shared: dict[tuple[tuple[str, ...], ...], tuple[tuple[str, ...], ...]] = {}  # one object per set
+        self._zero_lines: dict[tuple[str, ...], tuple[str, str]] = {}  # other values -> line around the first
         sample = name + self.suffix
         doc = documentation.replace("\\", r"\\").replace("\n", r"\n")
         self._header = f"# HELP {sample} {doc}\n# TYPE {sample} {self.kind}\n"
@@ -137,14 +146,54 @@ class _Family:
                     child = self._children[key] = self._child(f"{self._sample_name}{{{pairs}}} ")
         return child
 
-    def remove(self, *values: object) -> None:
-        """Forget one child (``KeyError`` if it was never created, as prometheus_client)."""
+    def declare(self, first: str, others: Sequence[tuple[str, ...]]) -> None:
+        """Export the series ``(first, *rest)`` for each ``rest`` of ``others`` at zero, without creating
+        their children (``labels(...)`` creates one when its value first changes)."""
+        rests = tuple(tuple(str(v) for v in rest) for rest in others)
+        if any(len(rest) != len(self.labelnames) - 1 for rest in rests):
+            raise ValueError(f"{self.name}: {len(self.labelnames) - 1} label values expected after the first")
+        first = str(first)
         with self.lock:
-            del self._children[tuple(str(v) for v in values)]
+            merged = tuple(dict.fromkeys(self._declared.get(first, ()) + rests))
+            self._declared[first] = self._shared.setdefault(merged, merged)
+
+    def remove(self, *values: object) -> None:
+        """Forget one series, created or declared (``KeyError`` if it was neither, as prometheus_client)."""
+        key = tuple(str(v) for v in values)
+        with self.lock:
+            declared = self._declared.get(key[0], ()) if key else ()
+            if key[1:] in declared:
+                rests = tuple(rest for rest in declared if rest != key[1:])
+                self._declared[key[0]] = self._shared.setdefault(rests, rests)
+                self._children.pop(key, None)
+            else:
+                del self._children[key]
 
     def clear(self) -> None:
         with self.lock:
             self._children.clear()
+            self._declared.clear()
+            self._shared.clear()
+
+    def _zeros(self, children: dict[tuple[str, ...], _Child]) -> Iterator[tuple[str, tuple[str, ...]]]:
+        """The declared series that have no child: (first label value, the others)."""
+        with self.lock:
+            declared = list(self._declared.items())
+        for first, rests in declared:
+            for rest in rests:
+                if (first, *rest) not in children:
+                    yield first, rest
+
+    def _zero_line(self, rest: tuple[str, ...]) -> tuple[str, str]:
+        """The exposition line of a declared series at zero, split where the first label's value goes."""
+        found = self._zero_lines.get(rest)
+        if found is None:
+            head = self.labelnames[0]
+            named = sorted(zip(self.labelnames[1:], rest, strict=True))  # prometheus_client's order
+            before = "".join(f'{n}="{_escape_label(v)}",' for n, v in named if n < head)
+            after = "".join(f',{n}="{_escape_label(v)}"' for n, v in named if n > head)
+            found = self._zero_lines[rest] = (f'{self._sample_name}{{{before}{head}="', f'"{after}}} {_ZERO}')
+        return found
 
     def describe(self) -> list[Metric]:
         return [self._metric()]
@@ -157,16 +206,27 @@ class _Family:
             return
         metric = self._metric()
         with self.lock:
-            children = list(self._children.items())
-        for key, child in children:
+            children = dict(self._children)
+        for key, child in children.items():
             metric.add_metric(list(key), child.get())
+        for first, rest in self._zeros(children):
+            metric.add_metric([first, *rest], 0.0)
         yield metric
 
     def expose(self) -> str:
         """This family in the text exposition format (0.0.4)."""
         with self.lock:
-            children = list(self._children.values())
-        return self._header + "".join([child.line() for child in children])
+            children = dict(self._children)
+        lines = [self._header]
+        lines.extend([child.line() for child in children.values()])
+        escaped: dict[str, str] = {}
+        for first, rest in self._zeros(children):
+            left, right = self._zero_line(rest)
+            value = escaped.get(first)
+            if value is None:
+                value = escaped[first] = _escape_label(first)
+            lines.append(left + value + right)
+        return "".join(lines)
 
 
 class CounterFamily(_Family):
@@ -204,13 +264,23 @@ class GaugeFamily(_Family):
         return GaugeMetricFamily(self.name, self.documentation, labels=self.labelnames)
 
 
-def exposition(registry: CollectorRegistry) -> bytes:
-    """``registry`` in the text format: its other collectors by prometheus_client, then the families' cached lines."""
+def exposition_parts(registry: CollectorRegistry) -> list[bytes]:
+    """``registry`` in the text format, a part per family (the other collectors first, by prometheus_client).
+
+    The exporter writes the parts one after the other: a scrape holds its text once, encoded, and not
+    also as one joined ``str`` and its encoded copy. Joined, a scrape at 200 sensors left ~3.3 MiB of
+    free memory in the scrape thread's malloc arena (kept for the next scrape), in parts ~1.6 MiB."""
     with _FAMILIES_LOCK:
         families = list(_FAMILIES.get(registry, ()))
     _RENDERING.active = True
     try:
-        head = generate_latest(registry)
+        parts = [generate_latest(registry)]
     finally:
         _RENDERING.active = False
-    return head + "".join([family.expose() for family in families]).encode()
+    parts.extend(family.expose().encode() for family in families)
+    return parts
+
+
+def exposition(registry: CollectorRegistry) -> bytes:
+    """``registry`` in the text format, in one piece (:func:`exposition_parts` joined)."""
+    return b"".join(exposition_parts(registry))

@@ -16,6 +16,8 @@ from edge_agent.metrics.series import CounterFamily, GaugeFamily
 STREAM_PROBLEM_REASONS = ("ts_unit", "clock_offset", "seq_samples", "rate_mismatch", "all_rejected", "no_windows")
 SENSOR_PAYLOAD_ERROR_REASONS = ("not_json", "bad_field", "non_finite", "empty", "too_large", "wrong_channels")
 SENSOR_PAYLOAD_ERROR_REASONS += ("wrong_rate", "bad_length", "bad_ts", "too_many_samples")
+_PROBLEMS = tuple((reason,) for reason in STREAM_PROBLEM_REASONS)
+_PAYLOAD_ERRORS = tuple((reason,) for reason in SENSOR_PAYLOAD_ERROR_REASONS)
 
 
 class StreamMetrics:
@@ -42,8 +44,7 @@ class StreamMetrics:
         )
 
     def init_sensor(self, sensor: str) -> None:
-        for reason in STREAM_PROBLEM_REASONS:
-            self.problem.labels(sensor, reason).set(0)
-            self.problems.labels(sensor, reason)
-        for reason in SENSOR_PAYLOAD_ERROR_REASONS:
-            self.payload_errors.labels(sensor, reason)
+        """The sensor's series at zero, declared (edge_agent.metrics.series): most of them stay there."""
+        self.problem.declare(sensor, _PROBLEMS)
+        self.problems.declare(sensor, _PROBLEMS)
+        self.payload_errors.declare(sensor, _PAYLOAD_ERRORS)

@@ -257,8 +257,10 @@ class WindowAssembler:
             for k in range(0, count * hop, hop)
         ]
         state.next_start = start + count * hop
-        cut = min(count * hop, end - start)  # drop what no later window needs (a view, copied next time)
-        state.buf, state.buf_start = buf[:, cut:], start + cut
+        cut = min(count * hop, end - start)  # drop what no later window needs
+        # a copy: a view would keep the whole buffer (the windows just cut) alive until the next chunk,
+        # 8 kB instead of 4 kB per sensor at window 2048, hop 1024
+        state.buf, state.buf_start = buf[:, cut:].copy(), start + cut
         return windows
 
 

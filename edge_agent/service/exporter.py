@@ -5,7 +5,7 @@ agent from starting: the failure is logged naming ``metrics.listen:metrics.port`
 ``edge_agent_exporter_errors_total``, and a background thread retries with capped backoff (1 s to
 30 s) while the agent monitors and alerts without its exporter.
 
-The text is written by :func:`edge_agent.metrics.series.exposition` (the per-sensor families keep
+The text is written by :func:`edge_agent.metrics.series.exposition_parts` (the per-sensor families keep
 their lines rendered: a scrape at 3,000 sensors takes a fraction of a second, not seconds), in the
 text format 0.0.4, uncompressed, on every path.
 """
@@ -21,7 +21,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from edge_agent.metrics import AgentMetrics
-from edge_agent.metrics.series import exposition
+from edge_agent.metrics.series import exposition_parts
 from edge_agent.service.backoff import StartAborted, retry_with_backoff
 
 logger = logging.getLogger(__name__)
@@ -34,12 +34,12 @@ def serve_metrics(metrics: AgentMetrics, listen: str, port: int) -> None:
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
-            body = exposition(registry)
+            parts = exposition_parts(registry)  # written one after the other, never joined into another copy
             self.send_response(200)
             self.send_header("Content-Type", CONTENT_TYPE_LATEST)
-            self.send_header("Content-Length", str(len(body)))
+            self.send_header("Content-Length", str(sum(len(part) for part in parts)))
             self.end_headers()
-            self.wfile.write(body)
+            self.wfile.writelines(parts)
 
         def log_message(self, format: str, *args: object) -> None:
             return  # a scrape is not worth a log line

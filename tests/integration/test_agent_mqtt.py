@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -16,6 +15,7 @@ import paho.mqtt.client as paho
 import pytest
 
 from edge_agent.common.paths import data_root
+from tests.integration.agent_process import agent_process, mqtt_section
 
 REPO = Path(__file__).resolve().parents[2]
 # The tail these tests' agent configs share: the CWRU bearing model on one JSON mqtt source `plant`
@@ -52,13 +52,7 @@ def agent_config(path: Path, broker_port: int) -> Path:
         f"""
 [agent]
 id = "e2e-agent"
-[mqtt]
-enabled = true
-host = "127.0.0.1"
-port = {broker_port}
-reconnect_min_s = 0.2
-reconnect_max_s = 1.0
-[metrics]
+{mqtt_section(broker_port)}[metrics]
 enabled = false
 {PLANT_SOURCE}models = ["bearing"]
 """
@@ -103,18 +97,8 @@ def play(streams: list[tuple[Stream, np.ndarray]], *, speed: float = 2.0) -> Non
 @pytest.fixture
 def agent(tmp_path: Path, broker) -> Iterator[subprocess.Popen[bytes]]:
     config = agent_config(tmp_path / "agent.toml", broker.port)
-    log = (tmp_path / "agent.log").open("wb")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "edge_agent", "run", "--config", str(config)],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        cwd=REPO,
-    )
-    yield proc
-    if proc.poll() is None:
-        proc.kill()
-    proc.wait(timeout=10)
-    log.close()
+    with agent_process(config, tmp_path / "agent.log") as proc:
+        yield proc
 
 
 def alerts(collector, sensor: str) -> list[dict[str, object]]:

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
-import sys
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,10 +16,10 @@ import paho.mqtt.client as paho
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.integration.agent_process import agent_process, mqtt_section
 from tests.integration.conftest import free_port, wait_until
 from tests.integration.test_agent_mqtt import PLANT_SOURCE, Stream, held_out, play
 
-REPO = Path(__file__).resolve().parents[2]
 AGENT = "receiver-agent"
 PREFIX = f"edge-agent/{AGENT}"
 
@@ -66,31 +65,15 @@ def agent(tmp_path: Path, broker) -> Iterator[tuple[subprocess.Popen[bytes], int
 [agent]
 id = "{AGENT}"
 state_dir = "{tmp_path / "state"}"
-[mqtt]
-enabled = true
-host = "127.0.0.1"
-port = {broker.port}
-reconnect_min_s = 0.2
-reconnect_max_s = 1.0
-[metrics]
+{mqtt_section(broker.port)}[metrics]
 enabled = true
 port = {port}
 {PLANT_SOURCE}receive = "process"
 models = ["bearing"]
 """
     )
-    log = (tmp_path / "agent.log").open("wb")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "edge_agent", "run", "--config", str(config)],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        cwd=REPO,
-    )
-    yield proc, port
-    if proc.poll() is None:
-        proc.kill()
-    proc.wait(timeout=10)
-    log.close()
+    with agent_process(config, tmp_path / "agent.log") as proc:
+        yield proc, port
 
 
 def alerts(collector, sensor: str) -> list[dict[str, object]]:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
-import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -22,6 +21,7 @@ import numpy as np
 import paho.mqtt.client as paho
 import pytest
 
+from tests.integration.agent_process import kill_agent, mqtt_section, spawn_agent
 from tests.integration.test_agent_mqtt import PLANT_SOURCE, Stream, held_out, play
 
 REPO = Path(__file__).resolve().parents[2]
@@ -35,13 +35,7 @@ def write_config(path: Path, port: int, sensors: tuple[str, ...], *, homeassista
 [agent]
 id = "{AGENT}"
 state_dir = "{path.parent / "state"}"
-[mqtt]
-enabled = true
-host = "127.0.0.1"
-port = {port}
-reconnect_min_s = 0.2
-reconnect_max_s = 1.0
-[metrics]
+{mqtt_section(port)}[metrics]
 enabled = false
 [homeassistant]
 enabled = {"true" if homeassistant else "false"}
@@ -63,14 +57,12 @@ class Agents:
         self.runs += 1
         log = (self.tmp_path / f"agent-{self.runs}.log").open("wb")
         self._logs.append(log)
-        command = [sys.executable, "-m", "edge_agent", "run", "--config", str(config)]
-        self.proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=REPO)
+        self.proc = spawn_agent(config, log)
         return self.proc
 
     def close(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(timeout=10)
+        if self.proc is not None:
+            kill_agent(self.proc)
         for log in self._logs:
             log.close()
 
