@@ -45,23 +45,26 @@ class MeanAbs(nn.Module):
         return x.abs().mean(dim=(1, 2))
 
 
+ANOMALY_META: dict[str, Any] = {
+    "schema": 1,
+    "name": "baseline",
+    "kind": "anomaly",
+    "sample_rate_hz": 100,
+    "window_samples": WINDOW,
+    "hop_samples": WINDOW,
+    "channels": 1,
+    "input_units": "g",
+    "output": "score",
+    "normalisation": {"applied": "inside the graph"},
+    "precision": "float32",
+    "quantized_engine": None,
+    "threshold": THRESHOLD,
+    "calibration": {"windows": 100, "quantile": 0.999},
+}
+
+
 def anomaly_file(path: Path) -> Path:
-    meta = {
-        "schema": 1,
-        "name": "baseline",
-        "kind": "anomaly",
-        "sample_rate_hz": 100,
-        "window_samples": WINDOW,
-        "hop_samples": WINDOW,
-        "channels": 1,
-        "input_units": "g",
-        "output": "score",
-        "normalisation": {"applied": "inside the graph"},
-        "precision": "float32",
-        "quantized_engine": None,
-        "threshold": THRESHOLD,
-        "calibration": {"windows": 100, "quantile": 0.999},
-    }
+    meta = dict(ANOMALY_META)
     torch.jit.save(torch.jit.script(MeanAbs()), str(path), _extra_files={"meta.json": json.dumps(meta)})
     return path
 

@@ -21,22 +21,10 @@ from edge_agent.modelmeta import parse_meta
 from edge_agent.pipeline.decision import DecisionEngine
 from edge_agent.pipeline.inference import InferenceWorker
 from edge_agent.types import ANOMALOUS, NOT_ANOMALOUS, AlertEvent, Prediction
-from tests.unit.test_anomaly_agent import CONFIG, THRESHOLD, WINDOW, MeanAbs, window
+from tests.unit.test_anomaly_agent import ANOMALY_META, CONFIG, THRESHOLD, MeanAbs, window
 
 META: dict[str, Any] = {
-    "schema": 1,
-    "name": "baseline",
-    "kind": "anomaly",
-    "sample_rate_hz": 100,
-    "window_samples": WINDOW,
-    "hop_samples": WINDOW,
-    "channels": 1,
-    "input_units": "g",
-    "output": "score",
-    "normalisation": {"applied": "inside the graph"},
-    "precision": "float32",
-    "quantized_engine": None,
-    "threshold": THRESHOLD,
+    **ANOMALY_META,
     "calibration": {"windows": 100, "quantile": 0.99},
     "debounce": {"confirm_k": 4, "confirm_n": 6, "reached": True},
 }
