@@ -110,7 +110,6 @@ def fast_export(
 ) -> dict[str, Any]:
     """Fold, re-export and check one shipped pair; returns the checks (also stored in both files' meta)."""
     from edge_agent.training.provenance import code_version
-    from edge_agent.training.quantize import save_torchscript
 
     network, float_meta = network_from_frozen(float_path)
     old_float, old_int8 = load_model(float_path), load_model(int8_path)
@@ -167,11 +166,18 @@ def fast_export(
     if write:
         for path, meta, module in ((float_path, new_float_meta, new_float), (int8_path, new_int8_meta, new_int8)):
             meta["fast_export"] = checks
-            save_torchscript(module, path, meta)
-            if load_model(path).meta.noise_floor is None:
-                raise ValueError(f"{path}: re-export lost its {METHOD} method")
+            write_checked(module, path, meta)
         logger.info("re-exported %s and %s", float_path, int8_path)
     return checks
+
+
+def write_checked(module: torch.nn.Module, path: Path, meta: dict[str, Any]) -> None:
+    """Save ``module`` with ``meta`` and load it back: refused if the file lost its noise-floor method."""
+    from edge_agent.training.quantize import save_torchscript
+
+    save_torchscript(module, path, meta)
+    if load_model(path).meta.noise_floor is None:
+        raise ValueError(f"{path}: export lost its {METHOD} method")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -77,9 +77,8 @@ def fused_export(float_path: Path, int8_path: Path, *, data: str | None = None, 
     """Build, check and (``write``) save ``<int8 stem>_fused.pt`` of one shipped pair; returns the checks."""
     from edge_agent.modelfile import load_model
     from edge_agent.nn.folding import fold_network
-    from edge_agent.training.fast_export import accuracy, compare, conditions
+    from edge_agent.training.fast_export import accuracy, compare, conditions, write_checked
     from edge_agent.training.provenance import code_version
-    from edge_agent.training.quantize import save_torchscript
     from edge_agent.training.unfreeze import network_from_frozen, shipped_recipe
 
     network, _ = network_from_frozen(float_path)
@@ -105,9 +104,7 @@ def fused_export(float_path: Path, int8_path: Path, *, data: str | None = None, 
     if write:
         out = int8_path.with_name(f"{int8_path.stem}{FUSED_SUFFIX}.pt")
         meta["fused_export"] = checks
-        save_torchscript(fused, out, meta)
-        if load_model(out).meta.noise_floor is None:
-            raise ValueError(f"{out}: lost its {METHOD} method")
+        write_checked(fused, out, meta)
         logger.info("wrote %s", out)
     return checks
 
