@@ -14,10 +14,11 @@ encode + ``send_bytes``, per message). Each tree runs in its own subprocess (``P
 trees alternated ``--rounds`` times; the medians are printed with the CPU and the load average.
 
 ``--live-rate R``: also the real thing, with and without the detector: a mosquitto on a free port, a
-paho publisher (QoS 1, R messages/s over ``--sensors`` topics) and ``receiver_main`` in a spawned
-child (pinned to ``--cpu``) as the agent starts it; its CPU per forwarded message over ``--live-s``
-from ``/proc/<pid>/task/*/stat`` (10 ms ticks): in total, paho's network thread (paho + the callback)
-and the main thread (batches: encode + pipe). Broker and publisher run on the same machine.
+paho publisher (QoS ``--live-qos``, default 1; R messages/s over ``--sensors`` topics) and
+``receiver_main`` in a spawned child (pinned to ``--cpu``) as the agent starts it; its CPU per
+forwarded message over ``--live-s`` from ``/proc/<pid>/task/*/stat`` (10 ms ticks): in total, paho's
+network thread (paho + the callback) and the main thread (batches: encode + pipe). Broker and
+publisher run on the same machine (not pinned).
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ PARTS = ("callback_change", "callback_plain", "topic", "detector", "flush")
 
 PUBLISHER = """
 import sys, time, numpy as np, paho.mqtt.client as paho
-port, rate, sensors, duration = int(sys.argv[1]), float(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4])
+port, rate, sensors, duration, qos = (t(a) for t, a in zip((int, float, int, float, int), sys.argv[1:]))
 body = np.random.default_rng(1).normal(0.0, 0.1, 1024).astype("<f4").tobytes()
 c = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id="bench-pub")
 c.max_inflight_messages_set(1000)
@@ -51,7 +52,7 @@ start, k = time.monotonic(), 0
 while (now := time.monotonic()) - start < duration:
     due = int((now - start) * rate)
     while k < due:
-        c.publish(f"plant/s{k % sensors:04d}/vibration", body, qos=1)
+        c.publish(f"plant/s{k % sensors:04d}/vibration", body, qos=qos)
         k += 1
     time.sleep(0.002)
 c.loop_stop()
@@ -132,7 +133,7 @@ def _ticks(pid: int) -> dict[int, int]:
     return ticks
 
 
-def _live(threshold: float, rate: float, sensors: int, duration_s: float, cpu: int) -> dict[str, float]:
+def _live(threshold: float, rate: float, sensors: int, duration_s: float, cpu: int, qos: int) -> dict[str, float]:
     """A real mosquitto and publisher, ``receiver_main`` in a spawned child as the agent starts it: CPU per message."""
     import multiprocessing
     import shutil
@@ -152,7 +153,7 @@ def _live(threshold: float, rate: float, sensors: int, duration_s: float, cpu: i
     broker = subprocess.Popen([shutil.which("mosquitto") or "/usr/sbin/mosquitto", "-c", str(workdir / "m.conf")])
     time.sleep(0.5)
     section = MqttSourceSection(
-        type="mqtt", name="vib", models=("m",), topic="plant/+/vibration", sensor_level=1, format="f32le", qos=1
+        type="mqtt", name="vib", models=("m",), topic="plant/+/vibration", sensor_level=1, format="f32le", qos=qos
     )
     section = type(section)(**{**section.__dict__, "change_threshold": threshold, "max_sensors": sensors + 1})
     spec = ReceiverSpec(section, MqttSection(enabled=True, port=port), None, "bench", 0, ())
@@ -175,7 +176,7 @@ def _live(threshold: float, rate: float, sensors: int, duration_s: float, cpu: i
 
     threading.Thread(target=count, daemon=True).start()
     time.sleep(1.5)  # connected and subscribed
-    args = [str(port), str(rate), str(sensors), str(duration_s + 2.0)]
+    args = [str(port), str(rate), str(sensors), str(duration_s + 2.0), str(qos)]
     publisher = subprocess.Popen([sys.executable, "-c", PUBLISHER, *args], stdout=subprocess.PIPE)
     time.sleep(1.5)  # past the detector's warm-up
     before, got_before = _ticks(child.pid), got[0]
@@ -200,10 +201,11 @@ def _drain(conn: Any) -> None:
         pass
 
 
-def _run_tree(tree: Path, sensors: int, messages: int, cpu: int, live_rate: float, live_s: float) -> dict[str, float]:
+def _run_tree(tree: Path, args: argparse.Namespace) -> dict[str, float]:
     env = {**os.environ, "PYTHONPATH": str(tree)}
-    cmd = [sys.executable, __file__, "--child", "--sensors", str(sensors), "--messages", str(messages)]
-    cmd += ["--cpu", str(cpu), "--live-rate", str(live_rate), "--live-s", str(live_s)]
+    cmd = [sys.executable, __file__, "--child", "--sensors", str(args.sensors), "--messages", str(args.messages)]
+    cmd += ["--cpu", str(args.cpu), "--live-rate", str(args.live_rate), "--live-s", str(args.live_s)]
+    cmd += ["--live-qos", str(args.live_qos)]
     done = subprocess.run(cmd, env=env, check=True, capture_output=True, text=True)
     return json.loads(done.stdout.strip().splitlines()[-1])
 
@@ -217,6 +219,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--cpu", type=int, default=0, help="core the measuring process is pinned to (-1: none)")
     p.add_argument("--live-rate", type=float, default=0.0, help="also live: messages/s through mosquitto (0: off)")
     p.add_argument("--live-s", type=float, default=8.0, help="seconds measured per live run")
+    p.add_argument("--live-qos", type=int, choices=(0, 1), default=1, help="of the publisher and the subscription")
     p.add_argument("--json", type=Path, help="write the results here")
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -226,7 +229,7 @@ def main(argv: list[str] | None = None) -> int:
         result = _measure(args.sensors, args.messages)
         if args.live_rate > 0:
             for key, threshold in (("change", 10.0), ("plain", 0.0)):
-                live = _live(threshold, args.live_rate, args.sensors, args.live_s, args.cpu)
+                live = _live(threshold, args.live_rate, args.sensors, args.live_s, args.cpu, args.live_qos)
                 result[f"live_{key}_total"], result[f"live_{key}_paho_thread"] = live["total"], live["paho_thread"]
                 result["live_main_thread"] = live["main"]
                 result[f"live_{key}_messages_per_s"] = live["n"] / args.live_s
@@ -238,7 +241,7 @@ def main(argv: list[str] | None = None) -> int:
     runs: dict[str, list[dict[str, float]]] = {name: [] for name in trees}
     for _ in range(args.rounds):
         for name, tree in trees.items():
-            runs[name].append(_run_tree(tree, args.sensors, args.messages, args.cpu, args.live_rate, args.live_s))
+            runs[name].append(_run_tree(tree, args))
     print(f"load average after: {os.getloadavg()}")
     parts = [part for part in runs["after"][0] if not part.endswith("per_s")]
     result = {name: {part: statistics.median(r[part] for r in rs) for part in parts} for name, rs in runs.items()}
