@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -119,3 +120,40 @@ def test_json_and_i16le_payloads_are_looked_at_too() -> None:
 def test_a_threshold_must_be_positive() -> None:
     with pytest.raises(ValueError, match="threshold"):
         ChangeDetector(0.0)
+
+
+@pytest.mark.parametrize(
+    "samples",
+    [
+        BASE,
+        (BASE * 1000).astype("<i2").reshape(-1, 2),  # interleaved channels: all values together
+        np.float32(3e38) * np.sign(BASE),  # huge but finite: the 4th power still fits float64
+        BASE + np.float32(50.0),  # an offset far above the spread
+    ],
+)
+def test_features_are_the_log_rms_and_log_kurtosis_of_all_values(samples: np.ndarray) -> None:
+    from scipy.stats import kurtosis
+
+    values = samples.reshape(-1).astype(np.float64)
+    found = features(samples)
+    assert found is not None
+    assert found[0] == pytest.approx(0.5 * math.log(np.var(values)), rel=1e-9, abs=1e-9)
+    assert found[1] == pytest.approx(math.log(kurtosis(values, fisher=False)), rel=1e-9, abs=1e-9)
+
+
+@pytest.mark.parametrize("bad", [[np.nan], [np.inf], [-np.inf], [np.inf, -np.inf]])
+def test_non_finite_samples_have_no_features_and_no_floating_point_warning(bad: list[float]) -> None:
+    samples = BASE.copy()
+    samples[: len(bad)] = bad
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a RuntimeWarning from numpy would raise here
+        assert features(samples) is None
+        assert SourceChange("f32le", 10.0).check("p", samples.tobytes(), 0.0, suspect=False) is None
+
+
+def test_a_payload_shorter_than_min_samples_is_not_looked_at() -> None:
+    source = SourceChange("f32le", 10.0)
+    short = BASE[: change.MIN_SAMPLES - 1].tobytes() + b"\x00\x00"  # and a partial sample
+    for k in range(WARMUP_MESSAGES + 2):
+        assert source.check("p", short, k * PERIOD_S, suspect=False) is None
+    assert source.detector.last_score is None
