@@ -61,7 +61,6 @@ def make_router(
     indicators: IndicatorStage | None = None,
     shed: Callable[[str], bool] | None = None,
     shed_set: Callable[[], frozenset[str]] | None = None,
-    suspects: SuspectMarks | None = None,
 ) -> Router:
     """The ``emit`` of ``section``'s source: chunk -> windows for each of its models -> ``submit``.
 
@@ -108,7 +107,6 @@ def make_router(
         limits,
         shed,
         shed_set,
-        suspects,
     )
     for sensor in section.known_sensors:
         new_sensor, _ = sensors.add(sensor, section.models)
@@ -145,11 +143,10 @@ class Router:
         limits: IngressLimits | None = None,
         shed: Callable[[str], bool] | None = None,
         shed_set: Callable[[], frozenset[str]] | None = None,
-        suspects: SuspectMarks | None = None,
     ) -> None:
         self._over_share = shed  # the inference queue: is this sensor over its share of a full queue?
         self._over_share_set = shed_set  # the queue: every sensor over its share now
-        self._suspects = suspects  # the queue's suspects (the ingress change detector marks them)
+        self._suspects: SuspectMarks | None = None  # the queue's suspects (set by use_suspects)
         self._shed_counts: dict[str, Any] = {}
         self._models = section.models
         self._limits = limits  # rate, ts and length bounds before windowing (edge_agent.pipeline.ingress)
