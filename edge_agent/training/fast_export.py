@@ -180,11 +180,23 @@ def write_checked(module: torch.nn.Module, path: Path, meta: dict[str, Any]) -> 
         raise ValueError(f"{path}: export lost its {METHOD} method")
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def shipped_pairs_parser(description: str) -> argparse.ArgumentParser:
+    """The options every re-export of the shipped pairs takes: which models, where, the data, ``--dry-run``."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--model", choices=sorted(MODELS), required=True, action="append", help="repeatable")
     parser.add_argument("--models-dir", type=Path, default=Path("models"))
     parser.add_argument("--data", default=None, help="data root (default: $EDGE_AGENT_DATA or the shared data)")
+    parser.add_argument("--dry-run", action="store_true", help="check, do not write the files")
+    return parser
+
+
+def shipped_pair(models_dir: Path, name: str) -> tuple[Path, Path]:
+    """The float32 and int8 files of shipped model ``name`` in ``models_dir``."""
+    return models_dir / f"{MODELS[name]}_float.pt", models_dir / f"{MODELS[name]}.pt"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = shipped_pairs_parser(__doc__.split("\n")[0])
     parser.add_argument(
         "--direct-convs",
         choices=DIRECT_CONVS,
@@ -201,16 +213,13 @@ def main(argv: list[str] | None = None) -> int:
         help="calibrate the int8 file again instead of keeping the previous file's scales and int8 weights "
         "(needed when the int8 file is not of the float file's weights)",
     )
-    parser.add_argument("--dry-run", action="store_true", help="check, do not write the files")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO)
     torch.set_num_threads(1)
     results = {}
     for name in args.model:
-        stem = MODELS[name]
         results[name] = fast_export(
-            args.models_dir / f"{stem}_float.pt",
-            args.models_dir / f"{stem}.pt",
+            *shipped_pair(args.models_dir, name),
             data=args.data,
             direct_convs=args.direct_convs,
             stem=args.stem,

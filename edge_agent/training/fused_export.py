@@ -18,7 +18,6 @@ Needs the op library (:func:`edge_agent.kernels.load_ops`), at export and wherev
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 from pathlib import Path
@@ -110,22 +109,14 @@ def fused_export(float_path: Path, int8_path: Path, *, data: str | None = None, 
 
 
 def main(argv: list[str] | None = None) -> int:
-    from edge_agent.training.fast_export import MODELS
+    from edge_agent.training.fast_export import shipped_pair, shipped_pairs_parser
 
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--model", choices=sorted(MODELS), required=True, action="append", help="repeatable")
-    parser.add_argument("--models-dir", type=Path, default=Path("models"))
-    parser.add_argument("--data", default=None, help="data root (default: $EDGE_AGENT_DATA or the shared data)")
-    parser.add_argument("--dry-run", action="store_true", help="check, do not write the files")
-    args = parser.parse_args(argv)
+    args = shipped_pairs_parser(__doc__.split("\n")[0]).parse_args(argv)
     logging.basicConfig(level=logging.INFO)
     torch.set_num_threads(1)
     results = {}
     for name in args.model:
-        stem = MODELS[name]
-        results[name] = fused_export(
-            args.models_dir / f"{stem}_float.pt", args.models_dir / f"{stem}.pt", data=args.data, write=not args.dry_run
-        )
+        results[name] = fused_export(*shipped_pair(args.models_dir, name), data=args.data, write=not args.dry_run)
     print(json.dumps(results, indent=2))
     return 0
 
