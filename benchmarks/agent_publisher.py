@@ -10,7 +10,9 @@ Sensor ``i`` of ``--sensors`` publishes 1024-sample chunks on ``bench/s<i>/vibra
 1024 / 12000 s, each when its last sample would have been measured (chunk ``k`` covers
 ``[t_i + k P, t_i + (k + 1) P)`` and is due at ``t_i + (k + 1) P``). The sensors' phases ``t_i``
 are spread evenly over one period so the load is smooth, as from independent sensors; process
-``part`` of ``parts`` takes sensors ``part, part + parts, ...``. The data is the held-out last
+``part`` of ``parts`` takes sensors ``part, part + parts, ...``. ``--chunk-hops K`` makes each chunk
+K x 1024 samples, published every K x 1024 / 12000 s (the same samples per second in K times fewer
+messages: sensors that send, say, 0.68 s per message instead of 85 ms). The data is the held-out last
 20 % of the healthy CWRU record 097, cut into whole chunks and cycled (each sensor starts at
 another chunk); the model calls every window of it, the wrap-around ones too, ``Normal``.
 
@@ -39,15 +41,17 @@ FAULT_KEY = "105"  # IR007
 BIN_S = 0.1  # publish counts are kept in bins of this width (epoch seconds)
 
 
-def held_out_chunks(key: str) -> np.ndarray:
-    """The last 20 % of a record of the CWRU dev pack (data no shipped model was trained on), as (k, 1024) float32."""
+def held_out_chunks(key: str, hops: int = 1) -> np.ndarray:
+    """The last 20 % of a record of the CWRU dev pack (data no shipped model was trained on), as (k, hops x 1024)
+    float32."""
     from edge_agent.common.paths import data_root
 
     with np.load(data_root() / "cwru" / "cwru_12k_de_dev.npz", allow_pickle=False) as pack:
         signal_g = pack[key]
     tail = signal_g[round(0.8 * signal_g.size) :].astype(np.float32)
-    count = tail.size // CHUNK_SAMPLES
-    return tail[: count * CHUNK_SAMPLES].reshape(count, CHUNK_SAMPLES)
+    chunk_samples = hops * CHUNK_SAMPLES
+    count = tail.size // chunk_samples
+    return tail[: count * chunk_samples].reshape(count, chunk_samples)
 
 
 def encode_samples_json(chunk: np.ndarray) -> bytes:
@@ -106,10 +110,11 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def run(args: argparse.Namespace) -> dict[str, object]:
-    encoder = Encoder(held_out_chunks(HEALTHY_KEY), args.format)
+    encoder = Encoder(held_out_chunks(HEALTHY_KEY, args.chunk_hops), args.format)
+    period_s = args.chunk_hops * PERIOD_S
     mine = list(range(args.part, args.sensors, args.parts))
     topics = [TOPIC.format(sensor=sensor_name(i)) for i in mine]
-    phases = [i / args.sensors * PERIOD_S for i in mine]
+    phases = [i / args.sensors * period_s for i in mine]
     client = connect(args.port, f"bench-pub-{args.part}-{args.parts}")
     print("ready", flush=True)
     line = sys.stdin.readline()  # the common start time, epoch seconds
@@ -121,7 +126,7 @@ def run(args: argparse.Namespace) -> dict[str, object]:
     last_info = None
     round_ = 0
     while True:
-        round_start = t0 + (round_ + 1) * PERIOD_S
+        round_start = t0 + (round_ + 1) * period_s
         if round_start > end:
             break
         for j, index in enumerate(mine):
@@ -130,7 +135,7 @@ def run(args: argparse.Namespace) -> dict[str, object]:
             if due > now:
                 time.sleep(due - now)
                 now = time.time()
-            ts = t0 + phases[j] + round_ * PERIOD_S  # epoch time of the chunk's first sample
+            ts = t0 + phases[j] + round_ * period_s  # epoch time of the chunk's first sample
             payload = encoder.payload(index + round_, round_, ts)
             last_info = client.publish(topics[j], payload, qos=args.qos)
             published += 1
@@ -147,6 +152,7 @@ def run(args: argparse.Namespace) -> dict[str, object]:
     return {
         "part": args.part,
         "sensors": len(mine),
+        "chunk_hops": args.chunk_hops,
         "published": published,
         "bins": {str(k): v for k, v in bins.items()},
         "bin_s": BIN_S,
@@ -166,6 +172,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--format", choices=("json", "f32le"), default="json")
     parser.add_argument("--qos", type=int, choices=(0, 1), default=1)
     parser.add_argument("--duration-s", type=float, required=True)
+    parser.add_argument("--chunk-hops", type=int, default=1, help="samples per message in hops of 1024 (default 1)")
     parser.add_argument("--report", type=Path, required=True, help="JSON report written here at the end")
     args = parser.parse_args(argv)
     report = run(args)

@@ -78,6 +78,7 @@ from agent_publisher import (
     held_out_chunks,
     sensor_name,
 )
+from cpu_quota import CpuQuota
 from cpuinfo import cpu_description
 
 REPO = Path(__file__).resolve().parents[1]
@@ -639,7 +640,15 @@ class RunResult:
 
 
 def start_publishers(
-    workdir: Path, port: int, sensors: int, fmt: str, qos: int, duration_s: float, parts: int, cpu: int | None
+    workdir: Path,
+    port: int,
+    sensors: int,
+    fmt: str,
+    qos: int,
+    duration_s: float,
+    parts: int,
+    cpu: int | None,
+    chunk_hops: int = 1,
 ) -> tuple[list[subprocess.Popen[str]], list[Path]]:
     procs: list[subprocess.Popen[str]] = []
     reports: list[Path] = []
@@ -649,7 +658,7 @@ def start_publishers(
         reports.append(report)
         argv = [sys.executable, str(script), "--port", str(port), "--sensors", str(sensors), "--part", str(part)]
         argv += ["--parts", str(parts), "--format", fmt, "--qos", str(qos), "--duration-s", str(duration_s)]
-        argv += ["--report", str(report)]
+        argv += ["--report", str(report), "--chunk-hops", str(chunk_hops)]
         procs.append(
             subprocess.Popen(
                 pinned(cpu, argv),
@@ -1265,8 +1274,10 @@ def gateway_run(args: argparse.Namespace, fmt: str, sensors: int, count: int, *,
     agents: list[Agent] = []
     publishers: list[subprocess.Popen[str]] = []
     pin = shutil.which("taskset") is not None and (os.cpu_count() or 1) >= count
+    quota = args.agent_cpu_quota  # each instance F of core --agent-cpu, broker and publishers on --load-cpu
+    stack = contextlib.ExitStack()
     try:
-        broker = Broker(workdir, None)
+        broker = Broker(workdir, args.load_cpu if quota else None)
         monitor = Monitor(broker.port)
         for instance in range(count):
             agents.append(
@@ -1276,7 +1287,7 @@ def gateway_run(args: argparse.Namespace, fmt: str, sensors: int, count: int, *,
                     broker_port=broker.port,
                     fmt=fmt,
                     qos=args.qos,
-                    cpu=instance if pin else None,
+                    cpu=args.agent_cpu if quota else (instance if pin else None),
                     max_batch=args.max_batch,
                     max_wait_s=args.max_wait_s,
                     instance=instance,
@@ -1284,6 +1295,8 @@ def gateway_run(args: argparse.Namespace, fmt: str, sensors: int, count: int, *,
                 )
             )
             agents[-1].spawn()
+            if quota:
+                stack.enter_context(CpuQuota(quota)).add(agents[-1].pid)
         for agent in agents:
             online = monitor.wait_status(agent.agent_id, b"online", agent.spawned_at, timeout_s=120)
             if online is None or not agent.alive():
@@ -1292,7 +1305,8 @@ def gateway_run(args: argparse.Namespace, fmt: str, sensors: int, count: int, *,
         parts = args.publishers or max(1, math.ceil(sensors / args.sensors_per_publisher))
         restarts = args.restart and count > 1
         run_s = args.warmup_s + args.duration_s + 2.0 + (RESTART_BUDGET_S if restarts else 0.0)
-        publishers, reports = start_publishers(workdir, broker.port, sensors, fmt, args.qos, run_s, parts, None)
+        load_cpu = args.load_cpu if quota else None
+        publishers, reports = start_publishers(workdir, broker.port, sensors, fmt, args.qos, run_s, parts, load_cpu)
         t0 = math.ceil(time.time() + 0.5)
         for proc in publishers:
             assert proc.stdin is not None
@@ -1362,6 +1376,7 @@ def gateway_run(args: argparse.Namespace, fmt: str, sensors: int, count: int, *,
         d["agent_log_tail"] = "\n".join(agent.log_tail() for agent in agents)
     finally:
         tear_down(publishers, agents, monitor, broker, workdir, args.keep, d)
+        stack.close()
     log(gateway_row(result))
     return result
 
@@ -1441,8 +1456,15 @@ def gateway_section(args: argparse.Namespace, runs: dict[int, list[RunResult]], 
     lines = [
         f"Measured {now} on {m['cores']} cores of an {m['cpu']}, Python {m['python']}, torch {m['torch']}, "
         f"{m['broker']}, Linux {m['kernel']}; format {fmt}, QoS {args.qos}, warm-up {args.warmup_s:g} s, steady "
-        f"window {args.duration_s:g} s. Instance i pinned to core i (`taskset`); broker, publishers and this "
-        "script not pinned: they share the agents' cores.",
+        f"window {args.duration_s:g} s. "
+        + (
+            f"Every instance pinned to core {args.agent_cpu} with a CPU quota of {args.agent_cpu_quota:g} of it "
+            f"(`cpu_quota.py`: {CpuQuota(args.agent_cpu_quota).describe()}), broker and publishers on core "
+            f"{args.load_cpu}: N instances have N x {args.agent_cpu_quota:g} of a core."
+            if args.agent_cpu_quota
+            else "Instance i pinned to core i (`taskset`); broker, publishers and this script not pinned: "
+            "they share the agents' cores."
+        ),
         "",
         "```sh",
         shlex.join([".venv/bin/python", *sys.argv]),
@@ -1525,6 +1547,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--sensors loads or a search, one format (json unless --format f32le)",
     )
     p.add_argument(
+        "--agent-cpu-quota",
+        type=float,
+        help="--instances: every instance on --agent-cpu with this fraction of it (a cgroup quota; root only), "
+        "broker and publishers on --load-cpu: N small cores emulated on one",
+    )
+    p.add_argument(
         "--drop-cost",
         action="store_true",
         help="only time another instance's message (dropped from its topic) against an own one, in this process",
@@ -1545,7 +1573,7 @@ def main(argv: list[str] | None = None) -> int:
     if shutil.which("taskset") is None or (os.cpu_count() or 1) < 2:
         print("no taskset or fewer than 2 cores: nothing pinned", file=sys.stderr)
         args.agent_cpu = args.load_cpu = None
-    elif args.load_cpu is not None and not args.instances:
+    elif args.load_cpu is not None and (not args.instances or args.agent_cpu_quota):
         os.sched_setaffinity(0, {args.load_cpu})  # this script runs beside the broker, not beside the agent
 
     def log(line: str) -> None:
@@ -1555,6 +1583,8 @@ def main(argv: list[str] | None = None) -> int:
         log(drop_cost())
         return 0
     if args.instances:
+        if args.agent_cpu_quota and args.restart:
+            raise SystemExit("--restart with --agent-cpu-quota: a restarted instance would run outside its quota")
         return gateway_main(args, log)
 
     formats = ["json", "f32le"] if args.format == "both" else [args.format]

@@ -15,6 +15,13 @@
 change detector off), alternating; the rows add the detector's marks (``edge_agent_suspect_marks_total
 {reason="change"}``) and refusals, and an upper bound of the healthy sensors' false-suspect share of
 sensor-seconds (every mark counted as false, the probe's too, each holding ``HOLD_S``).
+``--chunk-hops K``: the load sensors send K hops (K x 1024 samples) per message, K times fewer
+messages for the same windows (the probe keeps one hop per message); with K = 8 the publishers of a
+2-core machine can offer 9x of the shipped model's real capacity (~4,000 messages/s of 32 kB), and
+a load past the source's default ``max_sensors`` (1000) raises it in the generated config.
+``--agent-cpu-quota F``: the agent's process (not its receive process) gets F of its core
+(``cpu_quota.py``: a cgroup CPU quota, 10 ms period; root only), which lowers the capacity with
+every part of the agent's work in its real proportion (the honest alternative to the knob below).
 ``--extra-ms-per-batch X``: the agent runs ``slow_model.py``'s copy of the shipped model that
 spends X ms more CPU per batch in torch ops (calibrated at the start; outputs unchanged), which
 lowers the capacity to what the publishers of a 2-core machine can offer 9x of. Each row prints
@@ -63,6 +70,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_agent as ba
 from agent_publisher import BIN_S, CHUNK_SAMPLES, PERIOD_S, RATE_HZ, sensor_name
+from cpu_quota import CpuQuota
 from cpuinfo import cpu_description
 
 from edge_agent.sources.change import HOLD_S
@@ -100,10 +108,15 @@ def receivers(pid: int) -> list[int]:
     return found
 
 
-def configure(agent: ba.Agent, *, receive: str, model: Path | None, change_threshold: float = 0.0) -> None:
-    """The generated config with ``receive``, ``change_threshold`` and (``--extra-ms-per-batch``) the slowed model."""
+def configure(
+    agent: ba.Agent, *, receive: str, model: Path | None, change_threshold: float = 0.0, sensors: int = 0
+) -> None:
+    """The generated config with ``receive``, ``change_threshold``, ``max_sensors`` for a load past the default and
+    (``--extra-ms-per-batch``) the slowed model."""
     text = agent.config.read_text()
     extra = f'receive = "{receive}"\n' + (f"change_threshold = {change_threshold}\n" if change_threshold else "")
+    if sensors >= ba.MAX_SENSORS:
+        extra += f"max_sensors = {sensors + 1}\n"
     text = text.replace("instances = 1\n", f"instances = 1\n{extra}")
     if model is not None:
         text = text.replace(f'path = "{ba.MODEL}"', f'path = "{model}"')
@@ -127,13 +140,15 @@ def overload_run(
     workdir.chmod(0o755)
     broker = monitor = agent = probe = None
     publishers: list[Any] = []
+    stack = contextlib.ExitStack()
     try:
+        quota = stack.enter_context(CpuQuota(args.agent_cpu_quota)) if args.agent_cpu_quota else None
         broker = ba.Broker(workdir, args.load_cpu)
         monitor = ba.Monitor(broker.port)
         agent = ba.Agent(
             workdir, agent_id=ba.AGENT_ID, broker_port=broker.port, fmt=args.format, qos=args.qos, cpu=args.agent_cpu
         )
-        configure(agent, receive=receive, model=model, change_threshold=change_threshold)
+        configure(agent, receive=receive, model=model, change_threshold=change_threshold, sensors=sensors)
         with _pythonpath(code):
             agent.spawn()
         online = monitor.wait_status(ba.AGENT_ID, b"online", agent.spawned_at, timeout_s=90)
@@ -149,12 +164,15 @@ def overload_run(
         if helper and args.load_cpu is not None:  # off the agent's core, beside broker and publishers: every thread
             for task in Path(f"/proc/{helper[0]}/task").iterdir():  # (sched_setaffinity(pid) moves one thread only)
                 os.sched_setaffinity(int(task.name), {args.load_cpu})
+        if quota is not None:
+            quota.add(agent.pid)
+            d["agent_cpu_quota"] = quota.describe()
         time.sleep(args.idle_s)
         d["rss_idle_kb"] = ba.proc_status_kb(agent.pid).get("VmRSS", 0)
         parts = max(1, math.ceil(sensors / args.sensors_per_publisher))
         run_s = args.warmup_s + args.duration_s
         publishers, reports = ba.start_publishers(
-            workdir, broker.port, sensors, args.format, args.qos, run_s, parts, args.load_cpu
+            workdir, broker.port, sensors, args.format, args.qos, run_s, parts, args.load_cpu, args.chunk_hops
         )
         probe = ba.Probe(broker.port, args.format, args.qos)
         t0 = math.ceil(time.time() + 0.5)
@@ -168,6 +186,7 @@ def overload_run(
         a = ba.scrape(agent.metrics_port, timeout_s=60)
         cpu_a, cores_a = ba.proc_cpu_s(agent.pid), ba.cores_busy()
         helper_a = ba.proc_cpu_s(helper[0]) if helper else 0.0
+        throttled_a = quota.throttled_s() if quota is not None else 0.0
         scrape_s, rss = [a.seconds], []
         while time.time() < t_b - args.sample_s:
             ba.sleep_until(time.time() + args.sample_s)
@@ -178,6 +197,7 @@ def overload_run(
         wall = b.at - a.at
         cpu_b, cores_b = ba.proc_cpu_s(agent.pid), ba.cores_busy()
         helper_b = ba.proc_cpu_s(helper[0]) if helper else 0.0
+        d["agent_throttled_s"] = (quota.throttled_s() - throttled_a) if quota is not None else 0.0
         batches = max(1.0, _moved(a, b, "edge_agent_inference_batch_windows_count"))
         d["batch_mean_windows"] = _moved(a, b, "edge_agent_inference_batch_windows_sum") / batches
         d["inference_s_per_batch"] = _moved(a, b, "edge_agent_inference_duration_seconds_sum") / batches
@@ -194,8 +214,8 @@ def overload_run(
         for proc in publishers:
             proc.wait(timeout=60)
         pub = [json.loads(r.read_text()) for r in reports]
-        published = sum(v for p in pub for k, v in p["bins"].items() if t_a <= int(k) * BIN_S + 1e-6 < t_b)
-        published += probe.published_between(t_a, t_b)
+        load_messages = sum(v for p in pub for k, v in p["bins"].items() if t_a <= int(k) * BIN_S + 1e-6 < t_b)
+        probe_messages = probe.published_between(t_a, t_b)
         time.sleep(0.5)
         alerts = monitor.alerts(ba.AGENT_ID)
         probe.stop()
@@ -219,7 +239,9 @@ def overload_run(
             {
                 "wall_s": wall,
                 "target_per_s": (sensors + 1) * WINDOWS_PER_SENSOR_S,
-                "offered_per_s": published / (t_b - t_a),
+                "chunk_hops": args.chunk_hops,
+                "offered_per_s": (load_messages * args.chunk_hops + probe_messages) / (t_b - t_a),  # windows
+                "offered_messages_per_s": (load_messages + probe_messages) / (t_b - t_a),
                 "received_per_s": received / wall,
                 "processed_per_s": processed / wall,
                 "probe_periods": len(cycles),
@@ -264,6 +286,7 @@ def overload_run(
             monitor.close()
         if broker is not None:
             broker.stop()
+        stack.close()
         shutil.rmtree(workdir, ignore_errors=True)
     log(json.dumps({k: v for k, v in d.items() if k not in ("traceback", "probe_latency_s")}, default=str))
     return d
@@ -332,7 +355,8 @@ def capacity_search(args: argparse.Namespace, *, log: Any) -> int:
 
 def table(rows: list[dict[str, Any]], capacity_per_s: float) -> str:
     head = (
-        "| load | receive | sensors | offered/s | received/s | processed/s | / capacity | probe alerted "
+        "| load | receive | sensors | offered windows/s | received messages/s | processed windows/s | / capacity "
+        "| probe alerted "
         "| sensors analysed | analysed/sensor min-median-max | shed/sensor min-max | RSS idle / peak / after (MB) "
         "| recovery | worst /metrics | agent / receiver CPU | agent CPU per window | batch | core 0 / core 1 busy "
         "| others on agent core | detector | marks change / fault (refused) | false suspects at most |\n"
@@ -380,11 +404,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--recovery-limit-s", type=float, default=60.0)
     p.add_argument("--qos", type=int, choices=(0, 1), default=1)
     p.add_argument("--sensors-per-publisher", type=int, default=150)
+    p.add_argument("--chunk-hops", type=int, default=1, help="hops of 1024 samples per load message (default 1)")
     p.add_argument("--agent-cpu", type=int, default=1)
     p.add_argument("--load-cpu", type=int, default=0)
     p.add_argument("--json", type=Path, help="write every measurement as JSON here")
     p.add_argument("--compare", type=Path, help="also run the agent of this checkout (e.g. /work/main), alternating")
     p.add_argument("--receive", default="thread", help="thread, process or both (thread,process), alternating")
+    p.add_argument("--agent-cpu-quota", type=float, help="the agent's process gets this fraction of its core")
     p.add_argument("--extra-ms-per-batch", type=float, default=0.0, help="slowed model (slow_model.py); 0: shipped")
     p.add_argument("--change-threshold", default="0", help="change_threshold values, alternating (0: detector off)")
     return p
@@ -403,6 +429,8 @@ def main(argv: list[str] | None = None) -> int:
 
     log(f"CPU: {cpu_description()}")
     log(f"date: {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC; agent on core {args.agent_cpu}, load on {args.load_cpu}")
+    if args.agent_cpu_quota:
+        log(f"agent CPU quota: {CpuQuota(args.agent_cpu_quota).describe()} (its receive process outside it)")
     model = None
     if args.extra_ms_per_batch > 0:
         from slow_model import build
@@ -418,7 +446,7 @@ def main(argv: list[str] | None = None) -> int:
     thresholds = [float(t) for t in args.change_threshold.split(",")]
     rows = []
     for factor in (int(f) for f in args.factors.split(",")):
-        sensors = min(ba.MAX_SENSORS, factor * capacity)
+        sensors = factor * capacity
         for code in codes:  # alternating, so other jobs on the machine hit both alike
             for receive in modes:
                 for threshold in thresholds:
