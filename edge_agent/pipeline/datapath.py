@@ -25,6 +25,7 @@ from edge_agent.pipeline.indicator_stage import IndicatorStage
 from edge_agent.pipeline.prediction_series import PredictionSeries
 from edge_agent.pipeline.router import Router, SensorSeries, Submit, make_router
 from edge_agent.pipeline.supervision import StreamSupervisor
+from edge_agent.pipeline.window_queue import WindowQueue
 from edge_agent.types import AlertEvent, Prediction
 
 logger = logging.getLogger(__name__)
@@ -97,11 +98,16 @@ class DataPath:
         real_time: bool = True,
         shed: Callable[[str], bool] | None = None,
         shed_set: Callable[[], frozenset[str]] | None = None,
+        queue: WindowQueue | None = None,
     ) -> Router:
         """``section``'s source's ``emit``; its configured sensors get their series and are announced now.
 
         ``real_time``: the source delivers at the signal's pace (not a replay at another speed).
+        ``queue``: the inference queue, for overload (its ``over_share``, ``over_share_set`` and ``room``;
+        ``shed`` and ``shed_set`` alone: shedding without the room rule).
         """
+        if queue is not None:
+            shed, shed_set = queue.over_share, queue.over_share_set
         hops = {m.name: m.hop_samples for m in self._config.models}
         metas = {name: self._models[name].meta for name in section.models}
         stage = self._indicator_stage(section, metas[section.models[0]])
@@ -118,6 +124,7 @@ class DataPath:
             indicators=stage,
             shed=shed,  # overload: the inference queue's over_share (None: never shed)
             shed_set=shed_set,  # its over_share_set (a receive process sheds these sensors)
+            room=queue,  # a full queue's room for a sensor's next windows (the rest are not cut)
         )
         self._supervisors.append(router.supervisor)
         return router

@@ -34,6 +34,14 @@ __all__ = ["Announce", "Router", "SensorSeries", "Submit", "SuspectMarks", "make
 Submit = Callable[[str, Window], None]  # (model name, window) -> the inference queue
 
 
+class Room(Protocol):
+    """The inference queue's room for a sensor's next windows (edge_agent.pipeline.window_queue)."""
+
+    def room(self, sensor: str) -> int | None: ...
+
+    def count_dropped(self, sensor: str, windows: int) -> None: ...
+
+
 class SuspectMarks(Protocol):
     """The inference queue's suspects, as a source's change detector marks and reads them."""
 
@@ -61,6 +69,7 @@ def make_router(
     indicators: IndicatorStage | None = None,
     shed: Callable[[str], bool] | None = None,
     shed_set: Callable[[], frozenset[str]] | None = None,
+    room: Room | None = None,
 ) -> Router:
     """The ``emit`` of ``section``'s source: chunk -> windows for each of its models -> ``submit``.
 
@@ -68,7 +77,8 @@ def make_router(
     Configured sensors get their series and are announced now; a new sensor when its source admits
     it (:meth:`Router.admit`) or with its first chunk. ``real_time``: the source delivers at the
     signal's own pace (the supervision's clock and arrival-rate checks apply). ``indicators``
-    (``[sources.indicators]``) gets the first model's windows once they are queued.
+    (``[sources.indicators]``) gets the first model's windows once they are queued. ``room``: the
+    inference queue's :class:`Room` (a chunk's windows that a full queue would drop are not cut).
     """
     assemblers = {}
     supervisor = StreamSupervisor(
@@ -107,6 +117,7 @@ def make_router(
         limits,
         shed,
         shed_set,
+        room,
     )
     for sensor in section.known_sensors:
         new_sensor, _ = sensors.add(sensor, section.models)
@@ -143,7 +154,9 @@ class Router:
         limits: IngressLimits | None = None,
         shed: Callable[[str], bool] | None = None,
         shed_set: Callable[[], frozenset[str]] | None = None,
+        room: Room | None = None,
     ) -> None:
+        self._room = room  # a full queue keeps this many of a sensor's next windows (None: no limit)
         self._over_share = shed  # the inference queue: is this sensor over its share of a full queue?
         self._over_share_set = shed_set  # the queue: every sensor over its share now
         self._suspects: SuspectMarks | None = None  # the queue's suspects (set by use_suspects)
@@ -231,14 +244,17 @@ class Router:
             )
             return
         count, refused = 0, 0
+        keep = self._room.room(chunk.sensor) if self._room is not None else None
         for name, assembler in self._assemblers.items():
             try:
-                windows = assembler.push(chunk)
+                windows = assembler.push(chunk, keep)
             except ValueError:  # wrong channel count for this model: counted, chunk skipped
                 self._wrong_channels.inc()
                 refused += 1
                 continue
-            count += len(windows)
+            if assembler.skipped and self._room is not None:  # cheaper than cutting them for the queue to drop
+                self._room.count_dropped(chunk.sensor, assembler.skipped)
+            count += len(windows) + assembler.skipped
             for window in windows:
                 self._submit(name, window)
             if self._indicators is not None and name == self._models[0]:

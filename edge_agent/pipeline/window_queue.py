@@ -156,11 +156,15 @@ class WindowQueue:
         self._model_size[model] -= 1
         self._waiting.add(victim, -1)
         self._size -= 1
-        self._metrics.windows_dropped.labels("queue_full").inc()
-        counter = self._dropped.get(victim)
+        self.count_dropped(victim, 1)
+
+    def count_dropped(self, sensor: str, windows: int) -> None:
+        """``windows`` of ``sensor`` lost to a full queue: dropped here, or not cut at all (:meth:`room`)."""
+        self._metrics.windows_dropped.labels("queue_full").inc(windows)
+        counter = self._dropped.get(sensor)
         if counter is None:
-            counter = self._dropped[victim] = self._metrics.overload.sensor_windows_dropped.labels(victim)
-        counter.inc()  # type: ignore[attr-defined]
+            counter = self._dropped[sensor] = self._metrics.overload.sensor_windows_dropped.labels(sensor)
+        counter.inc(windows)  # type: ignore[attr-defined]
 
     def _oldest_model(self) -> str:
         """The model whose queue holds the oldest window (call only when the queue is not empty)."""
@@ -175,6 +179,16 @@ class WindowQueue:
         if self._size < self._capacity or sensor in self._suspects:
             return False
         return self._waiting.get(sensor) >= self._share()
+
+    def room(self, sensor: str) -> int | None:
+        """How many of ``sensor``'s next windows, its newest, a full queue ends up holding: its fair share,
+        or as many as it holds now if more (newer windows then displace its own older ones); None while
+        the queue is not full or the sensor is a suspect (all of them). A router cuts only that many, so a
+        message of many hops costs no windows that the queue would drop. Exact when the other sensors
+        hold their shares; an estimate otherwise (read without the lock)."""
+        if self._size < self._capacity or sensor in self._suspects:
+            return None
+        return max(self._share(), self._waiting.get(sensor))
 
     def over_share_set(self) -> frozenset[str]:
         """Every sensor :meth:`over_share` is True for now (a receive process sheds them): O(those sensors)."""

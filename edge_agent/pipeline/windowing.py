@@ -108,13 +108,18 @@ class WindowAssembler:
         self._metrics = metrics
         self._on_gap = on_gap  # (sensor, cause) at each gap (the stream supervision logs them)
         self._sensors: dict[str, _SensorState] = {}
+        self.skipped = 0  # windows the last push completed but did not cut (``keep_newest``)
 
-    def push(self, chunk: Chunk) -> list[Window]:
+    def push(self, chunk: Chunk, keep_newest: int | None = None) -> list[Window]:
         """Add a chunk; return the windows it completed, oldest first (often none or one).
+
+        ``keep_newest``: cut at most this many, the newest; the older ones it completed are skipped
+        (:attr:`skipped`; the stream goes on without a gap): a full inference queue would drop them.
 
         Raises ValueError (and resets the sensor, counting a gap) for a wrong channel count, and
         ValueError for samples that are not ``(channels, n)`` or a rate that is not positive.
         """
+        self.skipped = 0
         x = np.asarray(chunk.samples, dtype=np.float32)
         rate = float(chunk.sample_rate_hz)
         if x.ndim != 2:
@@ -141,12 +146,12 @@ class WindowAssembler:
         state.inputs += x.shape[1]
         state.last_seq = chunk.seq
         model_x = state.resampler.process(x) if state.resampler is not None else x
-        windows = self._append_and_cut(chunk.sensor, state, model_x, chunk.received_at)
+        windows = self._append_and_cut(chunk.sensor, state, model_x, chunk.received_at, keep_newest)
         if state.metrics is not None:
             state.metrics.samples.inc(x.shape[1])
             state.metrics.seconds.inc(x.shape[1] / rate)
-            if windows:
-                state.metrics.windows.inc(len(windows))
+            if windows or self.skipped:  # the stream's windows, those skipped for a full queue among them
+                state.metrics.windows.inc(len(windows) + self.skipped)
         return windows
 
     def drop_sensor(self, sensor: str) -> None:
@@ -224,7 +229,9 @@ class WindowAssembler:
         if state.metrics is not None:
             state.metrics.gaps.inc()
 
-    def _append_and_cut(self, sensor: str, state: _SensorState, x: np.ndarray, received_at: float) -> list[Window]:
+    def _append_and_cut(
+        self, sensor: str, state: _SensorState, x: np.ndarray, received_at: float, keep: int | None = None
+    ) -> list[Window]:
         """Append model-rate samples ``x`` (channels, n) and cut every complete window.
 
         Between calls the buffer starts at the next window (``buf_start == next_start``), or it is
@@ -246,6 +253,7 @@ class WindowAssembler:
             state.buf, state.buf_start = buf, start
             return []
         size, hop, rate, origin = self.window_samples, self.hop_samples, self.sample_rate_hz, state.origin_s
+        self.skipped = 0 if keep is None else max(0, count - keep)
         windows = [
             Window(
                 sensor,
@@ -254,7 +262,7 @@ class WindowAssembler:
                 buf[:, k : k + size],
                 received_at,
             )
-            for k in range(0, count * hop, hop)
+            for k in range(self.skipped * hop, count * hop, hop)
         ]
         state.next_start = start + count * hop
         cut = min(count * hop, end - start)  # drop what no later window needs

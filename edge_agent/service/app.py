@@ -267,7 +267,7 @@ class App:
             rt = SOURCES[section.type].real_time(section)  # delivers at the signal's pace
             q = self.worker.queue  # overload: shed at ingress, before parsing (the set: in a receive process)
             submit = self.learning.submit_via(self.worker.submit)  # a learning sensor's windows are recorded too
-            router = self.datapath.router(section, submit, real_time=rt, shed=q.over_share, shed_set=q.over_share_set)
+            router = self.datapath.router(section, submit, real_time=rt, queue=q)
             router.use_suspects(q)  # the change detector's marks (a source may make a changing sensor a suspect)
             source = self._build_source(section, router)
             source.start(router)
