@@ -140,3 +140,5 @@ class StreamEvents(Protocol):
     def is_suspect(self, sensor: str) -> bool: ...  # served first now (its change baseline does not learn)
 
     def suspects(self) -> frozenset[str]: ...  # every suspect now (sent to a receive process)
+
+    def window_s(self) -> float: ...  # the longest window of the source's models (s)

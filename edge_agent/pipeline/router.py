@@ -195,6 +195,10 @@ class Router:
         """The sensors whose messages are to be shed now (for a receive process; empty without shedding)."""
         return self._over_share_set() if self._over_share_set is not None else frozenset()
 
+    def window_s(self) -> float:
+        """The longest window of the source's models, in seconds."""
+        return self.supervisor.spec.window_s
+
     def use_suspects(self, suspects: SuspectMarks) -> None:
         """The inference queue whose suspects the source's change detector marks (set before the source starts)."""
         self._suspects = suspects

@@ -38,7 +38,7 @@ from edge_agent.sources.mqtt_config import MqttSourceSection
 from edge_agent.sources.mqtt_process import ReceiveProcess
 from edge_agent.sources.mqtt_topics import TOPIC_CACHE, TopicSensors
 from edge_agent.sources.mqtt_wire import Batch, ReceiverSpec, Report
-from edge_agent.sources.payloads import MAX_PAYLOAD_BYTES, PayloadError, parse_payload
+from edge_agent.sources.payloads import MAX_PAYLOAD_BYTES, PayloadError, parse_payload, window_bytes
 from edge_agent.types import Chunk, StreamEvents
 
 logger = logging.getLogger(__name__)
@@ -87,11 +87,12 @@ class MqttSource:
             self._overflow = metrics.overload.receiver_dropped.labels(self.name)
             restarts = metrics.overload.receiver_restarts.labels(self.name)
             no_shedding: Callable[[], frozenset[str]] = frozenset
+            window_s = streams.window_s() if streams is not None else 0.0
+            win = window_bytes(section.format, section.sample_rate_hz or 0.0, section.channels, window_s)
+            root, known = logging.getLogger(), self._known  # read when each spec is made (at every restart)
             self.receiver = ReceiveProcess(
                 self.name,
-                lambda: ReceiverSpec(
-                    section, mqtt, password, agent_id, instance, tuple(self._known), (), logging.getLogger().level
-                ),
+                lambda: ReceiverSpec(section, mqtt, password, agent_id, instance, tuple(known), (), root.level, win),
                 deliver=self._deliver_batch,
                 on_report=self._on_report,
                 on_down=self._receiver_down,

@@ -10,15 +10,15 @@ only this package's topic rules, the paho client and ``msgspec``. Its threads:
   allow-list / ``max_sensors``), with ``change_threshold`` > 0 runs the change detector on it
   (edge_agent.sources.change; a mark releases the sensor's held messages and forwards this one, shed
   set or not, and goes to the agent with the batch), holds it if the sensor is in the agent's latest
-  :class:`Shed` set (the newest ``HELD_MESSAGES`` per such sensor; an older held one is dropped,
-  counted as shed) and appends the rest to a bounded buffer (``BUFFER_BYTES``; past it: ``overflow``);
-- ``control``: reads :class:`Shed` and :class:`Stop`; a sensor that leaves the shed set has its held
-  messages appended first, so its next window is made of its newest samples; the pipe's end stops too;
+  :class:`Shed` set (its newest ``HELD_MESSAGES``, or the newest alone if it makes a window alone; older
+  ones are shed) and appends the rest to a bounded buffer (``BUFFER_BYTES``; past it: ``overflow``);
+- ``control``: reads :class:`Shed` and :class:`Stop`; a sensor leaving the shed set has its held messages
+  appended first, so its next window is made of its newest samples; the pipe's end stops too;
 - the main thread: one :class:`Batch` per ``FLUSH_EVERY_S`` or ``BATCH_MESSAGES``, a :class:`Report`
   every ``REPORT_EVERY_S`` and on every connection change; it exits (code 3) if paho's thread died.
 
-A clean stop disconnects from the broker and sends what is buffered. What a crash loses: the
-messages acknowledged but not yet through the pipe (the buffer, at most one batch in flight).
+A clean stop disconnects and sends what is buffered; a crash loses what was acknowledged but not yet sent
+through the pipe (the buffer, at most one batch in flight).
 """
 
 from __future__ import annotations
@@ -57,7 +57,7 @@ from edge_agent.sources.payloads import PayloadError
 logger = logging.getLogger(__name__)
 
 EXIT_PAHO_DIED = 3
-HELD_MESSAGES = 2  # per shed sensor: one window where a message is one hop (window = 2 hops); longer windows fill after
+HELD_MESSAGES = 2  # per shed sensor: one window where a message is one hop (window = 2 hops)
 
 
 class _Metrics:
@@ -87,6 +87,7 @@ class Receiver:
         self._marks: list[tuple[str, float]] = []  # since the last batch (under self._lock)
         self._held: dict[str, deque[Message]] = {}  # shed sensor -> its newest messages (under self._lock)
         self._held_bytes = 0  # their payload bytes, bounded by BUFFER_BYTES too (past it: shed at once)
+        self._window_bytes = spec.window_bytes or BUFFER_BYTES + 1  # a message this long is a window alone
         self._buffer, self._buffer_bytes = deque[Message](), 0
         self._lock = threading.Lock()  # the buffer and its byte count: paho's thread appends, the main thread takes
         self._wake, self._stop = threading.Event(), threading.Event()
@@ -200,8 +201,7 @@ class Receiver:
         """The agent's new shed set: sensors that left it get their held (newest) messages sent first."""
         with self._lock:
             self._shed_set = sensors
-            released = [sensor for sensor in self._held if sensor not in sensors]
-            for sensor in released:
+            for sensor in (released := [sensor for sensor in self._held if sensor not in sensors]):
                 self._release(sensor)
         if released:
             self._wake.set()
@@ -266,7 +266,7 @@ class Receiver:
                 self._release(sensor)
             elif sensor in self._shed_set:
                 held = self._held.setdefault(sensor, deque())
-                if len(held) == HELD_MESSAGES:  # the oldest held one gives way: that one is shed
+                while held and (len(held) == HELD_MESSAGES or len(body) >= self._window_bytes):  # older ones go
                     self._held_bytes -= len(held.popleft()[1])
                     self._shed[sensor] = self._shed.get(sensor, 0) + 1
                 if self._held_bytes + len(body) > BUFFER_BYTES:

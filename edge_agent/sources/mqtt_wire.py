@@ -73,6 +73,7 @@ class ReceiverSpec:
     known: tuple[str, ...]  # sensors the agent admitted (max_sensors counts them after a restart)
     shed: tuple[str, ...] = ()
     log_level: int = logging.INFO
+    window_bytes: int = 0  # a binary payload this long makes a window alone (0: JSON, or unknown)
 
 
 ENCODE = msgspec.msgpack.Encoder().encode

@@ -39,6 +39,14 @@ from edge_agent.types import Chunk
 MAX_PAYLOAD_BYTES = 4 * 1024 * 1024
 FORMATS = ("json", "f32le", "i16le")
 _BINARY_DTYPES = {"f32le": np.dtype("<f4"), "i16le": np.dtype("<i2")}
+
+
+def window_bytes(fmt: str, rate_hz: float, channels: int, window_s: float) -> int:
+    """Bytes of a binary payload of ``window_s`` seconds (0 for JSON, whose size says nothing of its samples)."""
+    dtype = _BINARY_DTYPES.get(fmt)
+    return 0 if dtype is None or window_s <= 0 else math.ceil(window_s * rate_hz) * channels * dtype.itemsize
+
+
 _decode_json = msgspec.json.Decoder().decode  # untyped: dicts, lists, exact ints, like json.loads
 
 

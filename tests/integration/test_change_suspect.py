@@ -72,6 +72,9 @@ class QueueStreams:
     def mark(self, sensor: str, hold_s: float, score: float) -> None:
         self.queue.mark(sensor, hold_s, score)
 
+    def window_s(self) -> float:
+        return 2048 / 12000.0
+
     def is_suspect(self, sensor: str) -> bool:
         return self.queue.is_suspect(sensor)
 

@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import paho.mqtt.client as paho
 import pytest
 from conftest import Chunks, wait_until
@@ -26,6 +27,7 @@ from edge_agent.sources.mqtt_config import MqttSourceSection
 SECTION = MqttSourceSection(
     type="mqtt", name="vib", models=("m",), topic="plant/+/vibration", sensor_level=1, format="json", qos=1
 )
+WINDOW_SAMPLES = 4  # the fake router's longest window (f32le: 16 bytes)
 MINE = [s for s in (f"m{i}" for i in range(20)) if share_of(s, 2) == 0][:2]  # instance 0's sensors
 OTHER = next(s for s in (f"m{i}" for i in range(20)) if share_of(s, 2) == 1)
 
@@ -65,6 +67,9 @@ class Streams:
 
     def suspects(self) -> frozenset[str]:
         return frozenset()
+
+    def window_s(self) -> float:
+        return WINDOW_SAMPLES / 12000.0
 
 
 def value(metrics: AgentMetrics, name: str, **labels: str) -> float:
@@ -187,6 +192,29 @@ def test_the_agents_shed_set_reaches_the_receive_process_and_its_sheds_are_count
     publish("plant/flood/vibration", payload(21))
     assert (chunks.wait(9, 15.0)[-1].sensor, chunks.items[-1].seq) == ("flood", 21)
     assert streams.shed_counts == {"flood": 18}
+
+
+def test_a_shed_sensor_whose_messages_each_make_a_window_has_only_its_newest_held(run_source, publish) -> None:
+    """Issue 12 item 4: a message of many hops (here 2 windows' worth of f32le) is a window alone, so of a shed
+    sensor's messages only the newest is held; the older ones are shed in the receive process, not sent on."""
+    streams = Streams()
+    binary = {"format": "f32le", "sample_rate_hz": 12000.0, "channels": 1}
+    _source, chunks, _metrics = run_source("process", streams, **binary)
+
+    def body(k: int) -> bytes:
+        return np.full(2 * WINDOW_SAMPLES, k, dtype="<f4").tobytes()
+
+    publish("plant/flood/vibration", body(0))
+    chunks.wait(1, 15.0)
+    streams.shed_now = frozenset({"flood"})
+    time.sleep(0.3)  # the set goes out within SHED_EVERY_S
+    for k in range(1, 6):
+        publish("plant/flood/vibration", body(k))
+    wait_for(lambda: streams.shed_counts.get("flood", 0) == 4, "4 of 5 flood messages shed, the newest held")
+    streams.shed_now = frozenset()
+    assert [float(c.samples[0, 0]) for c in chunks.wait(2, 15.0)] == [0.0, 5.0]
+    time.sleep(0.3)
+    assert len(chunks.items) == 2 and streams.shed_counts == {"flood": 4}
 
 
 def test_receive_cpu_pins_every_thread_of_the_receive_process(run_source) -> None:
