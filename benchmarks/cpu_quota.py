@@ -14,12 +14,14 @@ A short period (10 ms) keeps the throttling fine-grained: the process waits at m
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 from pathlib import Path
 from types import TracebackType
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 PERIOD_US = 10_000
+_GROUPS = itertools.count()  # several quotas in one benchmark process: one group each
 
 
 def _cpu_hierarchy() -> tuple[Path, int]:
@@ -43,7 +45,7 @@ class CpuQuota:
         self.quota_us = max(1000, round(fraction * period_us))  # the kernel's minimum quota is 1 ms
         parent, self.version = _cpu_hierarchy()
         self.parent = parent
-        self.path = parent / f"edge-agent-bench-{os.getpid()}"
+        self.path = parent / f"edge-agent-bench-{os.getpid()}-{next(_GROUPS)}"
 
     def __enter__(self) -> CpuQuota:
         self.path.mkdir()
