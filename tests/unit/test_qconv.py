@@ -29,8 +29,9 @@ needs_library = pytest.mark.skipif(
 needs_data = pytest.mark.skipif(not CWRU.is_file(), reason=f"needs the CWRU data ({CWRU})")
 
 
-def held_out_windows(window_samples: int, per_record: int = 2) -> torch.Tensor:
-    """``(k, 1, window_samples)`` windows from the last 20 % of each CWRU record (data no model trained on)."""
+def held_out_windows(window_samples: int, per_record: int = 2, noisy: bool = False) -> torch.Tensor:
+    """``(k, 1, window_samples)`` windows from the last 20 % of each CWRU record (data no model trained on);
+    ``noisy``: with white Gaussian noise at -5 dB (seed 7)."""
     chunks = []
     with np.load(CWRU, allow_pickle=False) as pack:
         for key in pack["keys"]:
@@ -38,10 +39,14 @@ def held_out_windows(window_samples: int, per_record: int = 2) -> torch.Tensor:
             tail = signal_g[round(0.8 * signal_g.size) :]
             count = min(per_record, tail.size // window_samples)
             chunks.append(torch.from_numpy(tail[: count * window_samples].reshape(count, window_samples).copy()))
-    return torch.cat(chunks).unsqueeze(1)
+    windows = torch.cat(chunks).unsqueeze(1)
+    if noisy:
+        noise = torch.randn(windows.shape, generator=torch.Generator().manual_seed(7))
+        windows = windows + noise * windows.std(dim=-1, keepdim=True) * 10 ** (5 / 20)
+    return windows
 
 
-def unit_cases(stem: str, per_record: int = 2) -> list[dict]:
+def unit_cases(stem: str, per_record: int = 2, noisy: bool = False) -> list[dict]:
     """Per unit: its int8 input on real windows, its packed convolutions and the reference convolutions."""
     from edge_agent.modelfile import load_model
     from edge_agent.nn.folding import fold_network
@@ -52,7 +57,7 @@ def unit_cases(stem: str, per_record: int = 2) -> list[dict]:
     standard = load_model(REPO / "models" / f"{stem}.pt")
     torch.backends.quantized.engine = str(standard.meta["quantized_engine"])
     network, _ = network_from_frozen(REPO / "models" / f"{stem}_float.pt")
-    windows = held_out_windows(int(standard.meta["window_samples"]), per_record)
+    windows = held_out_windows(int(standard.meta["window_samples"]), per_record, noisy)
     net = fused_network(fold_network(network), standard.module, windows[:8])
     inputs: list[torch.Tensor] = []
     for unit in net.units:
@@ -80,10 +85,10 @@ def ours(unit, name: str, q: torch.Tensor) -> torch.Tensor:
     return torch.ops.edge_agent.qconv1d(q, *args, stride, scale, zero_point, name == "conv1")
 
 
-def differences(stem: str, per_record: int = 2) -> dict[str, list[int]]:
+def differences(stem: str, per_record: int = 2, noisy: bool = False) -> dict[str, list[int]]:
     """Per convolution in graph order: output bytes that differ from quantized::conv2d's, and the bytes compared."""
     found: dict[str, list[int]] = {"differ": [], "compared": [], "unit_differ": []}
-    for case in unit_cases(stem, per_record):
+    for case in unit_cases(stem, per_record, noisy):
         unit, q = case["unit"], case["q"]
         with torch.inference_mode():
             middle = case["conv1"](q)
@@ -103,9 +108,10 @@ def differences(stem: str, per_record: int = 2) -> dict[str, list[int]]:
 
 @needs_library
 @needs_data
+@pytest.mark.parametrize("noisy", [False, True], ids=["clean", "-5 dB"])
 @pytest.mark.parametrize("stem", ["drsn_cw_cwru", "drsn_cw_bldc_audio"])
-def test_every_convolution_is_quantized_conv2d_bit_for_bit(stem: str) -> None:
-    found = differences(stem)
+def test_every_convolution_is_quantized_conv2d_bit_for_bit(stem: str, noisy: bool) -> None:
+    found = differences(stem, noisy=noisy)
     assert len(found["differ"]) == {"drsn_cw_cwru": 12, "drsn_cw_bldc_audio": 6}[stem]
     assert min(found["compared"]) > 100_000
     assert found["differ"] == [0] * len(found["differ"]), found
@@ -117,18 +123,32 @@ import json, torch
 from edge_agent.kernels import load_ops
 from tests.unit.test_qconv import differences
 assert load_ops()
-found = differences({stem!r}, per_record=1)
+found = {{k: differences({stem!r}, per_record=1, noisy=noisy) for k, noisy in (("clean", False), ("noisy", True))}}
 print(json.dumps({{"isa": torch.ops.edge_agent.conv_isa(), **found}}))
 """
 
 
 @needs_library
 @needs_data
-@pytest.mark.parametrize("isa", ["avx2", "generic"])
-def test_each_instruction_set_convolves_the_same(isa: str) -> None:
-    found = run_python(ISA_SCRIPT.format(stem="drsn_cw_cwru"), EDGE_AGENT_OPS_ISA=isa)
+@pytest.mark.parametrize(("isa", "onednn"), [("avx2", "AVX2"), ("generic", "")])
+def test_each_instruction_set_convolves_as_onednn_on_it(isa: str, onednn: str) -> None:
+    # without VNNI oneDNN adds the products in int16 pairs with saturation (vpmaddubsw), and so does the
+    # library's AVX2 copy: compared with oneDNN capped at AVX2; the plain loops sum exactly, as VNNI does
+    capped = {"ONEDNN_MAX_CPU_ISA": onednn, "ATEN_CPU_CAPABILITY": isa} if onednn else {}
+    found = run_python(ISA_SCRIPT.format(stem="drsn_cw_cwru"), EDGE_AGENT_OPS_ISA=isa, **capped)
     assert found["isa"] == isa
-    assert found["differ"] == [0] * 12 and found["unit_differ"] == [0] * 6, json.dumps(found)
+    for condition in ("clean", "noisy"):
+        assert found[condition]["differ"] == [0] * 12, json.dumps(found)
+        assert found[condition]["unit_differ"] == [0] * 6, json.dumps(found)
+
+
+@needs_library
+@needs_data
+def test_the_int16_saturation_of_onednns_avx2_kernels_shows_on_real_windows() -> None:
+    # the reason the AVX2 copy saturates: exact sums against an AVX2-capped oneDNN differ (70 of 3.6M bytes)
+    script = ISA_SCRIPT.format(stem="drsn_cw_cwru")
+    found = run_python(script, EDGE_AGENT_OPS_ISA="generic", ONEDNN_MAX_CPU_ISA="AVX2", ATEN_CPU_CAPABILITY="avx2")
+    assert sum(found["clean"]["differ"]) + sum(found["noisy"]["differ"]) > 0, json.dumps(found)
 
 
 @needs_library
