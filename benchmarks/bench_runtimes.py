@@ -133,8 +133,13 @@ def bench_model(key: str, args: argparse.Namespace, names: tuple[str, ...], fold
         raise SystemExit(f"--batch at most {len(data.held_out)} (the held-out windows of {key})")
     missing_fused = runtime_exports.fused_unavailable(int8_path) if runtime_exports.FUSED in names else None
     if missing_fused is not None:
-        names = tuple(n for n in names if n != runtime_exports.FUSED)
+        names = tuple(n for n in names if n not in (runtime_exports.FUSED, runtime_exports.FUSED_BEFORE))
         lines += [f"{runtime_exports.FUSED} left out: {missing_fused}.", ""]
+    if runtime_exports.FUSED_BEFORE in names:
+        earlier = args.before / runtime_exports.fused_path(int8_path).name
+        if not earlier.is_file():
+            names = tuple(n for n in names if n != runtime_exports.FUSED_BEFORE)
+            lines += [f"{runtime_exports.FUSED_BEFORE} left out: no {earlier}.", ""]
     timings = {}
     for batch in args.batch:
         runs = runtime_exports.runners(exports, batch, names)
@@ -291,7 +296,8 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"needs the bench extra (pip install -e '.[bench]'); missing: {', '.join(missing)}")
     names = tuple(args.runtime or runtime_exports.RUNTIMES)
     if args.before is not None:
-        names = (*names, *(b for b in runtime_exports.BEFORE if b.removesuffix("-before") in names))
+        earlier = (*runtime_exports.BEFORE, runtime_exports.FUSED_BEFORE)
+        names = (*names, *(b for b in earlier if b.removesuffix("-before") in names))
     if "ov-bf16" in names and not runtime_exports.openvino_has_bf16():
         names = tuple(n for n in names if n != "ov-bf16")
         print("OpenVINO reports no BF16 on this CPU: ov-bf16 left out", file=sys.stderr)
