@@ -1,4 +1,4 @@
-"""The int8 network with the float glue between its int8 convolutions fused into native ops (export only).
+"""The int8 network with its int8 convolutions and the float glue between them in native ops (export only).
 
 In the int8 graph of :mod:`edge_agent.nn.folding` each residual shrinkage unit runs, between its int8
 ``conv2`` and the next unit's int8 ``conv1``, eight separate ATen passes over the features: dequantize,
@@ -17,7 +17,8 @@ computes the same unit with the same int8 parameters (weights, scales and zero p
 
 The tiny threshold sub-networks (``Linear -> ReLU -> Linear -> sigmoid`` on ``(N, C)``) stay in torch.
 Outputs match the unfused graph up to the rounding of the two reductions (``sum |x|``, the head's mean):
-every other float operation is repeated in the same order (``docs/benchmarks.md``, "Fused int8 glue").
+every other float operation is repeated in the same order, and the convolutions requantise as oneDNN's
+kernels on the same CPU do (``docs/benchmarks.md``, "Fused int8 glue", "Int8 convolutions in the op library").
 A file with these ops loads only where the op library is loaded (:mod:`edge_agent.kernels`).
 """
 
