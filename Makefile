@@ -29,7 +29,7 @@ setup: $(STAMP) kernels
 KERNELS_LIB := edge_agent/kernels/libedge_agent_ops.so.1
 kernels: $(KERNELS_LIB)
 
-$(KERNELS_LIB): edge_agent/kernels/fused_ops.cpp edge_agent/kernels/fused_kernels.inc
+$(KERNELS_LIB): $(wildcard edge_agent/kernels/*.cpp edge_agent/kernels/*.inc)
 	$(PY) -m edge_agent.kernels.build
 
 system: $(SYSTEM_STAMP)

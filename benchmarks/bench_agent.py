@@ -1077,7 +1077,8 @@ def summarize(
         "",
         f"Agent on core {args.agent_cpu} (`taskset`), `[inference] threads = 1`, `max_batch = {args.max_batch}`, "
         f"`max_wait_s = {args.max_wait_s:g}`, "
-        f"model `models/drsn_cw_cwru.pt` (int8, window 2048, hop 1024), MQTT QoS {args.qos} end to end; "
+        f"model `{MODEL.relative_to(REPO) if MODEL.is_relative_to(REPO) else MODEL}` (int8, window 2048, hop 1024), "
+        f"MQTT QoS {args.qos} end to end; "
         f"broker, publishers and this script on core {args.load_cpu}. Warm-up {args.warmup_s:g} s, then a "
         f"steady window of {args.duration_s:g} s per load. N sensors plus the probe sensor; windows offered "
         f"= chunks published in the steady window (one window per 1024-sample chunk).",
@@ -1538,6 +1539,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--load-cpu", type=int, default=0, help="core of broker, publishers and this script")
     p.add_argument("--out", type=Path, help="rewrite the generated block of this markdown file")
     p.add_argument("--json", type=Path, help="write every measurement as JSON here")
+    p.add_argument("--model", type=Path, default=MODEL, help="the agent's model file (default models/drsn_cw_cwru.pt)")
     p.add_argument("--retries", type=int, default=2, help="repeat a run disturbed by other processes (default 2)")
     p.add_argument("--keep", action="store_true", help="keep the work folders (configs, logs)")
     p.add_argument(
@@ -1567,7 +1569,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    global MODEL
     args = build_parser().parse_args(argv)
+    MODEL = args.model.resolve()  # e.g. models/drsn_cw_cwru_fused.pt
     if not args.sensors and not args.search:
         args.sensors = [50, 100, 200]
     if shutil.which("taskset") is None or (os.cpu_count() or 1) < 2:

@@ -4,7 +4,8 @@
     .venv/bin/python benchmarks/bench_fused_ops.py --batch 1 --isa avx2
 
 Shapes are the CWRU network's units at batch ``--batch`` (16 channels x 512 samples, 32 x 256,
-64 x 128, the stem's 16 x 1024); every repeat times each variant once, in turn, and the table gives
+64 x 128, the stem's 16 x 1024; the int8 convolutions against ``quantized::conv2d`` on the units' inputs,
+random weights and inputs); every repeat times each variant once, in turn, and the table gives
 the p10 and median microseconds per call and the median of the per-repeat ratios ATen / fused (> 1:
 the fused op is faster). Each pair is checked for the same output first (bit for bit where the op
 promises it). ``--isa`` picks the kernels' instruction set (``$EDGE_AGENT_OPS_ISA``, set before loading).
@@ -68,6 +69,48 @@ def pairs(batch: int, channels: int, length: int) -> dict[str, Pair]:
     }
 
 
+def conv_pairs(batch: int, channels: int, outs: int, length: int, stride: int) -> dict[str, Pair]:
+    """(op library, PyTorch) callables for one unit's int8 convolutions: ``conv1`` (``channels -> outs``,
+    ``stride``, ReLU) alone, and the unit (``conv1``, then ``conv2`` ``outs -> outs`` and ``sum |y|``)."""
+    from edge_agent.nn.fused import pack_conv
+
+    g = torch.Generator().manual_seed(1)
+    q = torch.quantize_per_tensor(
+        channels_last(torch.rand(batch, channels, 1, length, generator=g)), 0.01, 0, torch.quint8
+    )
+    convs = []
+    for c_in, c_out, s, relu in ((channels, outs, stride, True), (outs, outs, 1, False)):
+        scales = torch.rand(c_out, generator=g) * 0.004 + 0.002
+        weight = torch.quantize_per_channel(
+            torch.randn(c_out, c_in, 1, 3, generator=g) * 0.2,
+            scales,
+            torch.zeros(c_out, dtype=torch.long),
+            0,
+            torch.qint8,
+        )
+        bias = torch.randn(c_out, generator=g) * 0.1 if relu else None
+        out_scale, out_zero_point = (0.02, 0) if relu else (0.05, 120)
+        packed = torch.ops.quantized.conv2d_prepack(weight, bias, [1, s], [0, 1], [1, 1], 1)
+        kind = torch.ops.quantized.conv2d_relu if relu else torch.ops.quantized.conv2d
+        module = torch.nn.Conv2d(c_in, c_out, (1, 3), stride=(1, s), padding=(0, 1))
+        ours = pack_conv(module, weight, bias, out_scale, out_zero_point)
+        convs.append((lambda x, k=kind, p=packed, o=out_scale, z=out_zero_point: k(x, p, o, z), ours))
+    (aten1, p1), (aten2, p2) = convs
+    ops = torch.ops.edge_agent
+    conv1 = p1.args()
+    unit = (*conv1, p1.stride, p1.scale, p1.zero_point, *p2.args(), p2.scale, p2.zero_point)
+    return {
+        f"qconv1d (quantized::conv2d_relu, stride {stride}, -> {outs})": (
+            lambda: ops.qconv1d(q, *conv1, p1.stride, p1.scale, p1.zero_point, True),
+            lambda: aten1(q),
+        ),
+        f"conv_unit (conv2d_relu, conv2d, abs_sum; -> {outs})": (
+            lambda: ops.conv_unit(q, *unit),
+            lambda: (lambda y: (y, ops.abs_sum(y)))(aten2(aten1(q))),
+        ),
+    }
+
+
 def check(fused: object, aten: object) -> str:
     """How the two outputs agree: bit for bit, or the max relative difference."""
     left = list(fused) if isinstance(fused, tuple) else [fused]
@@ -108,7 +151,8 @@ def main(argv: list[str] | None = None) -> int:
     if not load_ops():
         raise SystemExit(f"the op library does not load ({ops_status().reason}); build it: make kernels")
     print(
-        f"CPU: {cpu_description()}; torch {torch.__version__}, one thread; kernels {ops_status().isa}; "
+        f"CPU: {cpu_description()}; torch {torch.__version__}, one thread; kernels {ops_status().isa}, "
+        f"convolutions {torch.ops.edge_agent.conv_isa()}; "
         f"batch {args.batch}; load average {os.getloadavg()[0]:.2f} ({os.cpu_count()} cores, shared)"
     )
     print("\n| op | shape | outputs | fused p10 / median us | ATen p10 / median us | ATen / fused (median of pairs) |")
@@ -118,6 +162,24 @@ def main(argv: list[str] | None = None) -> int:
             for name, pair in pairs(args.batch, channels, length).items():
                 if name.startswith("affine") != (length == 1024):
                     continue  # affine_quantize is the stem's op; the others the units'
+                agreement = check(pair[0](), pair[1]())
+                fused, aten = time_pair(pair, args.repeats)
+                ratio = statistics.median(a / f for a, f in zip(aten, fused, strict=True))
+                cells = [
+                    f"{sorted(t)[len(t) // 10] * 1e6:.1f} / {statistics.median(t) * 1e6:.1f}" for t in (fused, aten)
+                ]
+                print(
+                    f"| {name} | {args.batch}x{channels}x1x{length} | {agreement} | {cells[0]} | {cells[1]} | "
+                    f"{ratio:.2f} |"
+                )
+        for channels, outs, length, stride in (
+            (16, 16, 8, 1),
+            (16, 16, 1024, 2),
+            (16, 16, 512, 1),
+            (16, 32, 512, 2),
+            (32, 64, 256, 2),
+        ):
+            for name, pair in conv_pairs(args.batch, channels, outs, length, stride).items():
                 agreement = check(pair[0](), pair[1]())
                 fused, aten = time_pair(pair, args.repeats)
                 ratio = statistics.median(a / f for a, f in zip(aten, fused, strict=True))

@@ -99,20 +99,27 @@ def summarise(samples: Samples, batch: int) -> dict[str, tuple[float, float, flo
 
 
 def agreement(exports: runtime_exports.Exports, names: tuple[str, ...], windows: np.ndarray, labels: np.ndarray):
-    """Per runtime and condition: (max |logit diff| vs ts-fp32, argmax agreement, accuracy)."""
+    """Per runtime and condition: (max |logit diff| vs ts-fp32, argmax agreement, accuracy); and the fused
+    files' (max |logit diff|, argmax agreement) against the shipped int8 file (ts-int8), where both ran."""
     runs = runtime_exports.runners(exports, 32, tuple(dict.fromkeys(("ts-fp32", *names))))
     conditions = {"clean": windows, "-5 dB": runtime_data.noisy(windows, -5.0)}
     found: dict[str, dict[str, tuple[float, float, float]]] = {name: {} for name in names}
+    fused = [n for n in names if n.startswith(runtime_exports.FUSED)] if "ts-int8" in names else []
+    against_int8: dict[str, dict[str, tuple[float, float]]] = {name: {} for name in fused}
     for condition, inputs in conditions.items():
         reference = runtime_exports.logits_in_batches(runs["ts-fp32"], inputs, 32)
+        logits = {name: runtime_exports.logits_in_batches(runs[name], inputs, 32) for name in names}
         for name in names:
-            logits = runtime_exports.logits_in_batches(runs[name], inputs, 32)
             found[name][condition] = (
-                float(np.abs(logits - reference).max()),
-                float((logits.argmax(1) == reference.argmax(1)).mean()),
-                float((logits.argmax(1) == labels).mean()),
+                float(np.abs(logits[name] - reference).max()),
+                float((logits[name].argmax(1) == reference.argmax(1)).mean()),
+                float((logits[name].argmax(1) == labels).mean()),
             )
-    return found
+        for name in fused:
+            int8 = logits["ts-int8"]
+            difference = float(np.abs(logits[name] - int8).max())
+            against_int8[name][condition] = (difference, float((logits[name].argmax(1) == int8.argmax(1)).mean()))
+    return found, against_int8
 
 
 def bench_model(key: str, args: argparse.Namespace, names: tuple[str, ...], folder: Path) -> list[str]:
@@ -126,8 +133,13 @@ def bench_model(key: str, args: argparse.Namespace, names: tuple[str, ...], fold
         raise SystemExit(f"--batch at most {len(data.held_out)} (the held-out windows of {key})")
     missing_fused = runtime_exports.fused_unavailable(int8_path) if runtime_exports.FUSED in names else None
     if missing_fused is not None:
-        names = tuple(n for n in names if n != runtime_exports.FUSED)
+        names = tuple(n for n in names if n not in (runtime_exports.FUSED, runtime_exports.FUSED_BEFORE))
         lines += [f"{runtime_exports.FUSED} left out: {missing_fused}.", ""]
+    if runtime_exports.FUSED_BEFORE in names:
+        earlier = args.before / runtime_exports.fused_path(int8_path).name
+        if not earlier.is_file():
+            names = tuple(n for n in names if n != runtime_exports.FUSED_BEFORE)
+            lines += [f"{runtime_exports.FUSED_BEFORE} left out: no {earlier}.", ""]
     timings = {}
     for batch in args.batch:
         runs = runtime_exports.runners(exports, batch, names)
@@ -146,7 +158,7 @@ def bench_model(key: str, args: argparse.Namespace, names: tuple[str, ...], fold
     repeats = ", ".join(f"batch {b}: {timings[b][1]}" for b in args.batch)
     lines += ["", f"Repeats (every runtime once each): {repeats}.", ""]
     windows, labels = runtime_data.subset(data, args.agreement_windows)
-    agree = agreement(exports, names, windows, labels)
+    agree, against_int8 = agreement(exports, names, windows, labels)
     lines += [
         f"Agreement with ts-fp32 on {len(windows)} windows, batches of 32 (-5 dB: white Gaussian noise, seed 7):",
         "",
@@ -157,6 +169,18 @@ def bench_model(key: str, args: argparse.Namespace, names: tuple[str, ...], fold
     for name in names:
         cells = [f"{d:.2g} | {a:.2%} | {acc:.2%}" for d, a, acc in agree[name].values()]
         lines.append(f"| {name} | {' | '.join(cells)} |")
+    if against_int8:
+        lines += [
+            "",
+            "Fused against the shipped int8 file (ts-int8), same windows:",
+            "",
+            "| runtime | clean: max abs logit diff | clean: argmax agreement "
+            "| -5 dB: max abs logit diff | -5 dB: argmax agreement |",
+            "|---|---|---|---|---|",
+        ]
+        for name, conditions in against_int8.items():
+            cells = [f"{d:.2g} | {a:.2%}" for d, a in conditions.values()]
+            lines.append(f"| {name} | {' | '.join(cells)} |")
     return [*lines, "", *goals(timings, names, args.batch, args.isa), ""]
 
 
@@ -240,7 +264,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--models", type=Path, default=Path("models"), help="folder of the shipped files")
     parser.add_argument("--data", help="data folder (default $EDGE_AGENT_DATA or ../shared/data)")
     parser.add_argument(
-        "--before", type=Path, help="a folder of earlier files of the same names: adds ts-int8-before, ts-fp32-before"
+        "--before",
+        type=Path,
+        help="a folder of earlier files of the same names: adds ts-int8-before, ts-fp32-before, ts-int8-fused-before",
     )
     parser.add_argument("--out", type=Path, help="rewrite (or append) the generated block of this markdown file")
     parser.add_argument(
@@ -270,7 +296,8 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"needs the bench extra (pip install -e '.[bench]'); missing: {', '.join(missing)}")
     names = tuple(args.runtime or runtime_exports.RUNTIMES)
     if args.before is not None:
-        names = (*names, *(b for b in runtime_exports.BEFORE if b.removesuffix("-before") in names))
+        earlier = (*runtime_exports.BEFORE, runtime_exports.FUSED_BEFORE)
+        names = (*names, *(b for b in earlier if b.removesuffix("-before") in names))
     if "ov-bf16" in names and not runtime_exports.openvino_has_bf16():
         names = tuple(n for n in names if n != "ov-bf16")
         print("OpenVINO reports no BF16 on this CPU: ov-bf16 left out", file=sys.stderr)

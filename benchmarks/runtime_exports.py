@@ -41,6 +41,8 @@ FUSED = "ts-int8-fused"
 """The fused int8 file beside the shipped one (``<stem>_fused.pt``; needs the op library, ``make kernels``)."""
 BEFORE = ("ts-int8-before", "ts-fp32-before")
 """Earlier TorchScript files of the same model (``Exports.before``), timed in the same loop."""
+FUSED_BEFORE = "ts-int8-fused-before"
+"""An earlier fused file of the same name in ``Exports.before`` (where the folder has one)."""
 BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 
 
@@ -238,6 +240,7 @@ def runners(exports: Exports, batch: int, names: tuple[str, ...]) -> dict[str, R
         before = exports.before
         makers["ts-int8-before"] = lambda: torchscript_runner(before / exports.int8_path.name)
         makers["ts-fp32-before"] = lambda: torchscript_runner(before / exports.float_path.name)
+        makers[FUSED_BEFORE] = lambda: torchscript_runner(before / fused_path(exports.int8_path).name)
     unknown = set(names) - set(makers)
     if unknown:
         raise ValueError(f"unknown runtimes {sorted(unknown)}; known: {', '.join(RUNTIMES)}")

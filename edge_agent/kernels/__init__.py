@@ -24,7 +24,13 @@ logger = logging.getLogger(__name__)
 
 LIBRARY_NAME = "libedge_agent_ops.so.1"  # not "*.so": Python would take that for an extension module
 LIBRARY_ENV = "EDGE_AGENT_OPS_LIBRARY"
-SOURCES = (Path(__file__).with_name("fused_ops.cpp"), Path(__file__).with_name("fused_kernels.inc"))
+SOURCE_NAMES = (
+    "fused_ops.cpp",
+    "fused_kernels.inc",
+    "qconv_ops.inc",
+    "qconv_kernels.inc",
+)  # fused_ops.cpp includes the rest
+SOURCES = tuple(Path(__file__).with_name(name) for name in SOURCE_NAMES)
 META_KEY = "kernels"  # meta.json of a fused file: {"library": "edge_agent", "fallback": "<standard file>", ...}
 
 

@@ -1,9 +1,10 @@
 """Compile the op library: ``python -m edge_agent.kernels.build`` (what ``make kernels`` runs).
 
-Builds ``fused_ops.cpp`` (with ``fused_kernels.inc``) against the torch of this Python into
-``libedge_agent_ops.so.1`` beside it, with ``g++`` (or ``$CXX``); skips when the library is newer than both
-sources (``--force`` rebuilds). One library serves every x86-64 CPU: the kernels are compiled three
-times (generic, AVX2, AVX-512) and the library picks the widest the CPU runs when it loads. Flags:
+Builds ``fused_ops.cpp`` (with the ``.inc`` files it includes: the glue, the int8 convolutions) against
+the torch of this Python into ``libedge_agent_ops.so.1`` beside it, with ``g++`` (or ``$CXX``); skips when
+the library is newer than every source (``--force`` rebuilds). One library serves every x86-64 CPU: the
+kernels are compiled three times (generic, AVX2, AVX-512; the convolutions' AVX-512 copy with VNNI) and
+the library picks the widest the CPU runs when it loads. Flags:
 ``-O3``, no fused multiply-add (``-ffp-contract=off``: the float glue must round like ATen's), and
 ``-ffinite-math-only -fno-signed-zeros`` so that the clamps become ``minps``/``maxps`` (the ops promise
 nothing for NaN inputs, which the agent's payload checks keep out). Not used by the running agent.
@@ -19,10 +20,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+from edge_agent.kernels import SOURCE_NAMES
+
 logger = logging.getLogger(__name__)
 
 HERE = Path(__file__).resolve().parent
-SOURCES = (HERE / "fused_ops.cpp", HERE / "fused_kernels.inc")
+SOURCES = tuple(HERE / name for name in SOURCE_NAMES)
 LIBRARY = HERE / "libedge_agent_ops.so.1"  # no ".so" ending: pkgutil would list it as a module
 FLAGS = (
     "-O3",

@@ -22,10 +22,16 @@
 #include <torch/library.h>
 
 #include <algorithm>
+#include <array>
+#include <cstring>
 #include <cstdlib>
 #include <string>
 #include <cstdint>
 #include <vector>
+
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
 
 namespace {
 
@@ -270,13 +276,29 @@ at::Tensor shrink_add_head(const at::Tensor& q_in, const at::Tensor& tau_in, con
   return out;
 }
 
+#include "qconv_ops.inc"
+
 }  // namespace
 
-
 std::string kernel_isa() { return kernels().isa; }
+std::string conv_isa() { return conv_kernel().isa; }
 
 TORCH_LIBRARY(edge_agent, m) {
   m.def("kernel_isa() -> str", &kernel_isa);
+  m.def("conv_isa() -> str", &conv_isa);
+  m.def(
+      "qconv1d(Tensor q, Tensor weight, Tensor weight_sums, Tensor weight_scales, Tensor bias, int stride, "
+      "float out_scale, int out_zero_point, bool relu) -> Tensor",
+      &qconv1d);
+  m.def(
+      "qconv1d_abs_sum(Tensor q, Tensor weight, Tensor weight_sums, Tensor weight_scales, Tensor bias, int stride, "
+      "float out_scale, int out_zero_point, bool relu) -> (Tensor, Tensor)",
+      &qconv1d_abs_sum);
+  m.def(
+      "conv_unit(Tensor q, Tensor w1, Tensor sums1, Tensor scales1, Tensor bias1, int stride, float scale1, "
+      "int zero_point1, Tensor w2, Tensor sums2, Tensor scales2, Tensor bias2, float scale2, int zero_point2) "
+      "-> (Tensor, Tensor)",
+      &conv_unit);
   m.def("abs_sum(Tensor q) -> Tensor", &abs_sum);
   m.def("affine_quantize(Tensor x, Tensor scale, Tensor shift, float out_scale, int out_zero_point) -> Tensor",
         &affine_quantize);

@@ -1,21 +1,24 @@
-"""The int8 network with the float glue between its int8 convolutions fused into native ops (export only).
+"""The int8 network with its int8 convolutions and the float glue between them in native ops (export only).
 
 In the int8 graph of :mod:`edge_agent.nn.folding` each residual shrinkage unit runs, between its int8
 ``conv2`` and the next unit's int8 ``conv1``, eight separate ATen passes over the features: dequantize,
 ``abs`` and ``sum`` for the thresholds, the soft threshold's ``neg``/``clamp``/``sub_``, the residual
 ``add_``, the next unit's ``bn1`` affine (``addcmul``) and ``quantize_per_tensor``. :class:`FusedInt8Net`
-computes the same unit with the same int8 convolutions (same packed weights, scales and zero points) and
-two ops of the ``edge_agent`` library (``edge_agent/kernels/fused_ops.cpp``):
+computes the same unit with the same int8 parameters (weights, scales and zero points) and two ops of the
+``edge_agent`` library (``edge_agent/kernels/fused_ops.cpp``):
 
-- ``abs_sum(q)``: ``sum |dequantize(q)|`` per sample and channel, one pass over the int8 output (an exact
-  integer sum times the scale);
+- ``conv_unit(q, conv1 ..., conv2 ...)``: the unit's two int8 convolutions (``conv1`` with its ReLU) in the
+  library's own int8 1-D convolution (``qconv_ops.inc``: bit for bit ``quantized::conv2d``'s outputs, at a
+  fraction of its per-call cost), ``conv1``'s output kept per sample in cache, and ``sum |dequantize(y)|``
+  of ``conv2``'s output ``y`` per sample and channel in the same pass (an exact integer sum times the scale);
 - ``shrink_add_quantize(q, tau, shortcut, ...)``: dequantize, soft threshold, residual add, the next
   unit's affine and the quantize in one pass, giving the float unit output (the next shortcut) and the
   next unit's quint8 input; the last unit's ``shrink_add_head`` ends in the head's affine, ReLU and mean.
 
 The tiny threshold sub-networks (``Linear -> ReLU -> Linear -> sigmoid`` on ``(N, C)``) stay in torch.
 Outputs match the unfused graph up to the rounding of the two reductions (``sum |x|``, the head's mean):
-every other float operation is repeated in the same order (``docs/benchmarks.md``, "Fused int8 glue").
+every other float operation is repeated in the same order, and the convolutions requantise as oneDNN's
+kernels on the same CPU do (``docs/benchmarks.md``, "Fused int8 glue", "Int8 convolutions in the op library").
 A file with these ops loads only where the op library is loaded (:mod:`edge_agent.kernels`).
 """
 
@@ -23,11 +26,10 @@ from __future__ import annotations
 
 import copy
 import logging
+from dataclasses import dataclass
 
 import torch
 from torch import nn
-from torch.ao.nn.intrinsic.quantized import ConvReLU2d
-from torch.ao.nn.quantized import Conv2d as QuantizedConv2d
 
 from edge_agent.nn.folding import ChannelAffine, FoldedBlock2d, FoldedShrinkage2d
 from edge_agent.nn.noise_floor import NoiseFloorNet2d
@@ -37,24 +39,55 @@ logger = logging.getLogger(__name__)
 OPS_NAMESPACE = "edge_agent"
 
 
-def quantized_conv(
-    conv: nn.Conv2d, weight: torch.Tensor, bias: torch.Tensor | None, scale: float, zero_point: int, *, relu: bool
-) -> nn.Module:
-    """An int8 convolution of ``conv``'s shape with the given int8 ``weight``, float ``bias`` and output scale."""
-    kind = ConvReLU2d if relu else QuantizedConv2d
-    new = kind(
-        conv.in_channels,
-        conv.out_channels,
-        conv.kernel_size,
-        stride=conv.stride,
-        padding=conv.padding,
-        dilation=conv.dilation,
-        groups=conv.groups,
-        bias=bias is not None,
+@dataclass(frozen=True)
+class PackedConv:
+    """An int8 convolution (kernel 3, padding 1) in the op library's layout (``edge_agent/kernels/qconv_ops.inc``).
+
+    ``weight``: ``(3 C / 4, O, 4)`` int8, input byte ``k * C + c`` of a position's field against weight
+    ``w[o, c, k]``, four consecutive bytes per output channel (VNNI's ``vpdpbusd``); ``sums``: ``sum w`` per
+    output channel (int32, the input zero point's correction); ``scales``: the weight scales; ``bias``: float
+    (zeros where the convolution has none); ``scale`` / ``zero_point``: the output's.
+    """
+
+    weight: torch.Tensor
+    sums: torch.Tensor
+    scales: torch.Tensor
+    bias: torch.Tensor
+    stride: int
+    scale: float
+    zero_point: int
+
+    def args(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        return self.weight, self.sums, self.scales, self.bias
+
+
+def pack_conv(
+    conv: nn.Conv2d, weight: torch.Tensor, bias: torch.Tensor | None, scale: float, zero_point: int
+) -> PackedConv:
+    """``conv``'s int8 ``weight`` (per output channel, zero points 0) packed for ``edge_agent::qconv1d``."""
+    if conv.kernel_size != (1, 3) or conv.padding != (0, 1) or conv.dilation != (1, 1) or conv.groups != 1:
+        raise ValueError(f"the op library convolves (1, 3) kernels, padding (0, 1), got {conv}")
+    if weight.qscheme() not in (torch.per_channel_affine, torch.per_channel_symmetric):
+        raise ValueError("the op library needs per-channel int8 weights")
+    if bool((weight.q_per_channel_zero_points() != 0).any()):
+        raise ValueError("the op library needs weight zero points 0")
+    values = weight.int_repr()  # (O, C, 1, 3)
+    outs, channels = values.shape[0], values.shape[1]
+    if channels % 4 or outs % 16:
+        raise ValueError(
+            f"the op library needs input channels in fours and output channels in sixteens, got {channels} -> {outs}"
+        )
+    rows = values[:, :, 0, :].permute(0, 2, 1).reshape(outs, 3 * channels)  # [o, k * C + c]
+    packed = rows.reshape(outs, 3 * channels // 4, 4).permute(1, 0, 2).contiguous()
+    return PackedConv(
+        packed,
+        rows.to(torch.int32).sum(dim=1).to(torch.int32).contiguous(),
+        weight.q_per_channel_scales().to(torch.float32).contiguous(),
+        (torch.zeros(outs) if bias is None else bias.detach().to(torch.float32)).contiguous(),
+        int(conv.stride[1]),
+        float(scale),
+        int(zero_point),
     )
-    new.set_weight_bias(weight, bias)
-    new.scale, new.zero_point = float(scale), int(zero_point)
-    return new
 
 
 class FusedUnit(nn.Module):
@@ -67,8 +100,8 @@ class FusedUnit(nn.Module):
     def __init__(
         self,
         block: FoldedBlock2d,
-        conv1: nn.Module,
-        conv2: nn.Module,
+        conv1: PackedConv,
+        conv2: PackedConv,
         after: ChannelAffine,
         quantize: tuple[float, int] | None,
     ) -> None:
@@ -76,7 +109,13 @@ class FusedUnit(nn.Module):
         shrinkage = block.shrinkage
         if not isinstance(shrinkage, FoldedShrinkage2d) or shrinkage.length is None:
             raise TypeError("fusing needs channel-wise shrinkage units folded with their feature length")
-        self.conv1, self.conv2 = conv1, conv2
+        if conv2.stride != 1:
+            raise ValueError("a unit's conv2 has stride 1")
+        for name, conv in (("conv1", conv1), ("conv2", conv2)):
+            for part, tensor in zip(("weight", "sums", "scales", "bias"), conv.args(), strict=True):
+                self.register_buffer(f"{name}_{part}", tensor.clone())
+        self.conv1_quantize = (conv1.stride, conv1.scale, conv1.zero_point)
+        self.conv2_quantize = (conv2.scale, conv2.zero_point)
         self.attention = copy.deepcopy(shrinkage.attention)
         self.inverse_length = 1.0 / shrinkage.length
         self.register_buffer("zero", torch.zeros(1))
@@ -86,13 +125,30 @@ class FusedUnit(nn.Module):
         self.stride = int(block.stride)
         self.quantize = quantize
 
-    def thresholds(self, y: torch.Tensor) -> torch.Tensor:
-        """``tau`` ``(N, C)`` of the int8 ``conv2`` output ``y``, as :class:`FoldedShrinkage2d` computes it."""
-        abs_sum = torch.ops.edge_agent.abs_sum(y)
+    def thresholds(self, abs_sum: torch.Tensor) -> torch.Tensor:
+        """``tau`` ``(N, C)`` from ``sum |y|`` of the int8 ``conv2`` output, as :class:`FoldedShrinkage2d` does."""
         return torch.addcmul(self.zero, self.attention(abs_sum), abs_sum, value=self.inverse_length)
 
-    def convolve(self, q: torch.Tensor) -> torch.Tensor:
-        return self.conv2(self.conv1(q))
+    def convolve(self, q: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``conv2(relu(conv1(q)))`` (quint8) and its ``sum |y|`` per sample and channel, in one op."""
+        stride, scale1, zero_point1 = self.conv1_quantize
+        scale2, zero_point2 = self.conv2_quantize
+        return torch.ops.edge_agent.conv_unit(
+            q,
+            self.conv1_weight,
+            self.conv1_sums,
+            self.conv1_scales,
+            self.conv1_bias,
+            stride,
+            scale1,
+            zero_point1,
+            self.conv2_weight,
+            self.conv2_sums,
+            self.conv2_scales,
+            self.conv2_bias,
+            scale2,
+            zero_point2,
+        )
 
     def finish(self, y: torch.Tensor, tau: torch.Tensor, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(the unit's float output, the next unit's quint8 input); the last unit: (head means, the same)."""
@@ -150,8 +206,8 @@ class FusedInt8Net(nn.Module):
             units.append(
                 FusedUnit(
                     block,
-                    quantized_conv(block.conv1, w1, b1, s1, z1, relu=True),
-                    quantized_conv(block.conv2, w2, b2, s2, z2, relu=False),
+                    pack_conv(block.conv1, w1, b1, s1, z1),
+                    pack_conv(block.conv2, w2, b2, s2, z2),
                     after,
                     None if last else quantizes[index + 1],
                 )
@@ -169,8 +225,8 @@ class FusedInt8Net(nn.Module):
         for index, unit in enumerate(self.units):
             if index >= stop:
                 break
-            y = unit.convolve(q)
-            tau = unit.thresholds(y)
+            y, abs_sum = unit.convolve(q)
+            tau = unit.thresholds(abs_sum)
             if index in self.noise_units:
                 taus.append(tau)
             x, q = unit.finish(y, tau, x)

@@ -3,7 +3,8 @@
     python -m edge_agent.training.fused_export --model cwru --model audio   # models/<stem>_fused.pt
 
 Writes ``models/<stem>_fused.pt`` beside the standard pair: the standard int8 file's int8 parameters
-(same packed weights, scales and zero points), the float glue between them in native ops. Before writing,
+(same weights, scales and zero points), its int8 convolutions and the float glue between them in native
+ops (each unit's two convolutions in the library's ``conv_unit``). Before writing,
 the fused file is compared with the standard int8 file on held-out windows (the conditions of
 :mod:`edge_agent.training.fast_export`) and its accuracy measured; the checks go into its ``meta.json``
 (``fused_export``) and are printed as JSON. ``--dry-run`` checks without writing.
@@ -35,7 +36,7 @@ from edge_agent.training.noise_floor_export import METHOD, WITH_LOGITS, measure_
 logger = logging.getLogger(__name__)
 
 FUSED_SUFFIX = "_fused"
-WHAT = "float glue between the int8 convolutions fused into native ops (edge_agent/kernels); same int8 parameters"
+WHAT = "int8 convolutions and the float glue between them in native ops (edge_agent/kernels); same int8 parameters"
 MIN_AGREEMENT = 0.99  # argmax agreement with the standard int8 file, per condition (int8 rounding only)
 
 
@@ -92,6 +93,7 @@ def fused_export(float_path: Path, int8_path: Path, *, data: str | None = None, 
         "what": WHAT,
         "from": f"{int8_path.name} (its int8 parameters) and {float_path.name} (the float layers, folded)",
         "kernel_isa": ops_status().isa,
+        "conv_isa": str(torch.ops.edge_agent.conv_isa()),
         "held_out_windows": len(held_out),
         "fused_vs_standard_int8": {name: compare(fused, standard.module, w) for name, w in windows.items()},
         "accuracy_percent": accuracy({"int8": standard.module, "int8 fused": fused}, int8_meta, data),

@@ -113,3 +113,20 @@ def test_earlier_files_of_the_same_names_run_as_the_before_runtimes(
     logits = logits_of(earlier, windows, ("ts-int8", "ts-fp32", *runtime_exports.BEFORE))
     np.testing.assert_array_equal(logits["ts-int8-before"], logits["ts-int8"])  # copies of the same files
     np.testing.assert_array_equal(logits["ts-fp32-before"], logits["ts-fp32"])
+
+
+def test_an_earlier_fused_file_runs_as_the_fused_before_runtime(
+    exported: tuple[runtime_exports.Exports, np.ndarray], tmp_path: Path
+) -> None:
+    import dataclasses
+    import shutil
+
+    exports, windows = exported
+    fused = runtime_exports.fused_path(exports.int8_path)
+    if runtime_exports.fused_unavailable(exports.int8_path) is not None:
+        pytest.skip(f"no fused runtime: {runtime_exports.fused_unavailable(exports.int8_path)}")
+    shutil.copy(fused, tmp_path / fused.name)
+    earlier = dataclasses.replace(exports, before=tmp_path)
+    names = (runtime_exports.FUSED, runtime_exports.FUSED_BEFORE)
+    logits = logits_of(earlier, windows, names)
+    np.testing.assert_array_equal(logits[runtime_exports.FUSED_BEFORE], logits[runtime_exports.FUSED])
