@@ -56,7 +56,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet --disable-pip-version-check -e ".[train,dev,audio]"
 	touch $(STAMP)
 
-run: $(STAMP)
+run: $(STAMP) kernels
 	$(PY) -m edge_agent run --config config.toml
 
 soundcard: $(SYSTEM_STAMP)
