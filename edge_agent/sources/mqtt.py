@@ -158,7 +158,7 @@ class MqttSource:
 
     def _on_connected(self, client: paho.Client) -> None:
         # paho does not restore subscriptions after a reconnect: subscribe on every connect.
-        result, _mid = client.subscribe(self._section.topic, qos=self._section.qos)
+        result, _mid = client.subscribe(self._rules.subscriptions())
         if result != paho.MQTT_ERR_SUCCESS:
             logger.error(
                 "source %s: subscribe to %s failed: %s", self.name, self._section.topic, paho.error_string(result)

@@ -38,6 +38,7 @@ class MqttSourceSection(SourceSection):
     max_sensors: int = setting(1000, gt=0)  # new sensor ids past this are refused (metric label bound)
     seq_counts: str = setting("messages", choices=SEQ_COUNTS)  # what a JSON seq counts (README, "Payloads")
     instances: int = setting(1, ge=1, le=MAX_INSTANCES)  # agent instances sharing its sensors (config/instances.py)
+    subscribe_own: bool = False  # instances > 1 + sensors: subscribe to this instance's sensors' topics only
     receive: str = setting("thread", choices=RECEIVE)  # "process": read and shed off the inference core
     receive_cpu: int = setting(-1, ge=-1, le=4095)  # receive = "process": the CPU it runs on (-1: the agent's)
     change_threshold: float = setting(0.0, ge=0.0, le=1000.0)  # ingress change detector (sources/change.py); 0: off
@@ -91,6 +92,13 @@ def check_mqtt_source(table: Table, context: SourceContext) -> None:
     if table.ok("format") and table.values["format"] in BINARY_FORMATS:
         needs = f"format {table.values['format']!r} needs sample_rate_hz > 0"
         table.check("sample_rate_hz", lambda v: v > 0, needs)
+    if table.ok("subscribe_own", "instances", "sensors", "topic", "sensor_level"):
+        v = table.values
+        levels = v["topic"].split("/")
+        plus = v["sensor_level"] < len(levels) and levels[v["sensor_level"]] == "+"
+        needs = "subscribe_own needs instances > 1, a sensors list and a '+' at sensor_level of the topic"
+        usable = lambda on: not on or (v["instances"] > 1 and bool(v["sensors"]) and plus)  # noqa: E731
+        table.check("subscribe_own", usable, needs, reason="cannot apply")
 
 
 def mqtt_rate_hz(section: MqttSourceSection) -> float | None:

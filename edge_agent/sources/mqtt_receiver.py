@@ -218,7 +218,7 @@ class Receiver:
 
     def _on_connected(self, client: paho.Client) -> None:
         section = self._spec.section
-        result, _mid = client.subscribe(section.topic, qos=section.qos)
+        result, _mid = client.subscribe(self._topics.subscriptions())
         if result != paho.MQTT_ERR_SUCCESS:
             failed = paho.error_string(result)
             logger.error("source %s: subscribe to %s failed: %s", section.name, section.topic, failed)

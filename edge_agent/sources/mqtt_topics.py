@@ -6,7 +6,10 @@ a topic's sensor id is level ``sensor_level``; another instance's sensor (``inst
 counted by exactly one instance; an id that breaks :data:`SENSOR_ID_RULE`, one outside the
 allow-list ``sensors`` or one past ``max_sensors`` raises :class:`PayloadError` (``bad_sensor_id``,
 ``unknown_sensor``, ``too_many_sensors``). Admitted ids are remembered (:meth:`TopicSensors.admit`),
-their topics cached up to ``cache_size``.
+their topics cached up to ``cache_size``. :meth:`TopicSensors.subscriptions` is what to subscribe to:
+with ``subscribe_own``, ``instances`` > 1 and an allow-list, only this instance's sensors' topics (the
+broker then sends no other instance's messages, which each instance would otherwise receive,
+acknowledge and drop; a sensor outside the list then reaches no instance, not even as ``unknown_sensor``).
 """
 
 from __future__ import annotations
@@ -64,6 +67,20 @@ class TopicSensors:
         if sensor is not None and sensor in self.known and len(self.topics) < self._cache_size:
             self.topics[topic] = sensor
         return sensor
+
+    def subscriptions(self) -> list[tuple[str, int]]:
+        """``(topic filter, qos)`` to subscribe to: the source's topic, or with ``subscribe_own``, ``instances`` > 1,
+        an allow-list and a ``+`` at ``sensor_level``, one filter per sensor of this instance's share (an
+        empty share: the topic)."""
+        section = self._section
+        levels = section.topic.split("/")
+        level = section.sensor_level
+        own = section.subscribe_own and section.instances > 1 and self._allowed
+        if not own or level >= len(levels) or levels[level] != "+":
+            return [(section.topic, section.qos)]
+        mine = sorted(s for s in self._allowed if share_of(s, section.instances) == self._instance)
+        filters = ["/".join([*levels[:level], sensor, *levels[level + 1 :]]) for sensor in mine]
+        return [(f, section.qos) for f in filters] or [(section.topic, section.qos)]
 
     def admit(self, sensor: str) -> bool:
         """Remember ``sensor`` as admitted; True if it is new."""

@@ -136,6 +136,22 @@ def test_both_ways_of_receiving_give_the_same_chunks_and_counts(run_source, publ
         assert value(metrics, "edge_agent_mqtt_connected", client="source-vib") == 1
 
 
+@pytest.mark.parametrize("receive", ["thread", "process"])
+def test_subscribe_own_the_broker_sends_no_other_instances_messages(run_source, publish, receive: str) -> None:
+    """Issue 13 item 4: with subscribe_own an instance subscribes to its share's topics only, so another
+    instance's sensor costs it nothing (the wildcard subscription above receives and counts them as foreign)."""
+    _source, chunks, metrics = run_source(receive, instances=2, sensors=(*MINE, OTHER), subscribe_own=True)
+    for seq in range(3):
+        for sensor in (OTHER, *MINE):
+            publish(f"plant/{sensor}/vibration", payload(seq))
+    got = chunks.wait(6, 15.0)
+    wait_for(lambda: value(metrics, "edge_agent_messages_received_total", source="vib") == 6, "6 received")
+    time.sleep(0.5)  # a stray message of OTHER would have arrived by now
+    assert sorted((c.sensor, c.seq) for c in got) == sorted((s, q) for s in MINE for q in range(3))
+    assert value(metrics, "edge_agent_messages_received_total", source="vib") == 6
+    assert value(metrics, "edge_agent_messages_foreign_total", source="vib") == 0
+
+
 def test_a_killed_receive_process_is_restarted_the_stream_resumes_and_the_restart_is_counted(
     run_source, publish
 ) -> None:

@@ -87,7 +87,7 @@ def test_shipped_config_loads_as_the_embedded_default(monkeypatch: pytest.Monkey
     assert config.mqtt == MqttSection(enabled=False)
     assert config.metrics == MetricsSection(enabled=True, listen="127.0.0.1", port=10041)
     assert (config.inference, config.decision) == (InferenceSection(), DecisionSection(hold_off_s=2.0))
-    assert config.models == (ModelSection(name="bearing", path=str(REPO / "models" / "drsn_cw_cwru.pt")),)
+    assert config.models == (ModelSection(name="bearing", path=str(REPO / "models" / "drsn_cw_cwru_fused.pt")),)
     (source,) = config.sources
     assert (source.type, source.name, source.sensor, source.models) == (
         "replay",
@@ -121,7 +121,7 @@ def test_shipped_config_passes_check_config_with_its_model(
 ) -> None:
     config = _write(tmp_path, SHIPPED.read_text())
     monkeypatch.setenv("EDGE_AGENT_DATA", str(tmp_path / "data"))
-    _write_model_and_data(tmp_path / "models", "drsn_cw_cwru.pt", "unused.npz")
+    _write_model_and_data(tmp_path / "models", "drsn_cw_cwru_fused.pt", "unused.npz")
     records = {key: np.zeros(16_384, dtype=np.float32) for key in ("097", "105")}  # start_fraction 0.8
     _write_model_and_data(tmp_path / "data" / "cwru", "unused.pt", "cwru_12k_de_dev.npz", **records)
     assert main(["check-config", str(config)]) == 0
