@@ -1295,6 +1295,11 @@ def gateway_run(args: argparse.Namespace, fmt: str, sensors: int, count: int, *,
                     instances=count,
                 )
             )
+            if args.subscribe_own:  # each instance subscribes to its own sensors' topics (a sensors list needed)
+                listed = ", ".join(f'"{sensor_name(i)}"' for i in range(sensors))
+                text = agents[-1].config.read_text()
+                own = f"instances = {count}\nsubscribe_own = true\nsensors = [{listed}]\n"
+                agents[-1].config.write_text(text.replace(f"instances = {count}\n", own))
             agents[-1].spawn()
             if quota:
                 stack.enter_context(CpuQuota(quota)).add(agents[-1].pid)
@@ -1547,6 +1552,12 @@ def build_parser() -> argparse.ArgumentParser:
         type=parse_instances,
         help="sensors per gateway instead: this many agent instances (e.g. 1,2; instance i on core i), "
         "--sensors loads or a search, one format (json unless --format f32le)",
+    )
+    p.add_argument(
+        "--subscribe-own",
+        action="store_true",
+        help="--instances: the source lists the load's sensors and sets subscribe_own (each instance subscribes "
+        "to its own sensors' topics only)",
     )
     p.add_argument(
         "--agent-cpu-quota",
