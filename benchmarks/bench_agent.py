@@ -1295,7 +1295,7 @@ def gateway_run(args: argparse.Namespace, fmt: str, sensors: int, count: int, *,
                     instances=count,
                 )
             )
-            if args.subscribe_own:  # each instance subscribes to its own sensors' topics (a sensors list needed)
+            if args.subscribe_own and count > 1:  # each instance: its own sensors' topics
                 listed = ", ".join(f'"{sensor_name(i)}"' for i in range(sensors))
                 text = agents[-1].config.read_text()
                 own = f"instances = {count}\nsubscribe_own = true\nsensors = [{listed}]\n"
