@@ -135,6 +135,15 @@ def time_pair(pair: Pair, repeats: int) -> tuple[list[float], list[float]]:
     return times
 
 
+def timed_row(name: str, pair: Pair, shape: str, repeats: int) -> str:
+    """One table row: agreement, p10 / median us of the op library and of ATen, and the median ratio."""
+    agreement = check(pair[0](), pair[1]())
+    fused, aten = time_pair(pair, repeats)
+    ratio = statistics.median(a / f for a, f in zip(aten, fused, strict=True))
+    cells = [f"{sorted(t)[len(t) // 10] * 1e6:.1f} / {statistics.median(t) * 1e6:.1f}" for t in (fused, aten)]
+    return f"| {name} | {shape} | {agreement} | {cells[0]} | {cells[1]} | {ratio:.2f} |"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--batch", type=int, default=32)
@@ -162,16 +171,7 @@ def main(argv: list[str] | None = None) -> int:
             for name, pair in pairs(args.batch, channels, length).items():
                 if name.startswith("affine") != (length == 1024):
                     continue  # affine_quantize is the stem's op; the others the units'
-                agreement = check(pair[0](), pair[1]())
-                fused, aten = time_pair(pair, args.repeats)
-                ratio = statistics.median(a / f for a, f in zip(aten, fused, strict=True))
-                cells = [
-                    f"{sorted(t)[len(t) // 10] * 1e6:.1f} / {statistics.median(t) * 1e6:.1f}" for t in (fused, aten)
-                ]
-                print(
-                    f"| {name} | {args.batch}x{channels}x1x{length} | {agreement} | {cells[0]} | {cells[1]} | "
-                    f"{ratio:.2f} |"
-                )
+                print(timed_row(name, pair, f"{args.batch}x{channels}x1x{length}", args.repeats))
         for channels, outs, length, stride in (
             (16, 16, 8, 1),
             (16, 16, 1024, 2),
@@ -180,16 +180,7 @@ def main(argv: list[str] | None = None) -> int:
             (32, 64, 256, 2),
         ):
             for name, pair in conv_pairs(args.batch, channels, outs, length, stride).items():
-                agreement = check(pair[0](), pair[1]())
-                fused, aten = time_pair(pair, args.repeats)
-                ratio = statistics.median(a / f for a, f in zip(aten, fused, strict=True))
-                cells = [
-                    f"{sorted(t)[len(t) // 10] * 1e6:.1f} / {statistics.median(t) * 1e6:.1f}" for t in (fused, aten)
-                ]
-                print(
-                    f"| {name} | {args.batch}x{channels}x1x{length} | {agreement} | {cells[0]} | {cells[1]} | "
-                    f"{ratio:.2f} |"
-                )
+                print(timed_row(name, pair, f"{args.batch}x{channels}x1x{length}", args.repeats))
     return 0
 
 
