@@ -85,7 +85,7 @@ def test_install_twice_over_an_edited_config_then_uninstall(tmp_path: Path) -> N
     assert "/opt/edge-agent/" not in template
     config_path = dest / "etc/edge-agent/config.toml"
     config = load_config(config_path)
-    assert config.models[0].path == f"{PREFIX}/models/drsn_cw_cwru.pt"
+    assert config.models[0].path == f"{PREFIX}/models/drsn_cw_cwru_fused.pt"  # the default, the fused file
     assert (dest / config.models[0].path.lstrip("/")).is_file()
     assert oct(config_path.stat().st_mode & 0o777) == "0o644"
 
