@@ -94,11 +94,16 @@ def check_mqtt_source(table: Table, context: SourceContext) -> None:
         table.check("sample_rate_hz", lambda v: v > 0, needs)
     if table.ok("subscribe_own", "instances", "sensors", "topic", "sensor_level"):
         v = table.values
-        levels = v["topic"].split("/")
-        plus = v["sensor_level"] < len(levels) and levels[v["sensor_level"]] == "+"
+        plus = sensor_wildcard(v["topic"], v["sensor_level"])
         needs = "subscribe_own needs instances > 1, a sensors list and a '+' at sensor_level of the topic"
         usable = lambda on: not on or (v["instances"] > 1 and bool(v["sensors"]) and plus)  # noqa: E731
         table.check("subscribe_own", usable, needs, reason="cannot apply")
+
+
+def sensor_wildcard(topic: str, sensor_level: int) -> bool:
+    """True if the topic filter has a single-level wildcard ``+`` at the sensor's level."""
+    levels = topic.split("/")
+    return sensor_level < len(levels) and levels[sensor_level] == "+"
 
 
 def mqtt_rate_hz(section: MqttSourceSection) -> float | None:

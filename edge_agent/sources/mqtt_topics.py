@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 
 from edge_agent.config.instances import share_of
 from edge_agent.config.rules import SENSOR_ID_RULE, sensor_id
-from edge_agent.sources.mqtt_config import MqttSourceSection
+from edge_agent.sources.mqtt_config import MqttSourceSection, sensor_wildcard
 from edge_agent.sources.payloads import PayloadError
 
 if TYPE_CHECKING:
@@ -76,7 +76,7 @@ class TopicSensors:
         levels = section.topic.split("/")
         level = section.sensor_level
         own = section.subscribe_own and section.instances > 1 and self._allowed
-        if not own or level >= len(levels) or levels[level] != "+":
+        if not own or not sensor_wildcard(section.topic, level):
             return [(section.topic, section.qos)]
         mine = sorted(s for s in self._allowed if share_of(s, section.instances) == self._instance)
         filters = ["/".join([*levels[:level], sensor, *levels[level + 1 :]]) for sensor in mine]
