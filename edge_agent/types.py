@@ -142,3 +142,7 @@ class StreamEvents(Protocol):
     def suspects(self) -> frozenset[str]: ...  # every suspect now (sent to a receive process)
 
     def window_s(self) -> float: ...  # the longest window of the source's models (s)
+
+    def hop_s(self) -> float: ...  # the longest hop of the source's models (s)
+
+    def credit_hops(self) -> int | None: ...  # hops of each sensor stream the inference queue has room for now

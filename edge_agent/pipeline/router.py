@@ -41,6 +41,8 @@ class Room(Protocol):
 
     def count_dropped(self, sensor: str, windows: int) -> None: ...
 
+    def free(self) -> int: ...
+
 
 class SuspectMarks(Protocol):
     """The inference queue's suspects, as a source's change detector marks and reads them."""
@@ -198,6 +200,15 @@ class Router:
     def window_s(self) -> float:
         """The longest window of the source's models, in seconds."""
         return self.supervisor.spec.window_s
+
+    def hop_s(self) -> float:
+        """The longest hop of the source's models, in seconds."""
+        return self.supervisor.spec.hop_s
+
+    def credit_hops(self) -> int | None:
+        """Hops of each sensor stream the inference queue has room for now (one window per model each;
+        None without a queue: no bound). A receive process sends what this allows (edge_agent.sources.mqtt_gate)."""
+        return self._room.free() // max(1, len(self._assemblers)) if self._room is not None else None
 
     def use_suspects(self, suspects: SuspectMarks) -> None:
         """The inference queue whose suspects the source's change detector marks (set before the source starts)."""

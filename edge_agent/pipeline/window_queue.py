@@ -190,6 +190,10 @@ class WindowQueue:
             return None
         return max(self._share(), self._waiting.get(sensor))
 
+    def free(self) -> int:
+        """Windows the queue has room for now before it drops any (read without the lock: an estimate)."""
+        return max(0, self._capacity - self._size)
+
     def over_share_set(self) -> frozenset[str]:
         """Every sensor :meth:`over_share` is True for now (a receive process sheds them): O(those sensors)."""
         with self._ready:

@@ -88,17 +88,22 @@ class MqttSource:
             restarts = metrics.overload.receiver_restarts.labels(self.name)
             no_shedding: Callable[[], frozenset[str]] = frozenset
             window_s = streams.window_s() if streams is not None else 0.0
-            win = window_bytes(section.format, section.sample_rate_hz or 0.0, section.channels, window_s)
+            rate_hz = section.sample_rate_hz or 0.0
+            win = window_bytes(section.format, rate_hz, section.channels, window_s)
+            hop = window_bytes(section.format, rate_hz, section.channels, streams.hop_s() if streams else 0.0)
             root, known = logging.getLogger(), self._known  # read when each spec is made (at every restart)
             self.receiver = ReceiveProcess(
                 self.name,
-                lambda: ReceiverSpec(section, mqtt, password, agent_id, instance, tuple(known), (), root.level, win),
+                lambda: ReceiverSpec(
+                    section, mqtt, password, agent_id, instance, tuple(known), (), root.level, win, hop
+                ),
                 deliver=self._deliver_batch,
                 on_report=self._on_report,
                 on_down=self._receiver_down,
                 shed_set=streams.shed_set if streams is not None else no_shedding,
                 restarts=restarts,
                 suspects=streams.suspects if streams is not None else no_shedding,
+                credit=streams.credit_hops if streams is not None else lambda: None,
                 backoff_s=(mqtt.reconnect_min_s, mqtt.reconnect_max_s),
             )
         self._conn = MqttConnection(
@@ -204,12 +209,15 @@ class MqttSource:
                 self._streams.mark(sensor, HOLD_S, score)
         self._deliver(sensor, msg.payload, received_at, wall_time)
 
+    def _admit(self, sensor: str) -> None:
+        self._known.add(sensor)
+        if self._streams is not None:
+            self._streams.admit(sensor)
+
     def _deliver(self, sensor: str, payload: bytes, received_at: float, wall_time: float) -> None:
         """An admissible sensor's message: admit, shed or parse, and emit its chunk."""
         if sensor not in self._known:
-            self._known.add(sensor)
-            if self._streams is not None:
-                self._streams.admit(sensor)
+            self._admit(sensor)
         if self._streams is not None and self._streams.shed(sensor):
             return  # overload: this sensor holds its share of the full inference queue (counted)
         section = self._section
@@ -260,9 +268,10 @@ class MqttSource:
             detail = report.rejected_detail.get(reason, "")
             self._warn.warning(reason, "source %s: rejected %d message(s): %s (%s)", self.name, n, detail, reason)
         if self._streams is not None:
-            for sensor, n in report.shed.items():
-                if sensor in self._known:  # the child sheds only sensors this process named
-                    self._streams.count_shed(sensor, n)
+            for sensor, n in report.shed.items():  # the child admitted them (its topic rules, max_sensors)
+                if sensor not in self._known:  # all its messages so far waited for credit and were shed
+                    self._admit(sensor)
+                self._streams.count_shed(sensor, n)
         self._connected.set(1 if report.connected else 0)
         self._up.set(1 if report.subscribed else 0)
         if report.torch_loaded:

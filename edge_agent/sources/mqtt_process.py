@@ -7,9 +7,12 @@ and its own thread ``source-<name>-receiver``, which
 - reads the child's frames and hands each :class:`Batch` to ``deliver`` (the source's ``_deliver``:
   admission, shed check, parse, windowing: what paho's thread does in process) and each
   :class:`Report` to ``on_report`` (the source's counters);
-- sends the sensors over their share of the full inference queue (``shed_set``) and the suspects
-  (``suspects``) when either changes, checked every ``SHED_EVERY_S``: the child drops the former's
-  messages unparsed and does not let the latter's change baselines learn;
+- sends the sensors over their share of the full inference queue (``shed_set``), the suspects
+  (``suspects``) and credit when any of them changes, checked every ``SHED_EVERY_S``: the child drops the
+  former's messages unparsed and does not let the latter's change baselines learn; the credit is what
+  the inference queue has room for (``credit``, in hops of sensor stream) less what the child may still
+  send of earlier credit (granted, less what its batches were charged), so the child sends what the queue
+  will take, each sensor in turn, and holds the newest messages of the others (edge_agent.sources.mqtt_gate);
 - notices a child that died (its exit code) or hung (no frame for ``HANG_S``; it is killed), logs it,
   counts it in ``edge_agent_receiver_restarts_total`` and starts a new one after a backoff
   (``reconnect_min_s`` doubling up to ``reconnect_max_s``; back to the minimum once a child ran for
@@ -32,7 +35,18 @@ from typing import Any
 import msgspec
 
 from edge_agent.common.ratelimit import RateLimitedLog
-from edge_agent.sources.mqtt_wire import ENCODE, HANG_S, TO_AGENT, Batch, ReceiverSpec, Report, Shed, Stop
+from edge_agent.sources.mqtt_wire import (
+    ENCODE,
+    HANG_S,
+    NO_GRANT,
+    TO_AGENT,
+    Batch,
+    Credit,
+    ReceiverSpec,
+    Report,
+    Shed,
+    Stop,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -55,6 +69,7 @@ class ReceiveProcess:
         shed_set: Callable[[], frozenset[str]],
         restarts: Any,
         suspects: Callable[[], frozenset[str]] = frozenset,
+        credit: Callable[[], int | None] = lambda: None,
         backoff_s: tuple[float, float] = (1.0, 30.0),
     ) -> None:
         self.name = name
@@ -64,6 +79,8 @@ class ReceiveProcess:
         self._on_down = on_down
         self._shed_set = shed_set
         self._suspects = suspects
+        self._credit = credit
+        self._charged = 0  # hops the running child's batches were charged so far
         self._restarts = restarts  # the edge_agent_receiver_restarts_total child of this source
         self._backoff_s = backoff_s
         self._stop = threading.Event()
@@ -132,6 +149,7 @@ class ReceiveProcess:
     def _serve(self, process: multiprocessing.process.BaseProcess, pipe: Connection) -> str:
         last_frame = time.monotonic()
         sent: tuple[frozenset[str], frozenset[str]] = (frozenset(), frozenset())
+        granted, self._charged = NO_GRANT, 0
         next_shed = 0.0
         while not self._stop.is_set():
             try:
@@ -139,6 +157,8 @@ class ReceiveProcess:
                     frame = TO_AGENT(pipe.recv_bytes())
                     last_frame = time.monotonic()
                     self._handle(frame)
+                    if isinstance(frame, Batch):  # its windows are queued (or taken): maybe more credit now
+                        granted = self._send_credit(pipe, granted)
             except (EOFError, OSError):
                 process.join(timeout=1.0)
                 return f"ended (exit code {process.exitcode})"
@@ -150,17 +170,29 @@ class ReceiveProcess:
             if now >= next_shed:
                 next_shed = now + SHED_EVERY_S
                 current = (self._shed_set(), self._suspects())
-                if current != sent:
-                    sent = current
-                    try:
+                try:
+                    granted = self._send_credit(pipe, granted)
+                    if current != sent:
+                        sent = current
                         pipe.send_bytes(ENCODE(Shed(sorted(current[0]), sorted(current[1]))))
-                    except OSError:
-                        continue  # the child is gone: the next poll says so
+                except OSError:
+                    continue  # the child is gone: the next poll says so
         return "stopped"
+
+    def _send_credit(self, pipe: Connection, granted: int) -> int:
+        """Grant the queue's room less what the child may still send of earlier credit; the new total."""
+        room = self._credit()
+        if room is None:  # no queue: no credit control
+            return granted
+        total = max(0, granted) + max(0, room - max(0, granted - self._charged))
+        if total != granted:
+            pipe.send_bytes(ENCODE(Credit(total)))
+        return total
 
     def _handle(self, frame: Batch | Report) -> None:
         try:
             if isinstance(frame, Batch):
+                self._charged += frame.charged
                 self._deliver(frame)
             else:
                 self.torch_loaded = self.torch_loaded or frame.torch_loaded

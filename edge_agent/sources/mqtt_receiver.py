@@ -9,11 +9,11 @@ only this package's topic rules, the paho client and ``msgspec``. Its threads:
   rules (:class:`~edge_agent.sources.mqtt_topics.TopicSensors`: instances share, id rule,
   allow-list / ``max_sensors``), with ``change_threshold`` > 0 runs the change detector on it
   (edge_agent.sources.change; a mark releases the sensor's held messages and forwards this one, shed
-  set or not, and goes to the agent with the batch), holds it if the sensor is in the agent's latest
-  :class:`Shed` set (its newest ``HELD_MESSAGES``, or the newest alone if it makes a window alone; older
-  ones are shed) and appends the rest to a bounded buffer (``BUFFER_BYTES``; past it: ``overflow``);
-- ``control``: reads :class:`Shed` and :class:`Stop`; a sensor leaving the shed set has its held messages
-  appended first, so its next window is made of its newest samples; the pipe's end stops too;
+  set or not, and goes to the agent with the batch), passes it through the :class:`~edge_agent.sources.
+  mqtt_gate.Gate` (held if the sensor is in the agent's latest :class:`Shed` set, or waiting its turn for
+  the agent's credit: newest messages only, older ones shed) and appends what leaves to a bounded buffer
+  (``BUFFER_BYTES``; past it: ``overflow``);
+- ``control``: reads :class:`Shed` (shed set, suspects, credit) and :class:`Stop`; the pipe's end stops too;
 - the main thread: one :class:`Batch` per ``FLUSH_EVERY_S`` or ``BATCH_MESSAGES``, a :class:`Report`
   every ``REPORT_EVERY_S`` and on every connection change; it exits (code 3) if paho's thread died.
 
@@ -37,15 +37,18 @@ import paho.mqtt.client as paho
 from edge_agent.metrics import AgentMetrics
 from edge_agent.mqttclient import MqttConnection
 from edge_agent.sources.change import SourceChange
+from edge_agent.sources.mqtt_gate import Gate
 from edge_agent.sources.mqtt_topics import TopicSensors
 from edge_agent.sources.mqtt_wire import (
     BATCH_MESSAGES,
     BUFFER_BYTES,
     ENCODE,
     FLUSH_EVERY_S,
+    NO_GRANT,
     REPORT_EVERY_S,
     TO_RECEIVER,
     Batch,
+    Credit,
     Message,
     ReceiverSpec,
     Report,
@@ -57,7 +60,6 @@ from edge_agent.sources.payloads import PayloadError
 logger = logging.getLogger(__name__)
 
 EXIT_PAHO_DIED = 3
-HELD_MESSAGES = 2  # per shed sensor: one window where a message is one hop (window = 2 hops)
 
 
 class _Metrics:
@@ -80,19 +82,17 @@ class Receiver:
     def __init__(self, conn: Connection, spec: ReceiverSpec) -> None:
         self._pipe, self._spec = conn, spec
         self._topics = TopicSensors(spec.section, spec.instance, known=spec.known)
-        self._shed_set: frozenset[str] = frozenset(spec.shed)
-        self._suspects: frozenset[str] = frozenset()  # the agent's, from its latest Shed frame
+        self._gate = Gate(  # under self._lock
+            window_bytes=spec.window_bytes, hop_bytes=spec.hop_bytes, max_bytes=BUFFER_BYTES, shed=frozenset(spec.shed)
+        )
+        self._charged_sent = 0  # the gate's charged hops sent with the batches so far
         threshold = spec.section.change_threshold
         self._change = SourceChange(spec.section.format, threshold) if threshold > 0 else None
         self._marks: list[tuple[str, float]] = []  # since the last batch (under self._lock)
-        self._held: dict[str, deque[Message]] = {}  # shed sensor -> its newest messages (under self._lock)
-        self._held_bytes = 0  # their payload bytes, bounded by BUFFER_BYTES too (past it: shed at once)
-        self._window_bytes = spec.window_bytes or BUFFER_BYTES + 1  # a message this long is a window alone
         self._buffer, self._buffer_bytes = deque[Message](), 0
         self._lock = threading.Lock()  # the buffer and its byte count: paho's thread appends, the main thread takes
         self._wake, self._stop = threading.Event(), threading.Event()
         self._totals = Report()  # cumulative; written by paho's thread only (dict copies are atomic)
-        self._shed: dict[str, int] = {}
         self._rejected, self._detail = dict[str, int](), dict[str, str]()  # reason -> count, last detail
         self._sent = Report()  # the totals at the previous report
         self._state_changed = True
@@ -137,7 +137,8 @@ class Receiver:
                 code = EXIT_PAHO_DIED
                 break
         self._conn.close()
-        self.apply_shed(frozenset())  # the held messages were accepted (acknowledged): deliver them too
+        with self._lock:  # the held messages were accepted (acknowledged): deliver them too
+            self._forward(self._gate.drain())
         self._flush()
         self._report()
         return code
@@ -146,15 +147,16 @@ class Receiver:
         with self._lock:
             buffer, self._buffer, self._buffer_bytes = self._buffer, deque(), 0
             marks, self._marks = self._marks, []
-        while buffer or marks:
+            charged, self._charged_sent = self._gate.charged - self._charged_sent, self._gate.charged
+        while buffer or marks or charged:
             n = min(len(buffer), BATCH_MESSAGES)
-            self._send(Batch([buffer.popleft() for _ in range(n)], marks))
-            marks = []
+            self._send(Batch([buffer.popleft() for _ in range(n)], marks, charged))
+            marks, charged = [], 0
 
     def _report(self) -> None:
         self._state_changed = False
         totals, sent = self._totals, self._sent
-        shed, rejected = dict(self._shed), dict(self._rejected)
+        shed, rejected = dict(self._gate.shed_counts), dict(self._rejected)
         report = Report(
             received=totals.received - sent.received,
             foreign=totals.foreign - sent.foreign,
@@ -190,29 +192,35 @@ class Receiver:
             except (EOFError, OSError):
                 break
             if isinstance(frame, Shed):
-                self._suspects = frozenset(frame.suspects)
-                self.apply_shed(frozenset(frame.sensors))
+                self.apply(frozenset(frame.sensors), frozenset(frame.suspects))
+            elif isinstance(frame, Credit):
+                self.apply(granted=frame.granted)
             elif isinstance(frame, Stop):
                 break
         self._stop.set()
         self._wake.set()
 
-    def apply_shed(self, sensors: frozenset[str]) -> None:
-        """The agent's new shed set: sensors that left it get their held (newest) messages sent first."""
+    def apply(
+        self, shed: frozenset[str] | None = None, suspects: frozenset[str] | None = None, granted: int = NO_GRANT
+    ) -> None:
+        """The agent's new shed set and suspects, or its credit: what the gate lets go is sent next."""
         with self._lock:
-            self._shed_set = sensors
-            for sensor in (released := [sensor for sensor in self._held if sensor not in sensors]):
-                self._release(sensor)
-        if released:
+            out = self._gate.apply_shed(shed, suspects) if shed is not None else []
+            if granted != NO_GRANT:
+                out += self._gate.grant(granted)
+            self._forward(out)
+        if out:
             self._wake.set()
 
-    def _release(self, sensor: str) -> None:
-        """``sensor``'s held messages to the buffer (call under the lock)."""
-        held = self._held.pop(sensor, ())
-        size = sum(len(body) for _sensor, body, _at, _wall in held)
-        self._buffer.extend(held)
-        self._buffer_bytes += size
-        self._held_bytes -= size
+    def _forward(self, messages: list[Message]) -> None:
+        """To the buffer for the next batch (call under the lock); past ``BUFFER_BYTES``: ``overflow``."""
+        for message in messages:
+            size = len(message[1])
+            if self._buffer_bytes + size > BUFFER_BYTES:
+                self._totals.overflow += 1
+                continue
+            self._buffer.append(message)
+            self._buffer_bytes += size
 
     # --- paho callbacks (paho's network thread) ---
 
@@ -258,28 +266,12 @@ class Receiver:
         self._topics.admit(sensor)
         body = msg.payload
         message = (sensor, body, received_at, wall_time)
-        change = self._change
-        score = change.check(sensor, body, received_at, suspect=sensor in self._suspects) if change else None
+        change, gate = self._change, self._gate
+        score = change.check(sensor, body, received_at, suspect=sensor in gate.suspects) if change else None
         with self._lock:
             if score is not None:  # a change: the agent makes it a suspect; its newest samples go now
                 self._marks.append((sensor, score))
-                self._release(sensor)
-            elif sensor in self._shed_set:
-                held = self._held.setdefault(sensor, deque())
-                while held and (len(held) == HELD_MESSAGES or len(body) >= self._window_bytes):  # older ones go
-                    self._held_bytes -= len(held.popleft()[1])
-                    self._shed[sensor] = self._shed.get(sensor, 0) + 1
-                if self._held_bytes + len(body) > BUFFER_BYTES:
-                    self._shed[sensor] = self._shed.get(sensor, 0) + 1
-                    return
-                held.append(message)
-                self._held_bytes += len(body)
-                return
-            if self._buffer_bytes + len(body) > BUFFER_BYTES:
-                totals.overflow += 1
-                return
-            self._buffer.append(message)
-            self._buffer_bytes += len(body)
+            self._forward(gate.offer(message, urgent=score is not None))
             waiting = len(self._buffer)
         if waiting >= BATCH_MESSAGES:
             self._wake.set()

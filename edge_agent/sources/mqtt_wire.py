@@ -8,7 +8,9 @@ One ``send_bytes`` per frame, msgpack-encoded by ``msgspec`` (tagged structs, ar
   :class:`Report` (counters since its previous report, its connection state; at least every
   ``REPORT_EVERY_S``, at once when the state changes);
 - agent -> receive process: :class:`Shed` (the sensors whose messages it is to drop unparsed: those
-  over their share of the full inference queue; and the suspects; sent when either changes) and
+  over their share of the full inference queue; and the suspects; sent when either changes),
+  :class:`Credit` (the hops of sensor stream its inference queue has room for, cumulative; sent when it
+  grows; each :class:`Batch` says what its messages were charged, edge_agent.sources.mqtt_gate) and
   :class:`Stop`.
 
 :class:`ReceiverSpec` is what the receive process is started with (pickled by ``multiprocessing``).
@@ -34,9 +36,13 @@ BATCH_MESSAGES = 256  # ... or as soon as this many wait
 BUFFER_BYTES = 16 * 1024 * 1024  # payload bytes of kept messages waiting for the pipe; past it: dropped (counted)
 
 
+NO_GRANT = -1  # no Credit frame yet: no credit control
+
+
 class Batch(msgspec.Struct, tag="b", array_like=True):
     messages: list[Message]
     marks: list[tuple[str, float]] = []  # (sensor, score): the change detector's marks, applied before the messages
+    charged: int = 0  # hops of credit the receive process charged since its previous batch
 
 
 class Report(msgspec.Struct, tag="r", array_like=True):
@@ -57,6 +63,10 @@ class Shed(msgspec.Struct, tag="s", array_like=True):
     suspects: list[str] = []  # the agent's suspects now: their change baselines do not learn
 
 
+class Credit(msgspec.Struct, tag="c", array_like=True):
+    granted: int  # hops of credit granted to this receive process so far
+
+
 class Stop(msgspec.Struct, tag="x", array_like=True):
     pass
 
@@ -74,8 +84,9 @@ class ReceiverSpec:
     shed: tuple[str, ...] = ()
     log_level: int = logging.INFO
     window_bytes: int = 0  # a binary payload this long makes a window alone (0: JSON, or unknown)
+    hop_bytes: int = 0  # a binary payload's bytes per hop: what it is charged (0: JSON, one hop a message)
 
 
 ENCODE = msgspec.msgpack.Encoder().encode
 TO_AGENT = msgspec.msgpack.Decoder(Batch | Report).decode
-TO_RECEIVER = msgspec.msgpack.Decoder(Shed | Stop).decode
+TO_RECEIVER = msgspec.msgpack.Decoder(Shed | Credit | Stop).decode

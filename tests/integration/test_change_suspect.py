@@ -75,6 +75,12 @@ class QueueStreams:
     def window_s(self) -> float:
         return 2048 / 12000.0
 
+    def hop_s(self) -> float:
+        return 1024 / 12000.0
+
+    def credit_hops(self) -> int | None:
+        return self.queue.free() if self.armed else 1 << 20  # the warm-up: no overload, plenty of room
+
     def is_suspect(self, sensor: str) -> bool:
         return self.queue.is_suspect(sensor)
 

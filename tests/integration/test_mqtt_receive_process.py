@@ -43,6 +43,7 @@ class Streams:
         self.admitted: list[str] = []
         self.shed_now: frozenset[str] = frozenset()
         self.shed_counts: dict[str, int] = {}
+        self.credit: int | None = None  # the inference queue's room (None: no credit control)
 
     def admit(self, sensor: str) -> None:
         self.admitted.append(sensor)
@@ -70,6 +71,12 @@ class Streams:
 
     def window_s(self) -> float:
         return WINDOW_SAMPLES / 12000.0
+
+    def hop_s(self) -> float:
+        return WINDOW_SAMPLES / 2 / 12000.0
+
+    def credit_hops(self) -> int | None:
+        return self.credit
 
 
 def value(metrics: AgentMetrics, name: str, **labels: str) -> float:
@@ -231,6 +238,41 @@ def test_a_shed_sensor_whose_messages_each_make_a_window_has_only_its_newest_hel
     assert [float(c.samples[0, 0]) for c in chunks.wait(2, 15.0)] == [0.0, 5.0]
     time.sleep(0.3)
     assert len(chunks.items) == 2 and streams.shed_counts == {"flood": 4}
+
+
+class RoomStreams(Streams):
+    """The agent's side of the credit: a queue of ``slots`` windows that the chunks delivered fill."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.slots = 0
+        self.chunks: Chunks | None = None
+
+    def credit_hops(self) -> int | None:
+        return 0 if self.chunks is None else max(0, self.slots - len(self.chunks.items))
+
+
+def test_the_receive_process_sends_what_the_agents_queue_has_room_for_each_sensor_in_turn(run_source, publish) -> None:
+    """Issue 12 item 4: under overload the receive process sends only what the inference queue will take (its
+    credit), each waiting sensor in turn with its newest messages; the others wait, their older ones shed.
+    Before, every message of a sensor not in the shed set was sent and displaced another sensor's window."""
+    streams = RoomStreams()
+    _source, chunks, _metrics = run_source("process", streams)
+    streams.chunks = chunks  # a full queue: no room
+    time.sleep(0.3)  # the first credit (none) goes out within SHED_EVERY_S
+    for seq in range(4):
+        publish("plant/a/vibration", payload(seq))
+    publish("plant/b/vibration", payload(0))
+    wait_for(lambda: streams.shed_counts.get("a", 0) == 2, "a's two oldest messages shed while it waits")
+    time.sleep(0.3)
+    assert chunks.items == []
+    streams.slots = 2  # room for two windows: a waited longest, its newest two go
+    assert [(c.sensor, c.seq) for c in chunks.wait(2, 15.0)] == [("a", 2), ("a", 3)]
+    time.sleep(0.3)
+    assert len(chunks.items) == 2  # b waits: the queue is full again
+    streams.slots = 3
+    assert [(c.sensor, c.seq) for c in chunks.wait(3, 15.0)][2:] == [("b", 0)]
+    assert streams.shed_counts == {"a": 2}
 
 
 def test_receive_cpu_pins_every_thread_of_the_receive_process(run_source) -> None:
