@@ -145,4 +145,4 @@ class StreamEvents(Protocol):
 
     def hop_s(self) -> float: ...  # the longest hop of the source's models (s)
 
-    def credit_hops(self) -> int | None: ...  # hops of each sensor stream the inference queue has room for now
+    def queue_room(self) -> tuple[int, int] | None: ...  # hops of stream the inference queue takes: now, at most

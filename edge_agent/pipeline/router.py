@@ -43,6 +43,9 @@ class Room(Protocol):
 
     def free(self) -> int: ...
 
+    @property
+    def capacity(self) -> int: ...
+
 
 class SuspectMarks(Protocol):
     """The inference queue's suspects, as a source's change detector marks and reads them."""
@@ -205,10 +208,13 @@ class Router:
         """The longest hop of the source's models, in seconds."""
         return self.supervisor.spec.hop_s
 
-    def credit_hops(self) -> int | None:
-        """Hops of each sensor stream the inference queue has room for now (one window per model each;
-        None without a queue: no bound). A receive process sends what this allows (edge_agent.sources.mqtt_gate)."""
-        return self._room.free() // max(1, len(self._assemblers)) if self._room is not None else None
+    def queue_room(self) -> tuple[int, int] | None:
+        """Hops of sensor stream (one window per model each) the inference queue has room for now, and at most
+        (None without a queue: no bound). A receive process sends what this allows (edge_agent.sources.mqtt_gate)."""
+        if self._room is None:
+            return None
+        models = max(1, len(self._assemblers))
+        return self._room.free() // models, max(1, self._room.capacity // models)
 
     def use_suspects(self, suspects: SuspectMarks) -> None:
         """The inference queue whose suspects the source's change detector marks (set before the source starts)."""

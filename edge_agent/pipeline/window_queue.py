@@ -190,6 +190,10 @@ class WindowQueue:
             return None
         return max(self._share(), self._waiting.get(sensor))
 
+    @property
+    def capacity(self) -> int:
+        return self._capacity
+
     def free(self) -> int:
         """Windows the queue has room for now before it drops any (read without the lock: an estimate)."""
         return max(0, self._capacity - self._size)

@@ -103,7 +103,7 @@ class MqttSource:
                 shed_set=streams.shed_set if streams is not None else no_shedding,
                 restarts=restarts,
                 suspects=streams.suspects if streams is not None else no_shedding,
-                credit=streams.credit_hops if streams is not None else lambda: None,
+                credit=streams.queue_room if streams is not None else lambda: None,
                 backoff_s=(mqtt.reconnect_min_s, mqtt.reconnect_max_s),
             )
         self._conn = MqttConnection(

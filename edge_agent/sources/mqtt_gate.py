@@ -11,9 +11,9 @@ newest alone when one message makes a window; the older ones are shed, counted p
   at the end of a first-in, first-out queue of sensors and leaves when the sensors before it have left
   and credit remains: a sensor with messages waiting keeps its place, so under overload the sensors take
   turns (round-robin), each keeps its newest samples, and what the agent is sent is what its queue takes,
-  not messages that would displace other sensors' waiting windows. The front leaves while any credit is
-  left (it may overdraw by one message, so a message larger than the agent's whole queue cannot block
-  the others).
+  not messages that would displace other sensors' waiting windows. The front leaves when the credit
+  left covers its messages (or the most the agent's queue holds: a message larger than the whole queue
+  leaves on a full credit instead of blocking the others).
 
 A change (the detector's mark) and a suspect's message bypass both (the agent serves suspects first);
 they are charged all the same. Both stores together hold at most ``max_bytes`` of payload (past it the
@@ -26,6 +26,7 @@ from collections import OrderedDict, deque
 
 from edge_agent.sources.mqtt_wire import NO_GRANT, Message
 
+UNBOUNDED = 1 << 62
 HELD_MESSAGES = 2  # per waiting sensor: one window where a message is one hop (window = 2 hops)
 
 
@@ -38,6 +39,7 @@ class Gate:
         self.shed_counts: dict[str, int] = {}  # sensor -> messages shed (cumulative)
         self.charged = 0  # hops of the messages let through (cumulative)
         self._granted = NO_GRANT
+        self._most = UNBOUNDED  # the most the agent's queue holds (hops)
         self._window_bytes = window_bytes or max_bytes + 1  # a message this long makes a window alone
         self._hop_bytes = hop_bytes  # 0: a message is charged one hop (JSON)
         self._max_bytes = max_bytes
@@ -65,9 +67,10 @@ class Gate:
         self._hold(self._credit, message)
         return self._pump()
 
-    def grant(self, granted: int) -> list[Message]:
-        """The agent's cumulative credit (hops): the messages it lets go now."""
+    def grant(self, granted: int, most: int = UNBOUNDED) -> list[Message]:
+        """The agent's cumulative credit (hops; ``most``: what its queue holds): the messages it lets go now."""
         self._granted = max(self._granted, granted)
+        self._most = max(1, most)
         return self._pump()
 
     def apply_shed(self, sensors: frozenset[str], suspects: frozenset[str] | None = None) -> list[Message]:
@@ -93,7 +96,11 @@ class Gate:
     def _pump(self) -> list[Message]:
         out: list[Message] = []
         controlled = self._granted != NO_GRANT
-        while self._credit and (not controlled or self.charged < self._granted):
+        while self._credit:
+            if controlled:
+                sensor = next(iter(self._credit))
+                if self._granted - self.charged < min(self._cost(self._credit[sensor]), self._most):
+                    break
             _sensor, held = self._credit.popitem(last=False)
             for message in held:
                 self._bytes -= len(message[1])
@@ -123,9 +130,12 @@ class Gate:
             self._bytes -= len(message[1])
         return list(held)
 
-    def _charge(self, messages: list[Message] | deque[Message]) -> None:
+    def _cost(self, messages: list[Message] | deque[Message]) -> int:
         hop = self._hop_bytes
-        self.charged += sum(max(1, len(m[1]) // hop) for m in messages) if hop else len(messages)
+        return sum(max(1, len(m[1]) // hop) for m in messages) if hop else len(messages)
+
+    def _charge(self, messages: list[Message] | deque[Message]) -> None:
+        self.charged += self._cost(messages)
 
     def _count_shed(self, sensor: str) -> None:
         self.shed_counts[sensor] = self.shed_counts.get(sensor, 0) + 1

@@ -69,7 +69,7 @@ class ReceiveProcess:
         shed_set: Callable[[], frozenset[str]],
         restarts: Any,
         suspects: Callable[[], frozenset[str]] = frozenset,
-        credit: Callable[[], int | None] = lambda: None,
+        credit: Callable[[], tuple[int, int] | None] = lambda: None,
         backoff_s: tuple[float, float] = (1.0, 30.0),
     ) -> None:
         self.name = name
@@ -169,7 +169,8 @@ class ReceiveProcess:
                 return f"sent nothing for {HANG_S:.0f} s (hung; killed)"
             if now >= next_shed:
                 next_shed = now + SHED_EVERY_S
-                current = (self._shed_set(), self._suspects())
+                # with credit the child's line of sensors is fair on its own: no shed set to sort and send
+                current = (self._shed_set() if granted == NO_GRANT else frozenset(), self._suspects())
                 try:
                     granted = self._send_credit(pipe, granted)
                     if current != sent:
@@ -181,12 +182,13 @@ class ReceiveProcess:
 
     def _send_credit(self, pipe: Connection, granted: int) -> int:
         """Grant the queue's room less what the child may still send of earlier credit; the new total."""
-        room = self._credit()
-        if room is None:  # no queue: no credit control
+        credit = self._credit()
+        if credit is None:  # no queue: no credit control
             return granted
+        room, most = credit
         total = max(0, granted) + max(0, room - max(0, granted - self._charged))
         if total != granted:
-            pipe.send_bytes(ENCODE(Credit(total)))
+            pipe.send_bytes(ENCODE(Credit(total, most)))
         return total
 
     def _handle(self, frame: Batch | Report) -> None:

@@ -37,7 +37,7 @@ import paho.mqtt.client as paho
 from edge_agent.metrics import AgentMetrics
 from edge_agent.mqttclient import MqttConnection
 from edge_agent.sources.change import SourceChange
-from edge_agent.sources.mqtt_gate import Gate
+from edge_agent.sources.mqtt_gate import UNBOUNDED, Gate
 from edge_agent.sources.mqtt_topics import TopicSensors
 from edge_agent.sources.mqtt_wire import (
     BATCH_MESSAGES,
@@ -194,20 +194,24 @@ class Receiver:
             if isinstance(frame, Shed):
                 self.apply(frozenset(frame.sensors), frozenset(frame.suspects))
             elif isinstance(frame, Credit):
-                self.apply(granted=frame.granted)
+                self.apply(granted=frame.granted, most=frame.most)
             elif isinstance(frame, Stop):
                 break
         self._stop.set()
         self._wake.set()
 
     def apply(
-        self, shed: frozenset[str] | None = None, suspects: frozenset[str] | None = None, granted: int = NO_GRANT
+        self,
+        shed: frozenset[str] | None = None,
+        suspects: frozenset[str] | None = None,
+        granted: int = NO_GRANT,
+        most: int = UNBOUNDED,
     ) -> None:
         """The agent's new shed set and suspects, or its credit: what the gate lets go is sent next."""
         with self._lock:
             out = self._gate.apply_shed(shed, suspects) if shed is not None else []
             if granted != NO_GRANT:
-                out += self._gate.grant(granted)
+                out += self._gate.grant(granted, most)
             self._forward(out)
         if out:
             self._wake.set()

@@ -78,8 +78,9 @@ class QueueStreams:
     def hop_s(self) -> float:
         return 1024 / 12000.0
 
-    def credit_hops(self) -> int | None:
-        return self.queue.free() if self.armed else 1 << 20  # the warm-up: no overload, plenty of room
+    def queue_room(self) -> tuple[int, int] | None:
+        room = self.queue.free() if self.armed else 1 << 20  # the warm-up: no overload, plenty of room
+        return room, ROOM
 
     def is_suspect(self, sensor: str) -> bool:
         return self.queue.is_suspect(sensor)

@@ -75,8 +75,8 @@ class Streams:
     def hop_s(self) -> float:
         return WINDOW_SAMPLES / 2 / 12000.0
 
-    def credit_hops(self) -> int | None:
-        return self.credit
+    def queue_room(self) -> tuple[int, int] | None:
+        return None if self.credit is None else (self.credit, 512)
 
 
 def value(metrics: AgentMetrics, name: str, **labels: str) -> float:
@@ -248,8 +248,8 @@ class RoomStreams(Streams):
         self.slots = 0
         self.chunks: Chunks | None = None
 
-    def credit_hops(self) -> int | None:
-        return 0 if self.chunks is None else max(0, self.slots - len(self.chunks.items))
+    def queue_room(self) -> tuple[int, int] | None:
+        return 0 if self.chunks is None else max(0, self.slots - len(self.chunks.items)), 512
 
 
 def test_the_receive_process_sends_what_the_agents_queue_has_room_for_each_sensor_in_turn(run_source, publish) -> None:

@@ -37,8 +37,8 @@ def test_without_credit_the_sensors_wait_in_turn_with_their_newest_messages() ->
     assert g.offer(message("b", 10)) == [] and g.offer(message("c", 20)) == []
     assert g.offer(message("a", 5)) == []  # a keeps its place at the front, with its newest messages
     assert g.shed_counts == {"a": 6 - HELD_MESSAGES}
-    assert names(g.grant(1)) == [("a", 4), ("a", 5)]  # the front leaves while any credit is left (2 for 1)
-    assert g.grant(2) == []  # overdrawn: a's two messages cost 2, granted 2
+    assert g.grant(1) == []  # a's two messages cost two hops: the front waits, and so does everyone behind it
+    assert names(g.grant(2)) == [("a", 4), ("a", 5)]
     assert names(g.grant(3)) == [("b", 10)]
     assert names(g.grant(4)) == [("c", 20)]
     assert g.grant(5) == [] and g.charged == 4 and g.waiting_bytes == 0
@@ -61,11 +61,23 @@ def test_a_binary_message_is_charged_its_hops_and_a_window_alone_keeps_only_the_
     for k in range(3):  # 8 hops each: each is a window alone
         g.offer(message("a", k, size=8 * HOP_BYTES))
     assert g.shed_counts == {"a": 2}
-    assert names(g.grant(1)) == [("a", 2)]
+    assert g.grant(7) == []
+    assert names(g.grant(8)) == [("a", 2)]
     assert g.charged == 8
     g.offer(message("b", 0, size=8 * HOP_BYTES))
-    assert g.grant(8) == []  # a's 8 hops used what was granted
-    assert names(g.grant(9)) == [("b", 0)]
+    assert g.grant(15) == []
+    assert names(g.grant(16)) == [("b", 0)]
+
+
+def test_a_message_larger_than_the_agents_whole_queue_leaves_on_a_full_credit_instead_of_blocking() -> None:
+    g = gate(hop_bytes=HOP_BYTES)
+    g.grant(0, most=4)
+    g.offer(message("huge", 0, size=100 * HOP_BYTES))  # 100 hops: more than the queue's 4
+    g.offer(message("b", 0, size=HOP_BYTES))
+    assert g.grant(3, most=4) == []
+    assert names(g.grant(4, most=4)) == [("huge", 0)]
+    assert g.charged == 100
+    assert names(g.grant(101, most=4)) == [("b", 0)]
 
 
 def test_a_change_or_a_suspect_bypasses_the_line_with_its_waiting_messages_first() -> None:
