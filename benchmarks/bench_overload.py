@@ -427,6 +427,9 @@ def main(argv: list[str] | None = None) -> int:
     def log(line: str) -> None:
         print(line, flush=True)
 
+    if args.capacity_sensors is None and (args.agent_cpu_quota or args.chunk_hops > 1 or args.receive != "thread"):
+        # the search runs bench_agent's plain load (a whole core, one hop per message, paho in the agent)
+        raise SystemExit("--agent-cpu-quota, --chunk-hops and --receive need --capacity-sensors (a 1x run finds it)")
     log(f"CPU: {cpu_description()}")
     log(f"date: {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC; agent on core {args.agent_cpu}, load on {args.load_cpu}")
     if args.agent_cpu_quota:
