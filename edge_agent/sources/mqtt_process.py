@@ -13,6 +13,7 @@ and its own thread ``source-<name>-receiver``, which
   the inference queue has room for (``credit``, in hops of sensor stream) less what the child may still
   send of earlier credit (granted, less what its batches were charged), so the child sends what the queue
   will take, each sensor in turn, and holds the newest messages of the others (edge_agent.sources.mqtt_gate);
+  while credit is in use the shed set is not sent (the child's line of sensors is fair on its own);
 - notices a child that died (its exit code) or hung (no frame for ``HANG_S``; it is killed), logs it,
   counts it in ``edge_agent_receiver_restarts_total`` and starts a new one after a backoff
   (``reconnect_min_s`` doubling up to ``reconnect_max_s``; back to the minimum once a child ran for
