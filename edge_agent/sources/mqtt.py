@@ -85,23 +85,20 @@ class MqttSource:
             self._connected = metrics.mqtt_connected.labels(f"source-{self.name}")
             self._connected.set(0)
             self._overflow = metrics.overload.receiver_dropped.labels(self.name)
-            restarts = metrics.overload.receiver_restarts.labels(self.name)
             no_shedding: Callable[[], frozenset[str]] = frozenset
-            window_s = streams.window_s() if streams is not None else 0.0
+            spans_s = (streams.window_s(), streams.hop_s()) if streams is not None else (0.0, 0.0)
             rate_hz = section.sample_rate_hz or 0.0
-            win = window_bytes(section.format, rate_hz, section.channels, window_s)
-            hop = window_bytes(section.format, rate_hz, section.channels, streams.hop_s() if streams else 0.0)
+            win, hop = (window_bytes(section.format, rate_hz, section.channels, span_s) for span_s in spans_s)
             root, known = logging.getLogger(), self._known  # read when each spec is made (at every restart)
+            spec = (section, mqtt, password, agent_id, instance)
             self.receiver = ReceiveProcess(
                 self.name,
-                lambda: ReceiverSpec(
-                    section, mqtt, password, agent_id, instance, tuple(known), (), root.level, win, hop
-                ),
+                lambda: ReceiverSpec(*spec, tuple(known), (), root.level, win, hop),
                 deliver=self._deliver_batch,
                 on_report=self._on_report,
                 on_down=self._receiver_down,
                 shed_set=streams.shed_set if streams is not None else no_shedding,
-                restarts=restarts,
+                restarts=metrics.overload.receiver_restarts.labels(self.name),
                 suspects=streams.suspects if streams is not None else no_shedding,
                 credit=streams.queue_room if streams is not None else lambda: None,
                 backoff_s=(mqtt.reconnect_min_s, mqtt.reconnect_max_s),
