@@ -13,7 +13,8 @@ only this package's topic rules, the paho client and ``msgspec``. Its threads:
   mqtt_gate.Gate` (held if the sensor is in the agent's latest :class:`Shed` set, or waiting its turn for
   the agent's credit: newest messages only, older ones shed) and appends what leaves to a bounded buffer
   (``BUFFER_BYTES``; past it: ``overflow``);
-- ``control``: reads :class:`Shed` (shed set, suspects, credit) and :class:`Stop`; the pipe's end stops too;
+- ``control``: reads :class:`Shed` (shed set, suspects), :class:`Credit` and :class:`Stop`; the pipe's end
+  stops too;
 - the main thread: one :class:`Batch` per ``FLUSH_EVERY_S`` or ``BATCH_MESSAGES``, a :class:`Report`
   every ``REPORT_EVERY_S`` and on every connection change; it exits (code 3) if paho's thread died.
 
@@ -148,10 +149,13 @@ class Receiver:
             buffer, self._buffer, self._buffer_bytes = self._buffer, deque(), 0
             marks, self._marks = self._marks, []
             charged, self._charged_sent = self._gate.charged - self._charged_sent, self._gate.charged
-        while buffer or marks or charged:
+        while buffer or marks or charged:  # the charge goes with the last batch: the agent never counts early
             n = min(len(buffer), BATCH_MESSAGES)
-            self._send(Batch([buffer.popleft() for _ in range(n)], marks, charged))
-            marks, charged = [], 0
+            last = len(buffer) == n
+            self._send(Batch([buffer.popleft() for _ in range(n)], marks, charged if last else 0))
+            marks = []
+            if last:
+                charged = 0
 
     def _report(self) -> None:
         self._state_changed = False

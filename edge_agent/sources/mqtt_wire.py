@@ -65,7 +65,7 @@ class Shed(msgspec.Struct, tag="s", array_like=True):
 
 class Credit(msgspec.Struct, tag="c", array_like=True):
     granted: int  # hops of credit granted to this receive process so far
-    most: int  # the most the agent's queue holds (hops): a message that costs more leaves on any credit
+    most: int  # the most the agent's queue holds (hops): a message that costs more leaves once this much is left
 
 
 class Stop(msgspec.Struct, tag="x", array_like=True):
