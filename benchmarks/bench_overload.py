@@ -19,6 +19,11 @@ sensor-seconds (every mark counted as false, the probe's too, each holding ``HOL
 messages for the same windows (the probe keeps one hop per message); with K = 8 the publishers of a
 2-core machine can offer 9x of the shipped model's real capacity (~4,000 messages/s of 32 kB), and
 a load past the source's default ``max_sensors`` (1000) raises it in the generated config.
+``--even-load``: the load core does the same publishing work in every row. A row of factor F also streams
+(largest factor - F) x capacity sensors from its own publishers into a second mosquitto that nobody reads,
+so the 1x row's capacity is measured with the load core as busy as in the 9x row (on a shared VM a busy
+core can slow the other); the rows then differ only in what reaches the agent. (On the AVX-512 EPYC VM it
+changed nothing: ``docs/benchmarks.md``, "Credit on the AVX-512 VNNI EPYC".)
 ``--agent-cpu-quota F``: the agent's process (not its receive process) gets F of its core
 (``cpu_quota.py``: a cgroup CPU quota, 10 ms period; root only), which lowers the capacity with
 every part of the agent's work in its real proportion (the honest alternative to the knob below).
@@ -132,13 +137,16 @@ def overload_run(
     receive: str = "thread",
     model: Path | None = None,
     change_threshold: float = 0.0,
+    ballast_sensors: int = 0,
 ) -> dict[str, Any]:
-    """One load on a fresh broker and agent; ``code``: the agent's package from this folder (PYTHONPATH)."""
+    """One load on a fresh broker and agent; ``code``: the agent's package from this folder (PYTHONPATH);
+    ``ballast_sensors``: also streamed, on the load core, into a second broker that nobody reads (``--even-load``)."""
     d: dict[str, Any] = {"sensors": sensors, "code": code or "this tree", "receive": receive}
+    d["ballast_sensors"] = ballast_sensors
     d["change_threshold"] = change_threshold
     workdir = Path(tempfile.mkdtemp(prefix=f"bench-overload-{sensors}-"))
     workdir.chmod(0o755)
-    broker = monitor = agent = probe = None
+    broker = ballast = monitor = agent = probe = None
     publishers: list[Any] = []
     stack = contextlib.ExitStack()
     try:
@@ -174,6 +182,21 @@ def overload_run(
         publishers, reports = ba.start_publishers(
             workdir, broker.port, sensors, args.format, args.qos, run_s, parts, args.load_cpu, args.chunk_hops
         )
+        if ballast_sensors:
+            (workdir / "ballast").mkdir()
+            ballast = ba.Broker(workdir / "ballast", args.load_cpu)
+            parts = max(1, math.ceil(ballast_sensors / args.sensors_per_publisher))
+            publishers += ba.start_publishers(
+                workdir / "ballast",
+                ballast.port,
+                ballast_sensors,
+                args.format,
+                args.qos,
+                run_s,
+                parts,
+                args.load_cpu,
+                args.chunk_hops,
+            )[0]
         probe = ba.Probe(broker.port, args.format, args.qos)
         t0 = math.ceil(time.time() + 0.5)
         for proc in publishers:
@@ -284,8 +307,9 @@ def overload_run(
             ba.stop_process(agent.proc, sig=signal.SIGKILL)
         if monitor is not None:
             monitor.close()
-        if broker is not None:
-            broker.stop()
+        for server in (broker, ballast):
+            if server is not None:
+                server.stop()
         stack.close()
         shutil.rmtree(workdir, ignore_errors=True)
     log(json.dumps({k: v for k, v in d.items() if k not in ("traceback", "probe_latency_s")}, default=str))
@@ -413,6 +437,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--agent-cpu-quota", type=float, help="the agent's process gets this fraction of its core")
     p.add_argument("--extra-ms-per-batch", type=float, default=0.0, help="slowed model (slow_model.py); 0: shipped")
     p.add_argument("--change-threshold", default="0", help="change_threshold values, alternating (0: detector off)")
+    p.add_argument(
+        "--even-load",
+        action="store_true",
+        help="each load also streams (largest factor - its factor) x capacity sensors into a broker nobody reads",
+    )
     return p
 
 
@@ -448,13 +477,22 @@ def main(argv: list[str] | None = None) -> int:
     modes = args.receive.split(",")
     thresholds = [float(t) for t in args.change_threshold.split(",")]
     rows = []
-    for factor in (int(f) for f in args.factors.split(",")):
+    factors = [int(f) for f in args.factors.split(",")]
+    for factor in factors:
         sensors = factor * capacity
+        ballast = (max(factors) - factor) * capacity if args.even_load else 0
         for code in codes:  # alternating, so other jobs on the machine hit both alike
             for receive in modes:
                 for threshold in thresholds:
                     run = overload_run(
-                        args, sensors, log=log, code=code, receive=receive, model=model, change_threshold=threshold
+                        args,
+                        sensors,
+                        log=log,
+                        code=code,
+                        receive=receive,
+                        model=model,
+                        change_threshold=threshold,
+                        ballast_sensors=ballast,
                     )
                     rows.append({"factor": factor, **run})
     for code in codes:
@@ -470,6 +508,11 @@ def main(argv: list[str] | None = None) -> int:
                 f"\nagent code: {code or 'this tree'}, receive = {receive!r}, change_threshold = {threshold:g} "
                 f"(capacity: the 1x row's "
                 f"{capacity_per_s:.0f} windows/s)"
+                + (
+                    " (--even-load: each row's load core also streams the largest load's other sensors)"
+                    if args.even_load
+                    else ""
+                )
             )
             print(table(mine, capacity_per_s))
     if args.json:
