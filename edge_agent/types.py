@@ -135,6 +135,8 @@ class StreamEvents(Protocol):
 
     def count_shed(self, sensor: str, n: int) -> None: ...  # messages a receive process shed
 
+    def after_shed(self, sensor: str) -> None: ...  # its next message follows its shed ones (a jump of ours)
+
     def mark(self, sensor: str, hold_s: float, score: float) -> None: ...  # the change detector saw a change
 
     def is_suspect(self, sensor: str) -> bool: ...  # served first now (its change baseline does not learn)

@@ -194,6 +194,7 @@ class Router:
         if self._over_share is None or not self._over_share(sensor):
             return False
         self.count_shed(sensor, 1)
+        self.supervisor.after_shed(sensor)
         return True
 
     def shed_set(self) -> frozenset[str]:
@@ -230,6 +231,10 @@ class Router:
 
     def suspects(self) -> frozenset[str]:
         return self._suspects.suspects() if self._suspects is not None else frozenset()
+
+    def after_shed(self, sensor: str) -> None:
+        """``sensor``'s next message follows messages of its that were shed (by a receive process)."""
+        self.supervisor.after_shed(sensor)
 
     def count_shed(self, sensor: str, n: int) -> None:
         """``n`` messages of admitted ``sensor`` shed by the source's receive process (counted as shed here)."""

@@ -1,14 +1,14 @@
 """Stream supervision: per sensor, say when data arrives but cannot be analysed, and why.
 
-The router feeds one :class:`StreamSupervisor` per source once per chunk (:meth:`~StreamSupervisor.observe`,
-after the windowing, with the number of windows the chunk completed), once per rejected payload of an
-admitted sensor (:meth:`~StreamSupervisor.rejected`) and once per stream gap (:meth:`~StreamSupervisor.gap`).
-No per-sample Python: a few comparisons and a deque entry per chunk.
+The router feeds one :class:`StreamSupervisor` per source once per chunk (:meth:`~StreamSupervisor.observe`, after the
+windowing, with the number of windows the chunk completed), once per rejected payload of an admitted sensor
+(:meth:`~StreamSupervisor.rejected`) and once per stream gap (:meth:`~StreamSupervisor.gap`). A gap after messages the
+agent shed (overload, :meth:`~StreamSupervisor.after_shed`) is the agent's doing: not logged, and the arrival rate is
+measured afresh. No per-sample Python: a few comparisons and a deque entry per chunk.
 
 Problems (:data:`edge_agent.metrics.streams.STREAM_PROBLEM_REASONS`), each a 0/1 gauge
-``edge_agent_stream_problem{sensor,reason}``, a counter of onsets and one WARNING naming the sensor, the
-field and the likely cause (rate-limited per (sensor, reason), with the count suppressed); the end of a
-problem is logged at INFO.
+``edge_agent_stream_problem{sensor,reason}``, a counter of onsets and one WARNING naming the sensor, the field and the
+likely cause (rate-limited per (sensor, reason), with the count suppressed); the end of a problem is logged at INFO.
 
 - ``ts_unit``: ``ts`` divided by 1e3, 1e6 or 1e9 is within a day of the agent's clock (ms, µs, ns);
 - ``clock_offset``: ``ts`` (seconds) plus the chunk's duration (its last sample's time) is more than
@@ -69,6 +69,7 @@ class _Sensor:
     since_window_s: float = 0.0  # seconds of signal accepted since the last window
     gaps: int = 0
     last_gap: str = ""
+    after_shed: bool = False  # messages of it were shed (overload) since its last accepted chunk
 
 
 class StreamSupervisor:
@@ -121,8 +122,15 @@ class StreamSupervisor:
         """The windowing reset ``sensor``'s stream (``cause``: what did not follow); logged rate-limited."""
         state = self._state(sensor)
         state.gaps += 1
-        state.last_gap = cause
-        self._log.log(logging.INFO, (sensor, "gap"), "sensor %s: stream gap (%s), window buffer reset", sensor, cause)
+        state.last_gap = f"messages shed under overload ({cause})" if state.after_shed else cause
+        if not state.after_shed:  # else the agent shed the messages in between: counted as shed, not logged here
+            self._log.log(
+                logging.INFO, (sensor, "gap"), "sensor %s: stream gap (%s), window buffer reset", sensor, cause
+            )
+
+    def after_shed(self, sensor: str) -> None:
+        """Messages of ``sensor`` were shed (overload): its next chunk may jump, and its arrival rate is not its own."""
+        self._state(sensor).after_shed = True
 
     def observe(self, chunk: Chunk, windows: int) -> None:
         """An accepted chunk of ``chunk.sensor`` that completed ``windows`` windows."""
@@ -132,8 +140,9 @@ class StreamSupervisor:
         state = self._state(sensor)
         if first or rate != state.rate_hz:
             self._describe(chunk, first)
+        if first or rate != state.rate_hz or state.after_shed:  # after shed messages: not the sender's rate
             state.arrivals.clear()
-        state.rate_hz = rate
+        state.rate_hz, state.after_shed = rate, False
         if state.rejected_run:
             state.rejected_run = 0
             self._set(sensor, "all_rejected", False)
@@ -253,24 +262,19 @@ class StreamSupervisor:
 
     def _describe(self, chunk: Chunk, first: bool) -> None:
         what = "first samples" if first else "sample rate changed"
+        sensor, rate = chunk.sensor, chunk.sample_rate_hz
         logger.info(
             "sensor %s (source %s): %s: %g Hz, %d channel(s), format %s",
-            chunk.sensor,
+            sensor,
             self.spec.source,
             what,
-            chunk.sample_rate_hz,
+            rate,
             chunk.channels,
             self.spec.fmt,
         )
         for model, model_rate_hz in self.spec.model_rates_hz.items():
-            if model_rate_hz != chunk.sample_rate_hz:
-                logger.info(
-                    "sensor %s: resampling %g -> %g Hz for model %s",
-                    chunk.sensor,
-                    chunk.sample_rate_hz,
-                    model_rate_hz,
-                    model,
-                )
+            if model_rate_hz != rate:
+                logger.info("sensor %s: resampling %g -> %g Hz for model %s", sensor, rate, model_rate_hz, model)
 
     def _state(self, sensor: str) -> _Sensor:
         state = self._sensors.get(sensor)

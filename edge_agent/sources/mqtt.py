@@ -1,17 +1,15 @@
 """``mqtt`` source: sensor streams from a broker (JSON or raw little-endian frames, see sources/payloads.py).
 
 The sensor id is topic level ``sensor_level`` (0-based) of each message's topic, e.g. topic filter
-``plant/+/vibration`` with ``sensor_level = 1``. Sensor ids are bounded: either the allow-list
-``sensors`` or at most ``max_sensors`` distinct ids (they become metric labels); a sensor is
-admitted with its first message, before its payload is parsed (so a sensor whose payloads are all
-rejected has its series, its silent alarm and its stream supervision). Rejected messages are
-counted by source and reason, those of an admitted sensor also by sensor, and logged at most once
-a minute per (sensor, reason) (per reason for refused sensor ids, which are not bounded).
-With ``instances = K`` > 1 the sensors of another agent instance (config/instances.py) are
-discarded from the topic, before any decoding or admission, and counted in
-``edge_agent_messages_foreign_total`` (never as payload errors). The topic rules: sources/mqtt_topics.py.
-``seq_counts = "samples"``: a JSON ``seq`` that advances by the previous message's sample count
-is turned into a message count before the windowing (README, "Payloads").
+``plant/+/vibration`` with ``sensor_level = 1``. Sensor ids are bounded: either the allow-list ``sensors`` or at most
+``max_sensors`` distinct ids (they become metric labels); a sensor is admitted with its first message, before its
+payload is parsed (so a sensor whose payloads are all rejected has its series, its silent alarm and its stream
+supervision). Rejected messages are counted by source and reason, those of an admitted sensor also by sensor, and
+logged at most once a minute per (sensor, reason) (per reason for refused sensor ids, which are not bounded). With
+``instances = K`` > 1 the sensors of another agent instance (config/instances.py) are discarded from the topic, before
+any decoding or admission, and counted in ``edge_agent_messages_foreign_total`` (never as payload errors). The topic
+rules: sources/mqtt_topics.py. ``seq_counts = "samples"``: a JSON ``seq`` that advances by the previous message's
+sample count is turned into a message count before the windowing (README, "Payloads").
 
 ``receive = "thread"`` (default): paho's network thread reads, sheds and parses in this process.
 ``receive = "process"``: paho, the topic rules and the shed decision run in a receive process of their
@@ -248,6 +246,8 @@ class MqttSource:
         if self._streams is not None:  # the change marks first: their sensors' messages are then not shed
             for sensor, score in batch.marks:
                 self._streams.mark(sensor, HOLD_S, score)
+            for sensor in batch.resumed:  # its next message follows shed ones: the jump is this agent's doing
+                self._streams.after_shed(sensor)
         for sensor, payload, received_at, wall_time in batch.messages:
             try:
                 self._deliver(sensor, payload, received_at, wall_time)

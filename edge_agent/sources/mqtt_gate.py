@@ -17,7 +17,10 @@ newest alone when one message makes a window; the older ones are shed, counted p
 
 A change (the detector's mark) and a suspect's message bypass both (the agent serves suspects first);
 they are charged all the same. Both stores together hold at most ``max_bytes`` of payload (past it the
-new message is shed). Not thread-safe: the receive process calls it under its lock.
+new message is shed). A sensor with messages shed since its last message left is in ``after_shed``:
+:attr:`resumed` names those whose next message left, so the agent knows that the jump in their stream is
+its own doing (not a stream gap to report, not the sender's rate). Not thread-safe: the receive process
+calls it under its lock.
 """
 
 from __future__ import annotations
@@ -37,6 +40,8 @@ class Gate:
         self.shed_set = shed
         self.suspects: frozenset[str] = frozenset()
         self.shed_counts: dict[str, int] = {}  # sensor -> messages shed (cumulative)
+        self.after_shed: set[str] = set()  # sensors with messages shed since their last one left
+        self.resumed: list[str] = []  # those of them whose next message left since the receiver last took these
         self.charged = 0  # hops of the messages let through (cumulative)
         self._granted = NO_GRANT
         self._most = UNBOUNDED  # the most the agent's queue holds (hops)
@@ -135,7 +140,13 @@ class Gate:
         return sum(max(1, len(m[1]) // hop) for m in messages) if hop else len(messages)
 
     def _charge(self, messages: list[Message] | deque[Message]) -> None:
+        """``messages`` leave: charged; a sensor in ``after_shed`` moves to ``resumed``."""
         self.charged += self._cost(messages)
+        if self.after_shed:
+            for sensor in {m[0] for m in messages} & self.after_shed:
+                self.after_shed.discard(sensor)
+                self.resumed.append(sensor)
 
     def _count_shed(self, sensor: str) -> None:
         self.shed_counts[sensor] = self.shed_counts.get(sensor, 0) + 1
+        self.after_shed.add(sensor)

@@ -13,13 +13,11 @@ only this package's topic rules, the paho client and ``msgspec``. Its threads:
   mqtt_gate.Gate` (held if the sensor is in the agent's latest :class:`Shed` set, or waiting its turn for
   the agent's credit: newest messages only, older ones shed) and appends what leaves to a bounded buffer
   (``BUFFER_BYTES``; past it: ``overflow``);
-- ``control``: reads :class:`Shed` (shed set, suspects), :class:`Credit` and :class:`Stop`; the pipe's end
-  stops too;
+- ``control``: reads :class:`Shed` (shed set, suspects), :class:`Credit` and :class:`Stop`; the pipe's end stops too;
 - the main thread: one :class:`Batch` per ``FLUSH_EVERY_S`` or ``BATCH_MESSAGES``, a :class:`Report`
   every ``REPORT_EVERY_S`` and on every connection change; it exits (code 3) if paho's thread died.
 
-A clean stop disconnects and sends what is buffered; a crash loses what was acknowledged but not yet sent
-through the pipe (the buffer, at most one batch in flight).
+A clean stop disconnects and sends what is buffered; a crash loses the acknowledged messages not yet sent (the buffer).
 """
 
 from __future__ import annotations
@@ -148,12 +146,13 @@ class Receiver:
         with self._lock:
             buffer, self._buffer, self._buffer_bytes = self._buffer, deque(), 0
             marks, self._marks = self._marks, []
+            resumed, self._gate.resumed = self._gate.resumed, []  # first: their messages follow
             charged, self._charged_sent = self._gate.charged - self._charged_sent, self._gate.charged
         while buffer or marks or charged:  # the charge goes with the last batch: the agent never counts early
             n = min(len(buffer), BATCH_MESSAGES)
             last = len(buffer) == n
-            self._send(Batch([buffer.popleft() for _ in range(n)], marks, charged if last else 0))
-            marks = []
+            self._send(Batch([buffer.popleft() for _ in range(n)], marks, charged if last else 0, resumed))
+            marks, resumed = [], []
             if last:
                 charged = 0
 
@@ -226,6 +225,7 @@ class Receiver:
             size = len(message[1])
             if self._buffer_bytes + size > BUFFER_BYTES:
                 self._totals.overflow += 1
+                self._gate.after_shed.add(message[0])  # its next message follows a dropped one
                 continue
             self._buffer.append(message)
             self._buffer_bytes += size

@@ -43,6 +43,7 @@ class Batch(msgspec.Struct, tag="b", array_like=True):
     messages: list[Message]
     marks: list[tuple[str, float]] = []  # (sensor, score): the change detector's marks, applied before the messages
     charged: int = 0  # hops of credit the receive process charged since its previous batch
+    resumed: list[str] = []  # sensors whose next message here follows messages of theirs shed (applied first)
 
 
 class Report(msgspec.Struct, tag="r", array_like=True):

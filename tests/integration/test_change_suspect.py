@@ -69,6 +69,9 @@ class QueueStreams:
     def count_shed(self, sensor: str, n: int) -> None:
         self.shed_counts[sensor] = self.shed_counts.get(sensor, 0) + n
 
+    def after_shed(self, sensor: str) -> None:
+        pass
+
     def mark(self, sensor: str, hold_s: float, score: float) -> None:
         self.queue.mark(sensor, hold_s, score)
 

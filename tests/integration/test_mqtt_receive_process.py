@@ -44,6 +44,8 @@ class Streams:
         self.shed_now: frozenset[str] = frozenset()
         self.shed_counts: dict[str, int] = {}
         self.credit: int | None = None  # the inference queue's room (None: no credit control)
+        self.resumed: list[tuple[str, int]] = []  # (sensor, its chunks delivered before) per after_shed
+        self.delivered: Callable[[str], int] = lambda _sensor: 0
 
     def admit(self, sensor: str) -> None:
         self.admitted.append(sensor)
@@ -59,6 +61,9 @@ class Streams:
 
     def count_shed(self, sensor: str, n: int) -> None:
         self.shed_counts[sensor] = self.shed_counts.get(sensor, 0) + n
+
+    def after_shed(self, sensor: str) -> None:
+        self.resumed.append((sensor, self.delivered(sensor)))
 
     def mark(self, sensor: str, hold_s: float, score: float) -> None:
         pass  # no change detector in these tests
@@ -273,6 +278,25 @@ def test_the_receive_process_sends_what_the_agents_queue_has_room_for_each_senso
     streams.slots = 3
     assert [(c.sensor, c.seq) for c in chunks.wait(3, 15.0)][2:] == [("b", 0)]
     assert streams.shed_counts == {"a": 2}
+
+
+def test_a_sensor_sent_again_after_its_messages_were_shed_is_named_before_its_next_message(run_source, publish) -> None:
+    """The agent learns from the batch itself that the sensor's stream jumps by its own shedding, before the
+    message that jumps (a shed count comes only with the next report): so the jump is not logged as a stream
+    gap, and the arrivals before it are not taken for the sender's rate (before: rate_mismatch for every
+    sensor shed under 3x overload). A sensor never shed is not named."""
+    streams = RoomStreams()
+    _source, chunks, _metrics = run_source("process", streams)
+    streams.chunks = chunks
+    streams.delivered = lambda sensor: sum(1 for c in chunks.items if c.sensor == sensor)
+    time.sleep(0.3)
+    for seq in range(4):
+        publish("plant/a/vibration", payload(seq))
+    publish("plant/b/vibration", payload(0))
+    wait_for(lambda: streams.shed_counts.get("a", 0) == 2, "a's two oldest messages shed while it waits")
+    streams.slots = 3
+    assert [(c.sensor, c.seq) for c in chunks.wait(3, 15.0)] == [("a", 2), ("a", 3), ("b", 0)]
+    assert streams.resumed == [("a", 0)]
 
 
 def test_receive_cpu_pins_every_thread_of_the_receive_process(run_source) -> None:

@@ -121,3 +121,22 @@ def test_a_clean_stop_drains_everything_waiting_credit_or_not() -> None:
     g.offer(message("b", 1))
     assert sorted(names(g.drain())) == [("a", 1), ("b", 1)]
     assert g.waiting_bytes == 0 and g.charged == 2
+
+
+def test_a_sensor_whose_messages_were_shed_is_named_when_its_next_message_leaves() -> None:
+    """The agent is told that such a sensor's stream jumps by its own shedding (not a stream gap to report, and
+    what arrived before says nothing of the sender's rate); a sensor never shed is not named."""
+    g = gate()
+    assert g.grant(0) == []
+    for k in range(4):  # a waits: its two oldest are shed
+        g.offer(message("a", k))
+    g.offer(message("b", 10))
+    assert g.shed_counts == {"a": 2} and g.resumed == []
+    assert names(g.grant(2)) == [("a", 2), ("a", 3)]
+    assert g.resumed == ["a"] and g.after_shed == set()
+    g.resumed.clear()
+    assert names(g.grant(3)) == [("b", 10)]
+    assert g.resumed == []
+    assert g.grant(4) == []  # (cumulative) one hop left
+    assert names(g.offer(message("a", 4))) == [("a", 4)]  # a continues, nothing shed in between
+    assert g.resumed == []

@@ -165,6 +165,39 @@ def test_an_outage_restarts_the_rate_measurement(clocks: Clocks) -> None:
     assert problem(registry, "rate_mismatch") == 0.0
 
 
+@pytest.mark.parametrize("told", [False, True])
+def test_a_sensor_shed_under_overload_raises_no_rate_problem_and_logs_no_gap(
+    clocks: Clocks, caplog: pytest.LogCaptureFixture, told: bool
+) -> None:
+    """Under 3x overload the agent sheds two of each three messages of a sensor: what reaches the supervisor
+    arrives at a third of the sender's rate, each chunk after a jump. Told (``after_shed``, as the router and
+    the receive process now do), that is the agent's doing: no ``rate_mismatch`` with its advice to fix the
+    sensor's rate, no gap logged, the gaps still counted. Untold (the code before), every shed sensor got both."""
+    supervisor, registry = make(clocks, rate_interval_s=10.0)
+    with caplog.at_level(logging.INFO, "edge_agent.pipeline.supervision"):
+        for i in range(300):  # 30 s of a 12 kHz sensor in chunks of 0.1 s
+            clocks.advance(CHUNK / RATE_HZ)
+            if i % 3:
+                if told:
+                    supervisor.after_shed(SENSOR)
+                continue
+            if i:
+                supervisor.gap(SENSOR, f"seq {i - 3} -> {i}, expected {i - 2}")
+            supervisor.observe(chunk(clocks, seq=i), 1)
+    assert problem(registry, "rate_mismatch") == (0.0 if told else 1.0)
+    assert ("stream gap" in caplog.text) is not told
+    assert ("samples arrive at" in caplog.text) is not told
+    assert supervisor._state(SENSOR).gaps == 99
+
+
+def test_a_shed_sensor_that_continues_is_measured_again(clocks: Clocks) -> None:
+    """after_shed holds for one chunk: a sensor that then sends at the wrong rate is still told so."""
+    supervisor, registry = make(clocks, rate_interval_s=10.0)
+    supervisor.after_shed(SENSOR)
+    feed(supervisor, clocks, 110, n=2560)
+    assert problem(registry, "rate_mismatch") == 1.0
+
+
 def test_every_payload_rejected(clocks: Clocks, caplog: pytest.LogCaptureFixture) -> None:
     supervisor, registry = make(clocks)
     with caplog.at_level(logging.WARNING, "edge_agent.pipeline.supervision"):
