@@ -3,8 +3,8 @@
 The router feeds one :class:`StreamSupervisor` per source once per chunk (:meth:`~StreamSupervisor.observe`, after the
 windowing, with the number of windows the chunk completed), once per rejected payload of an admitted sensor
 (:meth:`~StreamSupervisor.rejected`) and once per stream gap (:meth:`~StreamSupervisor.gap`). A gap after messages the
-agent shed (overload, :meth:`~StreamSupervisor.after_shed`) is the agent's doing: not logged, and the arrival rate is
-measured afresh. No per-sample Python: a few comparisons and a deque entry per chunk.
+agent shed (overload, :meth:`~StreamSupervisor.after_shed`) is the agent's doing: not logged, and the arrival rate and
+the signal without a window are measured afresh. No per-sample Python: a few comparisons and a deque entry per chunk.
 
 Problems (:data:`edge_agent.metrics.streams.STREAM_PROBLEM_REASONS`), each a 0/1 gauge
 ``edge_agent_stream_problem{sensor,reason}``, a counter of onsets and one WARNING naming the sensor, the field and the
@@ -140,8 +140,10 @@ class StreamSupervisor:
         state = self._state(sensor)
         if first or rate != state.rate_hz:
             self._describe(chunk, first)
-        if first or rate != state.rate_hz or state.after_shed:  # after shed messages: not the sender's rate
+        if first or rate != state.rate_hz or state.after_shed:  # after shed messages: not the sender's rate ...
             state.arrivals.clear()
+        if state.after_shed:  # ... nor its fault that no window was cut of what came before them
+            state.since_window_s = 0.0
         state.rate_hz, state.after_shed = rate, False
         if state.rejected_run:
             state.rejected_run = 0
