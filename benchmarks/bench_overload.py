@@ -177,26 +177,19 @@ def overload_run(
             d["agent_cpu_quota"] = quota.describe()
         time.sleep(args.idle_s)
         d["rss_idle_kb"] = ba.proc_status_kb(agent.pid).get("VmRSS", 0)
-        parts = max(1, math.ceil(sensors / args.sensors_per_publisher))
         run_s = args.warmup_s + args.duration_s
-        publishers, reports = ba.start_publishers(
-            workdir, broker.port, sensors, args.format, args.qos, run_s, parts, args.load_cpu, args.chunk_hops
-        )
+
+        def stream(folder: Path, port: int, count: int) -> tuple[list[Any], list[Path]]:
+            parts = max(1, math.ceil(count / args.sensors_per_publisher))
+            return ba.start_publishers(
+                folder, port, count, args.format, args.qos, run_s, parts, args.load_cpu, args.chunk_hops
+            )
+
+        publishers, reports = stream(workdir, broker.port, sensors)
         if ballast_sensors:
             (workdir / "ballast").mkdir()
             ballast = ba.Broker(workdir / "ballast", args.load_cpu)
-            parts = max(1, math.ceil(ballast_sensors / args.sensors_per_publisher))
-            publishers += ba.start_publishers(
-                workdir / "ballast",
-                ballast.port,
-                ballast_sensors,
-                args.format,
-                args.qos,
-                run_s,
-                parts,
-                args.load_cpu,
-                args.chunk_hops,
-            )[0]
+            publishers += stream(workdir / "ballast", ballast.port, ballast_sensors)[0]
         probe = ba.Probe(broker.port, args.format, args.qos)
         t0 = math.ceil(time.time() + 0.5)
         for proc in publishers:
