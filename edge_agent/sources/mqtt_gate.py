@@ -147,6 +147,11 @@ class Gate:
                 self.after_shed.discard(sensor)
                 self.resumed.append(sensor)
 
+    def dropped(self, sensor: str) -> None:
+        """A message of ``sensor`` that left was dropped after all (the receiver's buffer was full): its next
+        message follows a jump too."""
+        self.after_shed.add(sensor)
+
     def _count_shed(self, sensor: str) -> None:
         self.shed_counts[sensor] = self.shed_counts.get(sensor, 0) + 1
         self.after_shed.add(sensor)

@@ -17,7 +17,7 @@ only this package's topic rules, the paho client and ``msgspec``. Its threads:
 - the main thread: one :class:`Batch` per ``FLUSH_EVERY_S`` or ``BATCH_MESSAGES``, a :class:`Report`
   every ``REPORT_EVERY_S`` and on every connection change; it exits (code 3) if paho's thread died.
 
-A clean stop disconnects and sends what is buffered; a crash loses the acknowledged messages not yet sent (the buffer).
+A clean stop disconnects and sends the buffer; a crash loses what was acknowledged but not piped (the buffer, a batch).
 """
 
 from __future__ import annotations
@@ -225,7 +225,7 @@ class Receiver:
             size = len(message[1])
             if self._buffer_bytes + size > BUFFER_BYTES:
                 self._totals.overflow += 1
-                self._gate.after_shed.add(message[0])  # its next message follows a dropped one
+                self._gate.dropped(message[0])
                 continue
             self._buffer.append(message)
             self._buffer_bytes += size

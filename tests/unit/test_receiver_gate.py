@@ -140,3 +140,13 @@ def test_a_sensor_whose_messages_were_shed_is_named_when_its_next_message_leaves
     assert g.grant(4) == []  # (cumulative) one hop left
     assert names(g.offer(message("a", 4))) == [("a", 4)]  # a continues, nothing shed in between
     assert g.resumed == []
+
+
+def test_a_message_dropped_after_it_left_names_its_sensor_with_the_next_one() -> None:
+    """The receiver's buffer overflowed (``dropped``): the sensor's next message follows a jump as well."""
+    g = gate()
+    assert names(g.offer(message("a", 1))) == [("a", 1)]
+    g.dropped("a")
+    assert g.resumed == []
+    assert names(g.offer(message("a", 2))) == [("a", 2)]
+    assert g.resumed == ["a"]
