@@ -15,6 +15,7 @@
 //                                                   dequantize(q), tau) + shortcut (leading channels)
 //   shrink_add_head(q, tau, shortcut, stride, scale, shift)
 //                                                -> (N, C) float: mean over L of relu(y * scale + shift)
+//   stem_conv(x, weight, stride, padding)        -> the float stem convolution (stem_ops.inc)
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <ATen/quantized/QTensorImpl.h>
@@ -173,10 +174,14 @@ struct Kernels {
   decltype(&generic::affine_quantize_kernel) affine_quantize;
   decltype(&generic::shrink_quantize_kernel) shrink_quantize;
   decltype(&generic::shrink_head_kernel) shrink_head;
+  decltype(&generic::stem_kernel) stem;
 };
 
 #define EA_KERNELS(ns) \
-  Kernels { #ns, &ns::abs_sum_kernel, &ns::affine_quantize_kernel, &ns::shrink_quantize_kernel, &ns::shrink_head_kernel }
+  Kernels {                                                                                                     \
+    #ns, &ns::abs_sum_kernel, &ns::affine_quantize_kernel, &ns::shrink_quantize_kernel, &ns::shrink_head_kernel, \
+        &ns::stem_kernel                                                                                          \
+  }
 
 Kernels choose_kernels() {
   const char* asked = std::getenv("EDGE_AGENT_OPS_ISA");
@@ -277,6 +282,7 @@ at::Tensor shrink_add_head(const at::Tensor& q_in, const at::Tensor& tau_in, con
 }
 
 #include "qconv_ops.inc"
+#include "stem_ops.inc"
 
 }  // namespace
 
@@ -308,4 +314,5 @@ TORCH_LIBRARY(edge_agent, m) {
       &shrink_add_quantize);
   m.def("shrink_add_head(Tensor q, Tensor tau, Tensor? shortcut, int stride, Tensor scale, Tensor shift) -> Tensor",
         &shrink_add_head);
+  m.def("stem_conv(Tensor x, Tensor weight, int stride, int padding) -> Tensor", &stem_conv);
 }

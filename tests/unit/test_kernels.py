@@ -137,6 +137,91 @@ def test_the_ops_refuse_mismatched_inputs() -> None:
         torch.ops.edge_agent.shrink_add_head(q, tau[:1], None, 1, scale, shift)
 
 
+@needs_library
+def test_the_stem_op_refuses_what_it_does_not_compute() -> None:
+    weight = torch.randn(16, 1, 1, 3)
+    with pytest.raises(RuntimeError, match=r"x must be \(N, 1, 1, L\)"):
+        torch.ops.edge_agent.stem_conv(torch.zeros(2, 2, 1, 64), weight, 2, 1)
+    with pytest.raises(RuntimeError, match="padding"):
+        torch.ops.edge_agent.stem_conv(torch.zeros(2, 1, 1, 64), weight, 2, 3)
+    with pytest.raises(RuntimeError, match="shorter than the kernel"):
+        torch.ops.edge_agent.stem_conv(torch.zeros(2, 1, 1, 1), weight, 1, 0)
+
+
+def stem_cases(seed: int = 3) -> list[dict]:
+    """``stem_conv`` against ATen's convolution (the shipped stem's shape and others): equal, per batch size."""
+    g = torch.Generator().manual_seed(seed)
+    cases = []
+    # the shipped windows (2048, 4096) and another shape; ATen sends batch 1 of 16 samples or fewer elsewhere
+    for outs, kernel, stride, padding, length in ((16, 3, 2, 1, 2048), (16, 3, 2, 1, 4096), (8, 7, 1, 3, 513)):
+        weight = channels_last(torch.randn(outs, 1, 1, kernel, generator=g))  # as the frozen files hold it
+        for batch in (1, 3, 32):
+            x = channels_last(torch.randn(batch, 1, 1, length, generator=g) * 4)
+            theirs = torch._convolution(
+                x, weight, None, [1, stride], [0, padding], [1, 1], False, [0, 0], 1, False, False, True, True
+            )
+            ours = torch.ops.edge_agent.stem_conv(x, weight, stride, padding)
+            assert ours.is_contiguous(memory_format=torch.channels_last) and ours.shape == theirs.shape
+            cases.append({"batch": batch, "equal": torch.equal(ours, theirs)})
+    return cases
+
+
+@needs_library
+def test_the_stem_op_is_atens_convolution_bit_for_bit_on_this_cpu() -> None:
+    if ops_status().isa == "generic":
+        pytest.skip("without AVX2 ATen's batch-1 convolution sums in another order (see the generic case below)")
+    assert all(case["equal"] for case in stem_cases())
+
+
+@needs_library
+@pytest.mark.parametrize("name", ["drsn_cw_cwru_fused.pt", "drsn_cw_bldc_audio_fused.pt"])
+def test_the_fused_files_call_no_aten_convolution(name: str) -> None:
+    # the stem was the last one: its first call paged in ~9 MiB of libtorch code (docs/benchmarks.md)
+    module = load_model(REPO / "models" / name).module
+    for method in ("forward", "noise_floor", "forward_with_noise_floor"):
+        graph = getattr(module, method).graph
+        assert not graph.findAllNodes("aten::_convolution") and not graph.findAllNodes("aten::conv2d"), method
+        assert len(graph.findAllNodes("edge_agent::stem_conv")) == 1, method
+
+
+def test_only_a_stem_the_op_computes_becomes_native() -> None:
+    from edge_agent.nn.fused import NativeStem, native_stem
+
+    stem = torch.nn.Conv2d(1, 16, (1, 3), stride=(1, 2), padding=(0, 1), bias=False)
+    assert isinstance(native_stem(stem), NativeStem)
+    for other in (
+        torch.nn.Conv2d(1, 16, (1, 3), stride=(1, 2), padding=(0, 1)),  # a bias
+        torch.nn.Conv2d(2, 16, (1, 3), stride=(1, 2), padding=(0, 1), bias=False),  # two input channels
+        torch.nn.Conv2d(1, 16, (1, 3), padding=(0, 1), dilation=(1, 2), bias=False),
+        torch.nn.Conv2d(1, 16, (1, 3), padding=(0, 1), padding_mode="reflect", bias=False),
+    ):
+        assert native_stem(other) is other
+
+
+STEM_SCRIPT = textwrap.dedent(
+    """
+    import json
+    from edge_agent.kernels import load_ops, ops_status
+    from tests.unit.test_kernels import stem_cases
+    assert load_ops(), ops_status().reason
+    print(json.dumps({"isa": ops_status().isa, "cases": stem_cases()}))
+    """
+)
+
+
+@needs_library
+@pytest.mark.parametrize(("isa", "onednn"), [("avx2", "AVX2"), ("generic", "SSE41")])
+def test_each_instruction_set_sums_the_stem_as_onednn_on_it(isa: str, onednn: str) -> None:
+    if ops_status().isa == "generic":
+        pytest.skip("needs AVX2")
+    found = run_python(STEM_SCRIPT, EDGE_AGENT_OPS_ISA=isa, ONEDNN_MAX_CPU_ISA=onednn)
+    assert found["isa"] == isa
+    # oneDNN's SSE4.1 kernel has no FMA and rounds twice, as the generic copy does; ATen's batch-1 convolution
+    # does not go to it there and sums in another order
+    compared = [case for case in found["cases"] if isa != "generic" or case["batch"] > 1]
+    assert compared and all(case["equal"] for case in compared), found
+
+
 ISA_SCRIPT = textwrap.dedent(
     """
     import json, torch
