@@ -15,10 +15,12 @@ Prints a markdown table of medians in milliseconds per window. With ``--model`` 
 alternate in one loop and each gets the ratio (first file's time / its time) per repeat: the
 median of those per-pair ratios and their 10th-90th percentile (put the float32 reference first).
 
-``--allocator`` (with ``--model``; repeatable) runs the same file benchmark in a subprocess per glibc
-allocator setting (``default``: no ``MALLOC_*`` variables; ``tuned``: :data:`TUNED_MALLOC`; or
-``NAME=VALUE,NAME=VALUE``), the settings taking turns for ``--rounds`` rounds; it prints each setting's
-median over the rounds of every file's ms/window, the ratio to the first setting, and the peak RSS.
+``--allocator`` (with ``--model``; repeatable) runs the same file benchmark in a subprocess per
+allocator setting (``default``: glibc, no ``MALLOC_*`` variables; ``tuned``: :data:`TUNED_MALLOC`;
+``jemalloc``: jemalloc preloaded, :data:`JEMALLOC`; or ``NAME=VALUE,NAME=VALUE``), the settings taking
+turns for ``--rounds`` rounds; it prints each setting's median over the rounds of every file's ms/window,
+the ratio to the first setting, the peak RSS and which allocator the subprocess really ran (a preload
+that is not installed is ignored by the loader).
 """
 
 from __future__ import annotations
@@ -46,7 +48,15 @@ DEFAULT_WIDTHS = ((4, 8, 16), (8, 16, 32), (16, 32, 64))
 # come from the heap and the heap is trimmed only past 128 MiB free, so the activation buffers of each call
 # are reused instead of mmapped and page-faulted afresh (glibc's dynamic threshold does not settle here)
 TUNED_MALLOC = {"MALLOC_MMAP_THRESHOLD_": str(32 << 20), "MALLOC_TRIM_THRESHOLD_": str(128 << 20)}
-MALLOC_VARIABLES = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_TOP_PAD_", "MALLOC_ARENA_MAX")
+MALLOC_VARIABLES = (
+    "MALLOC_MMAP_THRESHOLD_",
+    "MALLOC_TRIM_THRESHOLD_",
+    "MALLOC_TOP_PAD_",
+    "MALLOC_ARENA_MAX",
+    "LD_PRELOAD",
+    "MALLOC_CONF",
+)
+JEMALLOC = {"LD_PRELOAD": "libjemalloc.so.2"}  # as the systemd unit preloads it (Debian: libjemalloc2)
 Module = Callable[[torch.Tensor], torch.Tensor]
 
 
@@ -150,6 +160,8 @@ def allocator_env(setting: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in MALLOC_VARIABLES}
     if setting == "tuned":
         env.update(TUNED_MALLOC)
+    elif setting == "jemalloc":
+        env.update(JEMALLOC)
     elif setting != "default":
         env.update(dict(item.split("=", 1) for item in setting.split(",")))
     return env
@@ -184,8 +196,9 @@ def bench_allocators(args: argparse.Namespace) -> list[str]:
             rows.append(f"| {name} | {batch} | {' | '.join(cells)} | {' | '.join(ratios)} |")
     for setting, runs in medians.items():
         rss = max(r["max_rss_mib"] for r in runs)
-        variables = {k: v for k, v in allocator_env(setting).items() if k in MALLOC_VARIABLES} or "glibc defaults"
-        rows.append(f"\n{setting}: {variables}, peak RSS {rss:.0f} MiB")
+        variables = {k: v for k, v in allocator_env(setting).items() if k in MALLOC_VARIABLES} or "no variables"
+        ran = sorted({r["allocator"] for r in runs})
+        rows.append(f"\n{setting}: {variables}, ran {' / '.join(ran)}, peak RSS {rss:.0f} MiB")
     return rows
 
 
@@ -233,6 +246,7 @@ def json_files(args: argparse.Namespace) -> str:
             "cpu_ms_per_window": cpu,
             "page_faults_per_call": faults,
             "max_rss_mib": rss_mib,
+            "allocator": "jemalloc" if "libjemalloc" in Path("/proc/self/maps").read_text() else "glibc",
         }
     )
 
