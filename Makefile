@@ -12,6 +12,8 @@ APT_PACKAGES := mosquitto mosquitto-clients prometheus systemd g++
 # PortAudio for sounddevice, and what ../shared/tools/virtual-soundcard.sh installs (a PulseAudio null
 # sink recorded through ALSA's pulse plugin); installed only when a package is missing.
 AUDIO_PACKAGES := libportaudio2 pulseaudio pulseaudio-utils libasound2-plugins sox
+# jemalloc, which the systemd unit preloads (less memory under load than glibc's malloc; tests check it).
+LIB_PACKAGES := libjemalloc2
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 SYSTEM_STAMP := $(VENV)/.system-stamp
 # The sound-card tests record from that virtual sound card. It keeps running between runs and is
@@ -40,7 +42,7 @@ $(SYSTEM_STAMP): $(STAMP) Makefile
 	command -v promtool >/dev/null || missing="$$missing prometheus"; \
 	command -v systemd-analyze >/dev/null || missing="$$missing systemd"; \
 	command -v g++ >/dev/null || missing="$$missing g++"; \
-	for pkg in $(AUDIO_PACKAGES); do \
+	for pkg in $(AUDIO_PACKAGES) $(LIB_PACKAGES); do \
 	  dpkg-query -W -f='$${Status}' $$pkg 2>/dev/null | grep -q "ok installed" || missing="$$missing $$pkg"; \
 	done; \
 	if [ -n "$$missing" ]; then \
@@ -128,6 +130,12 @@ install:
 	else \
 	  install -m 0644 $(DESTDIR)$(SYSCONFDIR)/config.toml.default $(DESTDIR)$(SYSCONFDIR)/config.toml; \
 	  echo "wrote $(SYSCONFDIR)/config.toml"; \
+	fi
+	@# the allocator the unit preloads; where it cannot be installed the agent runs glibc's malloc and says so
+	@if [ -z "$(DESTDIR)" ] && command -v apt-get >/dev/null && \
+	  ! dpkg-query -W -f='$${Status}' $(LIB_PACKAGES) 2>/dev/null | grep -q "ok installed"; then \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $(LIB_PACKAGES) || \
+	  echo "$(LIB_PACKAGES) not installed: the agent will run glibc's malloc (more memory under load)"; \
 	fi
 	$(PATHS_FOR_PREFIX) systemd/edge-agent.service > $(DESTDIR)$(UNITDIR)/edge-agent.service
 	@# the template (one process per core: edge-agent@0, edge-agent@1, ...) is made from the plain unit

@@ -18,6 +18,8 @@ from typing import TextIO
 import edge_agent
 from edge_agent.common.errors import first_line
 
+logger = logging.getLogger(__name__)
+
 DESCRIPTION = "Condition monitoring of vibration and sound: run the agent, check its configuration, train models."
 VERBOSE_HELP = "debug logging (before or after the command)"
 EXIT_CONFIG = 2  # invalid configuration: systemd must not restart (RestartPreventExitStatus= in the unit)
@@ -94,6 +96,12 @@ def _cmd_run(args: argparse.Namespace) -> int:
     config = looping(config)
     if not args.verbose:
         logging.getLogger().setLevel(config.agent.log_level.upper())
+    from edge_agent.common.allocator import allocator, preload_problem
+
+    problem = preload_problem()
+    if problem is not None:
+        logger.warning("%s", problem)
+    logger.info("memory allocator: %s", allocator())
     app = App(
         config,
         echo=echo_line,

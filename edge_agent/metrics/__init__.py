@@ -15,6 +15,7 @@ import platform
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 import edge_agent
+from edge_agent.common.allocator import allocator
 from edge_agent.metrics.anomaly import AnomalyMetrics
 from edge_agent.metrics.audio import AudioMetrics
 from edge_agent.metrics.overload import INGRESS_ERROR_REASONS, OverloadMetrics
@@ -58,8 +59,8 @@ class AgentMetrics:
         r = self.registry
         self.build_info = Gauge(
             "edge_agent_build_info",
-            "Versions of the agent, Python and torch.",
-            ["version", "python", "torch"],
+            "Versions of the agent, Python and torch, and the memory allocator that runs (jemalloc or glibc).",
+            ["version", "python", "torch", "allocator"],
             registry=r,
         )
         self.model_info = Gauge(
@@ -245,7 +246,8 @@ class AgentMetrics:
         self.overload = OverloadMetrics(r)  # sink threads, fair queue, resamplers (issue 12)
         for reason in ALERT_DROP_REASONS:
             self.alerts_dropped.labels(reason)
-        self.build_info.labels(edge_agent.__version__, platform.python_version(), _torch_version()).set(1)
+        versions = (edge_agent.__version__, platform.python_version(), _torch_version())
+        self.build_info.labels(*versions, allocator()).set(1)
 
     def init_sensor(self, sensor: str) -> None:
         """Export a sensor's series at zero so dashboards see it before its first sample (declared: a series
