@@ -82,6 +82,7 @@ from cpu_quota import CpuQuota
 from cpuinfo import cpu_description
 
 REPO = Path(__file__).resolve().parents[1]
+AGENT_ENV: dict[str, str] = {}  # set for the agent's process only (bench_overload --agent-env), not for the load
 HOST = "127.0.0.1"
 MODEL = REPO / "models" / "drsn_cw_cwru_fused.pt"  # the shipped default (config.toml); --model to change
 AGENT_ID = "bench"
@@ -504,7 +505,8 @@ class Agent:
     def spawn(self) -> None:
         with open(self.log_path, "wb") as log:
             self.spawned_at = time.time()
-            self.proc = subprocess.Popen(self.argv, stdout=log, stderr=subprocess.STDOUT, cwd=REPO)
+            env = {**os.environ, **AGENT_ENV}
+            self.proc = subprocess.Popen(self.argv, stdout=log, stderr=subprocess.STDOUT, cwd=REPO, env=env)
 
     @property
     def pid(self) -> int:

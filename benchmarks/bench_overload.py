@@ -19,6 +19,11 @@ sensor-seconds (every mark counted as false, the probe's too, each holding ``HOL
 messages for the same windows (the probe keeps one hop per message); with K = 8 the publishers of a
 2-core machine can offer 9x of the shipped model's real capacity (~4,000 messages/s of 32 kB), and
 a load past the source's default ``max_sensors`` (1000) raises it in the generated config.
+``--agent-env NAME=VALUE`` (repeatable) sets a variable for the agent's process alone, not for the
+broker, the publishers or this script: ``--agent-env LD_PRELOAD=libjemalloc.so.2`` runs the agent with the
+allocator the unit preloads, ``--agent-env MALLOC_MMAP_THRESHOLD_=33554432 --agent-env
+MALLOC_TRIM_THRESHOLD_=134217728`` with the unit's glibc settings.
+
 ``--even-load``: the load core does the same publishing work in every row. A row of factor F also streams
 (largest factor - F) x capacity sensors from its own publishers into a second mosquitto that nobody reads,
 so the 1x row's capacity is measured with the load core as busy as in the 9x row (on a shared VM a busy
@@ -431,6 +436,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--extra-ms-per-batch", type=float, default=0.0, help="slowed model (slow_model.py); 0: shipped")
     p.add_argument("--change-threshold", default="0", help="change_threshold values, alternating (0: detector off)")
     p.add_argument(
+        "--agent-env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="for the agent's process only, e.g. LD_PRELOAD=libjemalloc.so.2 (as the unit); repeatable",
+    )
+    p.add_argument(
         "--even-load",
         action="store_true",
         help="each load also streams (largest factor - its factor) x capacity sensors into a broker nobody reads",
@@ -448,6 +460,10 @@ def main(argv: list[str] | None = None) -> int:
 
     def log(line: str) -> None:
         print(line, flush=True)
+
+    ba.AGENT_ENV.update(item.split("=", 1) for item in args.agent_env)
+    if ba.AGENT_ENV:
+        log(f"agent environment (the agent's process only): {ba.AGENT_ENV}")
 
     if args.capacity_sensors is None and (args.agent_cpu_quota or args.chunk_hops > 1 or args.receive != "thread"):
         # the search runs bench_agent's plain load (a whole core, one hop per message, paho in the agent)

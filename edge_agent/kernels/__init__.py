@@ -30,6 +30,7 @@ SOURCE_NAMES = (
     "qconv_ops.inc",
     "qconv_kernels.inc",
     "stem_ops.inc",
+    "glue_ops.inc",
 )  # fused_ops.cpp includes the rest
 SOURCES = tuple(Path(__file__).with_name(name) for name in SOURCE_NAMES)
 META_KEY = "kernels"  # meta.json of a fused file: {"library": "edge_agent", "fallback": "<standard file>", ...}

@@ -16,6 +16,7 @@
 //   shrink_add_head(q, tau, shortcut, stride, scale, shift)
 //                                                -> (N, C) float: mean over L of relu(y * scale + shift)
 //   stem_conv(x, weight, stride, padding)        -> the float stem convolution (stem_ops.inc)
+//   dense, thresholds, noise_floor                -> the small float layers (glue_ops.inc)
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <ATen/quantized/QTensorImpl.h>
@@ -24,6 +25,7 @@
 
 #include <algorithm>
 #include <array>
+#include <cmath>
 #include <cstring>
 #include <cstdlib>
 #include <string>
@@ -283,6 +285,7 @@ at::Tensor shrink_add_head(const at::Tensor& q_in, const at::Tensor& tau_in, con
 
 #include "qconv_ops.inc"
 #include "stem_ops.inc"
+#include "glue_ops.inc"
 
 }  // namespace
 
@@ -315,4 +318,8 @@ TORCH_LIBRARY(edge_agent, m) {
   m.def("shrink_add_head(Tensor q, Tensor tau, Tensor? shortcut, int stride, Tensor scale, Tensor shift) -> Tensor",
         &shrink_add_head);
   m.def("stem_conv(Tensor x, Tensor weight, int stride, int padding) -> Tensor", &stem_conv);
+  m.def("dense(Tensor x, Tensor weight, Tensor bias, bool relu) -> Tensor", &dense);
+  m.def("thresholds(Tensor s, Tensor w1, Tensor b1, Tensor w2, Tensor b2, float inverse_length) -> Tensor",
+        &thresholds);
+  m.def("noise_floor(Tensor[] taus, Tensor log_reference) -> Tensor", &noise_floor);
 }

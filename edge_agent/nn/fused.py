@@ -15,9 +15,11 @@ computes the same unit with the same int8 parameters (weights, scales and zero p
   unit's affine and the quantize in one pass, giving the float unit output (the next shortcut) and the
   next unit's quint8 input; the last unit's ``shrink_add_head`` ends in the head's affine, ReLU and mean.
 
-The float stem convolution (one input channel) runs in ``stem_conv`` (:class:`NativeStem`): bit for bit
-ATen's convolution on AVX2 and AVX-512 CPUs, without paging in ATen's convolution code (~9 MiB of RSS).
-The tiny threshold sub-networks (``Linear -> ReLU -> Linear -> sigmoid`` on ``(N, C)``) stay in torch.
+The float layers around them run in the library too (:mod:`edge_agent.nn.fused_native`): the stem
+convolution (bit for bit ATen's on AVX2 and AVX-512 CPUs), the tiny threshold sub-networks
+(``Linear -> ReLU -> Linear -> sigmoid`` on ``(N, C)``), the head's linear layer and the noise floor
+(these three summed in index order: float rounding away from ATen's), so that a fused file calls
+almost no ATen kernel (each pages in library code the agent does not otherwise need).
 Outputs match the unfused graph up to the rounding of the two reductions (``sum |x|``, the head's mean):
 every other float operation is repeated in the same order, and the convolutions requantise as oneDNN's
 kernels on the same CPU do (``docs/benchmarks.md``, "Fused int8 glue", "Int8 convolutions in the op library").
@@ -34,6 +36,7 @@ import torch
 from torch import nn
 
 from edge_agent.nn.folding import ChannelAffine, FoldedBlock2d, FoldedShrinkage2d
+from edge_agent.nn.fused_native import native_linear, native_stem, native_thresholds
 from edge_agent.nn.noise_floor import NoiseFloorNet2d
 
 logger = logging.getLogger(__name__)
@@ -61,28 +64,6 @@ class PackedConv:
 
     def args(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         return self.weight, self.sums, self.scales, self.bias
-
-
-class NativeStem(nn.Module):
-    """A ``(1, k)`` stem convolution of one input channel, no bias, as the op library's ``stem_conv``."""
-
-    def __init__(self, conv: nn.Conv2d) -> None:
-        super().__init__()
-        self.stride, self.padding = int(conv.stride[1]), int(conv.padding[1])
-        self.register_buffer("weight", conv.weight.detach().clone())
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.ops.edge_agent.stem_conv(x, self.weight, self.stride, self.padding)
-
-
-def native_stem(stem: nn.Module) -> nn.Module:
-    """``stem`` as a :class:`NativeStem` where ``stem_conv`` computes it; otherwise ``stem`` itself."""
-    if type(stem) is not nn.Conv2d or stem.bias is not None or isinstance(stem.padding, str):
-        return stem
-    shape = (stem.in_channels, stem.groups, stem.kernel_size[0], stem.stride[0], stem.padding[0], stem.dilation)
-    if shape != (1, 1, 1, 1, 0, (1, 1)) or stem.padding_mode != "zeros" or stem.padding[1] >= stem.kernel_size[1]:
-        return stem
-    return NativeStem(stem)
 
 
 def pack_conv(
@@ -142,6 +123,7 @@ class FusedUnit(nn.Module):
         self.conv2_quantize = (conv2.scale, conv2.zero_point)
         self.attention = copy.deepcopy(shrinkage.attention)
         self.inverse_length = 1.0 / shrinkage.length
+        self.native = native_thresholds(self.attention, self.inverse_length)  # None: not that shape, torch's
         self.register_buffer("zero", torch.zeros(1))
         self.register_buffer("scale", after.scale.detach().reshape(-1).clone())
         self.register_buffer("shift", after.shift.detach().reshape(-1).clone())
@@ -151,6 +133,8 @@ class FusedUnit(nn.Module):
 
     def thresholds(self, abs_sum: torch.Tensor) -> torch.Tensor:
         """``tau`` ``(N, C)`` from ``sum |y|`` of the int8 ``conv2`` output, as :class:`FoldedShrinkage2d` does."""
+        if self.native is not None:
+            return self.native(abs_sum)
         return torch.addcmul(self.zero, self.attention(abs_sum), abs_sum, value=self.inverse_length)
 
     def convolve(self, q: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -237,7 +221,7 @@ class FusedInt8Net(nn.Module):
                 )
             )
         self.units = nn.ModuleList(units)
-        self.fc = copy.deepcopy(net.fc)
+        self.fc = native_linear(copy.deepcopy(net.fc))
 
     def _run(self, x: torch.Tensor, stop: int) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """Features through the units ``0 .. stop - 1``: the last one's output and the noise units' ``tau``."""
@@ -265,8 +249,7 @@ class FusedInt8Net(nn.Module):
         return logits
 
     def _floor(self, taus: list[torch.Tensor]) -> torch.Tensor:
-        relative = torch.log(torch.cat(taus, dim=1).clamp_min(1e-20)) - self.log_reference
-        return torch.exp(relative.mean(dim=1))
+        return torch.ops.edge_agent.noise_floor(taus, self.log_reference)  # NoiseFloorNet2d's, in one op
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self._logits(self._run(x, len(self.units))[0], x)

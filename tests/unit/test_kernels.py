@@ -184,8 +184,62 @@ def test_the_fused_files_call_no_aten_convolution(name: str) -> None:
         assert len(graph.findAllNodes("edge_agent::stem_conv")) == 1, method
 
 
+@needs_library
+@pytest.mark.parametrize("name", ["drsn_cw_cwru_fused.pt", "drsn_cw_bldc_audio_fused.pt"])
+def test_the_fused_files_small_layers_run_in_the_library(name: str) -> None:
+    # each ATen kernel's first call pages in its code: the threshold sub-networks, the head and the floor
+    module = load_model(REPO / "models" / name).module
+    graph = module.forward_with_noise_floor.graph
+    for kind in ("aten::linear", "aten::addmm", "aten::sigmoid", "aten::addcmul", "aten::log", "aten::cat"):
+        assert not graph.findAllNodes(kind), kind
+    units = len(graph.findAllNodes("edge_agent::conv_unit"))
+    assert len(graph.findAllNodes("edge_agent::thresholds")) == units > 0
+    assert len(graph.findAllNodes("edge_agent::dense")) == len(graph.findAllNodes("edge_agent::noise_floor")) == 1
+
+
+@needs_library
+def test_the_small_layer_ops_compute_the_torch_layers() -> None:
+    g = torch.Generator().manual_seed(11)
+    first, second = torch.nn.Linear(16, 16), torch.nn.Linear(16, 16)
+    attention = torch.nn.Sequential(first, torch.nn.ReLU(), second, torch.nn.Sigmoid()).double()
+    s = torch.rand(32, 16, generator=g, dtype=torch.float64) * 40
+    fc, x = torch.nn.Linear(64, 10).double(), torch.randn(5, 64, generator=g, dtype=torch.float64)
+    taus = [torch.rand(4, 16, generator=g, dtype=torch.float64) + 1e-3 for _ in range(2)]
+    reference = torch.randn(32, generator=g, dtype=torch.float64)
+    with torch.no_grad():  # float64 references, the ops in float32
+        tau = torch.ops.edge_agent.thresholds(
+            s.float(), first.weight.float(), first.bias.float(), second.weight.float(), second.bias.float(), 1 / 512
+        )
+        torch.testing.assert_close(tau.double(), attention(s) * s / 512, rtol=1e-5, atol=1e-12)
+        logits = torch.ops.edge_agent.dense(x.float(), fc.weight.float(), fc.bias.float(), False)
+        torch.testing.assert_close(logits.double(), fc(x), rtol=1e-5, atol=1e-5)
+        relu = torch.ops.edge_agent.dense(x.float(), fc.weight.float(), fc.bias.float(), True)
+        torch.testing.assert_close(relu.double(), fc(x).clamp_min(0), rtol=1e-5, atol=1e-5)
+        floor = torch.ops.edge_agent.noise_floor([t.float() for t in taus], reference.float())
+        expected = torch.exp((torch.log(torch.cat(taus, dim=1)) - reference).mean(dim=1))
+        torch.testing.assert_close(floor.double(), expected, rtol=1e-5, atol=0)
+    with pytest.raises(RuntimeError, match="w2 must be"):
+        torch.ops.edge_agent.thresholds(
+            s.float(), first.weight.float(), first.bias.float(), first.weight[:8].float(), second.bias.float(), 1.0
+        )
+    with pytest.raises(RuntimeError, match="log_reference must have 32"):
+        torch.ops.edge_agent.noise_floor([t.float() for t in taus], reference[:5].float())
+
+
+def test_only_a_threshold_network_the_op_computes_becomes_native() -> None:
+    from edge_agent.nn.fused_native import NativeThresholds, native_thresholds
+
+    linear = torch.nn.Linear
+    good = torch.nn.Sequential(linear(16, 8), torch.nn.ReLU(), linear(8, 16), torch.nn.Sigmoid())
+    assert isinstance(native_thresholds(good, 0.01), NativeThresholds)
+    shared = torch.nn.Sequential(linear(16, 8), torch.nn.ReLU(), linear(8, 1), torch.nn.Sigmoid())  # one tau (CS)
+    assert native_thresholds(shared, 0.01) is None
+    assert native_thresholds(torch.nn.Sequential(linear(16, 16), torch.nn.Sigmoid()), 0.01) is None
+    assert native_thresholds(linear(16, 16), 0.01) is None
+
+
 def test_only_a_stem_the_op_computes_becomes_native() -> None:
-    from edge_agent.nn.fused import NativeStem, native_stem
+    from edge_agent.nn.fused_native import NativeStem, native_stem
 
     stem = torch.nn.Conv2d(1, 16, (1, 3), stride=(1, 2), padding=(0, 1), bias=False)
     assert isinstance(native_stem(stem), NativeStem)
