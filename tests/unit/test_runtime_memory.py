@@ -334,3 +334,19 @@ def test_the_windowing_keeps_only_the_samples_a_later_window_needs() -> None:
     del windows
     gc.collect()
     assert cut_from() is None
+
+
+def test_the_softmax_is_torchs_without_its_kernel() -> None:
+    import numpy as np
+    import torch
+
+    from edge_agent.pipeline.inference import softmax_rows
+
+    rng = np.random.default_rng(4)
+    logits = (rng.normal(size=(32, 10)) * 30).astype(np.float32)  # large spreads: the shift matters
+    logits[0] = 200.0  # a row of equal logits
+    ours = softmax_rows(logits)
+    assert ours.dtype == np.float32
+    np.testing.assert_allclose(ours, torch.softmax(torch.from_numpy(logits), dim=1).numpy(), rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(ours[0], np.full(10, 0.1, dtype=np.float32), rtol=1e-6)
+    assert np.all(np.isfinite(ours))
