@@ -20,9 +20,10 @@ convolution (bit for bit ATen's on AVX2 and AVX-512 CPUs), the tiny threshold su
 (``Linear -> ReLU -> Linear -> sigmoid`` on ``(N, C)``), the head's linear layer and the noise floor
 (these three summed in index order: float rounding away from ATen's), so that a fused file calls
 almost no ATen kernel (each pages in library code the agent does not otherwise need).
-Outputs match the unfused graph up to the rounding of the two reductions (``sum |x|``, the head's mean):
-every other float operation is repeated in the same order, and the convolutions requantise as oneDNN's
-kernels on the same CPU do (``docs/benchmarks.md``, "Fused int8 glue", "Int8 convolutions in the op library").
+Outputs match the unfused graph up to the rounding of the two reductions (``sum |x|``, the head's mean)
+and of those three small layers: every other float operation is repeated in the same order, and the
+convolutions requantise as oneDNN's kernels on the same CPU do (``docs/benchmarks.md``, "Fused int8 glue",
+"Int8 convolutions in the op library").
 A file with these ops loads only where the op library is loaded (:mod:`edge_agent.kernels`).
 """
 
