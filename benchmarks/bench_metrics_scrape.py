@@ -10,9 +10,10 @@ CWRU model's labels, and N sensors admitted the way the router admits them
 gets a window (new values in its per-window series: the worst case for the exporter's line cache). Then
 ``/metrics`` is served by the agent's own exporter (:func:`~edge_agent.service.exporter.serve_metrics`,
 on a free loopback port) and fetched over HTTP ``--scrapes`` times: the table gives the series
-count, the exposition's size, the median and worst scrape and the growth of this process's RSS
-(after creating the series, after the scrapes). Prints the CPU; the machine may be
-shared (other jobs slow every scrape alike).
+count, the exposition's size, the median and worst scrape, the CPU one rendering of the text takes
+(``exposition_parts`` in this thread, after a window of every sensor: what the agent's process spends
+per scrape, without HTTP) and the growth of this process's RSS (after creating the series, after the
+scrapes). Prints the CPU; the machine may be shared (other jobs slow every scrape alike).
 """
 
 from __future__ import annotations
@@ -89,6 +90,7 @@ def rss_mb() -> float:
 
 
 def measure(sensors: int, scrapes: int) -> dict[str, float]:
+    from edge_agent.metrics.series import exposition_parts
     from edge_agent.service.exporter import serve_metrics
 
     read_meta(MODEL)  # its imports (torch) before the baseline
@@ -104,6 +106,12 @@ def measure(sensors: int, scrapes: int) -> dict[str, float]:
         one_window_each(metrics, sensors, labels)  # every sensor got a window since the last scrape
         took, size = fetch(port)
         times.append(took)
+    render_s = []
+    for _ in range(scrapes):
+        one_window_each(metrics, sensors, labels)
+        started = time.thread_time()
+        exposition_parts(metrics.registry)
+        render_s.append(time.thread_time() - started)
     count = sum(len(family.samples) for family in metrics.registry.collect())
     return {
         "sensors": sensors,
@@ -111,6 +119,7 @@ def measure(sensors: int, scrapes: int) -> dict[str, float]:
         "bytes": size,
         "median_s": statistics.median(times),
         "max_s": max(times),
+        "render_cpu_s": statistics.median(render_s),
         "series_mb": series_mb,
         "after_scrapes_mb": rss_mb() - before_mb,
     }
@@ -123,13 +132,14 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     print(f"CPU: {cpu_description()}")
     print(f"date: {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC; the machine may be shared with other jobs")
-    print("| sensors | series | exposition | scrape median | scrape max | RSS: series / after the scrapes |")
-    print("|---:|---:|---:|---:|---:|---:|")
+    print("| sensors | series | exposition | scrape median | scrape max | render CPU | RSS: series / after scrapes |")
+    print("|---:|---:|---:|---:|---:|---:|---:|")
     for text in args.sensors.split(","):
         r = measure(int(text), args.scrapes)
         print(
             f"| {r['sensors']:.0f} | {r['series']:.0f} | {r['bytes'] / 1e6:.1f} MB "
-            f"| {r['median_s']:.2f} s | {r['max_s']:.2f} s | +{r['series_mb']:.0f} / +{r['after_scrapes_mb']:.0f} MB |"
+            f"| {r['median_s']:.2f} s | {r['max_s']:.2f} s | {r['render_cpu_s'] * 1e3:.1f} ms "
+            f"| +{r['series_mb']:.0f} / +{r['after_scrapes_mb']:.0f} MB |"
         )
     return 0
 

@@ -20,7 +20,6 @@ for its other collectors, then these families' cached lines), a part per family.
 
 from __future__ import annotations
 
-import logging
 import math
 import threading
 import weakref
@@ -29,8 +28,6 @@ from collections.abc import Iterator, Sequence
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.utils import floatToGoString
-
-logger = logging.getLogger(__name__)
 
 _FAMILIES: weakref.WeakKeyDictionary[CollectorRegistry, list[_Family]] = weakref.WeakKeyDictionary()
 _FAMILIES_LOCK = threading.Lock()
@@ -121,6 +118,8 @@ class _Family:
         self._declared: dict[str, tuple[tuple[str, ...], ...]] = {}  # first label value -> the others' values
         self._shared: dict[tuple[tuple[str, ...], ...], tuple[tuple[str, ...], ...]] = {}  # one object per set
         self._zero_lines: dict[tuple[str, ...], tuple[str, str]] = {}  # other values -> line around the first
+        self._templates: dict[int, tuple[tuple[tuple[str, ...], ...], list[str]]] = {}  # id(set) -> (set, pieces)
+        self._zeroed: dict[str, tuple[tuple[str, ...], ...]] = {}  # first -> its declared values without a child
         sample = name + self.suffix
         doc = documentation.replace("\\", r"\\").replace("\n", r"\n")
         self._header = f"# HELP {sample} {doc}\n# TYPE {sample} {self.kind}\n"
@@ -144,6 +143,9 @@ class _Family:
                     named = sorted(zip(self.labelnames, key, strict=True))  # prometheus_client's order
                     pairs = ",".join(f'{n}="{_escape_label(v)}"' for n, v in named)
                     child = self._children[key] = self._child(f"{self._sample_name}{{{pairs}}} ")
+                    zeroed = self._zeroed.get(key[0], ())
+                    if key[1:] in zeroed:
+                        self._set_zeroed(key[0], tuple(rest for rest in zeroed if rest != key[1:]))
         return child
 
     def declare(self, first: str, others: Sequence[tuple[str, ...]]) -> None:
@@ -156,6 +158,11 @@ class _Family:
         with self.lock:
             merged = tuple(dict.fromkeys(self._declared.get(first, ()) + rests))
             self._declared[first] = self._shared.setdefault(merged, merged)
+            self._set_zeroed(first, tuple(rest for rest in merged if (first, *rest) not in self._children))
+
+    def _set_zeroed(self, first: str, rests: tuple[tuple[str, ...], ...]) -> None:
+        """``first``'s declared series without a child are now ``rests`` (under the lock; one object per set)."""
+        self._zeroed[first] = self._shared.setdefault(rests, rests)
 
     def remove(self, *values: object) -> None:
         """Forget one series, created or declared (``KeyError`` if it was neither, as prometheus_client)."""
@@ -166,6 +173,7 @@ class _Family:
                 rests = tuple(rest for rest in declared if rest != key[1:])
                 self._declared[key[0]] = self._shared.setdefault(rests, rests)
                 self._children.pop(key, None)
+                self._set_zeroed(key[0], tuple(rest for rest in self._zeroed[key[0]] if rest != key[1:]))
             else:
                 del self._children[key]
 
@@ -174,15 +182,8 @@ class _Family:
             self._children.clear()
             self._declared.clear()
             self._shared.clear()
-
-    def _zeros(self, children: dict[tuple[str, ...], _Child]) -> Iterator[tuple[str, tuple[str, ...]]]:
-        """The declared series that have no child: (first label value, the others)."""
-        with self.lock:
-            declared = list(self._declared.items())
-        for first, rests in declared:
-            for rest in rests:
-                if (first, *rest) not in children:
-                    yield first, rest
+            self._templates.clear()
+            self._zeroed.clear()
 
     def _zero_line(self, rest: tuple[str, ...]) -> tuple[str, str]:
         """The exposition line of a declared series at zero, split where the first label's value goes."""
@@ -195,6 +196,19 @@ class _Family:
             found = self._zero_lines[rest] = (f'{self._sample_name}{{{before}{head}="', f'"{after}}} {_ZERO}')
         return found
 
+    def _template(self, rests: tuple[tuple[str, ...], ...]) -> list[str]:
+        """The zero lines of a set of declared series, split where the first label's value goes: a sensor's
+        lines are ``value.join(pieces)``, one call (the set is shared by every sensor declared alike)."""
+        found = self._templates.get(id(rests))
+        if found is None or found[0] is not rests:
+            pieces, tail = [], ""
+            for rest in rests:
+                left, right = self._zero_line(rest)
+                pieces.append(tail + left)
+                tail = right
+            found = self._templates[id(rests)] = (rests, [*pieces, tail])
+        return found[1]
+
     def describe(self) -> list[Metric]:
         return [self._metric()]
 
@@ -206,26 +220,22 @@ class _Family:
             return
         metric = self._metric()
         with self.lock:
-            children = dict(self._children)
+            children, zeroed = dict(self._children), list(self._zeroed.items())
         for key, child in children.items():
             metric.add_metric(list(key), child.get())
-        for first, rest in self._zeros(children):
-            metric.add_metric([first, *rest], 0.0)
+        for first, rests in zeroed:
+            for rest in rests:
+                metric.add_metric([first, *rest], 0.0)
         yield metric
 
     def expose(self) -> str:
-        """This family in the text exposition format (0.0.4)."""
+        """This family in the text exposition format (0.0.4); a sensor's declared series at zero from its set's
+        template (at 900 sensors 72,000 of 87,000 lines: line by line, three quarters of a scrape's CPU)."""
         with self.lock:
-            children = dict(self._children)
+            children, zeroed = list(self._children.values()), list(self._zeroed.items())
         lines = [self._header]
-        lines.extend([child.line() for child in children.values()])
-        escaped: dict[str, str] = {}
-        for first, rest in self._zeros(children):
-            left, right = self._zero_line(rest)
-            value = escaped.get(first)
-            if value is None:
-                value = escaped[first] = _escape_label(first)
-            lines.append(left + value + right)
+        lines.extend([child.line() for child in children])
+        lines.extend([_escape_label(first).join(self._template(rests)) for first, rests in zeroed if rests])
         return "".join(lines)
 
 

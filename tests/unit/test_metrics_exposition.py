@@ -89,6 +89,43 @@ def test_removed_children_and_odd_label_values() -> None:
     assert "# TYPE edge_agent_test_total counter" in text
 
 
+def test_declared_series_at_zero_through_creation_removal_and_redeclaration() -> None:
+    """Declared series render from a template shared by the sensors declared alike; every change to
+    a sensor's set (a child created, a series removed, more declared) shows in the next scrape, once."""
+    metrics = AgentMetrics()
+    family = CounterFamily(
+        "edge_agent_test_total", "A counter.", ["sensor", "reason", "model"], registry=metrics.registry
+    )
+    reasons = [("a", "m"), ("b", "m"), ("c", "m")]
+    for sensor in ("s0", "s1", 'odd"\\id'):
+        family.declare(sensor, reasons)
+
+    def scrape() -> dict:
+        text = exposition(metrics.registry).decode()
+        samples = _samples(text)
+        assert _same(samples, _samples(generate_latest(metrics.registry).decode()))
+        assert len(text.splitlines()) == len(set(text.splitlines()))  # no series twice
+        return {k[1]: v for k, v in samples.items() if k[0] == "edge_agent_test_total"}
+
+    def key(sensor: str, reason: str) -> tuple:
+        return (("model", "m"), ("reason", reason), ("sensor", sensor))
+
+    assert len(scrape()) == 9 and set(scrape().values()) == {0.0}
+    family.labels("s0", "b", "m").inc(2)  # s0 leaves the shared set
+    assert scrape()[key("s0", "b")] == 2 and scrape()[key("s0", "a")] == 0 and len(scrape()) == 9
+    family.remove("s1", "c", "m")  # a declared series removed
+    assert key("s1", "c") not in scrape() and len(scrape()) == 8
+    family.remove("s0", "b", "m")  # a declared series with a child removed
+    assert key("s0", "b") not in scrape() and len(scrape()) == 7
+    family.declare("s0", [("b", "m"), ("d", "m")])  # declared again, and one more
+    assert scrape()[key("s0", "b")] == 0 and scrape()[key("s0", "d")] == 0 and len(scrape()) == 9
+    family.labels("s2", "a", "m").inc()  # a child that was never declared
+    assert scrape()[key("s2", "a")] == 1 and len(scrape()) == 10
+    assert scrape()[key('odd"\\id', "c")] == 0
+    family.clear()
+    assert scrape() == {}
+
+
 def test_the_exporter_serves_the_exposition_over_http() -> None:
     import socket
 
