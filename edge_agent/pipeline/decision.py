@@ -100,9 +100,10 @@ class DecisionEngine:
         with self._lock:
             events: list[AlertEvent] = []
             for sensor, state in self._sensors.items():
-                events += self._expire(sensor, state, now)
-                for label in sorted(state.asserted - state.health.keys()):
-                    events += self._start_health(sensor, state, label, now)
+                if state.fault is not None or state.health or state.asserted:  # else nothing to expire or start
+                    events += self._expire(sensor, state, now)
+                    for label in sorted(state.asserted - state.health.keys()):
+                        events += self._start_health(sensor, state, label, now)
             return events + self._anomaly.tick(now, self.config)
 
     def health(self, sensor: str, label: str, active: bool, now: float) -> list[AlertEvent]:
