@@ -24,11 +24,15 @@ broker, the publishers or this script: ``--agent-env LD_PRELOAD=libjemalloc.so.2
 allocator the unit preloads, ``--agent-env MALLOC_MMAP_THRESHOLD_=33554432 --agent-env
 MALLOC_TRIM_THRESHOLD_=134217728`` with the unit's glibc settings.
 
-``--even-load``: the load core does the same publishing work in every row. A row of factor F also streams
-(largest factor - F) x capacity sensors from its own publishers into a second mosquitto that nobody reads,
-so the 1x row's capacity is measured with the load core as busy as in the 9x row (on a shared VM a busy
-core can slow the other); the rows then differ only in what reaches the agent. (On the AVX-512 EPYC VM it
-changed nothing: ``docs/benchmarks.md``, "Credit on the AVX-512 VNNI EPYC".)
+``--even-load``: the load core does the same work in every row. A row of factor F also streams
+(largest factor - F) x capacity sensors from its own publishers into a second mosquitto, read by
+``ballast_reader.py`` on the load core as the agent's receive process reads what it sheds (paho, the change
+detector, the newest two messages held), so the 1x row's capacity is measured with the load core as busy
+as in the 9x row (on a shared VM a busy core slows the other); the rows then differ only in what reaches
+the agent's process. (Until 2026-12-02 nobody read the second broker: "Credit on the AVX-512 VNNI EPYC"
+in ``docs/benchmarks.md``.)
+Every row also runs ``machine_probe.py`` on the agent's core in its steady window (``--no-machine-probe``:
+not): the same unit of work in every row, so its time says how fast the machine itself was in that row.
 ``--agent-cpu-quota F``: the agent's process (not its receive process) gets F of its core
 (``cpu_quota.py``: a cgroup CPU quota, 10 ms period; root only), which lowers the capacity with
 every part of the agent's work in its real proportion (the honest alternative to the knob below).
@@ -70,6 +74,7 @@ import os
 import shutil
 import signal
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -145,13 +150,13 @@ def overload_run(
     ballast_sensors: int = 0,
 ) -> dict[str, Any]:
     """One load on a fresh broker and agent; ``code``: the agent's package from this folder (PYTHONPATH);
-    ``ballast_sensors``: also streamed, on the load core, into a second broker that nobody reads (``--even-load``)."""
+    ``ballast_sensors``: also streamed, on the load core, into a second broker and read there (``--even-load``)."""
     d: dict[str, Any] = {"sensors": sensors, "code": code or "this tree", "receive": receive}
     d["ballast_sensors"] = ballast_sensors
     d["change_threshold"] = change_threshold
     workdir = Path(tempfile.mkdtemp(prefix=f"bench-overload-{sensors}-"))
     workdir.chmod(0o755)
-    broker = ballast = monitor = agent = probe = None
+    broker = ballast = monitor = agent = probe = reader = machine = None
     publishers: list[Any] = []
     stack = contextlib.ExitStack()
     try:
@@ -195,6 +200,22 @@ def overload_run(
             (workdir / "ballast").mkdir()
             ballast = ba.Broker(workdir / "ballast", args.load_cpu)
             publishers += stream(workdir / "ballast", ballast.port, ballast_sensors)[0]
+            reader = start_helper(
+                args.load_cpu,
+                "ballast_reader.py",
+                "--port",
+                str(ballast.port),
+                "--format",
+                args.format,
+                "--qos",
+                str(args.qos),
+                "--threshold",
+                str(change_threshold),
+                "--out",
+                str(workdir / "ballast" / "reads.json"),
+            )
+            if reader.stdout is None or not reader.stdout.readline().startswith("subscribed"):
+                raise RuntimeError("the ballast reader did not subscribe")
         probe = ba.Probe(broker.port, args.format, args.qos)
         t0 = math.ceil(time.time() + 0.5)
         for proc in publishers:
@@ -208,6 +229,8 @@ def overload_run(
         cpu_a, cores_a = ba.proc_cpu_s(agent.pid), ba.cores_busy()
         helper_a = ba.proc_cpu_s(helper[0]) if helper else 0.0
         throttled_a = quota.throttled_s() if quota is not None else 0.0
+        if args.machine_probe and args.agent_cpu is not None:
+            machine = start_helper(args.agent_cpu, "machine_probe.py", str(max(1.0, t_b - time.time() - 2.0)))
         scrape_s, rss = [a.seconds], []
         while time.time() < t_b - args.sample_s:
             ba.sleep_until(time.time() + args.sample_s)
@@ -224,6 +247,8 @@ def overload_run(
         d["inference_s_per_batch"] = _moved(a, b, "edge_agent_inference_duration_seconds_sum") / batches
         d["receiver_rss_kb"] = ba.proc_status_kb(helper[0]).get("VmRSS", 0) if helper else 0
         d["loadavg"] = os.getloadavg()[0]
+        if machine is not None:
+            d["machine_probe"] = json.loads(machine.communicate(timeout=30)[0] or "{}")
         scrape_s.append(b.seconds)
         d["recovery_s"] = recovery(agent.metrics_port, t_b, limit_s=args.recovery_limit_s)
         recovered_at = time.time()
@@ -234,6 +259,9 @@ def overload_run(
         d["rss_after_kb"] = ba.proc_status_kb(agent.pid).get("VmRSS", 0)
         for proc in publishers:
             proc.wait(timeout=60)
+        if reader is not None:  # the ballast was read as the receive process reads what it sheds
+            ba.stop_process(reader)
+            d["ballast_read"] = json.loads((workdir / "ballast" / "reads.json").read_text())
         pub = [json.loads(r.read_text()) for r in reports]
         load_messages = sum(v for p in pub for k, v in p["bins"].items() if t_a <= int(k) * BIN_S + 1e-6 < t_b)
         probe_messages = probe.published_between(t_a, t_b)
@@ -296,7 +324,7 @@ def overload_run(
         if agent is not None:
             d["agent_log_tail"] = agent.log_tail()
     finally:
-        for proc in publishers:
+        for proc in [*publishers, reader, machine]:
             ba.stop_process(proc, sig=signal.SIGKILL)
         if probe is not None:
             with contextlib.suppress(Exception):
@@ -312,6 +340,13 @@ def overload_run(
         shutil.rmtree(workdir, ignore_errors=True)
     log(json.dumps({k: v for k, v in d.items() if k not in ("traceback", "probe_latency_s")}, default=str))
     return d
+
+
+def start_helper(cpu: int | None, script: str, *argv: str) -> subprocess.Popen[str]:
+    """One of this folder's helper scripts in a subprocess on ``cpu`` (``taskset``), its stdout piped."""
+    command = [sys.executable, str(Path(__file__).resolve().parent / script), *argv]
+    pinned = command if cpu is None else ["taskset", "-c", str(cpu), *command]
+    return subprocess.Popen(pinned, stdout=subprocess.PIPE, text=True)
 
 
 def _labelled(s: ba.Scrape, name: str, reason: str) -> float:
@@ -381,8 +416,9 @@ def table(rows: list[dict[str, Any]], capacity_per_s: float) -> str:
         "| probe alerted "
         "| sensors analysed | analysed/sensor min-median-max | shed/sensor min-max | RSS idle / peak / after (MB) "
         "| recovery | worst /metrics | agent / receiver CPU | agent CPU per window | batch | core 0 / core 1 busy "
-        "| others on agent core | detector | marks change / fault (refused) | false suspects at most |\n"
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---|---|---|---:|---:|---|---:|---|---|---:|---:|---|---:|"
+        "| others on agent core | machine probe | detector | marks change / fault (refused) "
+        "| false suspects at most |\n"
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---|---|---|---:|---:|---|---:|---|---|---:|---:|---:|---|---:|"
     )
     lines = [head]
     for r in rows:
@@ -403,7 +439,9 @@ def table(rows: list[dict[str, Any]], capacity_per_s: float) -> str:
             f"| {10 * r['agent_cpu_percent'] / max(r['processed_per_s'], 1e-9):.2f} ms "
             f"| {r['batch_mean_windows']:.0f} w, {1000 * r['inference_s_per_batch']:.0f} ms "
             f"| {busy.get(0, math.nan):.0f} / {busy.get(1, math.nan):.0f} % "
-            f"| {r['foreign_on_agent_core_percent']:.0f} % | {r['change_threshold'] or 'off'} "
+            f"| {r['foreign_on_agent_core_percent']:.0f} % "
+            f"| {r.get('machine_probe', {}).get('unit_ms', math.nan):.2f} ms "
+            f"| {r['change_threshold'] or 'off'} "
             f"| {m['edge_agent_suspect_marks_total_change']:.0f} / {m['edge_agent_suspect_marks_total_fault']:.0f} "
             f"({m['edge_agent_suspect_marks_refused_total_change']:.0f} / "
             f"{m['edge_agent_suspect_marks_refused_total_fault']:.0f}) "
@@ -445,7 +483,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--even-load",
         action="store_true",
-        help="each load also streams (largest factor - its factor) x capacity sensors into a broker nobody reads",
+        help="each load also streams (largest factor - its factor) x capacity sensors into a broker, read "
+        "there as the receive process reads what it sheds (ballast_reader.py)",
+    )
+    p.add_argument(
+        "--no-machine-probe",
+        dest="machine_probe",
+        action="store_false",
+        help="no machine_probe.py on the agent's core during the steady window",
     )
     return p
 
