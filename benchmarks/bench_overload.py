@@ -31,8 +31,10 @@ detector, the newest two messages held), so the 1x row's capacity is measured wi
 as in the 9x row (on a shared VM a busy core slows the other); the rows then differ only in what reaches
 the agent's process. (Until 2026-12-02 nobody read the second broker: "Credit on the AVX-512 VNNI EPYC"
 in ``docs/benchmarks.md``.)
-Every row also runs ``machine_probe.py`` on the agent's core in its steady window (``--no-machine-probe``:
-not): the same unit of work in every row, so its time says how fast the machine itself was in that row.
+With ``--agent-cpu-quota`` every row also runs ``machine_probe.py`` on the agent's core in its steady window
+(in the room the quota leaves, ~4 % of the core; ``--no-machine-probe``: not): the same unit of work in every
+row, so its time says how fast the machine itself was in that row. (Without a quota the agent may use its
+whole core, so the probe would take from it: not run.)
 ``--agent-cpu-quota F``: the agent's process (not its receive process) gets F of its core
 (``cpu_quota.py``: a cgroup CPU quota, 10 ms period; root only), which lowers the capacity with
 every part of the agent's work in its real proportion (the honest alternative to the knob below).
@@ -229,7 +231,7 @@ def overload_run(
         cpu_a, cores_a = ba.proc_cpu_s(agent.pid), ba.cores_busy()
         helper_a = ba.proc_cpu_s(helper[0]) if helper else 0.0
         throttled_a = quota.throttled_s() if quota is not None else 0.0
-        if args.machine_probe and args.agent_cpu is not None:
+        if args.machine_probe and args.agent_cpu is not None and args.agent_cpu_quota:  # room beside the agent
             machine = start_helper(args.agent_cpu, "machine_probe.py", str(max(1.0, t_b - time.time() - 2.0)))
         scrape_s, rss = [a.seconds], []
         while time.time() < t_b - args.sample_s:
@@ -490,7 +492,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-machine-probe",
         dest="machine_probe",
         action="store_false",
-        help="no machine_probe.py on the agent's core during the steady window",
+        help="no machine_probe.py on the agent's core during the steady window (run only with --agent-cpu-quota)",
     )
     return p
 
