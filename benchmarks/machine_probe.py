@@ -5,8 +5,7 @@
 ``bench_overload.py --agent-cpu-quota`` runs it on the agent's core during each row's steady window (in the
 room the agent's quota leaves, ~4 % of the core). The unit (dict stores and small float32 matrix products:
 the kind of work the agent does) is the same in every row, so a slower unit says the machine itself is slower
-in that row:
-on the shared 2-core VM the load core's work slows the agent's core too (shared cache, memory, host).
+in that row: on the shared 2-core VM the load core's work slows the agent's core too (shared cache, memory, host).
 """
 
 from __future__ import annotations
