@@ -232,6 +232,8 @@ def cpu_and_faults(args: argparse.Namespace) -> dict[str, dict[str, dict[str, fl
 
 def json_files(args: argparse.Namespace) -> str:
     """One JSON line: per file and batch the median and p10 ms/window, CPU time and page faults, peak RSS."""
+    from edge_agent.common.allocator import allocator
+
     found = time_files(args)
     ms = {n: {str(b): 1e3 * statistics.median(v) / b for b, v in per.items()} for n, per in found.items()}
     fast = {n: {str(b): 1e3 * _p10(v) / b for b, v in per.items()} for n, per in found.items()}
@@ -246,7 +248,7 @@ def json_files(args: argparse.Namespace) -> str:
             "cpu_ms_per_window": cpu,
             "page_faults_per_call": faults,
             "max_rss_mib": rss_mib,
-            "allocator": "jemalloc" if "libjemalloc" in Path("/proc/self/maps").read_text() else "glibc",
+            "allocator": allocator(),  # what the loader really mapped (a missing preload is ignored)
         }
     )
 
