@@ -10,6 +10,12 @@ import torch
 from torch import nn
 
 
+def _bias(layer: nn.Linear) -> torch.Tensor:
+    """A copy of ``layer``'s bias, zeros where it has none (the library's ops always take one)."""
+    bias = layer.bias if layer.bias is not None else torch.zeros(layer.out_features)
+    return bias.detach().clone()
+
+
 class NativeStem(nn.Module):
     """A ``(1, k)`` stem convolution of one input channel, no bias, as the op library's ``stem_conv``."""
 
@@ -38,8 +44,7 @@ class NativeLinear(nn.Module):
     def __init__(self, linear: nn.Linear) -> None:
         super().__init__()
         self.register_buffer("weight", linear.weight.detach().clone())
-        bias = linear.bias if linear.bias is not None else torch.zeros(linear.out_features)
-        self.register_buffer("bias", bias.detach().clone())
+        self.register_buffer("bias", _bias(linear))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.ops.edge_agent.dense(x, self.weight, self.bias, False)
@@ -56,9 +61,8 @@ class NativeThresholds(nn.Module):
     def __init__(self, first: nn.Linear, second: nn.Linear, inverse_length: float) -> None:
         super().__init__()
         for name, layer in (("1", first), ("2", second)):
-            bias = layer.bias if layer.bias is not None else torch.zeros(layer.out_features)
             self.register_buffer(f"w{name}", layer.weight.detach().clone())
-            self.register_buffer(f"b{name}", bias.detach().clone())
+            self.register_buffer(f"b{name}", _bias(layer))
         self.inverse_length = float(inverse_length)
 
     def forward(self, abs_sum: torch.Tensor) -> torch.Tensor:
