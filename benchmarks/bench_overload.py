@@ -55,7 +55,9 @@ Then for each factor a fresh broker and agent get ``factor x capacity`` sensors 
 ``--warmup-s`` + ``--duration-s`` (long enough for >= 10 probe fault periods of 3.6 s), and the
 publishers stop. Per load:
 
-- windows processed/s in the steady window, and its ratio to the 1x row's (the capacity);
+- windows processed/s in the steady window, and its ratio to the 1x row's (the capacity; a warning when
+  the 1x row was not saturated: nothing shed and >= 97 % of the offered windows processed, so its rate
+  is only a lower bound of the capacity);
 - probe fault periods in the steady window with a ``new`` alert / all of them;
 - windows analysed per sensor in the steady window (``edge_agent_predictions_total``: min, median,
   max; "every sensor analysed" = min > 0), messages shed and windows dropped per sensor;
@@ -94,6 +96,7 @@ from edge_agent.sources.change import HOLD_S
 
 WINDOWS_PER_SENSOR_S = RATE_HZ / CHUNK_SAMPLES  # hop 1024 = chunk: one window per message
 PROBE_PERIOD_S = (ba.PROBE_HEALTHY_CHUNKS + ba.PROBE_FAULT_CHUNKS) * PERIOD_S
+SATURATED_BELOW = 0.97  # a row that processed less of what was offered (or shed any) ran at its capacity
 
 
 def by_sensor(s: ba.Scrape, name: str) -> dict[str, float]:
@@ -351,6 +354,11 @@ def start_helper(cpu: int | None, script: str, *argv: str) -> subprocess.Popen[s
     return subprocess.Popen(pinned, stdout=subprocess.PIPE, text=True)
 
 
+def saturated(row: dict[str, Any]) -> bool:
+    """Whether a row's agent was at its capacity: it shed messages or processed under 97 % of what was offered."""
+    return row["shed_total"] > 0 or row["processed_per_s"] < SATURATED_BELOW * row["offered_per_s"]
+
+
 def _labelled(s: ba.Scrape, name: str, reason: str) -> float:
     return sum(value for labels, value in s.samples.get(name, []) if labels.get("reason") == reason)
 
@@ -571,6 +579,13 @@ def main(argv: list[str] | None = None) -> int:
                 )
             )
             print(table(mine, capacity_per_s))
+            if first is not None and not saturated(first):
+                print(
+                    f"WARNING: the {first['factor']}x row was not saturated (processed {first['processed_per_s']:.0f} "
+                    f"of {first['offered_per_s']:.0f} windows/s offered, {first['shed_total']:.0f} messages shed): "
+                    "its rate is a lower bound of the capacity, so the ratios above overstate what the higher loads "
+                    "keep; raise --capacity-sensors"
+                )
     if args.json:
         summary = {"capacity_sensors": capacity, "extra_ms_per_batch": args.extra_ms_per_batch, "rows": rows}
         args.json.write_text(json.dumps(summary, indent=1, default=str))
