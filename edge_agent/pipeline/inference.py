@@ -50,10 +50,15 @@ def softmax_rows(logits: np.ndarray) -> np.ndarray:
 
 
 def batch_inputs(batch: list[QueuedWindow], max_batch: int) -> torch.Tensor:
-    """The windows of ``batch`` stacked, plus zero windows up to :func:`padded_rows`."""
+    """The windows of ``batch`` stacked, plus zero windows up to :func:`padded_rows`.
+
+    ``np.empty`` and only the padding zeroed, not ``np.zeros``: a batch of 32 CWRU windows is 256 KiB, and
+    jemalloc (the unit's allocator) answers a large ``calloc`` with fresh pages, 65 page faults a batch
+    (``benchmarks/bench_batch_inputs.py``)."""
     first = batch[0].window.samples
-    stacked = np.zeros((padded_rows(len(batch), max_batch), *first.shape), dtype=first.dtype)
+    stacked = np.empty((padded_rows(len(batch), max_batch), *first.shape), dtype=first.dtype)
     np.stack([item.window.samples for item in batch], out=stacked[: len(batch)])
+    stacked[len(batch) :] = 0
     return torch.from_numpy(stacked)
 
 
