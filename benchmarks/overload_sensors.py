@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/overload_sensors.py                        # 156 and 468 sensors, pinned to core 1
     LD_PRELOAD=libjemalloc.so.2 .venv/bin/python benchmarks/overload_sensors.py --sensors 100,900 --profile
+    .venv/bin/python benchmarks/overload_sensors.py --cpu-quota 1,0.2     # the same work with and without a quota
 
 Companion of ``bench_overload.py`` (whose 9x rows cost more CPU per window than its 3x rows) and
 ``overload_costs.py``. On the agent's own code path without the network, as ``receive = "process"`` runs
@@ -11,6 +12,10 @@ in ``Batch.resumed``), delivered in batches of 4 messages through ``MqttSource._
 naming every sensor shed 4 times per second of signal (``_on_report``); ``InferenceWorker._process`` in
 batches of 32 whenever 32 windows wait. Every N takes turns round by round on the same number of messages,
 so the rows differ only in how many sensors' state the same windows touch. Thread CPU time per window.
+
+``--cpu-quota 1,0.2``: the whole measurement once per value, in turn (1: no quota; else this process in a
+cgroup CPU quota of that fraction of its core, ``cpu_quota.py``, as ``bench_overload.py --agent-cpu-quota``
+runs the agent): what the quota itself adds to the CPU time of the same work.
 """
 
 from __future__ import annotations
@@ -94,6 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rounds", type=int, default=6)
     p.add_argument("--cpu", type=int, default=1, help="core to pin to (-1: none)")
     p.add_argument("--profile", action="store_true", help="then cProfile one round per count")
+    p.add_argument("--cpu-quota", default="1", help="fractions of the core, comma-separated (1: no quota)")
     args = p.parse_args(argv)
     if args.cpu >= 0 and (os.cpu_count() or 1) > args.cpu:
         os.sched_setaffinity(0, {args.cpu})
@@ -103,6 +109,21 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(1)
     print(f"CPU: {cpu_description()}; one thread on core {args.cpu}; allocator {allocator()}")
+    for fraction in (float(f) for f in args.cpu_quota.split(",")):
+        if fraction >= 1:
+            print("no CPU quota")
+            measure(args)
+            continue
+        from cpu_quota import CpuQuota
+
+        with CpuQuota(fraction) as quota:
+            quota.add(os.getpid())
+            print(f"CPU quota: {quota.describe()}")
+            measure(args)
+    return 0
+
+
+def measure(args: argparse.Namespace) -> None:
     encoder = Encoder(held_out_chunks(HEALTHY_KEY, HOPS), "f32le")
     feeds = {n: Feed(n, encoder) for n in (int(s) for s in args.sensors.split(","))}
     for n, feed in feeds.items():  # warm: every sensor's state made, twice round
@@ -126,7 +147,6 @@ def main(argv: list[str] | None = None) -> int:
             profile.disable()
             print(f"== {n} sensors")
             pstats.Stats(profile).sort_stats("tottime").print_stats(15)
-    return 0
 
 
 if __name__ == "__main__":
