@@ -36,8 +36,10 @@ With ``--agent-cpu-quota`` every row also runs ``machine_probe.py`` on the agent
 row, so its time says how fast the machine itself was in that row. (Without a quota the agent may use its
 whole core, so the probe would take from it: not run.)
 ``--agent-cpu-quota F``: the agent's process (not its receive process) gets F of its core
-(``cpu_quota.py``: a cgroup CPU quota, 10 ms period; root only), which lowers the capacity with
-every part of the agent's work in its real proportion (the honest alternative to the knob below).
+(``cpu_quota.py``: a cgroup CPU quota, 10 ms period or ``--quota-period-ms``; root only), which lowers the
+capacity with every part of the agent's work in its real proportion (the honest alternative to the knob
+below). The throttling itself costs CPU time (the process comes back to caches others used: +26-28 % per
+window at 0.2 of a 10 ms period, ``overload_sensors.py --cpu-quota``); a longer period throttles less often.
 ``--extra-ms-per-batch X``: the agent runs ``slow_model.py``'s copy of the shipped model that
 spends X ms more CPU per batch in torch ops (calibrated at the start; outputs unchanged), which
 lowers the capacity to what the publishers of a 2-core machine can offer 9x of. Each row prints
@@ -165,7 +167,7 @@ def overload_run(
     publishers: list[Any] = []
     stack = contextlib.ExitStack()
     try:
-        quota = stack.enter_context(CpuQuota(args.agent_cpu_quota)) if args.agent_cpu_quota else None
+        quota = stack.enter_context(agent_quota(args)) if args.agent_cpu_quota else None
         broker = ba.Broker(workdir, args.load_cpu)
         monitor = ba.Monitor(broker.port)
         agent = ba.Agent(
@@ -354,6 +356,11 @@ def start_helper(cpu: int | None, script: str, *argv: str) -> subprocess.Popen[s
     return subprocess.Popen(pinned, stdout=subprocess.PIPE, text=True)
 
 
+def agent_quota(args: argparse.Namespace) -> CpuQuota:
+    """The agent's CPU quota (``--agent-cpu-quota`` of its core per ``--quota-period-ms``)."""
+    return CpuQuota(args.agent_cpu_quota, period_us=round(1000 * args.quota_period_ms))
+
+
 def saturated(row: dict[str, Any]) -> bool:
     """Whether a row's agent was at its capacity: it shed messages or processed under 97 % of what was offered."""
     return row["shed_total"] > 0 or row["processed_per_s"] < SATURATED_BELOW * row["offered_per_s"]
@@ -485,6 +492,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--compare", type=Path, help="also run the agent of this checkout (e.g. /work/main), alternating")
     p.add_argument("--receive", default="thread", help="thread, process or both (thread,process), alternating")
     p.add_argument("--agent-cpu-quota", type=float, help="the agent's process gets this fraction of its core")
+    p.add_argument("--quota-period-ms", type=float, default=10.0, help="the quota's period (default 10 ms)")
     p.add_argument("--extra-ms-per-batch", type=float, default=0.0, help="slowed model (slow_model.py); 0: shipped")
     p.add_argument("--change-threshold", default="0", help="change_threshold values, alternating (0: detector off)")
     p.add_argument(
@@ -530,7 +538,7 @@ def main(argv: list[str] | None = None) -> int:
     log(f"CPU: {cpu_description()}")
     log(f"date: {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC; agent on core {args.agent_cpu}, load on {args.load_cpu}")
     if args.agent_cpu_quota:
-        log(f"agent CPU quota: {CpuQuota(args.agent_cpu_quota).describe()} (its receive process outside it)")
+        log(f"agent CPU quota: {agent_quota(args).describe()} (its receive process outside it)")
     model = None
     if args.extra_ms_per_batch > 0:
         from slow_model import build

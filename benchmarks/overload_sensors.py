@@ -100,6 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--cpu", type=int, default=1, help="core to pin to (-1: none)")
     p.add_argument("--profile", action="store_true", help="then cProfile one round per count")
     p.add_argument("--cpu-quota", default="1", help="fractions of the core, comma-separated (1: no quota)")
+    p.add_argument("--quota-period-ms", type=float, default=10.0, help="the quota's period (default 10 ms)")
     args = p.parse_args(argv)
     if args.cpu >= 0 and (os.cpu_count() or 1) > args.cpu:
         os.sched_setaffinity(0, {args.cpu})
@@ -116,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
             continue
         from cpu_quota import CpuQuota
 
-        with CpuQuota(fraction) as quota:
+        with CpuQuota(fraction, period_us=round(1000 * args.quota_period_ms)) as quota:
             quota.add(os.getpid())
             print(f"CPU quota: {quota.describe()}")
             measure(args)
