@@ -38,7 +38,7 @@ whole core, so the probe would take from it: not run.)
 ``--agent-cpu-quota F``: the agent's process (not its receive process) gets F of its core
 (``cpu_quota.py``: a cgroup CPU quota, 10 ms period or ``--quota-period-ms``; root only), which lowers the
 capacity with every part of the agent's work in its real proportion (the honest alternative to the knob
-below). The throttling itself costs CPU time (the process comes back to caches others used: +26-28 % per
+below). The throttling itself costs CPU time (the process comes back to caches others used: +26-47 % per
 window at 0.2 of a 10 ms period, ``overload_sensors.py --cpu-quota``); a longer period throttles less often.
 ``--extra-ms-per-batch X``: the agent runs ``slow_model.py``'s copy of the shipped model that
 spends X ms more CPU per batch in torch ops (calibrated at the start; outputs unchanged), which
