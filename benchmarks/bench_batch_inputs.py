@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import resource
 import statistics
 import subprocess
@@ -31,7 +30,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_inference import allocator_env
-from cpuinfo import cpu_description
+from cpuinfo import cpu_description, pin_to
 
 CHANNELS, WINDOW_SAMPLES, MAX_BATCH = 1, 2048, 32
 
@@ -87,8 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     batches = args.batch or [8, 32]
-    if args.cpu >= 0 and (os.cpu_count() or 1) > args.cpu:
-        os.sched_setaffinity(0, {args.cpu})
+    pin_to(args.cpu)
     if args.child:
         print(json.dumps({b: measure(b, args.calls, args.rounds) for b in batches}))
         return 0

@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from cpuinfo import cpu_description
+from cpuinfo import cpu_description, pin_to
 
 PARTS = ("callback_change", "callback_plain", "topic", "detector", "flush")
 
@@ -224,8 +224,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.child:
-        if args.cpu >= 0 and (os.cpu_count() or 1) > args.cpu:
-            os.sched_setaffinity(0, {args.cpu})
+        pin_to(args.cpu)
         result = _measure(args.sensors, args.messages)
         if args.live_rate > 0:
             for key, threshold in (("change", 10.0), ("plain", 0.0)):

@@ -8,6 +8,7 @@ comparable with numbers of the same CPU class (docs/benchmarks.md keeps results 
 from __future__ import annotations
 
 import contextlib
+import os
 import platform
 from pathlib import Path
 
@@ -31,3 +32,9 @@ def cpu_description() -> str:
     model, present = cpu_model_and_flags()
     shown = ", ".join(f"{flag} {'yes' if flag in present else 'no'}" for flag in CPU_FLAGS)
     return f"{model} ({platform.machine()}); {shown}"
+
+
+def pin_to(cpu: int) -> None:
+    """Pin this process to core ``cpu`` where the machine has that core (-1: leave it where it is)."""
+    if cpu >= 0 and (os.cpu_count() or 1) > cpu:
+        os.sched_setaffinity(0, {cpu})

@@ -27,32 +27,40 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import os
 import statistics
 import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from cpuinfo import cpu_description
+from cpuinfo import cpu_description, pin_to
 from profile_agent import MODEL, build_app, payloads
 
 NO_STOP = threading.Event()
 
 
+def broker_less_source(app: Any, agent_id: str, **changes: Any) -> Any:
+    """The app's first source as ``App`` wires it (router with the inference queue's shedding rule and suspects),
+    its section with ``changes``, and no broker: feed it ``_on_message`` or ``_deliver_batch`` directly."""
+    from edge_agent.sources.mqtt import MqttSource
+
+    worker = app.worker
+    section = dataclasses.replace(app.config.sources[0], **changes)
+    router = app.datapath.router(section, worker.submit, shed=worker.queue.over_share)
+    router.use_suspects(worker.queue)
+    source = MqttSource(section, app.config.mqtt, password=None, agent_id=agent_id, metrics=app.metrics, streams=router)
+    source._emit = router  # what start() sets, without a broker
+    return source
+
+
 def measure(fmt: str, sensors: int, rounds: int, repeats: int, change_threshold: float = 0.0) -> dict[str, float]:
     import paho.mqtt.client as paho
 
-    from edge_agent.sources.mqtt import MqttSource
-
     app = build_app(fmt, MODEL)
-    worker, section = app.worker, app.config.sources[0]
-    section = dataclasses.replace(section, change_threshold=change_threshold)
-    router = app.datapath.router(section, worker.submit, shed=worker.queue.over_share)
-    router.use_suspects(worker.queue)
-    source = MqttSource(section, app.config.mqtt, password=None, agent_id="costs", metrics=app.metrics, streams=router)
-    source._emit = router  # what start() sets, without a broker
+    worker = app.worker
+    source = broker_less_source(app, "costs", change_threshold=change_threshold)
     messages = []
     for topic, payload in payloads(fmt, sensors, rounds):
         msg = paho.MQTTMessage(topic=topic.encode())
@@ -126,8 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--agent-cpu", type=int, default=1, help="core this process is pinned to (-1: none)")
     p.add_argument("--change-threshold", type=float, default=0.0, help="the change detector in paho's thread")
     args = p.parse_args(argv)
-    if args.agent_cpu >= 0 and (os.cpu_count() or 1) > args.agent_cpu:
-        os.sched_setaffinity(0, {args.agent_cpu})
+    pin_to(args.agent_cpu)
     import torch
 
     torch.set_num_threads(1)

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import cProfile
-import dataclasses
 import os
 import pstats
 import statistics
@@ -34,7 +33,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from agent_publisher import HEALTHY_KEY, PERIOD_S, Encoder, held_out_chunks, sensor_name
-from cpuinfo import cpu_description
+from cpuinfo import cpu_description, pin_to
+from overload_costs import broker_less_source
 from profile_agent import MODEL, build_app
 
 NO_STOP = threading.Event()
@@ -48,17 +48,9 @@ class Feed:
     """One agent (its own App) and its N sensors' clocks."""
 
     def __init__(self, sensors: int, encoder: Encoder) -> None:
-        from edge_agent.sources.mqtt import MqttSource
-
         self.app = build_app("f32le", MODEL)
-        self.worker, section = self.app.worker, self.app.config.sources[0]
-        section = dataclasses.replace(section, receive="process", change_threshold=0.0)
-        router = self.app.datapath.router(section, self.worker.submit, shed=self.worker.queue.over_share)
-        router.use_suspects(self.worker.queue)
-        self.source = MqttSource(
-            section, self.app.config.mqtt, password=None, agent_id="sensors", metrics=self.app.metrics, streams=router
-        )
-        self.source._emit = router  # what start() sets, without a broker
+        self.worker = self.app.worker
+        self.source = broker_less_source(self.app, "sensors", receive="process", change_threshold=0.0)
         self.encoder, self.sensors, self.sent = encoder, sensors, 0
         self.names = [sensor_name(i) for i in range(sensors)]
         self.ts = [time.time() - 3600.0] * sensors
@@ -102,8 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--cpu-quota", default="1", help="fractions of the core, comma-separated (1: no quota)")
     p.add_argument("--quota-period-ms", type=float, default=10.0, help="the quota's period (default 10 ms)")
     args = p.parse_args(argv)
-    if args.cpu >= 0 and (os.cpu_count() or 1) > args.cpu:
-        os.sched_setaffinity(0, {args.cpu})
+    pin_to(args.cpu)
     import torch
 
     from edge_agent.common.allocator import allocator
